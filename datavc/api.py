@@ -1,0 +1,253 @@
+"""``datavc.open``: a read-only fsspec filesystem over one snapshot.
+
+Files are streamed: opening one file reads the version record, the tree root and one page,
+and a read fetches only the chunks it covers (neighbouring chunks in one ranged read). The
+filesystem pickles as (store URL, storage options, dataset, version, snapshot id), so PyTorch
+DataLoader and Dask workers rebuild it, and it reconnects to the store after a fork.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections import OrderedDict
+from typing import Any
+
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+from . import versions
+from .chunkstore import ChunkStore
+from .config import DOT, find_root, load_config, resolve_store_url
+from .errors import BadInput, NotARepository, PathNotFound
+from .hashing import ObjectId
+from .record import VersionRecord
+from .repository import hash_file, open_store
+from .snapshot import LocalFile, NoProgress, find_entry, iter_entries, load_root, materialize
+from .spec import parse_spec
+from .tree import FileEntry, TreeRoot
+
+PROTOCOL = "datavc"
+
+
+def open(
+    spec: str, store: str | None = None, storage_options: dict[str, Any] | None = None
+) -> DatavcFileSystem:
+    """Open ``NAME@VERSION`` (vN, latest, a tag, a snapshot prefix) as a read-only filesystem."""
+    return DatavcFileSystem(spec, store=store, storage_options=storage_options)
+
+
+def _locate_store(
+    store: str | None, storage_options: dict[str, Any] | None
+) -> tuple[str, dict[str, Any], str | None]:
+    """Store URL, options and cache folder: argument, then DATAVC_STORE, then the workspace."""
+    root = find_root(os.getcwd())
+    options = dict(storage_options or {})
+    if store:
+        return resolve_store_url(store, os.getcwd()), options, None
+    if os.environ.get("DATAVC_STORE"):
+        return resolve_store_url(os.environ["DATAVC_STORE"], os.getcwd()), options, None
+    if root is None:
+        raise NotARepository(
+            "no store: pass store=URL, set DATAVC_STORE, or run inside a datavc workspace"
+        )
+    cfg = load_config(root)
+    return cfg.store, {**cfg.storage_options, **options}, os.path.join(root, DOT, "cache")
+
+
+class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
+    """A read-only view of one snapshot. Paths are relative to the dataset's root."""
+
+    protocol = PROTOCOL
+    root_marker = ""
+    cachable = False
+
+    def __init__(
+        self,
+        spec: str | None = None,
+        *,
+        store: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        snapshot: str | None = None,
+        record: VersionRecord | None = None,
+    ) -> None:
+        super().__init__()
+        if spec is None and snapshot is None:
+            raise BadInput("datavc.open needs a spec such as NAME@v3")
+        url, options, cache_dir = _locate_store(store, storage_options)
+        self.store_url = url
+        self.store_options = options
+        self.chunks: ChunkStore = open_store(url, options, cache_dir)
+        if record is None and spec is not None:
+            record = versions.resolve(self.chunks, parse_spec(spec))
+        self.record = record
+        self.snapshot = ObjectId(snapshot or (record.tree if record else ""))
+        self.kind = record.kind if record else "dir"
+        self._root: TreeRoot | None = None
+        self._entries: dict[str, FileEntry] | None = None
+        self._dirs: set[str] | None = None
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (self.store_url, self.store_options, self.snapshot, self.record))
+
+    # -- metadata -------------------------------------------------------------------
+
+    @property
+    def tree(self) -> TreeRoot:
+        if self._root is None:
+            self._root = load_root(self.chunks, self.snapshot)
+        return self._root
+
+    def _all(self) -> dict[str, FileEntry]:
+        if self._entries is None:
+            entries = {e.path: e for e in iter_entries(self.chunks, self.tree)}
+            dirs = {""}
+            for p in entries:
+                parts = p.split("/")
+                dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            self._entries, self._dirs = entries, dirs
+        return self._entries
+
+    def entry(self, path: str) -> FileEntry:
+        path = self._strip_protocol(path)
+        if self._entries is not None:
+            found = self._entries.get(path)
+        else:
+            found = find_entry(self.chunks, self.tree, path)
+        if found is None:
+            raise PathNotFound(path)
+        return found
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> str:
+        text = str(path)
+        if text.startswith(f"{PROTOCOL}://"):
+            text = text[len(PROTOCOL) + 3 :]
+            text = text.split("/", 1)[1] if "/" in text else ""
+        return text.strip("/")
+
+    @staticmethod
+    def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
+        if path.startswith(f"{PROTOCOL}://"):
+            return {"spec": path[len(PROTOCOL) + 3 :].split("/", 1)[0]}
+        return {}
+
+    def _info_of(self, e: FileEntry) -> dict[str, Any]:
+        return {
+            "name": e.path,
+            "size": e.size,
+            "type": "file",
+            "mode": e.mode,
+            "blake3": e.hash.hex(),
+        }
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        path = self._strip_protocol(path)
+        entries = self._all()
+        if path in entries:
+            return self._info_of(entries[path])
+        if self._dirs is not None and path in self._dirs:
+            return {"name": path, "size": 0, "type": "directory"}
+        raise PathNotFound(path)
+
+    def ls(self, path: str = "", detail: bool = True, **kwargs: Any) -> list[Any]:
+        path = self._strip_protocol(path)
+        entries = self._all()
+        assert self._dirs is not None
+        if path in entries:
+            out = [self._info_of(entries[path])]
+            return out if detail else [path]
+        if path not in self._dirs:
+            raise PathNotFound(path)
+        prefix = f"{path}/" if path else ""
+        children: dict[str, dict[str, Any]] = {}
+        for p, e in entries.items():
+            if p.startswith(prefix):
+                rest = p[len(prefix) :]
+                head = rest.split("/", 1)[0]
+                child = prefix + head
+                if "/" in rest:
+                    children.setdefault(child, {"name": child, "size": 0, "type": "directory"})
+                else:
+                    children[child] = self._info_of(e)
+        rows = [children[k] for k in sorted(children)]
+        return rows if detail else [r["name"] for r in rows]
+
+    # -- reading --------------------------------------------------------------------
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> DatavcFile:
+        if mode != "rb":
+            raise BadInput(f"datavc snapshots are read-only (mode {mode!r})")
+        return DatavcFile(self, self.entry(path))
+
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        with self._open(path) as f:
+            size = f.size
+            start = 0 if start is None else (start if start >= 0 else max(0, size + start))
+            end = size if end is None else (end if end >= 0 else max(0, size + end))
+            f.seek(start)
+            data: bytes = f.read(max(0, end - start))
+            return data
+
+    def materialize(self, dest: str) -> int:
+        """Write the snapshot into ``dest`` exactly (extra files removed); return files written."""
+        entries = list(self._all().values())
+
+        def unchanged(local: LocalFile, e: FileEntry) -> bool:
+            return local.size == e.size and hash_file(local.abspath) == e.hash
+
+        return materialize(self.chunks, entries, dest, self.kind, unchanged, NoProgress())
+
+    # read-only filesystem
+    def _rm(self, path: str) -> None:
+        raise BadInput("datavc snapshots are read-only")
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        raise BadInput("datavc snapshots are read-only")
+
+
+def _rebuild(
+    url: str, options: dict[str, Any], snapshot: str, record: VersionRecord | None
+) -> DatavcFileSystem:
+    return DatavcFileSystem(store=url, storage_options=options, snapshot=snapshot, record=record)
+
+
+class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
+    """A seekable file that fetches only the chunks each read covers."""
+
+    def __init__(self, fs: DatavcFileSystem, entry: FileEntry) -> None:
+        self.entry = entry
+        self._starts: list[int] = []
+        pos = 0
+        for _, length in entry.chunks:
+            self._starts.append(pos)
+            pos += length
+        self._decoded: OrderedDict[int, bytes] = OrderedDict()
+        super().__init__(fs, entry.path, mode="rb", cache_type="none", size=entry.size)
+
+    def _chunk(self, i: int) -> bytes:
+        data = self._decoded.get(i)
+        if data is None:
+            return b""
+        self._decoded.move_to_end(i)
+        return data
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        end = min(end, self.entry.size)
+        if start >= end:
+            return b""
+        first = bisect.bisect_right(self._starts, start) - 1
+        last = bisect.bisect_right(self._starts, end - 1) - 1
+        missing = [i for i in range(first, last + 1) if i not in self._decoded]
+        if missing:
+            lo, hi = missing[0], missing[-1]
+            ids = [self.entry.chunks[i][0] for i in range(lo, hi + 1)]
+            for i, data in zip(range(lo, hi + 1), self.fs.chunks.read_chunks(ids), strict=True):
+                self._decoded[i] = data
+                self._decoded.move_to_end(i)
+        blob = b"".join(self._chunk(i) for i in range(first, last + 1))
+        while len(self._decoded) > max(8, last - first + 1):
+            self._decoded.popitem(last=False)
+        offset = self._starts[first]
+        return blob[start - offset : end - offset]

@@ -1,0 +1,219 @@
+"""Object storage over fsspec: the only module that imports fsspec's filesystems.
+
+A :class:`Backend` stores whole immutable objects under string keys relative to the store
+root ("packs/<id>", "versions/images/3.json"). It gives datavc what fsspec leaves to each
+implementation: atomic writes on local disk (temp file, fsync, rename), a truly exclusive
+create on every supported protocol, ranged reads, and one translation of errors into
+:mod:`datavc.errors`. It counts its I/O so tests and the benchmark can check access patterns.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+from .errors import DatavcError, ObjectNotFound, StoreUnreachable
+
+_MEMORY_LOCK = threading.Lock()
+
+
+def _file_mode() -> int:
+    """0o666 less the process umask: what a plain ``open`` would have created."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
+@dataclass(slots=True)
+class BackendStats:
+    """I/O counters; ``reads`` counts every GET, whole or ranged."""
+
+    reads: int = 0
+    range_reads: int = 0
+    bytes_read: int = 0
+    writes: int = 0
+    bytes_written: int = 0
+    lists: int = 0
+    read_keys: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_read(self, key: str, n: int, ranged: bool) -> None:
+        with self.lock:
+            self.reads += 1
+            self.range_reads += ranged
+            self.bytes_read += n
+            self.read_keys.append(key)
+
+    def count_write(self, n: int) -> None:
+        with self.lock:
+            self.writes += 1
+            self.bytes_written += n
+
+
+def _default_options(protocol: str) -> dict[str, Any]:
+    if protocol in ("s3", "s3a"):
+        # Other writers change the store behind our back: never trust a cached listing.
+        return {"use_listings_cache": False, "skip_instance_cache": True}
+    return {}
+
+
+class Backend:
+    """Objects under one fsspec URL. Thread-safe; reconnects after a fork."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.stats = BackendStats()
+        self._pid = -1
+        self._connect()
+
+    def _connect(self) -> None:
+        protocol = self.url.split("://", 1)[0] if "://" in self.url else "file"
+        options = {**_default_options(protocol), **self.storage_options}
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
+        except (ImportError, ValueError, TypeError) as err:
+            raise StoreUnreachable(self.url, f"cannot open this URL ({err})") from None
+        self.root = self.root.rstrip("/")
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.is_memory = isinstance(self.fs, MemoryFileSystem)
+        self._pid = os.getpid()
+
+    def _fs(self) -> Any:
+        if self._pid != os.getpid():
+            self._connect()
+        return self.fs
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}" if self.root else key
+
+    @contextmanager
+    def _translate(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except DatavcError:
+            raise
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except Exception as err:  # every backend failure becomes one clear error
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            raise StoreUnreachable(self.url, reason) from None
+
+    def read(self, key: str) -> bytes:
+        with self._translate(key):
+            data: bytes = self._fs().cat_file(self.path(key))
+        self.stats.count_read(key, len(data), ranged=False)
+        return data
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of an object."""
+        with self._translate(key):
+            data: bytes = self._fs().cat_file(self.path(key), start=start, end=end)
+        if len(data) != end - start:
+            raise ObjectNotFound(f"{key} (range {start}-{end} past its end)")
+        self.stats.count_read(key, len(data), ranged=True)
+        return data
+
+    def exists(self, key: str) -> bool:
+        with self._translate(key):
+            return bool(self._fs().exists(self.path(key)))
+
+    def list(self, prefix: str) -> list[str]:
+        """Names directly under ``prefix`` (a folder key); empty if there is none."""
+        with self.stats.lock:
+            self.stats.lists += 1
+        with self._translate(prefix):
+            fs = self._fs()
+            try:
+                entries = fs.ls(self.path(prefix), detail=False)
+            except FileNotFoundError:
+                return []
+        return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    def write(self, key: str, data: bytes) -> None:
+        """Store an immutable object; writing the same key again is harmless."""
+        self._put(key, data, "once")
+
+    def replace(self, key: str, data: bytes) -> None:
+        """Overwrite a mutable object (tags) atomically."""
+        self._put(key, data, "replace")
+
+    def _put(self, key: str, data: bytes, how: str) -> None:
+        with self._translate(key):
+            if self.is_local:
+                written = self._write_local(self.path(key), data, how)
+            else:
+                self._fs().pipe_file(self.path(key), data)
+                written = True
+        if written:
+            self.stats.count_write(len(data))
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist; False if it already did."""
+        with self._translate(key):
+            path = self.path(key)
+            if self.is_local:
+                created = self._write_local(path, data, "exclusive")
+            elif self.is_memory:
+                created = self._create_memory(path, data)
+            else:
+                created = self._create_remote(path, data)
+        if created:
+            self.stats.count_write(len(data))
+        return created
+
+    def delete(self, key: str) -> None:
+        with self._translate(key):
+            self._fs().rm_file(self.path(key))
+
+    def _create_memory(self, path: str, data: bytes) -> bool:
+        with _MEMORY_LOCK:
+            if self.fs.exists(path):
+                return False
+            self.fs.pipe_file(path, data)
+            return True
+
+    def _create_remote(self, path: str, data: bytes) -> bool:
+        try:
+            self._fs().pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def _write_local(self, path: str, data: bytes, how: str) -> bool:
+        """Temp file, fsync, then rename (or link, which fails if ``path`` exists)."""
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        if how == "once" and os.path.exists(path):
+            return False
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if how == "exclusive":
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+            else:
+                os.replace(tmp, path)
+                tmp = ""
+            return True
+        finally:
+            if tmp:
+                os.unlink(tmp)

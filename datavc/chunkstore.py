@@ -1,0 +1,264 @@
+"""The chunk store: deduplication, pack writing and reading, the index, and the local cache.
+
+Writers buffer new chunks into packs (about 32 MiB), write each full pack, and at the end of
+an upload write one index object for the packs of that upload. Readers load every index once,
+then fetch the byte ranges they need, merging neighbouring chunks into one ranged read. Every
+chunk and metadata object read back is checked against its BLAKE3 id before use.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .backend import Backend
+from .chunker import ChunkerParams
+from .errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFound
+from .hashing import ChunkId, ObjectId, chunk_id, object_id
+from .packfile import (
+    PACK_MAGIC,
+    Location,
+    PackEntry,
+    decode_chunk,
+    decode_index,
+    encode_chunk,
+    encode_index,
+    pack_footer,
+)
+
+STORE_FORMAT = 1
+CONFIG_KEY = "datavc.json"
+DEFAULT_PACK_TARGET = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    chunker: ChunkerParams
+    pack_target: int = DEFAULT_PACK_TARGET
+
+    def encode(self) -> bytes:
+        doc = {
+            "type": "datavc-store",
+            "format": STORE_FORMAT,
+            "hash": "blake3",
+            "compression": "zstd",
+            "chunker": self.chunker.to_json(),
+            "pack_target": self.pack_target,
+        }
+        return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+
+    @classmethod
+    def decode(cls, data: bytes) -> StoreConfig:
+        try:
+            doc = json.loads(data)
+            if doc.get("type") != "datavc-store":
+                raise CorruptObject(CONFIG_KEY, "not a datavc store config")
+            if doc.get("format") != STORE_FORMAT:
+                raise CorruptObject(CONFIG_KEY, f"unsupported store format {doc.get('format')}")
+            return cls(ChunkerParams.from_json(doc["chunker"]), int(doc["pack_target"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise CorruptObject(CONFIG_KEY, "store config is malformed") from None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStats:
+    new_chunks: int = 0
+    new_bytes: int = 0
+    new_objects: int = 0
+
+
+class ChunkStore:
+    """Chunks and metadata objects of one store, with an optional local cache."""
+
+    def __init__(self, backend: Backend, config: StoreConfig, cache: Backend | None = None):
+        self.backend = backend
+        self.config = config
+        self.cache = cache
+        self._index: dict[ChunkId, Location] = {}
+        self._indexes_loaded: set[str] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, backend: Backend, config: StoreConfig, cache: Backend | None = None) -> ChunkStore:
+        """Initialise a store, or open it if one already exists there (keeping its config)."""
+        if not backend.create_exclusive(CONFIG_KEY, config.encode()):
+            return cls.open(backend, cache)
+        return cls(backend, config, cache)
+
+    @classmethod
+    def open(cls, backend: Backend, cache: Backend | None = None) -> ChunkStore:
+        try:
+            data = backend.read(CONFIG_KEY)
+        except ObjectNotFound:
+            raise NotARepository(
+                f"no datavc store at {backend.url} (run 'datavc init' to create one)"
+            ) from None
+        return cls(backend, StoreConfig.decode(data), cache)
+
+    # -- metadata objects -------------------------------------------------------------
+
+    def read_object(self, kind: str, oid: str) -> bytes:
+        """Read ``<kind>/<oid>`` (cache first) and check it hashes to ``oid``."""
+        key = f"{kind}/{oid}"
+        data = None
+        if self.cache is not None:
+            try:
+                data = self.cache.read(key)
+            except ObjectNotFound:
+                data = None
+            if data is not None and object_id(data) != oid:
+                data = None  # a damaged cache entry: fall back to the store
+        if data is None:
+            data = self.backend.read(key)
+            got = object_id(data)
+            if got != oid:
+                raise IntegrityError(key, oid, got)
+            if self.cache is not None:
+                self.cache.write(key, data)
+        return data
+
+    def write_object(self, kind: str, data: bytes) -> ObjectId:
+        oid = object_id(data)
+        self.backend.write(f"{kind}/{oid}", data)
+        if self.cache is not None:
+            self.cache.write(f"{kind}/{oid}", data)
+        return oid
+
+    # -- index ------------------------------------------------------------------------
+
+    def load_index(self) -> None:
+        """Read the index objects not loaded yet (new ones appear as others upload)."""
+        names = [n for n in self.backend.list("index") if n not in self._indexes_loaded]
+        for name in names:
+            if name.startswith("."):
+                continue
+            locations = decode_index(self.read_object("index", name), f"index/{name}")
+            with self._lock:
+                for cid, loc in locations.items():
+                    self._index.setdefault(cid, loc)
+                self._indexes_loaded.add(name)
+
+    def location(self, cid: ChunkId) -> Location | None:
+        return self._index.get(cid)
+
+    def has_chunk(self, cid: ChunkId) -> bool:
+        return cid in self._index
+
+    def new_writer(self) -> PackWriter:
+        self.load_index()
+        return PackWriter(self)
+
+    # -- reading chunks ---------------------------------------------------------------
+
+    def _locate(self, cid: ChunkId) -> Location:
+        loc = self._index.get(cid)
+        if loc is None:
+            self.load_index()
+            loc = self._index.get(cid)
+        if loc is None:
+            raise ObjectNotFound(f"chunk {cid.hex()}")
+        return loc
+
+    def _read_range(self, pack: ObjectId, start: int, end: int) -> bytes:
+        key = f"packs/{pack}"
+        if self.cache is not None:
+            try:
+                return self.cache.read_range(key, start, end)
+            except ObjectNotFound:
+                pass
+        return self.backend.read_range(key, start, end)
+
+    def read_chunks(self, ids: Iterable[ChunkId]) -> Iterator[bytes]:
+        """Yield the plain bytes of each chunk in order, checked against its id.
+
+        Neighbouring chunks of one pack are fetched with one ranged read (up to 8 MiB).
+        """
+        run: list[tuple[ChunkId, Location]] = []
+        for cid in ids:
+            loc = self._locate(cid)
+            if run:
+                last = run[-1][1]
+                contiguous = last.pack == loc.pack and last.offset + last.stored_length == loc.offset
+                if not contiguous or loc.offset + loc.stored_length - run[0][1].offset > 8 << 20:
+                    yield from self._read_run(run)
+                    run = []
+            run.append((cid, loc))
+        if run:
+            yield from self._read_run(run)
+
+    def _read_run(self, run: list[tuple[ChunkId, Location]]) -> Iterator[bytes]:
+        first = run[0][1]
+        last = run[-1][1]
+        blob = self._read_range(first.pack, first.offset, last.offset + last.stored_length)
+        view = memoryview(blob)
+        for cid, loc in run:
+            rel = loc.offset - first.offset
+            obj = f"packs/{loc.pack}"
+            plain = decode_chunk(loc.codec, view[rel : rel + loc.stored_length], loc.plain_length, obj)
+            got = chunk_id(plain)
+            if got != cid:
+                raise IntegrityError(obj, cid.hex(), got.hex(), what=f"chunk at offset {loc.offset}")
+            yield plain
+
+
+class PackWriter:
+    """Buffers new chunks into packs; :meth:`finish` writes the last pack and the index."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self.store = store
+        self._buf: list[bytes] = []
+        self._entries: list[PackEntry] = []
+        self._size = len(PACK_MAGIC)
+        self._pending: set[ChunkId] = set()
+        self._written: dict[ChunkId, Location] = {}
+        self._lock = threading.Lock()
+        self.new_chunks = 0
+        self.new_bytes = 0
+        self.new_objects = 0
+
+    def add(self, cid: ChunkId, data: bytes | memoryview) -> bool:
+        """Store a chunk unless the store or this upload already has it; True if new."""
+        if self.store.has_chunk(cid) or cid in self._pending:
+            return False
+        codec, stored = encode_chunk(data)
+        with self._lock:
+            if cid in self._pending:
+                return False
+            self._pending.add(cid)
+            self._entries.append(PackEntry(cid, self._size, len(stored), len(data), codec))
+            self._buf.append(stored)
+            self._size += len(stored)
+            self.new_chunks += 1
+            full = self._size >= self.store.config.pack_target
+            if full:
+                self._flush_locked()
+        return True
+
+    def _flush_locked(self) -> None:
+        if not self._entries:
+            return
+        data = b"".join([PACK_MAGIC, *self._buf, pack_footer(self._entries)])
+        pack = self.store.write_object("packs", data)
+        for e in self._entries:
+            self._written[e.chunk] = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
+        self.new_bytes += len(data)
+        self.new_objects += 1
+        self._buf, self._entries, self._size = [], [], len(PACK_MAGIC)
+
+    def finish(self) -> UploadStats:
+        """Write the last pack, then the index of this upload; make the chunks readable."""
+        with self._lock:
+            self._flush_locked()
+            if self._written:
+                index = encode_index(self._written)
+                name = self.store.write_object("index", index)
+                self.new_bytes += len(index)
+                self.new_objects += 1
+                with self.store._lock:
+                    self.store._index.update(self._written)
+                    self.store._indexes_loaded.add(name)
+                self._written = {}
+            self._pending.clear()
+        return UploadStats(self.new_chunks, self.new_bytes, self.new_objects)

@@ -1,0 +1,224 @@
+"""The ``datavc`` command line: parses arguments, calls the workspace, prints results.
+
+Errors print one line to stderr (``datavc: error: ...``) and exit with the error's code:
+1 other failure, 2 usage, 3 not found, 4 no workspace or store, 5 store unreachable,
+6 integrity check failed, 7 workspace locked or write conflict, 8 unsafe path or bad input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from .errors import DatavcError, UsageError
+from .repository import ProgressFactory, Status, Workspace, init_workspace
+from .snapshot import NoProgress
+from .snapshot import Progress as ProgressSink
+from .tree import FileEntry
+
+app = typer.Typer(
+    name="datavc",
+    help=(
+        "Version datasets next to your Git code: chunked, deduplicated snapshots in any "
+        "object store, tracked by small pointer files that you commit to Git."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class _Bar:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+
+class RichProgress(ProgressFactory):
+    """Progress bars on stderr, only when it is a terminal."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+
+    def __call__(self, label: str, total: int) -> ProgressSink:
+        if not sys.stderr.isatty() or total < 32 << 20:
+            return NoProgress()
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self._progress.start()
+        return _Bar(self._progress, self._progress.add_task(label, total=total))
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _workspace() -> Workspace:
+    return Workspace.find(".", RichProgress())
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+@app.command()
+def init(
+    store: Annotated[
+        Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
+        typer.Option(help="Store URL (s3://bucket/prefix, /path, memory://...). "
+                     "Default: the embedded local store .datavc/store."),
+    ] = None,
+) -> None:
+    """Make this folder a datavc workspace and create (or join) its store."""
+    url, _ = init_workspace(".", store)
+    typer.echo(f"initialised datavc workspace in {os.path.abspath('.')}; store: {url}")
+
+
+@app.command()
+def add(
+    path: Annotated[str, typer.Argument(help="Folder or file to track.")],
+    name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Dataset name (default: the path's last part without extension)."),
+    ] = None,
+) -> None:
+    """Track a folder or file: chunk it, store new data, stage it for the next commit."""
+    result = _workspace().add(path, name)
+    s, d = result.staged, result.diff
+    typer.echo(
+        f"{s.name}: staged {s.files} files, {_size(s.bytes)} "
+        f"({len(d.added)} added, {len(d.modified)} modified, {len(d.removed)} removed); "
+        f"new data stored: {_size(s.new_bytes)}"
+    )
+
+
+@app.command()
+def commit(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Datasets (default: all).")] = None,  # noqa: UP045
+    message: Annotated[str, typer.Option("-m", "--message", help="What changed and why.")] = "",
+    all_: Annotated[
+        bool, typer.Option("-a", "--all", help="Re-add every tracked dataset first.")
+    ] = False,
+) -> None:
+    """Publish a new version of each dataset with staged changes and update its pointer file."""
+    if not message:
+        raise UsageError("a commit needs a message: datavc commit -m MESSAGE")
+    records, unchanged = _workspace().commit(list(names or []), message, all_)
+    for rec in records:
+        typer.echo(
+            f"{rec.name}@v{rec.version}  snapshot {rec.tree[:12]}  {rec.stats.files} files, "
+            f"{_size(rec.stats.bytes)}, new data {_size(rec.stats.new_bytes)}"
+        )
+    for name in unchanged:
+        typer.echo(f"{name}: nothing to commit (no staged changes)")
+
+
+@app.command()
+def checkout(
+    specs: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(help="NAME@vN, NAME@latest, NAME@<tag>, NAME@<snapshot prefix>, "
+                       "NAME@git:<rev>. Default: what every pointer file says."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Discard changes that are not stored.")
+    ] = False,
+) -> None:
+    """Materialize exact snapshots into their dataset paths."""
+    results = _workspace().checkout(list(specs or []), force)
+    for r in results:
+        typer.echo(f"{r.name}@v{r.version} -> {r.path} ({r.files} files, {r.written} written)")
+    if not results:
+        typer.echo("no tracked datasets")
+
+
+@app.command()
+def status() -> None:
+    """Show which datasets differ from their pointer files, and how."""
+    rows = _workspace().status()
+    if not rows:
+        typer.echo("no tracked datasets")
+    for st in rows:
+        typer.echo(_status_line(st))
+
+
+def _status_line(st: Status) -> str:
+    d = st.diff
+    counts = f" ({len(d.added)} added, {len(d.modified)} modified, {len(d.removed)} removed)"
+    shown = counts if not d.empty else ""
+    return f"{st.name} ({st.path}): {st.state}{shown}: {st.detail}"
+
+
+@app.command()
+def log(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
+    """List a dataset's versions, newest first."""
+    for rec in _workspace().log(name):
+        s = rec.stats
+        typer.echo(
+            f"v{rec.version}  {rec.time}  {rec.author}\n"
+            f"    snapshot {rec.tree[:12]}  {s.files} files, {_size(s.bytes)}, "
+            f"new data stored {_size(s.new_bytes)}\n    {rec.message}"
+        )
+
+
+@app.command()
+def ls(spec: Annotated[str, typer.Argument(help="NAME or NAME@VERSION.")]) -> None:
+    """List the files of a snapshot: mode, size, BLAKE3 hash, path."""
+    rec, entries = _workspace().ls(spec)
+    typer.echo(f"{rec.name}@v{rec.version} snapshot {rec.tree}")
+    for e in entries:
+        typer.echo(_ls_line(e))
+
+
+def _ls_line(e: FileEntry) -> str:
+    return f"{e.mode:o} {e.size:>12} {e.hash.hex()[:16]} {e.path}"
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("datavc: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except DatavcError as err:
+        typer.echo(f"datavc: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("datavc: interrupted", err=True)
+        sys.exit(130)
+    except OSError as err:
+        typer.echo(f"datavc: error: {err}", err=True)
+        sys.exit(1)

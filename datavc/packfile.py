@@ -1,0 +1,147 @@
+"""Pack and index objects: byte formats (pure; bytes in, values out).
+
+Pack (``packs/<id>``, id = BLAKE3 of the whole pack)::
+
+    b"DVCPACK\\x01"                                   8-byte magic
+    blob 0 | blob 1 | ...                             each chunk compressed on its own (or raw)
+    entry 0 | entry 1 | ...                           49 bytes each, in blob order:
+        chunk id (32) | offset u64 | stored length u32 | plain length u32 | codec u8
+    entry count u32 | b"DVCPEND\\x01"                  12-byte trailer
+
+Index (``index/<id>``, id = BLAKE3 of the whole index)::
+
+    b"DVCIDX\\x00\\x01" | pack count u32 | pack ids (32 bytes each)
+    entry count u32 | entries, 53 bytes each, sorted by chunk id:
+        chunk id (32) | pack number u32 | offset u64 | stored length u32 | plain length u32 | codec u8
+
+All integers are little-endian. Codec 0 = stored raw, 1 = zstd frame.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from .errors import CorruptObject
+from .hashing import DIGEST_SIZE, ChunkId, ObjectId
+
+PACK_MAGIC = b"DVCPACK\x01"
+PACK_END = b"DVCPEND\x01"
+INDEX_MAGIC = b"DVCIDX\x00\x01"
+CODEC_RAW = 0
+CODEC_ZSTD = 1
+
+_PACK_ENTRY = struct.Struct("<32sQIIB")
+_INDEX_ENTRY = struct.Struct("<32sIQIIB")
+_U32 = struct.Struct("<I")
+_TRAILER_SIZE = _U32.size + len(PACK_END)
+_ZSTD = pa.Codec("zstd", compression_level=1)
+# Compression must save at least this fraction of a chunk to be kept.
+_MIN_SAVING = 1 / 16
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a chunk's stored bytes are: a byte range of one pack."""
+
+    pack: ObjectId
+    offset: int
+    stored_length: int
+    plain_length: int
+    codec: int
+
+
+def encode_chunk(data: bytes | memoryview) -> tuple[int, bytes]:
+    """Compress one chunk if that pays; return (codec, stored bytes)."""
+    packed = _ZSTD.compress(data, asbytes=True)
+    if len(packed) <= len(data) * (1 - _MIN_SAVING):
+        return CODEC_ZSTD, packed
+    return CODEC_RAW, bytes(data)
+
+
+def decode_chunk(codec: int, stored: bytes | memoryview, plain_length: int, obj: str) -> bytes:
+    """Undo :func:`encode_chunk`; the caller checks the result against the chunk id."""
+    if codec == CODEC_RAW:
+        return bytes(stored)
+    if codec != CODEC_ZSTD:
+        raise CorruptObject(obj, f"unknown codec {codec}")
+    try:
+        out = _ZSTD.decompress(stored, decompressed_size=plain_length, asbytes=True)
+    except (pa.ArrowException, OSError) as err:
+        raise CorruptObject(obj, f"chunk does not decompress ({err})") from None
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class PackEntry:
+    chunk: ChunkId
+    offset: int
+    stored_length: int
+    plain_length: int
+    codec: int
+
+
+def pack_footer(entries: Iterable[PackEntry]) -> bytes:
+    rows = [
+        _PACK_ENTRY.pack(e.chunk, e.offset, e.stored_length, e.plain_length, e.codec)
+        for e in entries
+    ]
+    return b"".join(rows) + _U32.pack(len(rows)) + PACK_END
+
+
+def read_pack_footer(data: bytes, obj: str) -> list[PackEntry]:
+    """Parse the entries of a whole pack (used by checks and repair tools)."""
+    if not data.startswith(PACK_MAGIC) or not data.endswith(PACK_END):
+        raise CorruptObject(obj, "not a datavc pack")
+    (count,) = _U32.unpack_from(data, len(data) - _TRAILER_SIZE)
+    start = len(data) - _TRAILER_SIZE - count * _PACK_ENTRY.size
+    if start < len(PACK_MAGIC):
+        raise CorruptObject(obj, "pack footer is longer than the pack")
+    return [
+        PackEntry(ChunkId(c), off, sl, pl, codec)
+        for c, off, sl, pl, codec in _PACK_ENTRY.iter_unpack(data[start : start + count * _PACK_ENTRY.size])
+    ]
+
+
+def encode_index(locations: dict[ChunkId, Location]) -> bytes:
+    packs = sorted({loc.pack for loc in locations.values()})
+    number = {pack: i for i, pack in enumerate(packs)}
+    parts = [INDEX_MAGIC, _U32.pack(len(packs))]
+    parts += [bytes.fromhex(p) for p in packs]
+    parts.append(_U32.pack(len(locations)))
+    for chunk in sorted(locations):
+        loc = locations[chunk]
+        parts.append(
+            _INDEX_ENTRY.pack(
+                chunk, number[loc.pack], loc.offset, loc.stored_length, loc.plain_length, loc.codec
+            )
+        )
+    return b"".join(parts)
+
+
+def decode_index(data: bytes, obj: str) -> dict[ChunkId, Location]:
+    if not data.startswith(INDEX_MAGIC):
+        raise CorruptObject(obj, "not a datavc index")
+    try:
+        pos = len(INDEX_MAGIC)
+        (npacks,) = _U32.unpack_from(data, pos)
+        pos += _U32.size
+        packs = [
+            ObjectId(data[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
+            for i in range(npacks)
+        ]
+        pos += npacks * DIGEST_SIZE
+        (count,) = _U32.unpack_from(data, pos)
+        pos += _U32.size
+        body = data[pos : pos + count * _INDEX_ENTRY.size]
+        if len(body) != count * _INDEX_ENTRY.size:
+            raise CorruptObject(obj, "index is truncated")
+        return {
+            ChunkId(c): Location(packs[p], off, sl, pl, codec)
+            for c, p, off, sl, pl, codec in _INDEX_ENTRY.iter_unpack(body)
+        }
+    except (struct.error, IndexError):
+        raise CorruptObject(obj, "index is truncated") from None

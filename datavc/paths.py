@@ -1,0 +1,60 @@
+"""Validation of paths that come from trees, pointer files and version records (pure).
+
+A snapshot path is relative, uses "/" only, and has no empty, "." or ".." component, no ".git"
+or ".datavc" component, no NUL or backslash. Within one snapshot no path repeats, no two differ
+only by case, and no path is both a file and a folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .errors import UnsafePath
+
+_FORBIDDEN_PARTS = {"", ".", "..", ".git", ".datavc"}
+
+
+def check_path(path: str) -> None:
+    if not path:
+        raise UnsafePath(path, "empty path")
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        raise UnsafePath(path, "absolute path")
+    if "\\" in path or "\x00" in path:
+        raise UnsafePath(path, "backslash or NUL in path")
+    for part in path.split("/"):
+        if part.lower() in _FORBIDDEN_PARTS:
+            raise UnsafePath(path, f"forbidden component {part!r}")
+
+
+def check_paths(paths: Iterable[str]) -> None:
+    """Check every path, and that together they can be written to one folder."""
+    seen: dict[str, str] = {}
+    files: set[str] = set()
+    folders: set[str] = set()
+    for path in paths:
+        check_path(path)
+        folded = path.casefold()
+        if folded in seen:
+            other = seen[folded]
+            reason = "duplicate path" if other == path else f"differs only by case from {other!r}"
+            raise UnsafePath(path, reason)
+        seen[folded] = path
+        files.add(folded)
+        parts = folded.split("/")
+        for i in range(1, len(parts)):
+            folders.add("/".join(parts[:i]))
+    clash = files & folders
+    if clash:
+        raise UnsafePath(sorted(clash)[0], "is both a file and a folder")
+
+
+def check_name(name: str) -> None:
+    """Dataset names go into object keys: keep them to a safe alphabet."""
+    ok = name and len(name) <= 128 and name[0].isalnum()
+    if not ok or any(not (c.isalnum() or c in "-_.") for c in name) or ".." in name:
+        from .errors import BadInput
+
+        raise BadInput(
+            f"invalid dataset name {name!r}: use letters, digits, '-', '_' and '.', "
+            "starting with a letter or digit"
+        )

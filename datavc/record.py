@@ -1,0 +1,97 @@
+"""Version records (``versions/<name>/<N>.json``): canonical JSON (pure).
+
+::
+
+    {"type": "datavc-version", "format": 1, "name": "images", "version": 3,
+     "kind": "dir", "tree": ID, "parent": 2 or null, "message": "...", "author": "...",
+     "time": "2026-11-28T06:00:00Z", "git_head": "<sha>" or null, "nonce": "<uuid hex>",
+     "stats": {"files": N, "bytes": B, "new_bytes": b, "new_chunks": c, "new_objects": o}}
+
+``nonce`` is unique per commit attempt: after a lost response to an exclusive create, the
+writer reads the record back and recognises its own write by it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CorruptObject
+from .hashing import ObjectId, is_object_id
+
+RECORD_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CommitStats:
+    files: int = 0
+    bytes: int = 0
+    new_bytes: int = 0
+    new_chunks: int = 0
+    new_objects: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    name: str
+    version: int
+    kind: str
+    tree: ObjectId
+    parent: int | None
+    message: str
+    author: str
+    time: str
+    git_head: str | None
+    nonce: str
+    stats: CommitStats = field(default_factory=CommitStats)
+
+
+def encode_record(r: VersionRecord) -> bytes:
+    doc: dict[str, Any] = {
+        "type": "datavc-version",
+        "format": RECORD_FORMAT,
+        "name": r.name,
+        "version": r.version,
+        "kind": r.kind,
+        "tree": r.tree,
+        "parent": r.parent,
+        "message": r.message,
+        "author": r.author,
+        "time": r.time,
+        "git_head": r.git_head,
+        "nonce": r.nonce,
+        "stats": {
+            "files": r.stats.files,
+            "bytes": r.stats.bytes,
+            "new_bytes": r.stats.new_bytes,
+            "new_chunks": r.stats.new_chunks,
+            "new_objects": r.stats.new_objects,
+        },
+    }
+    return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False).encode() + b"\n"
+
+
+def decode_record(data: bytes, obj: str) -> VersionRecord:
+    try:
+        doc = json.loads(data)
+        if doc.get("type") != "datavc-version" or doc.get("format") != RECORD_FORMAT:
+            raise CorruptObject(obj, "not a datavc version record of a known format")
+        rec = VersionRecord(
+            name=str(doc["name"]),
+            version=int(doc["version"]),
+            kind=str(doc["kind"]),
+            tree=ObjectId(doc["tree"]),
+            parent=None if doc["parent"] is None else int(doc["parent"]),
+            message=str(doc["message"]),
+            author=str(doc["author"]),
+            time=str(doc["time"]),
+            git_head=doc.get("git_head"),
+            nonce=str(doc["nonce"]),
+            stats=CommitStats(**{k: int(v) for k, v in doc["stats"].items()}),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CorruptObject(obj, "version record is malformed") from None
+    if not is_object_id(rec.tree) or rec.kind not in ("dir", "file"):
+        raise CorruptObject(obj, "version record names no valid tree")
+    return rec

@@ -1,0 +1,604 @@
+"""The workspace: add, commit, checkout, status, log, ls, and version-spec resolution.
+
+A workspace is a folder with ``.datavc/config.toml`` (usually a Git repo's top). Datasets are
+known by their pointer files (``PATH.datavc``, committed) and by what ``add`` staged in
+``.datavc/state/staged/<name>.json`` (not committed). Commands that change the workspace hold
+an exclusive lock on ``.datavc/state/lock`` for their whole run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from . import versions
+from .backend import Backend
+from .chunker import ChunkerParams
+from .chunkstore import ChunkStore, StoreConfig
+from .config import DEFAULT_STORE, DOT, Config, load_config, require_root, write_config
+from .errors import (
+    BadInput,
+    DatasetNotFound,
+    LockHeld,
+    PathNotFound,
+    UsageError,
+    VersionNotFound,
+)
+from .hashing import FileHash, ObjectId, file_hasher
+from .paths import check_name
+from .pointer import SUFFIX, Pointer, decode_pointer, encode_pointer
+from .record import CommitStats, VersionRecord
+from .snapshot import (
+    LocalFile,
+    NoProgress,
+    Progress,
+    TreeDiff,
+    build_entries,
+    diff_entries,
+    file_mode,
+    iter_entries,
+    load_root,
+    materialize,
+    scan,
+    write_tree,
+)
+from .spec import VersionSpec, parse_spec
+from .statcache import StatCache
+from .tree import FileEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """What ``add`` recorded and ``commit`` will publish."""
+
+    name: str
+    path: str
+    kind: str
+    tree: ObjectId
+    files: int
+    bytes: int
+    new_bytes: int
+    new_chunks: int
+    new_objects: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    name: str
+    path: str  # relative to the workspace root, "/" separated
+    kind: str
+    pointer: Pointer | None
+    staged: Staged | None
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    dataset: Dataset
+    staged: Staged
+    diff: TreeDiff
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutResult:
+    name: str
+    version: int
+    path: str
+    written: int
+    files: int
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    name: str
+    path: str
+    state: str  # "clean", "staged", "modified", "missing", "new"
+    diff: TreeDiff
+    detail: str
+
+
+class ProgressFactory:
+    """Makes a progress sink for a labelled amount of work (the CLI shows bars)."""
+
+    def __call__(self, label: str, total: int) -> Progress:
+        return NoProgress()
+
+    def close(self) -> None:
+        pass
+
+
+def open_store(url: str, storage_options: dict[str, object], cache_dir: str | None) -> ChunkStore:
+    backend = Backend(url, dict(storage_options))
+    cache = None
+    if cache_dir is not None and not backend.is_local:
+        cache = Backend(cache_dir)
+    return ChunkStore.open(backend, cache)
+
+
+def init_workspace(root: str, store: str | None) -> tuple[str, ChunkStore]:
+    """Write the config and create (or join) the store; return the store's URL."""
+    root = os.path.abspath(root)
+    url = store or DEFAULT_STORE
+    if "://" not in url and os.path.isabs(url) is False and store is not None:
+        url = os.path.relpath(os.path.abspath(url), root)
+    resolved = url if "://" in url else os.path.normpath(os.path.join(root, url))
+    backend = Backend(resolved)
+    chunks = ChunkStore.create(backend, StoreConfig(ChunkerParams()))
+    write_config(root, url)
+    return resolved, chunks
+
+
+class Workspace:
+    def __init__(self, root: str, progress: ProgressFactory | None = None) -> None:
+        self.root = root
+        self.dot = os.path.join(root, DOT)
+        self.state = os.path.join(self.dot, "state")
+        self.progress = progress or ProgressFactory()
+        self._config: Config | None = None
+        self._store: ChunkStore | None = None
+
+    @classmethod
+    def find(cls, start: str = ".", progress: ProgressFactory | None = None) -> Workspace:
+        return cls(require_root(start), progress)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.root)
+        return self._config
+
+    @property
+    def store(self) -> ChunkStore:
+        if self._store is None:
+            cfg = self.config
+            self._store = open_store(cfg.store, cfg.storage_options, os.path.join(self.dot, "cache"))
+        return self._store
+
+    # -- locking --------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        os.makedirs(self.state, exist_ok=True)
+        path = os.path.join(self.state, "lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise LockHeld(
+                    f"another datavc command (pid {holder}) is using this workspace; "
+                    "wait for it to finish and try again"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- datasets -------------------------------------------------------------------
+
+    def rel(self, path: str) -> str:
+        """A user path as a workspace-relative "/" path; refuses paths outside the workspace."""
+        absolute = os.path.abspath(path)
+        rel = os.path.relpath(absolute, self.root)
+        if rel == "." or rel.startswith(".."):
+            raise BadInput(f"{path} is outside the workspace {self.root}")
+        parts = rel.split(os.sep)
+        if parts[0] in (".git", DOT):
+            raise BadInput(f"{path} is inside {parts[0]}: datavc cannot track it")
+        return "/".join(parts)
+
+    def abs(self, rel: str) -> str:
+        return os.path.join(self.root, *rel.split("/"))
+
+    def datasets(self) -> dict[str, Dataset]:
+        found: dict[str, Dataset] = {}
+        for rel, pointer in self._pointers():
+            found[pointer.name] = Dataset(pointer.name, rel, pointer.kind, pointer, None)
+        for staged in self._staged_all():
+            current = found.get(staged.name)
+            pointer = current.pointer if current else None
+            found[staged.name] = Dataset(staged.name, staged.path, staged.kind, pointer, staged)
+        return found
+
+    def dataset(self, name: str) -> Dataset:
+        ds = self.datasets().get(name)
+        if ds is None:
+            raise DatasetNotFound(name)
+        return ds
+
+    def _pointers(self) -> Iterator[tuple[str, Pointer]]:
+        seen: dict[str, str] = {}
+        for current, dirs, files in os.walk(self.root):
+            rel_dir = os.path.relpath(current, self.root)
+            prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+            tracked = {f[: -len(SUFFIX)] for f in files if f.endswith(SUFFIX)}
+            dirs[:] = sorted(d for d in dirs if d not in (".git", DOT) and d not in tracked)
+            for f in sorted(files):
+                if not f.endswith(SUFFIX):
+                    continue
+                with open(os.path.join(current, f), encoding="utf-8") as fh:
+                    pointer = decode_pointer(fh.read(), prefix + f)
+                rel = prefix + f[: -len(SUFFIX)]
+                if pointer.name in seen:
+                    raise BadInput(
+                        f"dataset {pointer.name!r} is tracked twice: {seen[pointer.name]} and {rel}"
+                    )
+                seen[pointer.name] = rel
+                yield rel, pointer
+
+    def _staged_path(self, name: str) -> str:
+        return os.path.join(self.state, "staged", f"{name}.json")
+
+    def _staged_all(self) -> list[Staged]:
+        folder = os.path.join(self.state, "staged")
+        if not os.path.isdir(folder):
+            return []
+        out = []
+        for f in sorted(os.listdir(folder)):
+            if f.endswith(".json"):
+                with open(os.path.join(folder, f), encoding="utf-8") as fh:
+                    out.append(Staged(**json.load(fh)))
+        return out
+
+    def _write_json(self, path: str, doc: object) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(tmp, path)
+
+    def stat_cache(self, name: str) -> StatCache:
+        return StatCache(os.path.join(self.state, "stat", f"{name}.json"))
+
+    def tree_entries(self, tree: ObjectId) -> list[FileEntry]:
+        return list(iter_entries(self.store, load_root(self.store, tree)))
+
+    def _reference_tree(self, ds: Dataset) -> ObjectId | None:
+        if ds.staged is not None:
+            return ds.staged.tree
+        return ds.pointer.snapshot if ds.pointer else None
+
+    # -- add ------------------------------------------------------------------------
+
+    def add(self, path: str, name: str | None = None) -> AddResult:
+        with self.lock():
+            return self._add(path, name)
+
+    def _add(self, path: str, name: str | None) -> AddResult:
+        rel = self.rel(path)
+        absolute = self.abs(rel)
+        if not os.path.lexists(absolute):
+            raise PathNotFound(path)
+        kind = "dir" if os.path.isdir(absolute) and not os.path.islink(absolute) else "file"
+        existing = {d.path: d for d in self.datasets().values()}
+        if name is None:
+            name = existing[rel].name if rel in existing else _default_name(rel, kind)
+        check_name(name)
+        known = self.datasets().get(name)
+        if known is not None and known.path != rel:
+            raise BadInput(f"dataset {name!r} already tracks {known.path}; pick another --name")
+        if rel in existing and existing[rel].name != name:
+            raise BadInput(f"{rel} is already tracked as {existing[rel].name!r}")
+        self._check_nesting(rel, existing)
+        files = scan(absolute, kind)
+        ds = known or Dataset(name, rel, kind, None, None)
+        ref = self._reference_tree(ds)
+        previous = self.tree_entries(ref) if ref else []
+        cache = self.stat_cache(name)
+        by_hash = {e.hash: e for e in previous}
+        store = self.store
+        writer = store.new_writer()
+        bar = self.progress(f"adding {rel}", sum(f.size for f in files))
+        try:
+            entries = build_entries(
+                files, store, writer, lambda f: _reuse(cache, by_hash, f), bar
+            )
+            stats = writer.finish()
+        finally:
+            self.progress.close()
+        for f, e in zip(files, entries, strict=True):
+            cache.put(f, e.hash)
+        cache.retain({f.path for f in files})
+        cache.save()
+        tree = write_tree(store, entries)
+        carried = ds.staged if ds.staged else None
+        staged = Staged(
+            name,
+            rel,
+            kind,
+            tree,
+            len(entries),
+            sum(e.size for e in entries),
+            stats.new_bytes + (carried.new_bytes if carried else 0),
+            stats.new_chunks + (carried.new_chunks if carried else 0),
+            stats.new_objects + (carried.new_objects if carried else 0),
+        )
+        if ds.pointer is not None and ds.pointer.snapshot == tree:
+            self._unstage(name)
+        else:
+            self._write_json(self._staged_path(name), _asdict(staged))
+        self._ignore(rel)
+        return AddResult(ds, staged, diff_entries(previous, entries))
+
+    def _check_nesting(self, rel: str, existing: dict[str, Dataset]) -> None:
+        for other in existing:
+            if other != rel and (rel.startswith(other + "/") or other.startswith(rel + "/")):
+                raise BadInput(f"{rel} overlaps the tracked dataset at {other}")
+
+    def _unstage(self, name: str) -> None:
+        try:
+            os.unlink(self._staged_path(name))
+        except FileNotFoundError:
+            pass
+
+    def _ignore(self, rel: str) -> None:
+        path = os.path.join(self.root, ".gitignore")
+        line = f"/{rel}"
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            lines = []
+        if line not in lines:
+            lines.append(line)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+
+    # -- commit ---------------------------------------------------------------------
+
+    def commit(
+        self, names: list[str], message: str, all_tracked: bool = False
+    ) -> tuple[list[VersionRecord], list[str]]:
+        """Publish a version of each named (or every) dataset with staged changes.
+
+        Returns the new records and the names that had nothing to commit.
+        """
+        with self.lock():
+            if all_tracked:
+                for ds in list(self.datasets().values()):
+                    if not names or ds.name in names:
+                        if os.path.lexists(self.abs(ds.path)):
+                            self._add(ds.path, ds.name)
+            known = self.datasets()
+            for n in names:
+                if n not in known:
+                    raise DatasetNotFound(n)
+            chosen = [known[n] for n in names] if names else list(known.values())
+            published, unchanged = [], []
+            for ds in chosen:
+                if ds.staged is None:
+                    unchanged.append(ds.name)
+                    continue
+                published.append(self._publish(ds, ds.staged, message))
+            return published, unchanged
+
+    def _publish(self, ds: Dataset, staged: Staged, message: str) -> VersionRecord:
+        record = VersionRecord(
+            name=ds.name,
+            version=0,
+            kind=staged.kind,
+            tree=staged.tree,
+            parent=ds.pointer.version if ds.pointer else None,
+            message=message,
+            author=self._author(),
+            time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            git_head=self._git("rev-parse", "HEAD"),
+            nonce=uuid.uuid4().hex,
+            stats=CommitStats(
+                staged.files, staged.bytes, staged.new_bytes, staged.new_chunks, staged.new_objects
+            ),
+        )
+        record = versions.publish_version(self.store, record)
+        self._write_pointer(staged.path, record)
+        self._unstage(ds.name)
+        return record
+
+    def _write_pointer(self, rel: str, rec: VersionRecord) -> None:
+        pointer = Pointer(rec.name, rec.kind, rec.version, rec.tree, rec.stats.files, rec.stats.bytes)
+        path = self.abs(rel) + SUFFIX
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(encode_pointer(pointer))
+        os.replace(tmp, path)
+
+    def _git(self, *args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=self.root, capture_output=True, text=True, check=False
+            )
+        except OSError:
+            return None
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+    def _author(self) -> str:
+        name = self._git("config", "user.name")
+        email = self._git("config", "user.email")
+        if name:
+            return f"{name} <{email}>" if email else name
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+
+    # -- resolving specs ------------------------------------------------------------
+
+    def resolve(self, spec: VersionSpec) -> VersionRecord:
+        """Resolve a spec; a bare NAME means what its pointer file says."""
+        if spec.kind == "git":
+            return self._resolve_git(spec)
+        if spec.kind == "none":
+            ds = self.datasets().get(spec.name)
+            if ds is not None and ds.pointer is not None:
+                return versions.read_version(self.store, spec.name, ds.pointer.version)
+        return versions.resolve(self.store, spec)
+
+    def _resolve_git(self, spec: VersionSpec) -> VersionRecord:
+        ds = self.dataset(spec.name)
+        if self._git("rev-parse", "--git-dir") is None:
+            raise UsageError(f"{spec}: this workspace is not a git repository")
+        top = self._git("rev-parse", "--show-toplevel") or self.root
+        rel_in_git = os.path.relpath(self.abs(ds.path) + SUFFIX, top).replace(os.sep, "/")
+        text = self._git("show", f"{spec.value}:{rel_in_git}")
+        if text is None:
+            raise VersionNotFound(spec.name, f"git:{spec.value}")
+        pointer = decode_pointer(text, f"{spec.value}:{rel_in_git}")
+        rec = versions.read_version(self.store, spec.name, pointer.version)
+        if rec.tree != pointer.snapshot:
+            raise BadInput(
+                f"{spec}: the pointer names snapshot {pointer.snapshot[:12]} but "
+                f"v{pointer.version} in the store is {rec.tree[:12]}"
+            )
+        return rec
+
+    # -- checkout -------------------------------------------------------------------
+
+    def checkout(self, specs: list[str], force: bool = False) -> list[CheckoutResult]:
+        with self.lock():
+            known = self.datasets()
+            plan: list[tuple[Dataset, VersionRecord]] = []
+            if not specs:
+                for ds in known.values():
+                    if ds.pointer is not None:
+                        rec = versions.read_version(self.store, ds.name, ds.pointer.version)
+                        plan.append((ds, rec))
+            for text in specs:
+                spec = parse_spec(text)
+                if spec.name not in known:
+                    raise DatasetNotFound(spec.name)
+                plan.append((known[spec.name], self.resolve(spec)))
+            loaded = [(ds, rec, self.tree_entries(rec.tree)) for ds, rec in plan]
+            if not force:
+                for ds, _, entries in loaded:
+                    self._refuse_unsaved(ds, entries)
+            return [self._checkout_one(ds, rec, entries) for ds, rec, entries in loaded]
+
+    def _refuse_unsaved(self, ds: Dataset, target: list[FileEntry]) -> None:
+        """Refuse to overwrite files whose content is in no snapshot of the dataset."""
+        absolute = self.abs(ds.path)
+        if not os.path.lexists(absolute):
+            return
+        saved = {e.hash for e in target}
+        ref = self._reference_tree(ds)
+        if ref is not None:
+            saved |= {e.hash for e in self.tree_entries(ref)}
+        if ds.pointer is not None and ds.pointer.snapshot != ref:
+            saved |= {e.hash for e in self.tree_entries(ds.pointer.snapshot)}
+        cache = self.stat_cache(ds.name)
+        for f in scan(absolute, ds.kind, odd=[] if ds.kind == "dir" else None):
+            if self._hash_of(cache, f) not in saved:
+                cache.save()
+                raise UsageError(
+                    f"{ds.path}/{f.path} has changes that are not stored: run 'datavc add "
+                    f"{ds.path}' and commit, or checkout with --force to discard them"
+                )
+        cache.save()
+
+    def _hash_of(self, cache: StatCache, f: LocalFile) -> FileHash:
+        known = cache.get(f)
+        if known is not None:
+            return known
+        digest = hash_file(f.abspath)
+        cache.put(f, digest)
+        return digest
+
+    def _checkout_one(self, ds: Dataset, rec: VersionRecord, entries: list[FileEntry]) -> CheckoutResult:
+        if rec.kind != ds.kind and os.path.lexists(self.abs(ds.path)):
+            raise BadInput(f"{rec.name}@v{rec.version} is a {rec.kind}, but {ds.path} is a {ds.kind}")
+        cache = self.stat_cache(ds.name)
+        absolute = self.abs(ds.path)
+
+        def unchanged(local: LocalFile, e: FileEntry) -> bool:
+            return local.size == e.size and self._hash_of(cache, local) == e.hash
+
+        bar = self.progress(f"checkout {rec.name}@v{rec.version}", sum(e.size for e in entries))
+        try:
+            written = materialize(self.store, entries, absolute, rec.kind, unchanged, bar)
+        finally:
+            self.progress.close()
+            cache.save()
+        hashes = {e.path: e.hash for e in entries}
+        for f in scan(absolute, rec.kind):
+            cache.put(f, hashes[f.path])
+        cache.retain({e.path for e in entries})
+        cache.save()
+        if ds.pointer is None or ds.pointer.version != rec.version or ds.pointer.snapshot != rec.tree:
+            self._write_pointer(ds.path, rec)
+        self._unstage(ds.name)
+        self._ignore(ds.path)
+        return CheckoutResult(ds.name, rec.version, ds.path, written, len(entries))
+
+    # -- status, log, ls --------------------------------------------------------------
+
+    def status(self) -> list[Status]:
+        return [self._status_one(ds) for ds in sorted(self.datasets().values(), key=lambda d: d.path)]
+
+    def _status_one(self, ds: Dataset) -> Status:
+        absolute = self.abs(ds.path)
+        ref = self._reference_tree(ds)
+        empty = TreeDiff((), (), ())
+        if not os.path.lexists(absolute):
+            return Status(ds.name, ds.path, "missing", empty, "not in the workspace: run datavc checkout")
+        entries = self.tree_entries(ref) if ref else []
+        cache = self.stat_cache(ds.name)
+        local = scan(absolute, ds.kind)
+        current = [
+            FileEntry(f.path, _mode(f), f.size, self._hash_of(cache, f), ()) for f in local
+        ]
+        cache.save()
+        diff = diff_entries(entries, current)
+        if not diff.empty:
+            return Status(ds.name, ds.path, "modified", diff, "changed since add: run datavc add")
+        if ds.staged is not None and ds.pointer is None:
+            return Status(ds.name, ds.path, "new", diff, "added, not committed yet")
+        if ds.staged is not None and ds.pointer is not None:
+            staged_diff = diff_entries(self.tree_entries(ds.pointer.snapshot), entries)
+            return Status(ds.name, ds.path, "staged", staged_diff, "added, not committed yet")
+        return Status(ds.name, ds.path, "clean", diff, f"matches v{ds.pointer.version if ds.pointer else '?'}")
+
+    def log(self, name: str) -> list[VersionRecord]:
+        numbers = versions.version_numbers(self.store, name)
+        if not numbers:
+            raise DatasetNotFound(name)
+        return [versions.read_version(self.store, name, n) for n in reversed(numbers)]
+
+    def ls(self, text: str) -> tuple[VersionRecord, list[FileEntry]]:
+        rec = self.resolve(parse_spec(text))
+        return rec, self.tree_entries(rec.tree)
+
+
+def hash_file(path: str) -> FileHash:
+    hasher = file_hasher()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            hasher.update(block)
+    return FileHash(hasher.digest())
+
+
+def _reuse(cache: StatCache, by_hash: dict[FileHash, FileEntry], f: LocalFile) -> FileEntry | None:
+    known = cache.get(f)
+    return by_hash.get(known) if known is not None else None
+
+
+def _mode(f: LocalFile) -> int:
+    return file_mode(f.mode)
+
+
+def _default_name(rel: str, kind: str) -> str:
+    base = rel.rsplit("/", 1)[-1]
+    if kind == "file" and "." in base.lstrip("."):
+        base = base.rsplit(".", 1)[0]
+    return base
+
+
+def _asdict(s: Staged) -> dict[str, object]:
+    return {f: getattr(s, f) for f in Staged.__dataclass_fields__}
+
+

@@ -1,0 +1,346 @@
+"""Snapshots: build a tree from files, materialize a tree into a folder, diff two trees.
+
+Materializing is exact: every path is checked before anything is written; files are written
+to a temporary name beside their target, checked against their hash, then renamed into place;
+files that are not in the snapshot are removed last. An error part-way leaves every file either
+as it was or complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat as statmod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from .chunker import Chunker
+from .chunkstore import ChunkStore, PackWriter
+from .errors import BadInput, IntegrityError, PathNotFound, UnsafePath
+from .hashing import FileHash, ObjectId, chunk_id, file_hasher
+from .paths import check_paths
+from .tree import (
+    MODE_EXEC,
+    MODE_FILE,
+    FileEntry,
+    PageRef,
+    TreeRoot,
+    decode_page,
+    decode_root,
+    encode_page,
+    encode_root,
+    split_pages,
+)
+
+WHOLE_READ_LIMIT = 8 * 1024 * 1024
+TMP_PREFIX = ".datavc-tmp-"
+
+
+class Progress(Protocol):
+    def advance(self, n: int) -> None: ...
+
+
+class NoProgress:
+    def advance(self, n: int) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A file found in the workspace, with the stat fields the stat cache keys on."""
+
+    path: str
+    abspath: str
+    size: int
+    mode: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+
+# Given a file's stat, the hash and recipe of the same content seen before, if known.
+Reuse = Callable[[LocalFile], FileEntry | None]
+
+
+def scan(root: str, kind: str, odd: list[str] | None = None) -> list[LocalFile]:
+    """The regular files of a dataset path, sorted by snapshot path.
+
+    Symlinks and special files are an error, unless ``odd`` is given to collect them.
+    """
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        raise PathNotFound(root) from None
+    if kind == "file":
+        if not statmod.S_ISREG(st.st_mode):
+            raise BadInput(f"{root} is not a regular file")
+        return [_local(os.path.basename(root), root, st)]
+    if not statmod.S_ISDIR(st.st_mode):
+        raise BadInput(f"{root} is not a folder")
+    found: list[LocalFile] = []
+    _walk(root, "", found, odd)
+    found.sort(key=lambda f: f.path.encode())
+    return found
+
+
+def _walk(abspath: str, rel: str, out: list[LocalFile], odd: list[str] | None) -> None:
+    with os.scandir(abspath) as it:
+        for e in it:
+            relpath = f"{rel}{e.name}"
+            if e.name.startswith(TMP_PREFIX):
+                continue
+            st = e.stat(follow_symlinks=False)
+            if statmod.S_ISDIR(st.st_mode):
+                _walk(e.path, relpath + "/", out, odd)
+            elif statmod.S_ISREG(st.st_mode):
+                out.append(_local(relpath, e.path, st))
+            elif odd is not None:
+                odd.append(relpath)
+            elif statmod.S_ISLNK(st.st_mode):
+                raise BadInput(f"{e.path} is a symbolic link: datavc tracks regular files only")
+            else:
+                raise BadInput(f"{e.path} is not a regular file")
+
+
+def _local(rel: str, abspath: str, st: os.stat_result) -> LocalFile:
+    return LocalFile(rel, abspath, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def file_mode(st_mode: int) -> int:
+    return MODE_EXEC if st_mode & 0o111 else MODE_FILE
+
+
+# -- building ---------------------------------------------------------------------------
+
+
+def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Progress) -> FileEntry:
+    """Read, cut, hash and store one file; streaming, so memory does not grow with size."""
+    hasher = file_hasher()
+    recipe: list[tuple[bytes, int]] = []
+    size = 0
+    with open(f.abspath, "rb") as fh:
+        if f.size <= WHOLE_READ_LIMIT:
+            data = fh.read()
+            pieces: Iterable[memoryview] = chunker.cut(data)
+        else:
+            pieces = chunker.cut_stream(fh)
+        for piece in pieces:
+            hasher.update(piece)
+            cid = chunk_id(piece)
+            writer.add(cid, piece)
+            recipe.append((cid, len(piece)))
+            size += len(piece)
+            progress.advance(len(piece))
+    return FileEntry(
+        f.path, file_mode(f.mode), size, FileHash(hasher.digest()), tuple(recipe)  # type: ignore[arg-type]
+    )
+
+
+def build_entries(
+    files: list[LocalFile], store: ChunkStore, writer: PackWriter, reuse: Reuse, progress: Progress
+) -> list[FileEntry]:
+    """A tree entry per file; files whose content is known already are not read."""
+    check_paths(f.path for f in files)
+    chunker = Chunker(store.config.chunker)
+    entries: list[FileEntry] = []
+    for f in files:
+        known = reuse(f)
+        if known is not None and all(store.has_chunk(c) for c, _ in known.chunks):
+            entries.append(FileEntry(f.path, file_mode(f.mode), known.size, known.hash, known.chunks))
+            progress.advance(f.size)
+            continue
+        entries.append(chunk_file(f, chunker, writer, progress))
+    return entries
+
+
+def write_tree(store: ChunkStore, entries: list[FileEntry]) -> ObjectId:
+    """Write the pages, then the root; return the snapshot id."""
+    pages: list[PageRef] = []
+    for page in split_pages(entries):
+        pid = store.write_object("trees", encode_page(page))
+        pages.append(PageRef(pid, page[0].path, page[-1].path, len(page), sum(e.size for e in page)))
+    root = TreeRoot(len(entries), sum(e.size for e in entries), tuple(pages))
+    return store.write_object("trees", encode_root(root))
+
+
+# -- reading trees ----------------------------------------------------------------------
+
+
+def load_root(store: ChunkStore, tree: ObjectId) -> TreeRoot:
+    return decode_root(store.read_object("trees", tree), f"trees/{tree}")
+
+
+def load_page(store: ChunkStore, page: PageRef) -> list[FileEntry]:
+    return decode_page(store.read_object("trees", page.id), f"trees/{page.id}")
+
+
+def iter_entries(store: ChunkStore, root: TreeRoot) -> Iterator[FileEntry]:
+    for page in root.pages:
+        yield from load_page(store, page)
+
+
+def find_entry(store: ChunkStore, root: TreeRoot, path: str) -> FileEntry | None:
+    for page in root.pages_for(path):
+        for e in load_page(store, page):
+            if e.path == path:
+                return e
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TreeDiff:
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    modified: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.modified)
+
+
+def diff_entries(old: Iterable[FileEntry], new: Iterable[FileEntry]) -> TreeDiff:
+    before = {e.path: (e.hash, e.mode) for e in old}
+    after = {e.path: (e.hash, e.mode) for e in new}
+    return TreeDiff(
+        tuple(sorted(p for p in after if p not in before)),
+        tuple(sorted(p for p in before if p not in after)),
+        tuple(sorted(p for p in after if p in before and after[p] != before[p])),
+    )
+
+
+# -- materializing ----------------------------------------------------------------------
+
+
+def materialize(
+    store: ChunkStore,
+    entries: list[FileEntry],
+    dest: str,
+    kind: str,
+    unchanged: Callable[[LocalFile, FileEntry], bool],
+    progress: Progress,
+) -> int:
+    """Make ``dest`` equal the snapshot; return the number of files written.
+
+    ``unchanged(local, entry)`` says whether a file already in place has the entry's content
+    (the caller answers from its stat cache or by hashing).
+    """
+    check_paths(e.path for e in entries)
+    if kind == "file":
+        if len(entries) != 1:
+            raise BadInput(f"a file snapshot must hold one file, not {len(entries)}")
+        return _materialize_file(store, entries[0], dest, unchanged, progress)
+    _refuse_symlink(dest)
+    os.makedirs(dest, exist_ok=True)
+    odd: list[str] = []
+    present = {f.path: f for f in scan(dest, "dir", odd)}
+    wanted = {e.path for e in entries}
+    folders_wanted = {p.rsplit("/", 1)[0] for p in wanted if "/" in p}
+    for folder in list(folders_wanted):
+        while "/" in folder:
+            folder = folder.rsplit("/", 1)[0]
+            folders_wanted.add(folder)
+    for path in odd:  # symlinks and special files are never part of a snapshot
+        _remove(os.path.join(dest, *path.split("/")))
+    written = 0
+    for e in entries:
+        target = os.path.join(dest, *e.path.split("/"))
+        local = present.get(e.path)
+        if local is not None and unchanged(local, e):
+            _set_mode(target, e)
+            progress.advance(e.size)
+            continue
+        _prepare_parent(dest, e.path)
+        if os.path.isdir(target) and not os.path.islink(target):
+            _remove(target)
+        write_file(store, e, target, progress)
+        written += 1
+    for path in sorted(set(present) - wanted, reverse=True):
+        _remove(os.path.join(dest, *path.split("/")))
+    _prune_empty_dirs(dest, folders_wanted)
+    return written
+
+
+def _materialize_file(
+    store: ChunkStore,
+    e: FileEntry,
+    dest: str,
+    unchanged: Callable[[LocalFile, FileEntry], bool],
+    progress: Progress,
+) -> int:
+    _refuse_symlink(dest)
+    if os.path.isdir(dest):
+        raise BadInput(f"{dest} is a folder, but the snapshot is a single file")
+    if os.path.isfile(dest):
+        local = scan(dest, "file")[0]
+        if unchanged(local, e):
+            _set_mode(dest, e)
+            return 0
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    write_file(store, e, dest, progress)
+    return 1
+
+
+def write_file(store: ChunkStore, e: FileEntry, target: str, progress: Progress) -> None:
+    """Write one file to a temporary name, check its hash, set its mode, rename it."""
+    folder, base = os.path.split(target)
+    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{base}")
+    try:
+        hasher = file_hasher()
+        with open(tmp, "wb") as out:
+            for data in store.read_chunks(c for c, _ in e.chunks):
+                hasher.update(data)
+                out.write(data)
+                progress.advance(len(data))
+        got = hasher.digest()
+        if got != e.hash:
+            raise IntegrityError(f"file {e.path}", e.hash.hex(), got.hex(), what="file content")
+        os.chmod(tmp, 0o755 if e.executable else 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _set_mode(target: str, e: FileEntry) -> None:
+    want = 0o755 if e.executable else 0o644
+    current = os.stat(target).st_mode
+    if bool(current & 0o111) != e.executable:
+        os.chmod(target, want)
+
+
+def _refuse_symlink(dest: str) -> None:
+    if os.path.islink(dest):
+        raise UnsafePath(dest, "the dataset path is a symbolic link")
+
+
+def _prepare_parent(dest: str, path: str) -> None:
+    """Create the folders above ``path``; a symlink or file in the way is removed, not followed."""
+    current = dest
+    for part in path.split("/")[:-1]:
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            os.mkdir(current)
+            continue
+        if not statmod.S_ISDIR(st.st_mode):
+            os.unlink(current)
+            os.mkdir(current)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _prune_empty_dirs(dest: str, keep: set[str]) -> None:
+    for current, dirs, files in os.walk(dest, topdown=False):
+        if current == dest:
+            continue
+        rel = os.path.relpath(current, dest).replace(os.sep, "/")
+        if rel not in keep and not os.listdir(current):
+            os.rmdir(current)

@@ -1,0 +1,62 @@
+"""Version specs: ``NAME``, ``NAME@vN``, ``NAME@latest``, ``NAME@<tag>``,
+``NAME@<snapshot-id prefix>``, ``NAME@git:<rev>`` (pure parsing)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import BadInput
+from .paths import check_name
+
+_VERSION = re.compile(r"v(\d+)")
+_HEX = re.compile(r"[0-9a-f]{6,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSpec:
+    """``kind`` is one of: none, number, latest, git, ref (a tag or a snapshot-id prefix)."""
+
+    name: str
+    kind: str
+    value: str = ""
+
+    @property
+    def number(self) -> int:
+        return int(self.value)
+
+    def __str__(self) -> str:
+        if self.kind == "none":
+            return self.name
+        if self.kind == "number":
+            return f"{self.name}@v{self.value}"
+        if self.kind == "latest":
+            return f"{self.name}@latest"
+        if self.kind == "git":
+            return f"{self.name}@git:{self.value}"
+        return f"{self.name}@{self.value}"
+
+    @property
+    def may_be_snapshot_prefix(self) -> bool:
+        return self.kind == "ref" and bool(_HEX.fullmatch(self.value))
+
+
+def parse_spec(text: str) -> VersionSpec:
+    name, sep, rest = text.partition("@")
+    check_name(name)
+    if not sep:
+        return VersionSpec(name, "none")
+    if not rest:
+        raise BadInput(f"empty version in {text!r}: use NAME@vN, NAME@latest, NAME@<tag>")
+    m = _VERSION.fullmatch(rest)
+    if m:
+        if int(m.group(1)) < 1:
+            raise BadInput(f"versions start at v1: {text!r}")
+        return VersionSpec(name, "number", str(int(m.group(1))))
+    if rest == "latest":
+        return VersionSpec(name, "latest")
+    if rest.startswith("git:"):
+        if not rest[4:]:
+            raise BadInput(f"empty git revision in {text!r}")
+        return VersionSpec(name, "git", rest[4:])
+    return VersionSpec(name, "ref", rest)

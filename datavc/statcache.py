@@ -1,0 +1,60 @@
+"""The stat cache: (size, mtime_ns, ctime_ns, inode) -> file hash, per dataset.
+
+Lets ``status`` and a repeated ``add`` skip reading unchanged files. An entry is trusted only
+if every stat field matches; entries for files modified in the last two seconds before saving
+are dropped, so a write within the file system's timestamp granularity is never missed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+from .hashing import FileHash
+from .snapshot import LocalFile
+
+RACY_NS = 2_000_000_000
+
+
+class StatCache:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._rows: dict[str, list[int | str]] = {}
+        self._dirty = False
+        try:
+            with open(path, encoding="utf-8") as f:
+                self._rows = json.load(f)
+        except (FileNotFoundError, ValueError):
+            self._rows = {}
+
+    def get(self, f: LocalFile) -> FileHash | None:
+        row = self._rows.get(f.path)
+        if row is None or row[:4] != [f.size, f.mtime_ns, f.ctime_ns, f.inode]:
+            return None
+        return FileHash(bytes.fromhex(str(row[4])))
+
+    def put(self, f: LocalFile, digest: bytes) -> None:
+        row: list[int | str] = [f.size, f.mtime_ns, f.ctime_ns, f.inode, digest.hex()]
+        if self._rows.get(f.path) != row:
+            self._rows[f.path] = row
+            self._dirty = True
+
+    def retain(self, paths: set[str]) -> None:
+        for gone in set(self._rows) - paths:
+            del self._rows[gone]
+            self._dirty = True
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        cutoff = time.time_ns() - RACY_NS
+        rows = {p: r for p, r in self._rows.items() if int(r[1]) < cutoff and int(r[2]) < cutoff}
+        folder = os.path.dirname(self.path)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(rows, f, separators=(",", ":"))
+        os.replace(tmp, self.path)
+        self._dirty = False

@@ -1,0 +1,171 @@
+"""Snapshot trees: byte formats (pure).
+
+A snapshot is a *tree root* (``trees/<id>``; its id is the snapshot id) that lists *pages*
+(also ``trees/<id>``). Pages hold the file entries, sorted by path (byte order of UTF-8), and
+cut so that each page stays small; the root records each page's first and last path, so a
+reader finds one file's entry by reading the root and one page.
+
+Root: canonical JSON (sorted keys, no spaces, UTF-8)::
+
+    {"type": "datavc-tree", "format": 1, "files": N, "bytes": B,
+     "pages": [{"id": ID, "first": PATH, "last": PATH, "files": n, "bytes": b}, ...]}
+
+Page::
+
+    b"DVCTPG\\x00\\x01" | codec u8 | plain length u32 | body (zstd frame or raw)
+    body: entry count u32, then per entry:
+        path length u16 | path (UTF-8) | mode u32 | size u64 | file hash (32)
+        chunk count u32 | chunk count x (chunk id (32) | chunk length u32)
+
+Little-endian. A file's bytes are its chunks concatenated in recipe order.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CorruptObject
+from .hashing import ChunkId, FileHash, ObjectId
+from .packfile import decode_chunk, encode_chunk
+
+PAGE_MAGIC = b"DVCTPG\x00\x01"
+TREE_FORMAT = 1
+MODE_FILE = 0o100644
+MODE_EXEC = 0o100755
+PAGE_MAX_ENTRIES = 8192
+PAGE_MAX_BYTES = 1 << 20
+
+_HEAD = struct.Struct("<BI")
+_ENTRY = struct.Struct("<IQ32sI")
+_CHUNK = struct.Struct("<32sI")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One file of a snapshot: where it goes, what it is, and how to rebuild it."""
+
+    path: str
+    mode: int
+    size: int
+    hash: FileHash
+    chunks: tuple[tuple[ChunkId, int], ...]
+
+    @property
+    def executable(self) -> bool:
+        return self.mode == MODE_EXEC
+
+
+@dataclass(frozen=True, slots=True)
+class PageRef:
+    id: ObjectId
+    first: str
+    last: str
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TreeRoot:
+    files: int
+    bytes: int
+    pages: tuple[PageRef, ...]
+
+    def pages_for(self, path: str) -> list[PageRef]:
+        """The pages whose path range could hold ``path`` (at most one, by construction)."""
+        return [p for p in self.pages if p.first <= path <= p.last]
+
+    def pages_under(self, prefix: str) -> list[PageRef]:
+        """Pages that can hold paths starting with ``prefix`` ("" = every page)."""
+        if not prefix:
+            return list(self.pages)
+        return [p for p in self.pages if p.last >= prefix and p.first[: len(prefix)] <= prefix]
+
+
+def encode_page(entries: Iterable[FileEntry]) -> bytes:
+    rows = list(entries)
+    parts = [_U32.pack(len(rows))]
+    for e in rows:
+        raw = e.path.encode("utf-8")
+        parts += [_U16.pack(len(raw)), raw, _ENTRY.pack(e.mode, e.size, e.hash, len(e.chunks))]
+        parts += [_CHUNK.pack(cid, length) for cid, length in e.chunks]
+    body = b"".join(parts)
+    codec, stored = encode_chunk(body)
+    return PAGE_MAGIC + _HEAD.pack(codec, len(body)) + stored
+
+
+def decode_page(data: bytes, obj: str) -> list[FileEntry]:
+    if not data.startswith(PAGE_MAGIC):
+        raise CorruptObject(obj, "not a datavc tree page")
+    try:
+        codec, plain = _HEAD.unpack_from(data, len(PAGE_MAGIC))
+        body = decode_chunk(codec, memoryview(data)[len(PAGE_MAGIC) + _HEAD.size :], plain, obj)
+        return list(_iter_page_body(body))
+    except (struct.error, UnicodeDecodeError):
+        raise CorruptObject(obj, "tree page is truncated or malformed") from None
+
+
+def _iter_page_body(body: bytes) -> Iterator[FileEntry]:
+    (count,) = _U32.unpack_from(body, 0)
+    pos = _U32.size
+    for _ in range(count):
+        (plen,) = _U16.unpack_from(body, pos)
+        pos += _U16.size
+        path = body[pos : pos + plen].decode("utf-8")
+        pos += plen
+        mode, size, fhash, nchunks = _ENTRY.unpack_from(body, pos)
+        pos += _ENTRY.size
+        chunks = tuple((ChunkId(c), n) for c, n in _CHUNK.iter_unpack(body[pos : pos + nchunks * _CHUNK.size]))
+        pos += nchunks * _CHUNK.size
+        if len(chunks) != nchunks:
+            raise struct.error("short recipe")
+        yield FileEntry(path, mode, size, FileHash(fhash), chunks)
+
+
+def split_pages(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
+    """Cut sorted entries into pages; deterministic, so equal trees get equal ids."""
+    page: list[FileEntry] = []
+    weight = 0
+    for e in entries:
+        page.append(e)
+        weight += len(e.path) + 50 + 36 * len(e.chunks)
+        if len(page) >= PAGE_MAX_ENTRIES or weight >= PAGE_MAX_BYTES:
+            yield page
+            page, weight = [], 0
+    if page:
+        yield page
+
+
+def encode_root(root: TreeRoot) -> bytes:
+    doc: dict[str, Any] = {
+        "type": "datavc-tree",
+        "format": TREE_FORMAT,
+        "files": root.files,
+        "bytes": root.bytes,
+        "pages": [
+            {"id": p.id, "first": p.first, "last": p.last, "files": p.files, "bytes": p.bytes}
+            for p in root.pages
+        ],
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_root(data: bytes, obj: str) -> TreeRoot:
+    try:
+        doc = json.loads(data)
+        if doc.get("type") != "datavc-tree":
+            raise CorruptObject(obj, "not a datavc tree root")
+        if doc.get("format") != TREE_FORMAT:
+            raise CorruptObject(obj, f"unsupported tree format {doc.get('format')}")
+        pages = tuple(
+            PageRef(ObjectId(p["id"]), p["first"], p["last"], int(p["files"]), int(p["bytes"]))
+            for p in doc["pages"]
+        )
+        return TreeRoot(int(doc["files"]), int(doc["bytes"]), pages)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CorruptObject(obj, "tree root is malformed") from None
