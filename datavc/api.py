@@ -21,7 +21,7 @@ from .config import DOT, find_root, load_config, resolve_store_url
 from .errors import BadInput, NotARepository, PathNotFound
 from .hashing import ObjectId
 from .record import VersionRecord
-from .repository import hash_file, open_store
+from .repository import Workspace, hash_file, open_store
 from .snapshot import LocalFile, NoProgress, find_entry, iter_entries, load_root, materialize
 from .spec import parse_spec
 from .tree import FileEntry, TreeRoot
@@ -78,13 +78,24 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.store_options = options
         self.chunks: ChunkStore = open_store(url, options, cache_dir)
         if record is None and spec is not None:
-            record = versions.resolve(self.chunks, parse_spec(spec))
+            record = self._resolve(spec, cache_dir)
         self.record = record
         self.snapshot = ObjectId(snapshot or (record.tree if record else ""))
         self.kind = record.kind if record else "dir"
         self._root: TreeRoot | None = None
         self._entries: dict[str, FileEntry] | None = None
         self._dirs: set[str] | None = None
+
+    def _resolve(self, text: str, cache_dir: str | None) -> VersionRecord:
+        """Store-side specs resolve in the store; a bare NAME or NAME@git:REV inside a
+        workspace follows its pointer file (outside one, a bare NAME is the latest)."""
+        spec = parse_spec(text)
+        root = find_root(os.getcwd()) if cache_dir is not None else None
+        if root is not None and spec.kind in ("none", "git"):
+            return Workspace(root, store=self.chunks).resolve(spec)
+        if spec.kind == "git":
+            raise BadInput(f"{text}: git revisions need a datavc workspace in a git repository")
+        return versions.resolve(self.chunks, spec)
 
     def __reduce__(self) -> Any:
         return (_rebuild, (self.store_url, self.store_options, self.snapshot, self.record))

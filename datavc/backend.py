@@ -36,6 +36,15 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
+def _fsync_dir(folder: str) -> None:
+    """Make a rename or link in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass(slots=True)
 class BackendStats:
     """I/O counters; ``reads`` counts every GET, whole or ranged."""
@@ -213,6 +222,7 @@ class Backend:
             else:
                 os.replace(tmp, path)
                 tmp = ""
+            _fsync_dir(folder)
             return True
         finally:
             if tmp:

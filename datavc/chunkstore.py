@@ -81,7 +81,9 @@ class ChunkStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, backend: Backend, config: StoreConfig, cache: Backend | None = None) -> ChunkStore:
+    def create(
+        cls, backend: Backend, config: StoreConfig, cache: Backend | None = None
+    ) -> ChunkStore:
         """Initialise a store, or open it if one already exists there (keeping its config)."""
         if not backend.create_exclusive(CONFIG_KEY, config.encode()):
             return cls.open(backend, cache)
@@ -180,7 +182,9 @@ class ChunkStore:
             loc = self._locate(cid)
             if run:
                 last = run[-1][1]
-                contiguous = last.pack == loc.pack and last.offset + last.stored_length == loc.offset
+                contiguous = (
+                    last.pack == loc.pack and last.offset + last.stored_length == loc.offset
+                )
                 if not contiguous or loc.offset + loc.stored_length - run[0][1].offset > 8 << 20:
                     yield from self._read_run(run)
                     run = []
@@ -196,10 +200,14 @@ class ChunkStore:
         for cid, loc in run:
             rel = loc.offset - first.offset
             obj = f"packs/{loc.pack}"
-            plain = decode_chunk(loc.codec, view[rel : rel + loc.stored_length], loc.plain_length, obj)
+            plain = decode_chunk(
+                loc.codec, view[rel : rel + loc.stored_length], loc.plain_length, obj
+            )
             got = chunk_id(plain)
             if got != cid:
-                raise IntegrityError(obj, cid.hex(), got.hex(), what=f"chunk at offset {loc.offset}")
+                raise IntegrityError(
+                    obj, cid.hex(), got.hex(), what=f"chunk at offset {loc.offset}"
+                )
             yield plain
 
 
@@ -242,7 +250,9 @@ class PackWriter:
         data = b"".join([PACK_MAGIC, *self._buf, pack_footer(self._entries)])
         pack = self.store.write_object("packs", data)
         for e in self._entries:
-            self._written[e.chunk] = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
+            self._written[e.chunk] = Location(
+                pack, e.offset, e.stored_length, e.plain_length, e.codec
+            )
         self.new_bytes += len(data)
         self.new_objects += 1
         self._buf, self._entries, self._size = [], [], len(PACK_MAGIC)

@@ -93,8 +93,10 @@ def _size(n: int) -> str:
 def init(
     store: Annotated[
         Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
-        typer.Option(help="Store URL (s3://bucket/prefix, /path, memory://...). "
-                     "Default: the embedded local store .datavc/store."),
+        typer.Option(
+            help="Store URL (s3://bucket/prefix, /path, memory://...). "
+            "Default: the embedded local store .datavc/store."
+        ),
     ] = None,
 ) -> None:
     """Make this folder a datavc workspace and create (or join) its store."""
@@ -145,8 +147,10 @@ def commit(
 def checkout(
     specs: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Argument(help="NAME@vN, NAME@latest, NAME@<tag>, NAME@<snapshot prefix>, "
-                       "NAME@git:<rev>. Default: what every pointer file says."),
+        typer.Argument(
+            help="NAME@vN, NAME@latest, NAME@<tag>, NAME@<snapshot prefix>, "
+            "NAME@git:<rev>. Default: what every pointer file says."
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Discard changes that are not stored.")

@@ -25,7 +25,7 @@ from .errors import BadInput, NotARepository
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 DOT = ".datavc"
 CONFIG = "config.toml"
@@ -55,7 +55,8 @@ def find_root(start: str) -> str | None:
 def _read_toml(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            doc: dict[str, Any] = tomllib.load(f)
+            return doc
     except FileNotFoundError:
         return {}
     except tomllib.TOMLDecodeError as err:
@@ -65,9 +66,11 @@ def _read_toml(path: str) -> dict[str, Any]:
 def load_config(root: str) -> Config:
     shared = _read_toml(os.path.join(root, DOT, CONFIG))
     local = _read_toml(os.path.join(root, DOT, LOCAL_CONFIG))
-    store = os.environ.get("DATAVC_STORE") or local.get("core", {}).get("store") or shared.get(
-        "core", {}
-    ).get("store")
+    store = (
+        os.environ.get("DATAVC_STORE")
+        or local.get("core", {}).get("store")
+        or shared.get("core", {}).get("store")
+    )
     if not store:
         raise NotARepository(f"no store configured in {os.path.join(root, DOT, CONFIG)}")
     options = {**shared.get("storage_options", {}), **local.get("storage_options", {})}

@@ -12,7 +12,8 @@ Index (``index/<id>``, id = BLAKE3 of the whole index)::
 
     b"DVCIDX\\x00\\x01" | pack count u32 | pack ids (32 bytes each)
     entry count u32 | entries, 53 bytes each, sorted by chunk id:
-        chunk id (32) | pack number u32 | offset u64 | stored length u32 | plain length u32 | codec u8
+        chunk id (32) | pack number u32 | offset u64 | stored length u32
+        | plain length u32 | codec u8
 
 All integers are little-endian. Codec 0 = stored raw, 1 = zstd frame.
 """
@@ -102,7 +103,9 @@ def read_pack_footer(data: bytes, obj: str) -> list[PackEntry]:
         raise CorruptObject(obj, "pack footer is longer than the pack")
     return [
         PackEntry(ChunkId(c), off, sl, pl, codec)
-        for c, off, sl, pl, codec in _PACK_ENTRY.iter_unpack(data[start : start + count * _PACK_ENTRY.size])
+        for c, off, sl, pl, codec in _PACK_ENTRY.iter_unpack(
+            data[start : start + count * _PACK_ENTRY.size]
+        )
     ]
 
 

@@ -8,6 +8,7 @@ an exclusive lock on ``.datavc/state/lock`` for their whole run.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import getpass
 import json
@@ -138,13 +139,15 @@ def init_workspace(root: str, store: str | None) -> tuple[str, ChunkStore]:
 
 
 class Workspace:
-    def __init__(self, root: str, progress: ProgressFactory | None = None) -> None:
+    def __init__(
+        self, root: str, progress: ProgressFactory | None = None, store: ChunkStore | None = None
+    ) -> None:
         self.root = root
         self.dot = os.path.join(root, DOT)
         self.state = os.path.join(self.dot, "state")
         self.progress = progress or ProgressFactory()
         self._config: Config | None = None
-        self._store: ChunkStore | None = None
+        self._store = store
 
     @classmethod
     def find(cls, start: str = ".", progress: ProgressFactory | None = None) -> Workspace:
@@ -160,7 +163,9 @@ class Workspace:
     def store(self) -> ChunkStore:
         if self._store is None:
             cfg = self.config
-            self._store = open_store(cfg.store, cfg.storage_options, os.path.join(self.dot, "cache"))
+            self._store = open_store(
+                cfg.store, cfg.storage_options, os.path.join(self.dot, "cache")
+            )
         return self._store
 
     # -- locking --------------------------------------------------------------------
@@ -207,8 +212,8 @@ class Workspace:
             found[pointer.name] = Dataset(pointer.name, rel, pointer.kind, pointer, None)
         for staged in self._staged_all():
             current = found.get(staged.name)
-            pointer = current.pointer if current else None
-            found[staged.name] = Dataset(staged.name, staged.path, staged.kind, pointer, staged)
+            known = current.pointer if current else None
+            found[staged.name] = Dataset(staged.name, staged.path, staged.kind, known, staged)
         return found
 
     def dataset(self, name: str) -> Dataset:
@@ -301,9 +306,7 @@ class Workspace:
         writer = store.new_writer()
         bar = self.progress(f"adding {rel}", sum(f.size for f in files))
         try:
-            entries = build_entries(
-                files, store, writer, lambda f: _reuse(cache, by_hash, f), bar
-            )
+            entries = build_entries(files, store, writer, lambda f: _reuse(cache, by_hash, f), bar)
             stats = writer.finish()
         finally:
             self.progress.close()
@@ -337,10 +340,8 @@ class Workspace:
                 raise BadInput(f"{rel} overlaps the tracked dataset at {other}")
 
     def _unstage(self, name: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._staged_path(name))
-        except FileNotFoundError:
-            pass
 
     def _ignore(self, rel: str) -> None:
         path = os.path.join(self.root, ".gitignore")
@@ -367,9 +368,9 @@ class Workspace:
         with self.lock():
             if all_tracked:
                 for ds in list(self.datasets().values()):
-                    if not names or ds.name in names:
-                        if os.path.lexists(self.abs(ds.path)):
-                            self._add(ds.path, ds.name)
+                    wanted = not names or ds.name in names
+                    if wanted and os.path.lexists(self.abs(ds.path)):
+                        self._add(ds.path, ds.name)
             known = self.datasets()
             for n in names:
                 if n not in known:
@@ -405,7 +406,9 @@ class Workspace:
         return record
 
     def _write_pointer(self, rel: str, rec: VersionRecord) -> None:
-        pointer = Pointer(rec.name, rec.kind, rec.version, rec.tree, rec.stats.files, rec.stats.bytes)
+        pointer = Pointer(
+            rec.name, rec.kind, rec.version, rec.tree, rec.stats.files, rec.stats.bytes
+        )
         path = self.abs(rel) + SUFFIX
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -437,8 +440,18 @@ class Workspace:
         if spec.kind == "none":
             ds = self.datasets().get(spec.name)
             if ds is not None and ds.pointer is not None:
-                return versions.read_version(self.store, spec.name, ds.pointer.version)
+                return self.pointed(ds.pointer, ds.path + SUFFIX)
         return versions.resolve(self.store, spec)
+
+    def pointed(self, pointer: Pointer, where: str) -> VersionRecord:
+        """The version a pointer file names, checked against its snapshot id."""
+        rec = versions.read_version(self.store, pointer.name, pointer.version)
+        if rec.tree != pointer.snapshot:
+            raise BadInput(
+                f"{where} names snapshot {pointer.snapshot[:12]} but {pointer.name}@v"
+                f"{pointer.version} in the store is snapshot {rec.tree[:12]}"
+            )
+        return rec
 
     def _resolve_git(self, spec: VersionSpec) -> VersionRecord:
         ds = self.dataset(spec.name)
@@ -449,14 +462,7 @@ class Workspace:
         text = self._git("show", f"{spec.value}:{rel_in_git}")
         if text is None:
             raise VersionNotFound(spec.name, f"git:{spec.value}")
-        pointer = decode_pointer(text, f"{spec.value}:{rel_in_git}")
-        rec = versions.read_version(self.store, spec.name, pointer.version)
-        if rec.tree != pointer.snapshot:
-            raise BadInput(
-                f"{spec}: the pointer names snapshot {pointer.snapshot[:12]} but "
-                f"v{pointer.version} in the store is {rec.tree[:12]}"
-            )
-        return rec
+        return self.pointed(decode_pointer(text, f"{spec.value}:{rel_in_git}"), str(spec))
 
     # -- checkout -------------------------------------------------------------------
 
@@ -467,8 +473,7 @@ class Workspace:
             if not specs:
                 for ds in known.values():
                     if ds.pointer is not None:
-                        rec = versions.read_version(self.store, ds.name, ds.pointer.version)
-                        plan.append((ds, rec))
+                        plan.append((ds, self.pointed(ds.pointer, ds.path + SUFFIX)))
             for text in specs:
                 spec = parse_spec(text)
                 if spec.name not in known:
@@ -509,9 +514,13 @@ class Workspace:
         cache.put(f, digest)
         return digest
 
-    def _checkout_one(self, ds: Dataset, rec: VersionRecord, entries: list[FileEntry]) -> CheckoutResult:
+    def _checkout_one(
+        self, ds: Dataset, rec: VersionRecord, entries: list[FileEntry]
+    ) -> CheckoutResult:
         if rec.kind != ds.kind and os.path.lexists(self.abs(ds.path)):
-            raise BadInput(f"{rec.name}@v{rec.version} is a {rec.kind}, but {ds.path} is a {ds.kind}")
+            raise BadInput(
+                f"{rec.name}@v{rec.version} is a {rec.kind}, but {ds.path} is a {ds.kind}"
+            )
         cache = self.stat_cache(ds.name)
         absolute = self.abs(ds.path)
 
@@ -529,7 +538,11 @@ class Workspace:
             cache.put(f, hashes[f.path])
         cache.retain({e.path for e in entries})
         cache.save()
-        if ds.pointer is None or ds.pointer.version != rec.version or ds.pointer.snapshot != rec.tree:
+        if (
+            ds.pointer is None
+            or ds.pointer.version != rec.version
+            or ds.pointer.snapshot != rec.tree
+        ):
             self._write_pointer(ds.path, rec)
         self._unstage(ds.name)
         self._ignore(ds.path)
@@ -538,20 +551,22 @@ class Workspace:
     # -- status, log, ls --------------------------------------------------------------
 
     def status(self) -> list[Status]:
-        return [self._status_one(ds) for ds in sorted(self.datasets().values(), key=lambda d: d.path)]
+        return [
+            self._status_one(ds) for ds in sorted(self.datasets().values(), key=lambda d: d.path)
+        ]
 
     def _status_one(self, ds: Dataset) -> Status:
         absolute = self.abs(ds.path)
         ref = self._reference_tree(ds)
         empty = TreeDiff((), (), ())
         if not os.path.lexists(absolute):
-            return Status(ds.name, ds.path, "missing", empty, "not in the workspace: run datavc checkout")
+            return Status(
+                ds.name, ds.path, "missing", empty, "not in the workspace: run datavc checkout"
+            )
         entries = self.tree_entries(ref) if ref else []
         cache = self.stat_cache(ds.name)
         local = scan(absolute, ds.kind)
-        current = [
-            FileEntry(f.path, _mode(f), f.size, self._hash_of(cache, f), ()) for f in local
-        ]
+        current = [FileEntry(f.path, _mode(f), f.size, self._hash_of(cache, f), ()) for f in local]
         cache.save()
         diff = diff_entries(entries, current)
         if not diff.empty:
@@ -561,7 +576,9 @@ class Workspace:
         if ds.staged is not None and ds.pointer is not None:
             staged_diff = diff_entries(self.tree_entries(ds.pointer.snapshot), entries)
             return Status(ds.name, ds.path, "staged", staged_diff, "added, not committed yet")
-        return Status(ds.name, ds.path, "clean", diff, f"matches v{ds.pointer.version if ds.pointer else '?'}")
+        return Status(
+            ds.name, ds.path, "clean", diff, f"matches v{ds.pointer.version if ds.pointer else '?'}"
+        )
 
     def log(self, name: str) -> list[VersionRecord]:
         numbers = versions.version_numbers(self.store, name)
@@ -600,5 +617,3 @@ def _default_name(rel: str, kind: str) -> str:
 
 def _asdict(s: Staged) -> dict[str, object]:
     return {f: getattr(s, f) for f in Staged.__dataclass_fields__}
-
-

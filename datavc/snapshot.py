@@ -104,7 +104,9 @@ def _walk(abspath: str, rel: str, out: list[LocalFile], odd: list[str] | None) -
 
 
 def _local(rel: str, abspath: str, st: os.stat_result) -> LocalFile:
-    return LocalFile(rel, abspath, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return LocalFile(
+        rel, abspath, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+    )
 
 
 def file_mode(st_mode: int) -> int:
@@ -133,7 +135,11 @@ def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Pro
             size += len(piece)
             progress.advance(len(piece))
     return FileEntry(
-        f.path, file_mode(f.mode), size, FileHash(hasher.digest()), tuple(recipe)  # type: ignore[arg-type]
+        f.path,
+        file_mode(f.mode),
+        size,
+        FileHash(hasher.digest()),
+        tuple(recipe),  # type: ignore[arg-type]
     )
 
 
@@ -147,7 +153,9 @@ def build_entries(
     for f in files:
         known = reuse(f)
         if known is not None and all(store.has_chunk(c) for c, _ in known.chunks):
-            entries.append(FileEntry(f.path, file_mode(f.mode), known.size, known.hash, known.chunks))
+            entries.append(
+                FileEntry(f.path, file_mode(f.mode), known.size, known.hash, known.chunks)
+            )
             progress.advance(f.size)
             continue
         entries.append(chunk_file(f, chunker, writer, progress))
@@ -159,7 +167,9 @@ def write_tree(store: ChunkStore, entries: list[FileEntry]) -> ObjectId:
     pages: list[PageRef] = []
     for page in split_pages(entries):
         pid = store.write_object("trees", encode_page(page))
-        pages.append(PageRef(pid, page[0].path, page[-1].path, len(page), sum(e.size for e in page)))
+        pages.append(
+            PageRef(pid, page[0].path, page[-1].path, len(page), sum(e.size for e in page))
+        )
     root = TreeRoot(len(entries), sum(e.size for e in entries), tuple(pages))
     return store.write_object("trees", encode_root(root))
 
@@ -338,7 +348,7 @@ def _remove(path: str) -> None:
 
 
 def _prune_empty_dirs(dest: str, keep: set[str]) -> None:
-    for current, dirs, files in os.walk(dest, topdown=False):
+    for current, _dirs, _files in os.walk(dest, topdown=False):
         if current == dest:
             continue
         rel = os.path.relpath(current, dest).replace(os.sep, "/")

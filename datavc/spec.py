@@ -11,6 +11,7 @@ from .paths import check_name
 
 _VERSION = re.compile(r"v(\d+)")
 _HEX = re.compile(r"[0-9a-f]{6,64}")
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,4 +60,9 @@ def parse_spec(text: str) -> VersionSpec:
         if not rest[4:]:
             raise BadInput(f"empty git revision in {text!r}")
         return VersionSpec(name, "git", rest[4:])
+    if not _TAG.fullmatch(rest) or ".." in rest:
+        raise BadInput(
+            f"invalid version {rest!r} in {text!r}: use vN, latest, git:REV, a tag "
+            "(letters, digits, '.', '_', '-') or a snapshot-id prefix"
+        )
     return VersionSpec(name, "ref", rest)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import CorruptObject
-from .hashing import ChunkId, FileHash, ObjectId
+from .hashing import ChunkId, FileHash, ObjectId, is_object_id
 from .packfile import decode_chunk, encode_chunk
 
 PAGE_MAGIC = b"DVCTPG\x00\x01"
@@ -120,7 +120,9 @@ def _iter_page_body(body: bytes) -> Iterator[FileEntry]:
         pos += plen
         mode, size, fhash, nchunks = _ENTRY.unpack_from(body, pos)
         pos += _ENTRY.size
-        chunks = tuple((ChunkId(c), n) for c, n in _CHUNK.iter_unpack(body[pos : pos + nchunks * _CHUNK.size]))
+        chunks = tuple(
+            (ChunkId(c), n) for c, n in _CHUNK.iter_unpack(body[pos : pos + nchunks * _CHUNK.size])
+        )
         pos += nchunks * _CHUNK.size
         if len(chunks) != nchunks:
             raise struct.error("short recipe")
@@ -133,7 +135,7 @@ def split_pages(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
     weight = 0
     for e in entries:
         page.append(e)
-        weight += len(e.path) + 50 + 36 * len(e.chunks)
+        weight += len(e.path.encode()) + 50 + 36 * len(e.chunks)
         if len(page) >= PAGE_MAX_ENTRIES or weight >= PAGE_MAX_BYTES:
             yield page
             page, weight = [], 0
@@ -166,6 +168,8 @@ def decode_root(data: bytes, obj: str) -> TreeRoot:
             PageRef(ObjectId(p["id"]), p["first"], p["last"], int(p["files"]), int(p["bytes"]))
             for p in doc["pages"]
         )
+        if not all(is_object_id(p.id) for p in pages):
+            raise CorruptObject(obj, "tree root names a page by an invalid id")
         return TreeRoot(int(doc["files"]), int(doc["bytes"]), pages)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise CorruptObject(obj, "tree root is malformed") from None

@@ -99,6 +99,6 @@ def read_tag(store: ChunkStore, name: str, tag: str) -> int | None:
     except ObjectNotFound:
         return None
     text = data.decode("utf-8", "replace").strip()
-    if not text.isdigit():
+    if not re.fullmatch(r"[0-9]{1,12}", text):
         raise BadInput(f"tag {name}@{tag} is damaged: {text[:40]!r}")
     return int(text)

@@ -1,0 +1,575 @@
+"""The real ``datavc`` command line, run in subprocesses inside real git repositories.
+
+Covers init (embedded, local and S3 stores), add, commit, checkout, status, log and ls; exact
+round trips; version specs; pointer files and .gitignore; errors (one line, documented exit
+code, workspace untouched); the workspace lock; and two clones committing to one store at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from blake3 import blake3
+
+from datavc.backend import Backend
+from datavc.pointer import decode_pointer
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+COMMANDS = ["init", "add", "commit", "checkout", "status", "log", "ls"]
+TIMEOUT = 120
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def run(
+    cwd: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "datavc", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check:
+        assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def git(cwd: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return proc.stdout
+
+
+def rand(seed: object, n: int) -> bytes:
+    return random.Random(str(seed)).randbytes(n)
+
+
+def write(path: Path, data: bytes, executable: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(0o755 if executable else 0o644)
+
+
+def make_data(folder: Path, seed: str) -> None:
+    write(folder / "a.bin", rand(f"{seed}-a", 300_000))
+    write(folder / "empty", b"")
+    write(folder / "tools" / "run.sh", rand(f"{seed}-run", 4_000), executable=True)
+    write(folder / "sub" / "deep" / "c.bin", rand(f"{seed}-c", 90_000))
+    write(folder / "sub" / "one", rand(f"{seed}-one", 1))
+
+
+def tree_state(root: Path) -> dict[str, object]:
+    """Every file (bytes, executable bit) and folder under ``root``."""
+    state: dict[str, object] = {}
+    for current, dirs, files in os.walk(root):
+        rel_dir = os.path.relpath(current, root)
+        for d in dirs:
+            state[os.path.normpath(os.path.join(rel_dir, d)) + "/"] = "dir"
+        for f in files:
+            p = os.path.join(current, f)
+            st = os.lstat(p)
+            assert stat.S_ISREG(st.st_mode), p
+            state[os.path.normpath(os.path.join(rel_dir, f))] = (
+                Path(p).read_bytes(),
+                bool(st.st_mode & 0o111),
+            )
+    return state
+
+
+def workspace_state(repo: Path) -> dict[str, object]:
+    """The user-visible workspace: everything but git's own folder and datavc's caches."""
+    state = tree_state(repo)
+    skip = (".git/", ".datavc/state/", ".datavc/cache/")
+    return {k: v for k, v in state.items() if not k.startswith(skip) and k not in skip}
+
+
+def assert_error(
+    repo: Path,
+    args: list[str],
+    code: int,
+    contains: str,
+    env: dict[str, str] | None = None,
+    timeout: float = TIMEOUT,
+) -> str:
+    before = workspace_state(repo)
+    proc = run(repo, *args, env=env, check=False, timeout=timeout)
+    assert proc.returncode == code, (args, proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("datavc: error: "), lines[0]
+    assert contains in lines[0], lines[0]
+    assert workspace_state(repo) == before
+    return lines[0]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pointer_of(path: Path):  # type: ignore[no-untyped-def]
+    return decode_pointer(path.read_text(encoding="utf-8"), str(path))
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q")
+    return path
+
+
+@pytest.fixture
+def committed(repo: Path) -> tuple[Path, dict[str, object]]:
+    """A repo with datavc (embedded store) and dataset ``ds`` at data/ds committed as v1,
+    the pointer and config committed to git."""
+    run(repo, "init")
+    make_data(repo / "data" / "ds", "v1")
+    run(repo, "add", "data/ds")
+    out = run(repo, "commit", "-m", "first version").stdout
+    assert out.startswith("ds@v1 "), out
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "data v1")
+    return repo, tree_state(repo / "data" / "ds")
+
+
+@pytest.fixture
+def two_versions(committed: tuple[Path, dict[str, object]]) -> tuple[Path, dict[str, object], dict[str, object]]:
+    """``committed`` plus v2 (one file changed, one added, one removed), also git-committed."""
+    repo, v1 = committed
+    ds = repo / "data" / "ds"
+    write(ds / "a.bin", rand("v2-a", 300_000))
+    write(ds / "new" / "n.bin", rand("v2-n", 20_000))
+    (ds / "sub" / "one").unlink()
+    run(repo, "add", "data/ds")
+    out = run(repo, "commit", "-m", "second version").stdout
+    assert out.startswith("ds@v2 "), out
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "data v2")
+    return repo, v1, tree_state(ds)
+
+
+# -- help and usage -----------------------------------------------------------------------
+
+
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    out = run(tmp_path, "--help").stdout
+    for cmd in COMMANDS:
+        assert f" {cmd} " in out, cmd
+    for cmd in COMMANDS:
+        proc = run(tmp_path, cmd, "--help")
+        assert f"datavc {cmd}" in proc.stdout, proc.stdout
+        assert "--help" in proc.stdout
+
+
+def test_console_script_is_installed(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "datavc"
+    proc = subprocess.run(
+        [str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert all(f" {cmd} " in proc.stdout for cmd in COMMANDS)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: cli.main catches click.exceptions.*, but typer 0.29 raises its vendored "
+    "typer._click exceptions: usage errors print a Traceback and exit 1, not 2",
+)
+@pytest.mark.parametrize(
+    "args", [["checkout", "--bogus"], ["frobnicate"], ["add"]], ids=["option", "command", "arg"]
+)
+def test_usage_errors_exit_2_without_traceback(repo: Path, args: list[str]) -> None:
+    run(repo, "init")
+    proc = run(repo, *args, check=False)
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+
+
+# -- init -------------------------------------------------------------------------------
+
+
+def test_init_default_embedded_store(repo: Path) -> None:
+    out = run(repo, "init").stdout
+    assert str(repo / ".datavc" / "store") in out
+    cfg = tomllib.loads((repo / ".datavc" / "config.toml").read_text())
+    assert cfg["core"]["store"] == ".datavc/store"
+    doc = (repo / ".datavc" / "store" / "datavc.json").read_text()
+    assert '"datavc-store"' in doc
+    # The store, cache and state are ignored by git; the config is not.
+    assert subprocess.run(["git", "check-ignore", "-q", ".datavc/store/datavc.json"], cwd=repo).returncode == 0
+    assert subprocess.run(["git", "check-ignore", "-q", ".datavc/config.toml"], cwd=repo).returncode == 1
+    make_data(repo / "data" / "ds", "x")
+    run(repo, "add", "data/ds")
+    run(repo, "commit", "-m", "m")
+    assert (repo / ".datavc" / "store" / "versions" / "ds" / "1.json").is_file()
+
+
+def test_init_with_store_url(repo: Path, shared_store_url: str) -> None:
+    url = shared_store_url
+    out = run(repo, "init", "--store", url).stdout
+    assert url in out
+    text = (repo / ".datavc" / "config.toml").read_text()
+    assert tomllib.loads(text)["core"]["store"] == url
+    assert "testing" not in text  # no credentials in the committed config
+    backend = Backend(url)
+    assert backend.exists("datavc.json")
+    assert not (repo / ".datavc" / "store").exists()
+
+    make_data(repo / "data" / "ds", "url")
+    expected = tree_state(repo / "data" / "ds")
+    run(repo, "add", "data/ds")
+    run(repo, "commit", "-m", "m")
+    assert backend.exists("versions/ds/1.json")
+    shutil.rmtree(repo / "data" / "ds")
+    shutil.rmtree(repo / ".datavc" / "cache", ignore_errors=True)
+    run(repo, "checkout", "ds@v1")
+    assert tree_state(repo / "data" / "ds") == expected
+
+
+# -- add, commit, pointer files -----------------------------------------------------------
+
+
+def test_pointer_file_and_gitignore(committed: tuple[Path, dict[str, object]]) -> None:
+    repo, v1 = committed
+    pointer = pointer_of(repo / "data" / "ds.datavc")
+    files = {k: v for k, v in v1.items() if isinstance(v, tuple)}
+    assert pointer.name == "ds"
+    assert pointer.kind == "dir"
+    assert pointer.version == 1
+    assert pointer.files == len(files) == 5
+    assert pointer.bytes == sum(len(b) for b, _ in files.values())  # type: ignore[misc]
+    listing = run(repo, "ls", "ds@v1").stdout.splitlines()
+    assert listing[0] == f"ds@v1 snapshot {pointer.snapshot}"
+
+    assert "/data/ds" in (repo / ".gitignore").read_text().splitlines()
+    ignored = subprocess.run(["git", "check-ignore", "-q", "data/ds/a.bin"], cwd=repo)
+    assert ignored.returncode == 0
+    tracked = git(repo, "ls-files").split()
+    assert "data/ds.datavc" in tracked
+    assert not any(p.startswith("data/ds/") for p in tracked)
+
+
+def test_single_file_dataset(repo: Path) -> None:
+    run(repo, "init")
+    table = repo / "tables" / "train.csv"
+    content = rand("csv", 150_000)
+    write(table, content)
+    out = run(repo, "add", "tables/train.csv").stdout
+    assert out.startswith("train: staged 1 files")
+    run(repo, "commit", "-m", "table")
+    pointer = pointer_of(repo / "tables" / "train.csv.datavc")
+    assert (pointer.name, pointer.kind, pointer.files, pointer.bytes) == ("train", "file", 1, 150_000)
+    assert "/tables/train.csv" in (repo / ".gitignore").read_text().splitlines()
+    table.unlink()
+    run(repo, "checkout", "train@v1")
+    assert table.read_bytes() == content
+
+
+def test_commit_of_unchanged_data_makes_no_version(committed: tuple[Path, dict[str, object]]) -> None:
+    repo, _ = committed
+    pointer = (repo / "data" / "ds.datavc").read_bytes()
+    out = run(repo, "commit", "-m", "again").stdout
+    assert "ds: nothing to commit" in out
+    assert "ds@v2" not in out
+    shutil.rmtree(repo / ".datavc" / "state")  # no stat cache: every file is read again
+    add = run(repo, "add", "data/ds").stdout
+    assert "(0 added, 0 modified, 0 removed); new data stored: 0 B" in add
+    out = run(repo, "commit", "-m", "again").stdout
+    assert "ds: nothing to commit" in out
+    store = repo / ".datavc" / "store" / "versions" / "ds"
+    assert sorted(os.listdir(store)) == ["1.json"]
+    heads = [line for line in run(repo, "log", "ds").stdout.splitlines() if line.startswith("v")]
+    assert len(heads) == 1 and heads[0].startswith("v1 "), heads
+    assert (repo / "data" / "ds.datavc").read_bytes() == pointer
+
+
+def test_commit_without_message_is_a_usage_error(repo: Path) -> None:
+    run(repo, "init")
+    make_data(repo / "data" / "ds", "m")
+    run(repo, "add", "data/ds")
+    assert_error(repo, ["commit"], 2, "needs a message")
+    assert not (repo / "data" / "ds.datavc").exists()
+
+
+# -- status, log, ls ----------------------------------------------------------------------
+
+
+def test_status_log_ls(committed: tuple[Path, dict[str, object]]) -> None:
+    repo, v1 = committed
+    ds = repo / "data" / "ds"
+    assert run(repo, "status").stdout.strip() == "ds (data/ds): clean: matches v1"
+
+    write(ds / "a.bin", rand("edit", 1000))
+    write(ds / "added.bin", rand("added", 1000))
+    out = run(repo, "status").stdout.strip()
+    assert out.startswith("ds (data/ds): modified (1 added, 1 modified, 0 removed)"), out
+    run(repo, "add", "data/ds")
+    out = run(repo, "status").stdout.strip()
+    assert out.startswith("ds (data/ds): staged (1 added, 1 modified, 0 removed)"), out
+    run(repo, "commit", "-m", "edited a")
+    assert run(repo, "status").stdout.strip() == "ds (data/ds): clean: matches v2"
+    shutil.rmtree(ds)
+    assert run(repo, "status").stdout.startswith("ds (data/ds): missing")
+
+    log = run(repo, "log", "ds").stdout.splitlines()
+    heads = [line.split()[0] for line in log if not line.startswith(" ")]
+    assert heads == ["v2", "v1"]
+    assert "Test Author <author@example.invalid>" in log[0]
+    assert log[2].strip() == "edited a"
+    assert log[5].strip() == "first version"
+
+    listing = run(repo, "ls", "ds@v1").stdout.splitlines()[1:]
+    files = {k: v for k, v in v1.items() if isinstance(v, tuple)}
+    assert len(listing) == len(files)
+    for line in listing:
+        mode, size, digest, path = line.split(None, 3)
+        content, executable = files[path]  # type: ignore[misc]
+        assert mode == ("100755" if executable else "100644")
+        assert int(size) == len(content)
+        assert digest == blake3(content).hexdigest()[:16]
+    assert [line.split(None, 3)[3] for line in listing] == sorted(files)
+
+
+# -- round trips and checkout -------------------------------------------------------------
+
+
+def test_checkout_after_delete_restores_exact_tree(committed: tuple[Path, dict[str, object]]) -> None:
+    repo, v1 = committed
+    shutil.rmtree(repo / "data" / "ds")
+    out = run(repo, "checkout", "ds@v1").stdout
+    assert out.strip() == "ds@v1 -> data/ds (5 files, 5 written)"
+    assert tree_state(repo / "data" / "ds") == v1
+    out = run(repo, "checkout", "ds@v1").stdout
+    assert out.strip() == "ds@v1 -> data/ds (5 files, 0 written)"
+
+
+def test_checkout_force_after_edits_restores_exact_tree(
+    committed: tuple[Path, dict[str, object]],
+) -> None:
+    repo, v1 = committed
+    ds = repo / "data" / "ds"
+    write(ds / "a.bin", rand("edited", 300_000))
+    (ds / "tools" / "run.sh").chmod(0o644)
+    (ds / "empty").chmod(0o755)
+    (ds / "sub" / "one").unlink()
+    write(ds / "extra.bin", rand("extra", 500))
+    write(ds / "more" / "deeper" / "x.bin", rand("x", 50))
+    (ds / "emptydir").mkdir()
+    edited = workspace_state(repo)
+
+    # Without --force the unstored edit of a.bin is refused, and nothing changes.
+    assert_error(repo, ["checkout", "ds@v1"], 2, "data/ds/a.bin has changes that are not stored")
+    assert workspace_state(repo) == edited
+
+    run(repo, "checkout", "--force", "ds@v1")
+    assert tree_state(ds) == v1
+
+
+def test_specs_latest_prefix_and_git(
+    two_versions: tuple[Path, dict[str, object], dict[str, object]],
+) -> None:
+    repo, v1, v2 = two_versions
+    ds = repo / "data" / "ds"
+    tree1 = run(repo, "ls", "ds@v1").stdout.split()[2]
+    tree2 = run(repo, "ls", "ds@latest").stdout.split()[2]
+    assert tree1 != tree2
+    assert run(repo, "ls", "ds").stdout.split()[:3] == ["ds@v2", "snapshot", tree2]
+
+    cases = [
+        ("ds@v1", 1, v1),
+        ("ds@latest", 2, v2),
+        (f"ds@{tree1[:10]}", 1, v1),
+        (f"ds@{tree2[:8]}", 2, v2),
+        ("ds@git:HEAD~1", 1, v1),
+        ("ds@git:HEAD", 2, v2),
+    ]
+    for spec, version, expected in cases:
+        out = run(repo, "checkout", spec).stdout
+        assert out.startswith(f"ds@v{version} -> data/ds "), (spec, out)
+        assert tree_state(ds) == expected, spec
+        assert pointer_of(repo / "data" / "ds.datavc").version == version, spec
+
+
+def test_checkout_without_argument_follows_git_checkout_force(
+    two_versions: tuple[Path, dict[str, object], dict[str, object]],
+) -> None:
+    repo, v1, v2 = two_versions
+    ds = repo / "data" / "ds"
+    git(repo, "checkout", "-q", "HEAD~1")
+    assert pointer_of(repo / "data" / "ds.datavc").version == 1
+    out = run(repo, "checkout", "--force").stdout
+    assert out.strip() == "ds@v1 -> data/ds (5 files, 2 written)"
+    assert tree_state(ds) == v1
+    git(repo, "checkout", "-q", "main")
+    run(repo, "checkout", "--force")
+    assert tree_state(ds) == v2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: Workspace._refuse_unsaved only counts the target, staged and pointer "
+    "snapshots as saved; after git checkout the pointer is old, so the files of the "
+    "committed v2 are called 'changes that are not stored' and checkout refuses",
+)
+def test_checkout_without_argument_follows_git_checkout(
+    two_versions: tuple[Path, dict[str, object], dict[str, object]],
+) -> None:
+    repo, v1, v2 = two_versions
+    ds = repo / "data" / "ds"
+    git(repo, "checkout", "-q", "HEAD~1")
+    run(repo, "checkout")
+    assert tree_state(ds) == v1
+    git(repo, "checkout", "-q", "main")
+    run(repo, "checkout")
+    assert tree_state(ds) == v2
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "contains"),
+    [
+        (["checkout", "nope@v1"], 3, "unknown dataset 'nope'"),
+        (["checkout", "nope"], 3, "unknown dataset 'nope'"),
+        (["log", "nope"], 3, "unknown dataset 'nope'"),
+        (["ls", "nope@latest"], 3, "unknown dataset 'nope'"),
+        (["checkout", "ds@v9"], 3, "has no version 'v9'"),
+        (["ls", "ds@v9"], 3, "has no version 'v9'"),
+        (["checkout", "ds@deadbeef00"], 3, "has no version"),
+        (["checkout", "ds@git:no-such-rev"], 3, "has no version"),
+        (["checkout", "ds@"], 8, "empty version"),
+        (["checkout", "ds@v0"], 8, "versions start at v1"),
+        (["checkout", "bad name@v1"], 8, "invalid dataset name"),
+        (["checkout", "ds@git:"], 8, "empty git revision"),
+        (["add", "../outside"], 8, "outside the workspace"),
+        (["add", ".git"], 8, "inside .git"),
+        (["add", "data/missing"], 3, "no such file or folder"),
+    ],
+)
+def test_errors_are_one_line_with_documented_code(
+    committed: tuple[Path, dict[str, object]], args: list[str], code: int, contains: str
+) -> None:
+    repo, _ = committed
+    outside = repo.parent / "outside"
+    write(outside / "f", b"outside")
+    # An edit in the workspace must survive every failing command.
+    write(repo / "data" / "ds" / "a.bin", rand("unsaved", 1000))
+    assert_error(repo, args, code, contains)
+    assert (outside / "f").read_bytes() == b"outside"
+
+
+@pytest.mark.parametrize("cmd", [["status"], ["add", "data"], ["checkout"], ["log", "ds"]])
+def test_not_a_workspace(repo: Path, cmd: list[str]) -> None:
+    write(repo / "data" / "f", b"x")
+    assert_error(repo, cmd, 4, "not in a datavc workspace")
+
+
+def test_no_store_configured(repo: Path) -> None:
+    run(repo, "init")
+    (repo / ".datavc" / "config.toml").write_text("[core]\n")
+    write(repo / "data" / "f", b"x")
+    assert_error(repo, ["add", "data"], 4, "no store configured")
+    assert_error(repo, ["status"], 4, "no store configured")
+
+
+def test_store_unreachable(repo: Path, s3_env: str) -> None:
+    run(repo, "init", "--store", f"s3://datavc-test/unreachable-{os.getpid()}-{id(repo)}")
+    make_data(repo / "data" / "ds", "u")
+    run(repo, "add", "data/ds")
+    run(repo, "commit", "-m", "m")
+    write(repo / "data" / "ds" / "a.bin", rand("unsaved", 1000))
+    dead = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}"}
+    assert_error(repo, ["checkout", "--force", "ds@v1"], 5, "is unreachable", env=dead, timeout=90)
+    assert_error(repo, ["log", "ds"], 5, "is unreachable", env=dead, timeout=90)
+
+
+# -- lock ---------------------------------------------------------------------------------
+
+
+def test_locked_workspace(committed: tuple[Path, dict[str, object]]) -> None:
+    repo, _ = committed
+    write(repo / "data" / "other" / "f.bin", rand("other", 1000))
+    (repo / ".datavc" / "state").mkdir(exist_ok=True)
+    fd = os.open(repo / ".datavc" / "state" / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        line = assert_error(repo, ["add", "data/other"], 7, "another datavc command")
+        assert "is using this workspace" in line
+        assert not (repo / ".datavc" / "state" / "staged" / "other.json").exists()
+    finally:
+        os.close(fd)
+    out = run(repo, "add", "data/other").stdout
+    assert out.startswith("other: staged 1 files")
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+def test_two_clones_commit_at_once(tmp_path: Path, shared_store_url: str) -> None:
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "-q")
+    run(origin, "init", "--store", shared_store_url)
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "datavc")
+    clones = [tmp_path / "alice", tmp_path / "bob"]
+    expected: dict[Path, dict[str, object]] = {}
+    for i, clone in enumerate(clones):
+        git(tmp_path, "clone", "-q", str(origin), clone.name)
+        make_data(clone / "data" / "ds", f"clone{i}")
+        expected[clone] = tree_state(clone / "data" / "ds")
+    assert expected[clones[0]] != expected[clones[1]]
+
+    for args in (["add", "data/ds"], ["commit", "-m", "concurrent"]):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "datavc", *args],
+                cwd=clone,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for clone in clones
+        ]
+        for p in procs:
+            out, err = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0, (args, out, err)
+
+    by_version = {pointer_of(c / "data" / "ds.datavc").version: c for c in clones}
+    assert sorted(by_version) == [1, 2]
+    snapshots = {pointer_of(c / "data" / "ds.datavc").snapshot for c in clones}
+    assert len(snapshots) == 2
+
+    heads = [line.split()[0] for line in run(clones[0], "log", "ds").stdout.splitlines() if line.startswith("v")]
+    assert heads == ["v2", "v1"]
+    for clone in clones:
+        for version, owner in by_version.items():
+            run(clone, "checkout", f"ds@v{version}")
+            assert tree_state(clone / "data" / "ds") == expected[owner], (clone, version)

@@ -1,0 +1,836 @@
+"""Format code: round trips and rejection of damaged input (pure; bytes in, values out, no I/O).
+
+Covers pack footers and index objects (packfile), chunk framing and compression, tree pages and
+roots, pointer files, version specs, version records, snapshot path checks and the chunker.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import struct
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from datavc.chunker import Chunker, ChunkerParams
+from datavc.errors import BadInput, CorruptObject, DatavcError, UnsafePath
+from datavc.hashing import ChunkId, FileHash, ObjectId, chunk_id
+from datavc.packfile import (
+    CODEC_RAW,
+    CODEC_ZSTD,
+    PACK_END,
+    PACK_MAGIC,
+    Location,
+    PackEntry,
+    decode_chunk,
+    decode_index,
+    encode_chunk,
+    encode_index,
+    pack_footer,
+    read_pack_footer,
+)
+from datavc.paths import check_path, check_paths
+from datavc.pointer import Pointer, decode_pointer, encode_pointer
+from datavc.record import CommitStats, VersionRecord, decode_record, encode_record
+from datavc.spec import VersionSpec, parse_spec
+from datavc.tree import (
+    MODE_EXEC,
+    MODE_FILE,
+    PAGE_MAX_BYTES,
+    PAGE_MAX_ENTRIES,
+    FileEntry,
+    PageRef,
+    TreeRoot,
+    decode_page,
+    decode_root,
+    encode_page,
+    encode_root,
+    split_pages,
+)
+
+FAST = settings(max_examples=50, deadline=None)
+PARAMS = ChunkerParams()
+KIB = 1024
+MIB = 1024 * KIB
+
+digests = st.binary(min_size=32, max_size=32)
+object_ids = digests.map(lambda d: ObjectId(d.hex()))
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,30}", fullmatch=True)
+# Text that UTF-8 can encode (no lone surrogates).
+texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
+
+
+def randbytes(seed: int, n: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def build_pack(chunks: list[bytes]) -> tuple[bytes, list[PackEntry]]:
+    """A pack laid out as a writer lays it out: magic, blobs in order, footer."""
+    entries: list[PackEntry] = []
+    blobs: list[bytes] = []
+    offset = len(PACK_MAGIC)
+    for data in chunks:
+        codec, stored = encode_chunk(data)
+        entries.append(PackEntry(chunk_id(data), offset, len(stored), len(data), codec))
+        blobs.append(stored)
+        offset += len(stored)
+    return PACK_MAGIC + b"".join(blobs) + pack_footer(entries), entries
+
+
+def footer_start(pack: bytes, count: int) -> int:
+    return len(pack) - 4 - len(PACK_END) - 49 * count
+
+
+# -- pack footers ---------------------------------------------------------------------------
+
+
+@FAST
+@given(st.lists(st.binary(max_size=3000) | st.just(b"a" * 5000), max_size=8))
+@example([])
+@example([b""])
+@example([b"x"])
+@example([b"a" * 5000, randbytes(1, 4000)])
+def test_pack_footer_round_trip(chunks: list[bytes]) -> None:
+    pack, entries = build_pack(chunks)
+    assert read_pack_footer(pack, "packs/p") == entries
+    for data, e in zip(chunks, entries, strict=True):
+        stored = pack[e.offset : e.offset + e.stored_length]
+        assert decode_chunk(e.codec, stored, e.plain_length, "packs/p") == data
+
+
+def sample_pack() -> tuple[bytes, list[PackEntry]]:
+    return build_pack([randbytes(2, 300), b"text " * 100, randbytes(3, 200)])
+
+
+def test_pack_footer_rejects_bad_magic_and_bad_trailer() -> None:
+    pack, _ = sample_pack()
+    with pytest.raises(CorruptObject, match="packs/p"):
+        read_pack_footer(b"X" + pack[1:], "packs/p")
+    with pytest.raises(CorruptObject, match="packs/p"):
+        read_pack_footer(pack[:-1] + b"\x02", "packs/p")
+    with pytest.raises(CorruptObject):
+        read_pack_footer(b"", "packs/p")
+
+
+def test_pack_footer_rejects_every_truncation() -> None:
+    pack, _ = sample_pack()
+    for n in range(len(pack)):
+        with pytest.raises(CorruptObject):
+            read_pack_footer(pack[:n], "packs/p")
+
+
+def test_pack_footer_rejects_count_longer_than_pack() -> None:
+    pack, _ = sample_pack()
+    pos = len(pack) - 4 - len(PACK_END)
+    for count in (len(pack) // 49 + 1, 2**32 - 1):
+        damaged = pack[:pos] + struct.pack("<I", count) + pack[pos + 4 :]
+        with pytest.raises(CorruptObject, match="packs/p"):
+            read_pack_footer(damaged, "packs/p")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: packfile.read_pack_footer does not check that the entries tile the blob area "
+    "(offsets/lengths inside the pack, count consistent), so a damaged footer parses silently",
+)
+def test_pack_footer_rejects_entries_that_do_not_fit_the_pack() -> None:
+    pack, entries = sample_pack()
+    start = footer_start(pack, len(entries))
+    # 1. The first entry's offset points past the end of the pack.
+    bad = PackEntry(entries[0].chunk, len(pack) + 10, 5, 5, CODEC_RAW)
+    damaged = pack[:start] + pack_footer([bad, *entries[1:]])
+    with pytest.raises(CorruptObject):
+        read_pack_footer(damaged, "packs/p")
+    # 2. The entry count was changed by one: the footer no longer matches the blob area.
+    pos = len(pack) - 4 - len(PACK_END)
+    for count in (len(entries) - 1, len(entries) + 1):
+        damaged = pack[:pos] + struct.pack("<I", count) + pack[pos + 4 :]
+        with pytest.raises(CorruptObject):
+            read_pack_footer(damaged, "packs/p")
+
+
+# -- index objects --------------------------------------------------------------------------
+
+
+@st.composite
+def index_maps(draw: st.DrawFn) -> dict[ChunkId, Location]:
+    packs = draw(st.lists(object_ids, min_size=1, max_size=4, unique=True))
+    ids = draw(st.lists(digests, max_size=30, unique=True))
+    return {
+        ChunkId(c): Location(
+            draw(st.sampled_from(packs)),
+            draw(u64),
+            draw(u32),
+            draw(u32),
+            draw(st.sampled_from([CODEC_RAW, CODEC_ZSTD])),
+        )
+        for c in ids
+    }
+
+
+@FAST
+@given(index_maps())
+@example({})
+@example({ChunkId(b"\x00" * 32): Location(ObjectId("ab" * 32), 8, 1, 1, CODEC_RAW)})
+def test_index_round_trip(locs: dict[ChunkId, Location]) -> None:
+    data = encode_index(locs)
+    assert decode_index(data, "index/i") == locs
+    # Canonical: the same map always encodes to the same bytes (so the same object id).
+    assert encode_index(dict(reversed(list(locs.items())))) == data
+
+
+def sample_index() -> bytes:
+    packs = [ObjectId("11" * 32), ObjectId("22" * 32)]
+    return encode_index(
+        {ChunkId(bytes([i]) * 32): Location(packs[i % 2], 8 + i, 10, 20, i % 2) for i in range(5)}
+    )
+
+
+def test_index_rejects_bad_magic() -> None:
+    data = sample_index()
+    with pytest.raises(CorruptObject, match="index/i"):
+        decode_index(b"\x00" + data[1:], "index/i")
+
+
+def test_index_rejects_every_truncation() -> None:
+    data = sample_index()
+    for n in range(len(data)):
+        with pytest.raises(CorruptObject, match="index/i"):
+            decode_index(data[:n], "index/i")
+
+
+def test_index_rejects_pack_number_out_of_range() -> None:
+    data = bytearray(sample_index())
+    first_entry = 8 + 4 + 2 * 32 + 4
+    struct.pack_into("<I", data, first_entry + 32, 7)  # only packs 0 and 1 exist
+    with pytest.raises(CorruptObject, match="index/i"):
+        decode_index(bytes(data), "index/i")
+
+
+# -- chunk framing --------------------------------------------------------------------------
+
+
+@FAST
+@given(st.binary(max_size=20000))
+@example(b"")
+@example(b"x")
+@example(b"abc" * 10000)
+@example(randbytes(4, 64 * KIB))
+def test_chunk_round_trip(data: bytes) -> None:
+    codec, stored = encode_chunk(data)
+    assert codec in (CODEC_RAW, CODEC_ZSTD)
+    assert len(stored) <= len(data)  # never store more than the plain bytes
+    assert decode_chunk(codec, stored, len(data), "packs/p") == data
+
+
+def test_compressible_chunk_is_compressed() -> None:
+    data = b"the same line again and again\n" * 2000
+    codec, stored = encode_chunk(data)
+    assert codec == CODEC_ZSTD
+    assert len(stored) < len(data) // 10
+
+
+def test_incompressible_chunk_is_kept_raw() -> None:
+    data = randbytes(5, 64 * KIB)
+    assert encode_chunk(data) == (CODEC_RAW, data)
+
+
+def test_raw_is_kept_when_compression_saves_too_little() -> None:
+    # 1/32 compressible: zstd saves a little, less than the 1/16 threshold.
+    data = randbytes(6, 62 * KIB) + b"\x00" * (2 * KIB)
+    codec, stored = encode_chunk(data)
+    assert (codec, stored) == (CODEC_RAW, data)
+
+
+def test_decode_chunk_rejects_damage() -> None:
+    data = b"compress me please " * 500
+    codec, stored = encode_chunk(data)
+    assert codec == CODEC_ZSTD
+    with pytest.raises(CorruptObject, match="packs/p"):
+        decode_chunk(codec, stored[: len(stored) // 2], len(data), "packs/p")
+    with pytest.raises(CorruptObject, match="packs/p"):
+        decode_chunk(codec, b"\xff" * len(stored), len(data), "packs/p")
+    with pytest.raises(CorruptObject, match="codec"):
+        decode_chunk(7, stored, len(data), "packs/p")
+    for wrong in (len(data) - 1, len(data) + 1):
+        with pytest.raises(CorruptObject):
+            decode_chunk(codec, stored, wrong, "packs/p")
+
+
+# -- tree pages and roots -------------------------------------------------------------------
+
+paths_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
+
+
+@st.composite
+def file_entries(draw: st.DrawFn) -> list[FileEntry]:
+    paths = draw(st.lists(paths_text, max_size=12, unique=True))
+    paths.sort(key=lambda p: p.encode())
+    return [
+        FileEntry(
+            p,
+            draw(st.sampled_from([MODE_FILE, MODE_EXEC])),
+            draw(u64),
+            FileHash(draw(digests)),
+            tuple((ChunkId(c), n) for c, n in draw(st.lists(st.tuples(digests, u32), max_size=4))),
+        )
+        for p in paths
+    ]
+
+
+def entry(path: str, nchunks: int = 0, seed: int = 0) -> FileEntry:
+    rnd = random.Random(f"{path}/{seed}")
+    chunks = tuple((ChunkId(rnd.randbytes(32)), rnd.randrange(1, 2**20)) for _ in range(nchunks))
+    return FileEntry(
+        path, MODE_FILE, sum(n for _, n in chunks), FileHash(rnd.randbytes(32)), chunks
+    )
+
+
+@FAST
+@given(file_entries())
+@example([])
+@example([FileEntry("a", MODE_EXEC, 0, FileHash(b"\x00" * 32), ())])
+@example([entry(f"dir/{i:05d}.txt", 2) for i in range(200)])  # compressible: a zstd page
+def test_page_round_trip(entries: list[FileEntry]) -> None:
+    data = encode_page(entries)
+    assert decode_page(data, "trees/t") == entries
+    assert encode_page(entries) == data  # deterministic
+
+
+def test_page_codecs_both_used() -> None:
+    zstd_page = encode_page([entry(f"dir/{i:05d}.txt") for i in range(300)])
+    raw_page = encode_page([entry("a", 3)])
+    assert zstd_page[8] == CODEC_ZSTD
+    assert raw_page[8] == CODEC_RAW
+
+
+@pytest.mark.parametrize("compressible", [True, False])
+def test_page_rejects_every_truncation(compressible: bool) -> None:
+    entries = (
+        [entry(f"d/{i:03d}") for i in range(40)] if compressible else [entry("a", 2), entry("b")]
+    )
+    data = encode_page(entries)
+    assert (data[8] == CODEC_ZSTD) == compressible
+    for n in range(len(data)):
+        with pytest.raises(CorruptObject, match="trees/t"):
+            decode_page(data[:n], "trees/t")
+
+
+def test_page_rejects_bad_magic_codec_and_path() -> None:
+    data = encode_page([entry("a", 1)])
+    with pytest.raises(CorruptObject):
+        decode_page(b"Z" + data[1:], "trees/t")
+    with pytest.raises(CorruptObject):
+        decode_page(data[:8] + b"\x09" + data[9:], "trees/t")
+    # A path that is not UTF-8.
+    body = struct.pack("<IH", 1, 1) + b"\xff" + struct.pack("<IQ32sI", MODE_FILE, 0, bytes(32), 0)
+    raw = data[:8] + struct.pack("<BI", CODEC_RAW, len(body)) + body
+    with pytest.raises(CorruptObject):
+        decode_page(raw, "trees/t")
+
+
+def many_entries(n: int, nchunks: int = 0) -> list[FileEntry]:
+    return [entry(f"data/{i // 1000:03d}/{i:07d}.bin", nchunks) for i in range(n)]
+
+
+def weight(e: FileEntry) -> int:
+    return len(e.path) + 50 + 36 * len(e.chunks)
+
+
+def test_split_pages_cuts_by_entry_count() -> None:
+    entries = many_entries(2 * PAGE_MAX_ENTRIES + 100)
+    pages = list(split_pages(entries))
+    assert [len(p) for p in pages] == [PAGE_MAX_ENTRIES, PAGE_MAX_ENTRIES, 100]
+    assert [e for p in pages for e in p] == entries
+    assert [[e.path for e in p] for p in split_pages(list(entries))] == [
+        [e.path for e in p] for p in pages
+    ]
+
+
+def test_split_pages_cuts_by_size_and_is_deterministic() -> None:
+    entries = many_entries(3000, nchunks=30)  # about 1.1 KiB of weight per entry
+    pages = list(split_pages(entries))
+    assert len(pages) > 2
+    assert [e for p in pages for e in p] == entries
+    biggest = max(weight(e) for e in entries)
+    for page in pages[:-1]:
+        total = sum(weight(e) for e in page)
+        assert PAGE_MAX_BYTES <= total < PAGE_MAX_BYTES + biggest
+        assert len(encode_page(page)) < PAGE_MAX_BYTES + biggest + 64
+    assert sum(weight(e) for e in pages[-1]) < PAGE_MAX_BYTES
+    again = list(split_pages(iter(entries)))
+    assert [encode_page(p) for p in again] == [encode_page(p) for p in pages]
+
+
+def test_split_pages_of_nothing_is_no_page() -> None:
+    assert list(split_pages([])) == []
+
+
+def root_of(pages: list[list[FileEntry]]) -> TreeRoot:
+    refs = tuple(
+        PageRef(ObjectId(f"{i:064x}"), p[0].path, p[-1].path, len(p), sum(e.size for e in p))
+        for i, p in enumerate(pages)
+    )
+    return TreeRoot(sum(r.files for r in refs), sum(r.bytes for r in refs), refs)
+
+
+def test_pages_for_finds_the_one_page_of_each_path() -> None:
+    pages = list(split_pages(many_entries(2 * PAGE_MAX_ENTRIES + 500)))
+    root = root_of(pages)
+    for i, page in enumerate(pages):
+        for e in [page[0], page[-1], *page[::97]]:
+            assert root.pages_for(e.path) == [root.pages[i]]
+    # Paths that are in no page: before the first, between two pages, after the last.
+    assert root.pages_for("a") == []
+    between = pages[0][-1].path + "~"
+    assert pages[0][-1].path < between < pages[1][0].path
+    assert root.pages_for(between) == []
+    assert root.pages_for("zzz") == []
+
+
+def test_root_round_trip_and_rejects_damage() -> None:
+    root = root_of(list(split_pages(many_entries(PAGE_MAX_ENTRIES + 3))))
+    data = encode_root(root)
+    assert decode_root(data, "trees/r") == root
+    assert encode_root(decode_root(data, "trees/r")) == data
+    doc = json.loads(data)
+    damaged = [
+        data[:-1],
+        b"[]",
+        b"not json",
+        json.dumps({**doc, "type": "datavc-version"}).encode(),
+        json.dumps({**doc, "format": 99}).encode(),
+        json.dumps({k: v for k, v in doc.items() if k != "pages"}).encode(),
+        json.dumps({**doc, "pages": [{"id": "x"}]}).encode(),
+    ]
+    for bad in damaged:
+        with pytest.raises(CorruptObject, match="trees/r"):
+            decode_root(bad, "trees/r")
+
+
+# -- pointer files --------------------------------------------------------------------------
+
+pointers = st.builds(
+    Pointer,
+    name=names,
+    kind=st.sampled_from(["dir", "file"]),
+    version=st.integers(1, 10**9),
+    snapshot=object_ids,
+    files=st.integers(0, 10**12),
+    bytes=st.integers(0, 10**18),
+)
+
+
+@FAST
+@given(pointers)
+@example(Pointer("a", "file", 1, ObjectId("0" * 64), 0, 0))
+def test_pointer_round_trip(p: Pointer) -> None:
+    text = encode_pointer(p)
+    assert decode_pointer(text, "x.datavc") == p
+    assert text.endswith("\n") and text.count("\n") == 7
+
+
+GOOD_POINTER = encode_pointer(Pointer("images", "dir", 3, ObjectId("ab" * 32), 10, 1000))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "just some text\n",
+        "<<<<<<< HEAD\n" + GOOD_POINTER,
+        GOOD_POINTER.replace("version: 3", "version: three"),
+        GOOD_POINTER.replace("version: 3", "version: 0"),
+        GOOD_POINTER.replace("kind: dir", "kind: link"),
+        GOOD_POINTER.replace("ab" * 32, "ab" * 31),
+        GOOD_POINTER.replace("ab" * 32, "AB" * 32),
+        GOOD_POINTER.replace("name: images", "name: ../images"),
+        GOOD_POINTER.replace("files: 10\n", ""),
+        GOOD_POINTER.replace("snapshot: ", "snapshot "),
+    ],
+)
+def test_bad_pointer_is_bad_input(text: str) -> None:
+    with pytest.raises(BadInput, match=r"x\.datavc|dataset name"):
+        decode_pointer(text, "x.datavc")
+
+
+def test_pointer_tolerates_comments_and_blank_lines() -> None:
+    text = "\n# a comment\n" + GOOD_POINTER.replace("\n", "\n\n")
+    assert decode_pointer(text, "x.datavc") == decode_pointer(GOOD_POINTER, "x.datavc")
+
+
+# -- version specs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("images", VersionSpec("images", "none")),
+        ("images@v3", VersionSpec("images", "number", "3")),
+        ("images@v12", VersionSpec("images", "number", "12")),
+        ("images@latest", VersionSpec("images", "latest")),
+        ("images@git:HEAD~1", VersionSpec("images", "git", "HEAD~1")),
+        ("images@git:main", VersionSpec("images", "git", "main")),
+        ("images@best", VersionSpec("images", "ref", "best")),
+        ("my-data_2.0@v1", VersionSpec("my-data_2.0", "number", "1")),
+        ("images@" + "ab12" * 16, VersionSpec("images", "ref", "ab12" * 16)),
+    ],
+)
+def test_parse_spec(text: str, expected: VersionSpec) -> None:
+    spec = parse_spec(text)
+    assert spec == expected
+    assert str(spec) == text
+    if spec.kind == "number":
+        assert spec.number == int(text.rsplit("@v", 1)[1])
+
+
+def test_snapshot_prefix_is_recognised() -> None:
+    assert parse_spec("images@3fa9c1").may_be_snapshot_prefix
+    assert parse_spec("images@" + "0" * 64).may_be_snapshot_prefix
+    assert not parse_spec("images@3fa9c").may_be_snapshot_prefix  # too short
+    assert not parse_spec("images@release1").may_be_snapshot_prefix
+    assert not parse_spec("images@v3").may_be_snapshot_prefix
+    assert not parse_spec("images@" + "0" * 65).may_be_snapshot_prefix
+
+
+def test_leading_zeros_normalise_the_version_number() -> None:
+    assert parse_spec("images@v007") == VersionSpec("images", "number", "7")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "@v1",
+        "images@",
+        "images@v0",
+        "images@git:",
+        "../images@v1",
+        "ima ges",
+        "images/x@v1",
+        "-images",
+        ".images",
+        "a..b@latest",
+        "x" * 129,
+    ],
+)
+def test_bad_spec_is_bad_input(text: str) -> None:
+    with pytest.raises(BadInput):
+        parse_spec(text)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: spec.parse_spec accepts any tag text, so 'NAME@../../x' or 'NAME@a/b' become "
+    "the object key tags/NAME/../../x (path traversal on a local store)",
+)
+@pytest.mark.parametrize("text", ["images@../../datavc.json", "images@a/b", "images@a b"])
+def test_tag_must_be_a_safe_key(text: str) -> None:
+    with pytest.raises(BadInput):
+        parse_spec(text)
+
+
+@FAST
+@given(
+    names,
+    st.one_of(
+        st.just(("none", "")),
+        st.just(("latest", "")),
+        st.integers(1, 10**6).map(lambda n: ("number", str(n))),
+        st.from_regex(r"[A-Za-z0-9~^._/-]{1,20}", fullmatch=True).map(lambda r: ("git", r)),
+        st.from_regex(r"[0-9a-f]{6,64}", fullmatch=True).map(lambda r: ("ref", r)),
+    ),
+)
+def test_spec_text_round_trip(name: str, kind_value: tuple[str, str]) -> None:
+    spec = VersionSpec(name, *kind_value)
+    assert parse_spec(str(spec)) == spec
+
+
+# -- version records ------------------------------------------------------------------------
+
+records = st.builds(
+    VersionRecord,
+    name=names,
+    version=st.integers(1, 10**9),
+    kind=st.sampled_from(["dir", "file"]),
+    tree=object_ids,
+    parent=st.none() | st.integers(1, 10**9),
+    message=texts,
+    author=texts,
+    time=st.just("2026-11-28T06:00:00Z"),
+    git_head=st.none() | st.from_regex(r"[0-9a-f]{40}", fullmatch=True),
+    nonce=st.uuids().map(lambda u: u.hex),
+    stats=st.builds(CommitStats, u64, u64, u64, u64, u64),
+)
+
+
+@FAST
+@given(records)
+@example(VersionRecord("a", 1, "dir", ObjectId("f" * 64), None, "", "", "", None, ""))
+@example(
+    VersionRecord(
+        "a",
+        2,
+        "file",
+        ObjectId("0" * 64),
+        1,
+        'multi\nline "quoted" é 日本',
+        "A <a@b>",
+        "t",
+        "ab",
+        "n",
+        CommitStats(1, 2, 3, 4, 5),
+    )
+)
+def test_record_round_trip(rec: VersionRecord) -> None:
+    data = encode_record(rec)
+    assert decode_record(data, "versions/a/1.json") == rec
+    assert encode_record(decode_record(data, "versions/a/1.json")) == data
+
+
+def sample_record_doc() -> dict[str, object]:
+    rec = VersionRecord("a", 1, "dir", ObjectId("f" * 64), None, "m", "me", "t", None, "n")
+    doc: dict[str, object] = json.loads(encode_record(rec))
+    return doc
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"type": "datavc-tree"},
+        {"format": 2},
+        {"tree": "not-a-tree"},
+        {"tree": "F" * 64},
+        {"kind": "link"},
+        {"version": "three"},
+        {"stats": {"files": 1, "bogus": 2}},
+        {"stats": None},
+        {"parent": "x"},
+    ],
+)
+def test_damaged_record_is_corrupt(change: dict[str, object]) -> None:
+    doc = {**sample_record_doc(), **change}
+    with pytest.raises(CorruptObject, match=r"versions/a/1\.json"):
+        decode_record(json.dumps(doc).encode(), "versions/a/1.json")
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b"[]", b"null", b'"x"'])
+def test_unparseable_record_is_corrupt(data: bytes) -> None:
+    with pytest.raises(CorruptObject):
+        decode_record(data, "versions/a/1.json")
+
+
+def test_record_missing_field_is_corrupt() -> None:
+    for key in ("name", "version", "kind", "tree", "parent", "message", "nonce", "stats"):
+        doc = {k: v for k, v in sample_record_doc().items() if k != key}
+        with pytest.raises(CorruptObject):
+            decode_record(json.dumps(doc).encode(), "versions/a/1.json")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnicodeEncodeError,
+    reason="BUG: record.encode_record raises UnicodeEncodeError (not a DatavcError) for a "
+    "message holding a lone surrogate, as argv gives for non-UTF-8 bytes",
+)
+def test_record_with_undecodable_message_is_a_clean_error_or_round_trips() -> None:
+    rec = VersionRecord("a", 1, "dir", ObjectId("f" * 64), None, "caf\udce9", "me", "t", None, "n")
+    try:
+        data = encode_record(rec)
+    except DatavcError:
+        return  # refusing it with a clear error is fine too
+    assert decode_record(data, "versions/a/1.json").message == rec.message
+
+
+# -- snapshot paths -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "..",
+        "../x",
+        "a/../../x",
+        "a/..",
+        "./a",
+        "a/./b",
+        "a//b",
+        "a/",
+        "/etc/passwd",
+        "C:/x",
+        "c:x",
+        "a\\..\\b",
+        "a\\b",
+        "a\x00b",
+        ".git",
+        ".git/config",
+        "a/.git/hooks/pre-commit",
+        ".GIT/config",
+        "x/.Git",
+        ".datavc/config.toml",
+    ],
+)
+def test_unsafe_path(path: str) -> None:
+    with pytest.raises(UnsafePath) as info:
+        check_paths([path])
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        ["a", "b/c", "b/d/e", ".gitignore", "git/x", "a.git", "日本/ファイル", "x y/z"],
+        [],
+        ["a/b", "a/c", "a_b", "a-b/c"],
+    ],
+)
+def test_safe_paths(paths: list[str]) -> None:
+    check_paths(paths)
+    for p in paths:
+        check_path(p)
+
+
+@pytest.mark.parametrize(
+    ("paths", "bad"),
+    [
+        (["a/b", "c", "a/b"], "a/b"),
+        (["Data/x", "data/X"], "data/X"),
+        (["README", "readme"], "readme"),
+        (["a", "a/b"], "a"),
+        (["a/b/c", "a/b"], "a/b"),
+        (["A", "a/b"], "a"),
+    ],
+)
+def test_paths_that_clash(paths: list[str], bad: str) -> None:
+    with pytest.raises(UnsafePath) as info:
+        check_paths(paths)
+    assert info.value.path == bad
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: paths.check_paths folds case per whole path only; folders 'A' and 'a' "
+    "(A/x, a/y) merge into one folder on a case-insensitive file system",
+)
+def test_folders_that_differ_only_by_case_clash() -> None:
+    with pytest.raises(UnsafePath):
+        check_paths(["A/x", "a/y"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: paths.check_path accepts a name that is not valid UTF-8 (lone surrogate from "
+    "os.scandir), which tree.encode_page then fails on with UnicodeEncodeError",
+)
+def test_path_that_is_not_utf8_is_unsafe() -> None:
+    with pytest.raises(UnsafePath):
+        check_paths(["photos/caf\udce9.jpg"])
+
+
+# -- chunker --------------------------------------------------------------------------------
+
+CHUNKER = Chunker(PARAMS)
+
+
+def cut(data: bytes) -> list[bytes]:
+    return [bytes(c) for c in CHUNKER.cut(data)]
+
+
+@FAST
+@given(st.integers(0, 2**32), st.integers(0, 2 * MIB))
+@example(0, 0)  # empty
+@example(0, 1)  # 1 byte
+@example(1, PARAMS.min_size)  # exactly one chunk
+@example(2, PARAMS.max_size + 1)  # max chunk + 1
+@example(3, 3 * PARAMS.max_size)
+def test_chunker_cuts_random_data(seed: int, size: int) -> None:
+    data = randbytes(seed, size)
+    chunks = cut(data)
+    check_chunks(data, chunks)
+    streamed = [bytes(c) for c in CHUNKER.cut_stream(io.BytesIO(data))]
+    assert streamed == chunks  # files over the whole-read limit must cut the same way
+
+
+@FAST
+@given(st.binary(max_size=1000), st.integers(0, 3 * PARAMS.max_size))
+@example(b"", 0)
+@example(b"\x00", PARAMS.max_size + 1)
+@example(b"ab", PARAMS.max_size)
+def test_chunker_cuts_repetitive_data(unit: bytes, size: int) -> None:
+    data = (unit * (size // len(unit) + 1))[:size] if unit else b""
+    check_chunks(data, cut(data))
+
+
+def check_chunks(data: bytes, chunks: list[bytes]) -> None:
+    assert b"".join(chunks) == data
+    assert all(0 < len(c) <= PARAMS.max_size for c in chunks)
+    assert all(len(c) >= PARAMS.min_size for c in chunks[:-1])
+    if not data:
+        assert chunks == []
+    elif len(data) <= PARAMS.min_size:
+        assert chunks == [data]
+    if len(data) > PARAMS.max_size:
+        assert len(chunks) >= 2
+
+
+def test_chunker_edge_sizes() -> None:
+    assert cut(b"") == []
+    assert cut(b"x") == [b"x"]
+    assert [len(c) for c in cut(bytes(PARAMS.max_size))] == [PARAMS.max_size]
+    assert [len(c) for c in cut(bytes(PARAMS.max_size + 1))] == [PARAMS.max_size, 1]
+
+
+BIG = randbytes(7, 8 * MIB)
+BIG_CHUNKS = cut(BIG)
+
+
+@FAST
+@given(
+    st.integers(2 * MIB, 6 * MIB),
+    st.sampled_from(["replace", "insert", "delete"]),
+    st.integers(1, 4096),
+)
+@example(4 * MIB, "replace", 1)
+@example(4 * MIB, "insert", 1)
+@example(4 * MIB, "delete", 4096)
+def test_chunker_cut_points_are_stable_under_a_middle_edit(at: int, how: str, n: int) -> None:
+    patch = randbytes(at + n, n)
+    if how == "replace":
+        flipped = bytes(b ^ 0xA5 for b in BIG[at : at + n])
+        edited = BIG[:at] + flipped + BIG[at + n :]
+    elif how == "insert":
+        edited = BIG[:at] + patch + BIG[at:]
+    else:
+        edited = BIG[:at] + BIG[at + n :]
+    assert edited != BIG
+    chunks = cut(edited)
+    assert chunk_id(chunks[0]) == chunk_id(BIG_CHUNKS[0])
+    assert chunk_id(chunks[-1]) == chunk_id(BIG_CHUNKS[-1])
+    # Every cut before the edit is unchanged, and the cuts resynchronise soon after it.
+    before = [c for c in _ends(BIG_CHUNKS) if c <= at]
+    assert [c for c in _ends(chunks) if c <= at] == before
+    old_ids = {chunk_id(c) for c in BIG_CHUNKS}
+    new = [c for c in chunks if chunk_id(c) not in old_ids]
+    assert 1 <= len(new) <= 6
+    assert sum(len(c) for c in new) <= n + 4 * PARAMS.max_size
+
+
+def _ends(chunks: list[bytes]) -> list[int]:
+    out, pos = [], 0
+    for c in chunks:
+        pos += len(c)
+        out.append(pos)
+    return out
+
+
+def test_chunker_params_round_trip_and_reject_unknown_algorithm() -> None:
+    params = ChunkerParams(avg_size=8192, min_size=2048, max_size=32768, seed=3)
+    assert ChunkerParams.from_json(params.to_json()) == params
+    with pytest.raises(CorruptObject):
+        ChunkerParams.from_json({**params.to_json(), "algorithm": "rabin"})

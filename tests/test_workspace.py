@@ -1,0 +1,357 @@
+"""The Python workspace layer (datavc.repository) on every backend: memory, local folder, S3.
+
+Exactness of round trips, deduplication figures from the version records, integrity checks on
+read, and path safety of crafted trees. Data is random bytes from seeded generators, so
+compression cannot hide anything.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from datavc import versions
+from datavc.errors import IntegrityError, UnsafePath, UsageError
+from datavc.packfile import read_pack_footer
+from datavc.pointer import decode_pointer
+from datavc.record import CommitStats, VersionRecord
+from datavc.repository import Workspace, init_workspace
+from datavc.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page, encode_root
+
+MiB = 1 << 20
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def rand(seed: object, n: int) -> bytes:
+    return random.Random(str(seed)).randbytes(n)
+
+
+def write(path: Path, data: bytes, executable: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(0o755 if executable else 0o644)
+
+
+def tree_state(root: Path) -> dict[str, object]:
+    """Every file (bytes, executable bit) and every folder under ``root``; no symlinks."""
+    state: dict[str, object] = {}
+    for current, dirs, files in os.walk(root):
+        rel_dir = os.path.relpath(current, root)
+        for d in dirs:
+            state[os.path.normpath(os.path.join(rel_dir, d)) + "/"] = "dir"
+        for f in files:
+            p = os.path.join(current, f)
+            st = os.lstat(p)
+            assert stat.S_ISREG(st.st_mode), p
+            state[os.path.normpath(os.path.join(rel_dir, f))] = (
+                Path(p).read_bytes(),
+                bool(st.st_mode & 0o111),
+            )
+    return state
+
+
+def make_dataset(folder: Path, seed: str) -> None:
+    """A small but varied tree: nested folders, an executable, an empty file, a file that is
+    streamed (> 8 MiB), and files of several chunks."""
+    write(folder / "a.bin", rand(f"{seed}-a", 300_000))
+    write(folder / "empty", b"")
+    write(folder / "sub" / "run.sh", rand(f"{seed}-run", 5_000), executable=True)
+    write(folder / "sub" / "deep" / "er" / "c.bin", rand(f"{seed}-c", 70_000))
+    write(folder / "sub" / "one", b"x")
+    write(folder / "streamed.bin", rand(f"{seed}-s", 9 * MiB + 12345))
+
+
+def pack_keys(ws: Workspace) -> list[str]:
+    return [f"packs/{n}" for n in ws.store.backend.list("packs") if not n.startswith(".")]
+
+
+@pytest.fixture
+def ws(tmp_path: Path, store_url: str) -> Iterator[Workspace]:
+    root = tmp_path / "ws"
+    root.mkdir()
+    init_workspace(str(root), store_url)
+    yield Workspace(str(root))
+    if store_url.startswith("memory://"):
+        fs = fsspec.filesystem("memory")
+        path = store_url.split("://", 1)[1]
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
+def fresh(ws: Workspace) -> Workspace:
+    """A new Workspace object on the same folder, as a new process would make."""
+    return Workspace(ws.root)
+
+
+def commit(ws: Workspace, path: Path, message: str, name: str | None = None) -> VersionRecord:
+    result = ws.add(str(path), name)
+    records, unchanged = ws.commit([result.staged.name], message)
+    assert unchanged == []
+    assert len(records) == 1
+    return records[0]
+
+
+# -- round trip -------------------------------------------------------------------------
+
+
+def test_round_trip_restores_exact_tree(ws: Workspace) -> None:
+    data = Path(ws.root) / "data"
+    make_dataset(data, "rt")
+    expected = tree_state(data)
+    rec = commit(ws, data, "first")
+    assert (rec.name, rec.version, rec.kind) == ("data", 1, "dir")
+    assert rec.stats.files == 6
+    assert rec.stats.bytes == sum(len(v[0]) for v in expected.values() if isinstance(v, tuple))
+    pointer = decode_pointer((Path(ws.root) / "data.datavc").read_text(), "data.datavc")
+    assert (pointer.version, pointer.snapshot) == (1, rec.tree)
+
+    shutil.rmtree(data)
+    results = fresh(ws).checkout(["data@v1"])
+    assert [(r.name, r.version, r.files, r.written) for r in results] == [("data", 1, 6, 6)]
+    assert tree_state(data) == expected
+
+    # Edit, chmod, delete, and add extra files and folders: --force restores the snapshot.
+    write(data / "a.bin", rand("edited", 300_000))
+    (data / "sub" / "run.sh").chmod(0o644)
+    (data / "empty").chmod(0o755)
+    (data / "sub" / "one").unlink()
+    write(data / "extra.bin", rand("extra", 1000))
+    write(data / "newdir" / "deeper" / "x", rand("x", 10))
+    (data / "emptydir").mkdir()
+    assert tree_state(data) != expected
+    with pytest.raises(UsageError, match="not stored"):
+        fresh(ws).checkout(["data@v1"])
+    fresh(ws).checkout(["data@v1"], force=True)
+    assert tree_state(data) == expected
+
+
+def test_single_file_dataset_round_trip(ws: Workspace) -> None:
+    table = Path(ws.root) / "tables" / "train.csv"
+    content = rand("csv", 200_000)
+    write(table, content, executable=True)
+    rec = commit(ws, table, "table")
+    assert (rec.name, rec.kind, rec.stats.files) == ("train", "file", 1)
+    assert (table.parent / "train.csv.datavc").is_file()
+    table.unlink()
+    fresh(ws).checkout(["train@v1"])
+    assert table.read_bytes() == content
+    assert os.stat(table).st_mode & 0o777 == 0o755
+    write(table, rand("other", 1000))
+    fresh(ws).checkout(["train@v1"], force=True)
+    assert table.read_bytes() == content
+    assert sorted(os.listdir(table.parent)) == ["train.csv", "train.csv.datavc"]
+
+
+# -- deduplication ------------------------------------------------------------------------
+
+
+def test_unchanged_data_stores_no_new_bytes(ws: Workspace) -> None:
+    data = Path(ws.root) / "data"
+    for i in range(4):
+        write(data / f"f{i}.bin", rand(f"dd{i}", 400_000))
+    original = tree_state(data)
+    v1 = commit(ws, data, "v1")
+    assert v1.stats.new_bytes >= 4 * 400_000  # random data: stored in full
+
+    # Re-adding the same bytes without any help from the stat cache finds nothing new.
+    shutil.rmtree(Path(ws.state) / "stat")
+    again = fresh(ws).add(str(data))
+    assert again.staged.new_bytes == 0
+    assert again.staged.tree == v1.tree
+    assert fresh(ws).commit([], "nothing") == ([], ["data"])
+
+    # Change the data (v2), then put the old bytes back: v3 is v1's snapshot, 0 new bytes.
+    write(data / "f1.bin", rand("changed", 400_000))
+    v2 = commit(fresh(ws), data, "v2")
+    assert v2.stats.new_bytes >= 400_000
+    for rel, (content, _) in original.items():  # type: ignore[misc]
+        write(data / rel, content)
+    v3 = commit(fresh(ws), data, "back to v1")
+    assert v3.version == 3
+    assert v3.tree == v1.tree
+    assert v3.stats.new_bytes == 0
+    assert v3.stats.new_chunks == 0
+    assert versions.read_version(fresh(ws).store, "data", 3).stats.new_bytes == 0
+
+
+@pytest.fixture
+def big(ws: Workspace) -> tuple[Workspace, Path, bytearray, VersionRecord]:
+    """A 64 MiB random file committed as v1."""
+    data = Path(ws.root) / "big"
+    content = bytearray(rand("big", 64 * MiB))
+    write(data / "big.bin", bytes(content))
+    v1 = commit(ws, data, "64 MiB")
+    assert v1.stats.new_bytes >= 64 * MiB
+    return ws, data, content, v1
+
+
+def test_small_changes_to_a_big_file_store_little(
+    big: tuple[Workspace, Path, bytearray, VersionRecord],
+) -> None:
+    ws, data, content, _ = big
+    target = data / "big.bin"
+
+    # 1 MiB overwritten in place, in the middle.
+    content[32 * MiB : 33 * MiB] = rand("middle", MiB)
+    with open(target, "r+b") as f:
+        f.seek(32 * MiB)
+        f.write(content[32 * MiB : 33 * MiB])
+    v2 = commit(fresh(ws), data, "in-place change")
+    assert v2.version == 2
+    assert MiB <= v2.stats.new_bytes <= 2 * MiB, v2.stats
+
+    # 1 MiB appended.
+    tail = rand("tail", MiB)
+    content += tail
+    with open(target, "ab") as f:
+        f.write(tail)
+    v3 = commit(fresh(ws), data, "append")
+    assert v3.version == 3
+    assert v3.stats.bytes == 65 * MiB
+    assert MiB <= v3.stats.new_bytes <= 2 * MiB, v3.stats
+
+    # Both new versions come back exactly, and so does v1.
+    shutil.rmtree(data)
+    fresh(ws).checkout(["big@v2"])
+    expected_v2 = bytes(content[: 64 * MiB])
+    assert target.read_bytes() == expected_v2
+    fresh(ws).checkout(["big@v3"])
+    assert target.read_bytes() == bytes(content)
+    fresh(ws).checkout(["big@v1"])
+    assert target.read_bytes() == rand("big", 64 * MiB)
+
+
+def test_same_file_in_two_datasets_is_stored_once(ws: Workspace) -> None:
+    shared = rand("shared", 6 * MiB)
+    first = Path(ws.root) / "first"
+    second = Path(ws.root) / "second"
+    write(first / "shared.bin", shared)
+    write(second / "copy" / "shared.bin", shared)
+    write(second / "own.txt", rand("own", 1000))
+    a = commit(ws, first, "first")
+    b = commit(fresh(ws), second, "second")
+    assert (a.name, b.name) == ("first", "second")
+    assert a.stats.new_bytes >= len(shared)
+    assert b.stats.new_bytes < len(shared) // 100, b.stats
+    shutil.rmtree(second)
+    fresh(ws).checkout(["second@v1"])
+    assert (second / "copy" / "shared.bin").read_bytes() == shared
+
+
+# -- integrity ----------------------------------------------------------------------------
+
+
+def test_corrupt_pack_raises_and_leaves_no_half_written_file(ws: Workspace) -> None:
+    data = Path(ws.root) / "data"
+    names = [f"f{i}.bin" for i in range(6)]
+    snapshot = {n: rand(f"snap-{n}", 200_000) for n in names}
+    for n in names:
+        write(data / n, snapshot[n])
+    rec = commit(ws, data, "v1")
+
+    # Flip one byte in the stored bytes of a chunk of f3.bin (files are written in order,
+    # so f0-f2 are written before the failure and f4, f5 after it would be).
+    entries = {e.path: e for e in ws.tree_entries(rec.tree)}
+    victim = entries["f3.bin"].chunks[0][0]
+    backend = ws.store.backend
+    corrupted = None
+    for key in pack_keys(ws):
+        blob = bytearray(backend.read(key))
+        for pe in read_pack_footer(bytes(blob), key):
+            if pe.chunk == victim:
+                blob[pe.offset + pe.stored_length // 2] ^= 0x01
+                backend.replace(key, bytes(blob))
+                corrupted = key
+    assert corrupted is not None
+    # A local cache (remote stores) holds a good copy of what this workspace uploaded:
+    # drop it so the store's bytes are read.
+    shutil.rmtree(Path(ws.dot) / "cache", ignore_errors=True)
+
+    edited = {n: rand(f"edit-{n}", 150_000) for n in names}
+    for n in names:
+        write(data / n, edited[n])
+    write(data / "extra.bin", b"extra")
+
+    with pytest.raises(IntegrityError) as info:
+        fresh(ws).checkout(["data@v1"], force=True)
+    assert "packs/" in str(info.value)
+    assert corrupted in str(info.value)
+
+    for n in names:
+        got = (data / n).read_bytes()
+        assert got in (edited[n], snapshot[n]), n
+    assert (data / "f3.bin").read_bytes() == edited["f3.bin"]
+    assert (data / "extra.bin").read_bytes() == b"extra"
+    leftovers = [
+        os.path.join(d, f) for d, _, files in os.walk(ws.root) for f in files if ".datavc-tmp-" in f
+    ]
+    assert leftovers == []
+    # The pointer still names v1 and nothing claims a snapshot was materialized.
+    pointer = decode_pointer((Path(ws.root) / "data.datavc").read_text(), "data.datavc")
+    assert pointer.snapshot == rec.tree
+
+
+# -- path safety --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["../evil", ".git/x"])
+def test_crafted_tree_with_unsafe_path_is_refused(ws: Workspace, tmp_path: Path, bad: str) -> None:
+    data = Path(ws.root) / "data"
+    write(data / "a.bin", rand("a", 100_000))
+    write(data / "b.bin", rand("b", 120_000))
+    before = tree_state(data)
+    v1 = commit(ws, data, "v1")
+    good = {e.path: e for e in ws.tree_entries(v1.tree)}
+
+    # A tree that changes a.bin (to b's content, so a write would show) and also puts a's
+    # content at the unsafe path; chunks are real, so nothing but the path check stops it.
+    a, b = good["a.bin"], good["b.bin"]
+    crafted = [
+        FileEntry("a.bin", MODE_FILE, b.size, b.hash, b.chunks),
+        FileEntry(bad, MODE_FILE, a.size, a.hash, a.chunks),
+    ]
+    store = ws.store
+    page_id = store.write_object("trees", encode_page(crafted))
+    size = a.size + b.size
+    root_id = store.write_object(
+        "trees", encode_root(TreeRoot(2, size, (PageRef(page_id, "a.bin", bad, 2, size),)))
+    )
+    rec = versions.publish_version(
+        store,
+        VersionRecord(
+            name="data",
+            version=0,
+            kind="dir",
+            tree=root_id,
+            parent=1,
+            message="crafted",
+            author="attacker",
+            time="2026-01-01T00:00:00Z",
+            git_head=None,
+            nonce=uuid.uuid4().hex,
+            stats=CommitStats(2, size, 0, 0, 0),
+        ),
+    )
+    assert rec.version == 2
+    pointer_before = (Path(ws.root) / "data.datavc").read_bytes()
+
+    with pytest.raises(UnsafePath) as info:
+        fresh(ws).checkout(["data@v2"], force=True)
+    assert bad in str(info.value)
+
+    assert tree_state(data) == before
+    assert not (Path(ws.root) / "evil").exists()
+    assert not (tmp_path / "evil").exists()
+    assert not (data / ".git").exists()
+    assert not (Path(ws.root) / ".git" / "x").exists()
+    assert (Path(ws.root) / "data.datavc").read_bytes() == pointer_before
