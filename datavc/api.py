@@ -78,7 +78,7 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.store_options = options
         self.chunks: ChunkStore = open_store(url, options, cache_dir)
         if record is None and spec is not None:
-            record = self._resolve(spec, cache_dir)
+            record = self._resolve(spec)
         self.record = record
         self.snapshot = ObjectId(snapshot or (record.tree if record else ""))
         self.kind = record.kind if record else "dir"
@@ -86,11 +86,11 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self._entries: dict[str, FileEntry] | None = None
         self._dirs: set[str] | None = None
 
-    def _resolve(self, text: str, cache_dir: str | None) -> VersionRecord:
+    def _resolve(self, text: str) -> VersionRecord:
         """Store-side specs resolve in the store; a bare NAME or NAME@git:REV inside a
         workspace follows its pointer file (outside one, a bare NAME is the latest)."""
         spec = parse_spec(text)
-        root = find_root(os.getcwd()) if cache_dir is not None else None
+        root = find_root(os.getcwd())
         if root is not None and spec.kind in ("none", "git"):
             return Workspace(root, store=self.chunks).resolve(spec)
         if spec.kind == "git":

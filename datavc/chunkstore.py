@@ -8,6 +8,7 @@ chunk and metadata object read back is checked against its BLAKE3 id before use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterable, Iterator
@@ -15,7 +16,13 @@ from dataclasses import dataclass
 
 from .backend import Backend
 from .chunker import ChunkerParams
-from .errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFound
+from .errors import (
+    CorruptObject,
+    DatavcError,
+    IntegrityError,
+    NotARepository,
+    ObjectNotFound,
+)
 from .hashing import ChunkId, ObjectId, chunk_id, object_id
 from .packfile import (
     PACK_MAGIC,
@@ -163,15 +170,6 @@ class ChunkStore:
             raise ObjectNotFound(f"chunk {cid.hex()}")
         return loc
 
-    def _read_range(self, pack: ObjectId, start: int, end: int) -> bytes:
-        key = f"packs/{pack}"
-        if self.cache is not None:
-            try:
-                return self.cache.read_range(key, start, end)
-            except ObjectNotFound:
-                pass
-        return self.backend.read_range(key, start, end)
-
     def read_chunks(self, ids: Iterable[ChunkId]) -> Iterator[bytes]:
         """Yield the plain bytes of each chunk in order, checked against its id.
 
@@ -192,23 +190,40 @@ class ChunkStore:
         if run:
             yield from self._read_run(run)
 
-    def _read_run(self, run: list[tuple[ChunkId, Location]]) -> Iterator[bytes]:
-        first = run[0][1]
-        last = run[-1][1]
-        blob = self._read_range(first.pack, first.offset, last.offset + last.stored_length)
-        view = memoryview(blob)
-        for cid, loc in run:
-            rel = loc.offset - first.offset
-            obj = f"packs/{loc.pack}"
-            plain = decode_chunk(
-                loc.codec, view[rel : rel + loc.stored_length], loc.plain_length, obj
-            )
-            got = chunk_id(plain)
-            if got != cid:
-                raise IntegrityError(
-                    obj, cid.hex(), got.hex(), what=f"chunk at offset {loc.offset}"
-                )
-            yield plain
+    def _read_run(self, run: list[tuple[ChunkId, Location]]) -> list[bytes]:
+        """Fetch one contiguous run of chunks: from the cache if it has the pack and its
+        bytes check out, else from the store (a damaged cached pack is dropped)."""
+        first, last = run[0][1], run[-1][1]
+        key = f"packs/{first.pack}"
+        end = last.offset + last.stored_length
+        if self.cache is not None:
+            try:
+                blob = self.cache.read_range(key, first.offset, end)
+            except ObjectNotFound:
+                blob = None
+            if blob is not None:
+                try:
+                    return _decode_run(run, blob)
+                except IntegrityError:
+                    with contextlib.suppress(DatavcError):
+                        self.cache.delete(key)
+        return _decode_run(run, self.backend.read_range(key, first.offset, end))
+
+
+def _decode_run(run: list[tuple[ChunkId, Location]], blob: bytes) -> list[bytes]:
+    """Decompress each chunk of a run and check it against its id."""
+    view = memoryview(blob)
+    base = run[0][1].offset
+    out = []
+    for cid, loc in run:
+        rel = loc.offset - base
+        obj = f"packs/{loc.pack}"
+        plain = decode_chunk(loc.codec, view[rel : rel + loc.stored_length], loc.plain_length, obj)
+        got = chunk_id(plain)
+        if got != cid:
+            raise IntegrityError(obj, cid.hex(), got.hex(), what=f"chunk at offset {loc.offset}")
+        out.append(plain)
+    return out
 
 
 class PackWriter:

@@ -101,12 +101,19 @@ def read_pack_footer(data: bytes, obj: str) -> list[PackEntry]:
     start = len(data) - _TRAILER_SIZE - count * _PACK_ENTRY.size
     if start < len(PACK_MAGIC):
         raise CorruptObject(obj, "pack footer is longer than the pack")
-    return [
+    table = data[start : start + count * _PACK_ENTRY.size]
+    entries = [
         PackEntry(ChunkId(c), off, sl, pl, codec)
-        for c, off, sl, pl, codec in _PACK_ENTRY.iter_unpack(
-            data[start : start + count * _PACK_ENTRY.size]
-        )
+        for c, off, sl, pl, codec in _PACK_ENTRY.iter_unpack(table)
     ]
+    expected = len(PACK_MAGIC)
+    for e in entries:
+        if e.offset != expected or e.codec not in (CODEC_RAW, CODEC_ZSTD):
+            raise CorruptObject(obj, f"pack footer entry at offset {e.offset} does not fit")
+        expected += e.stored_length
+    if expected != start:
+        raise CorruptObject(obj, "pack footer does not match the chunks before it")
+    return entries
 
 
 def encode_index(locations: dict[ChunkId, Location]) -> bytes:

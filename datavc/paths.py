@@ -21,6 +21,10 @@ def check_path(path: str) -> None:
         raise UnsafePath(path, "absolute path")
     if "\\" in path or "\x00" in path:
         raise UnsafePath(path, "backslash or NUL in path")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePath(path, "not valid UTF-8") from None
     for part in path.split("/"):
         if part.lower() in _FORBIDDEN_PARTS:
             raise UnsafePath(path, f"forbidden component {part!r}")
@@ -30,7 +34,7 @@ def check_paths(paths: Iterable[str]) -> None:
     """Check every path, and that together they can be written to one folder."""
     seen: dict[str, str] = {}
     files: set[str] = set()
-    folders: set[str] = set()
+    folders: dict[str, str] = {}
     for path in paths:
         check_path(path)
         folded = path.casefold()
@@ -40,10 +44,13 @@ def check_paths(paths: Iterable[str]) -> None:
             raise UnsafePath(path, reason)
         seen[folded] = path
         files.add(folded)
-        parts = folded.split("/")
+        parts = path.split("/")
         for i in range(1, len(parts)):
-            folders.add("/".join(parts[:i]))
-    clash = files & folders
+            folder = "/".join(parts[:i])
+            spelled = folders.setdefault(folder.casefold(), folder)
+            if spelled != folder:
+                raise UnsafePath(path, f"folder {folder!r} differs only by case from {spelled!r}")
+    clash = files & set(folders)
     if clash:
         raise UnsafePath(sorted(clash)[0], "is both a file and a folder")
 

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CorruptObject
+from .errors import BadInput, CorruptObject
 from .hashing import ObjectId, is_object_id
 
 RECORD_FORMAT = 1
@@ -69,7 +69,11 @@ def encode_record(r: VersionRecord) -> bytes:
             "new_objects": r.stats.new_objects,
         },
     }
-    return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False).encode() + b"\n"
+    text = json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False)
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        raise BadInput("a version record must be valid UTF-8 (message or author)") from None
 
 
 def decode_record(data: bytes, obj: str) -> VersionRecord:

@@ -365,6 +365,10 @@ class Workspace:
 
         Returns the new records and the names that had nothing to commit.
         """
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput("the commit message is not valid UTF-8") from None
         with self.lock():
             if all_tracked:
                 for ds in list(self.datasets().values()):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat as statmod
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -90,6 +91,7 @@ def _walk(abspath: str, rel: str, out: list[LocalFile], odd: list[str] | None) -
             relpath = f"{rel}{e.name}"
             if e.name.startswith(TMP_PREFIX):
                 continue
+            _check_utf8(e.path)
             st = e.stat(follow_symlinks=False)
             if statmod.S_ISDIR(st.st_mode):
                 _walk(e.path, relpath + "/", out, odd)
@@ -101,6 +103,14 @@ def _walk(abspath: str, rel: str, out: list[LocalFile], odd: list[str] | None) -
                 raise BadInput(f"{e.path} is a symbolic link: datavc tracks regular files only")
             else:
                 raise BadInput(f"{e.path} is not a regular file")
+
+
+def _check_utf8(path: str) -> None:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "backslashreplace").decode()
+        raise BadInput(f"{shown}: file name is not valid UTF-8") from None
 
 
 def _local(rel: str, abspath: str, st: os.stat_result) -> LocalFile:
@@ -294,11 +304,10 @@ def _materialize_file(
 
 def write_file(store: ChunkStore, e: FileEntry, target: str, progress: Progress) -> None:
     """Write one file to a temporary name, check its hash, set its mode, rename it."""
-    folder, base = os.path.split(target)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{base}")
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=os.path.dirname(target) or ".")
     try:
         hasher = file_hasher()
-        with open(tmp, "wb") as out:
+        with os.fdopen(fd, "wb") as out:
             for data in store.read_chunks(c for c, _ in e.chunks):
                 hasher.update(data)
                 out.write(data)

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 
 from .chunkstore import ChunkStore
-from .errors import BadInput, Conflict, ObjectNotFound, VersionNotFound
+from .errors import BadInput, Conflict, ObjectNotFound, StoreUnreachable, VersionNotFound
 from .hashing import ObjectId
 from .record import VersionRecord, decode_record, encode_record
 from .spec import VersionSpec
 
 _RECORD_NAME = re.compile(r"(\d+)\.json")
 MAX_PUBLISH_TRIES = 100
+CREATE_RETRIES = 4
 
 
 def version_numbers(store: ChunkStore, name: str) -> list[int]:
@@ -42,13 +44,21 @@ def read_version(store: ChunkStore, name: str, number: int) -> VersionRecord:
 
 
 def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
-    """Create the record under the next free number; return it with that number."""
+    """Create the record under the next free number; return it with that number.
+
+    A failed create is retried on the same number; if it had in fact succeeded, the retry
+    finds the record and recognises it by its nonce, so a lost response is no conflict.
+    """
     numbers = version_numbers(store, record.name)
+    if numbers:
+        newest = read_version(store, record.name, numbers[-1])
+        if newest.nonce == record.nonce:
+            return newest  # published before, by an attempt whose answer was lost
     number = (numbers[-1] + 1) if numbers else 1
     for _ in range(MAX_PUBLISH_TRIES):
         candidate = dataclasses.replace(record, version=number)
         key = f"versions/{record.name}/{number}.json"
-        if store.backend.create_exclusive(key, encode_record(candidate)):
+        if _create_with_retries(store, key, encode_record(candidate)):
             return candidate
         try:
             existing = decode_record(store.backend.read(key), key)
@@ -58,6 +68,17 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
             return existing
         number += 1
     raise Conflict(f"could not publish a version of {record.name!r}: too many concurrent writers")
+
+
+def _create_with_retries(store: ChunkStore, key: str, data: bytes) -> bool:
+    for attempt in range(CREATE_RETRIES):
+        try:
+            return store.backend.create_exclusive(key, data)
+        except StoreUnreachable:
+            if attempt == CREATE_RETRIES - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    return False
 
 
 def resolve(store: ChunkStore, spec: VersionSpec) -> VersionRecord:

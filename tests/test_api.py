@@ -14,7 +14,10 @@ import pickle
 import random
 import shutil
 import stat
+import subprocess
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ from datavc.errors import (
     NotFoundError,
 )
 from datavc.repository import Workspace, init_workspace
+from datavc.snapshot import TMP_PREFIX
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -188,7 +192,7 @@ def shared_url(shared_store_url: str) -> str:
 
 def make_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str) -> Scenario:
     ws = tmp_path / "ws"
-    ws.mkdir()
+    ws.mkdir(exist_ok=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(ws)
@@ -239,6 +243,7 @@ def check_snapshot(fs: Any, files: dict[str, bytes]) -> None:
         assert info["size"] == len(data), p
         assert fs.size(p) == len(data)
         assert fs.exists(p) and fs.isfile(p) and not fs.isdir(p), p
+        assert bool(info["mode"] & 0o111) == (p in EXEC), (p, oct(info["mode"]))
     for d in dirs:
         assert fs.info(d)["type"] == "directory", d
         assert fs.isdir(d) and fs.exists(d) and not fs.isfile(d), d
@@ -385,9 +390,8 @@ def test_one_file_of_a_shared_pack_is_read_by_range(
     # From a fresh filesystem: metadata is read whole, packs only by range.
     fs = datavc.open("many@v1", store=url)
     target = "f07.bin"
-    with io_of(fs) as io:
-        with fs.open(target, "rb") as f:
-            got = f.read()
+    with io_of(fs) as io, fs.open(target, "rb") as f:
+        got = f.read()
     assert_bytes(got, files[target])
     assert io.pack_keys, "the file's bytes must come from a pack"
     assert all(k == f"packs/{next(iter(packs))}" for k in io.pack_keys)
@@ -400,9 +404,8 @@ def test_one_file_of_a_shared_pack_is_read_by_range(
     other = "f15.bin"
     fs.info(other)
     fs.chunks.load_index()
-    with io_of(fs) as io:
-        with fs.open(other, "rb") as f:
-            got = f.read()
+    with io_of(fs) as io, fs.open(other, "rb") as f:
+        got = f.read()
     assert_bytes(got, files[other])
     assert io.reads == io.range_reads == 1, io.keys
     assert io.pack_keys == io.keys
@@ -418,18 +421,37 @@ def test_seek_into_a_64_mib_file_fetches_at_most_two_chunks(
     commit(sc.ws, "data/big", {"big.bin": data}, "v1")
     monkeypatch.chdir(sc.elsewhere)
     fs = datavc.open("big@v1", store=url)
-    f = fs.open("big.bin", "rb")
+    entry = fs.entry("big.bin")
     fs.chunks.load_index()
-    for pos in (32 * MiB + 12345, 48 * MiB - 512, len(data) - 1024):
+    # where each chunk's plain bytes start, and which pack holds it
+    starts, pos = [], 0
+    for _, length in entry.chunks:
+        starts.append(pos)
+        pos += length
+    locs = [fs.chunks.location(cid) for cid, _ in entry.chunks]
+    assert all(loc is not None for loc in locs)
+    assert len({loc.pack for loc in locs}) >= 2, "premise: 64 MiB spans more than one pack"
+    pack_change = next(i for i in range(1, len(locs)) if locs[i].pack != locs[i - 1].pack)
+
+    def covering(start: int, end: int) -> list[int]:
+        return [i for i, s in enumerate(starts) if s < end and s + entry.chunks[i][1] > start]
+
+    positions = (32 * MiB + 12345, 48 * MiB - 512, starts[pack_change] - 512, len(data) - 1024)
+    for pos in positions:
+        want = covering(pos, pos + 1024)
+        f = fs.open("big.bin", "rb")  # a new handle: nothing decoded yet
         with io_of(fs) as io:
             f.seek(pos)
             got = f.read(1024)
+        f.close()
         assert got == data[pos : pos + 1024], pos
         assert 1 <= io.range_reads <= 2, (pos, io.keys)
         assert io.reads == io.range_reads, "no whole-object reads"
         assert io.pack_keys == io.keys
-        assert 1024 <= io.bytes_read <= 512 * KiB, (pos, io.bytes_read)
-    f.close()
+        assert io.bytes_read <= 512 * KiB, (pos, io.bytes_read)
+        # exactly the stored bytes of the one or two chunks under the read
+        assert io.bytes_read == sum(locs[i].stored_length for i in want), (pos, want)
+        assert sorted(set(io.keys)) == sorted({f"packs/{locs[i].pack}" for i in want})
 
 
 # -- the fsspec protocol, pandas and pyarrow --------------------------------------------------
@@ -539,7 +561,9 @@ def _read_inherited(fs: Any, path: str, conn: Any) -> None:
         conn.close()
 
 
-def test_pickle_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_url: str) -> None:
+def test_pickle_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_url: str
+) -> None:
     sc = scenario(tmp_path, monkeypatch, shared_url, v2=True)
     monkeypatch.chdir(sc.elsewhere)
     fs = datavc.open("x@v1", store=shared_url)
@@ -554,6 +578,10 @@ def test_pickle_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shar
     again = pickle.loads(pickle.dumps(latest))
     assert again.snapshot == sc.v2.tree
     assert_bytes(again.cat("sub/b.bin"), V2["sub/b.bin"])
+    # an fsspec OpenFile (what Dask ships to workers) pickles with its filesystem
+    opened = pickle.loads(pickle.dumps(fsspec.open("datavc://x@v1/sub/b.bin", store=shared_url)))
+    with opened as f:
+        assert_bytes(f.read(), V1["sub/b.bin"])
 
 
 def test_fork_child_reads_through_a_parent_filesystem(
@@ -741,18 +769,138 @@ def test_a_flipped_byte_in_a_pack_is_an_integrity_error(
         fs.cat("c.bin")
     assert "packs/" in str(info.value)
     assert pack in str(info.value)
-    with pytest.raises(IntegrityError):
-        with fs.open("c.bin", "rb") as f:
-            f.read()
+    with pytest.raises(IntegrityError), fs.open("c.bin", "rb") as f:
+        f.read()
     dest = tmp_path / "out"
     with pytest.raises(IntegrityError):
         fs.materialize(str(dest))
     assert not (dest / "c.bin").exists(), "no damaged file may be left behind"
     leftovers, _ = local_tree(dest) if dest.exists() else ({}, set())
-    assert not any(p.endswith("c.bin") or "tmp" in p for p in leftovers), leftovers
+    assert not any(p.endswith("c.bin") or TMP_PREFIX in p for p in leftovers), leftovers
 
 
 def test_errors_share_one_base() -> None:
     for cls in (NotFoundError, BadInput, NotARepository, IntegrityError):
         assert issubclass(cls, DatavcError)
     assert issubclass(NotFoundError, FileNotFoundError)
+
+
+# -- more ways to name a version; concurrency; the workspace cache -----------------------------
+
+
+def test_tag_in_the_store_names_a_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    sc = scenario(tmp_path, monkeypatch, url, v2=True)
+    monkeypatch.chdir(sc.elsewhere)
+    raw, root = raw_store(url)
+    raw.makedirs(f"{root}/tags/x", exist_ok=True)
+    raw.pipe_file(f"{root}/tags/x/best", b"1\n")
+    fs = datavc.open("x@best", store=url)
+    assert fs.snapshot == sc.v1.tree
+    assert_bytes(fs.cat("a.bin"), V1["a.bin"])
+    raw.pipe_file(f"{root}/tags/x/best", b"2")
+    assert datavc.open("x@best", store=url).snapshot == sc.v2.tree
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def git_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str) -> Scenario:
+    """v1 committed to git; v2 committed to the store and the pointer file, not to git."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    git(ws, "init", "-q")
+    sc = scenario(tmp_path, monkeypatch, store, v2=False)
+    git(ws, "add", "-A")
+    git(ws, "commit", "-q", "-m", "data v1")
+    sc.v2 = commit(sc.ws, "data/x", V2, "v2", EXEC)
+    return sc
+
+
+def test_git_revision_and_bare_name_inside_a_git_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = str(tmp_path / "store")  # resolution is the workspace's business: one backend is enough
+    sc = git_scenario(tmp_path, monkeypatch, url)
+    monkeypatch.chdir(sc.ws / "data")
+    at_head = datavc.open("x@git:HEAD")
+    assert at_head.snapshot == sc.v1.tree
+    assert_bytes(at_head.cat("a.bin"), V1["a.bin"])
+    assert datavc.open("x").snapshot == sc.v2.tree  # the pointer file on disk says v2
+    Workspace.find(str(sc.ws)).checkout(["x@v1"])
+    assert datavc.open("x").snapshot == sc.v1.tree  # now it says v1, though v2 is the latest
+    assert datavc.open("x@latest").snapshot == sc.v2.tree
+    with pytest.raises(NotFoundError):
+        datavc.open("x@git:no-such-rev")
+    # outside a workspace there is no pointer file: git specs are refused, a bare name is latest
+    monkeypatch.chdir(sc.elsewhere)
+    with pytest.raises(BadInput):
+        datavc.open("x@git:HEAD", store=url)
+    assert datavc.open("x", store=url).snapshot == sc.v2.tree
+
+
+def test_git_revision_inside_a_workspace_with_datavc_store_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = str(tmp_path / "store")
+    sc = git_scenario(tmp_path, monkeypatch, store)
+    monkeypatch.setenv("DATAVC_STORE", store)  # the same store the config names
+    assert datavc.open("x@git:HEAD").snapshot == sc.v1.tree
+
+
+def test_bare_name_inside_a_workspace_with_datavc_store_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = str(tmp_path / "store")
+    sc = git_scenario(tmp_path, monkeypatch, store)
+    Workspace.find(str(sc.ws)).checkout(["x@v1"])
+    monkeypatch.setenv("DATAVC_STORE", store)
+    assert datavc.open("x").snapshot == sc.v1.tree
+
+
+def test_threads_share_one_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    sc = scenario(tmp_path, monkeypatch, url, v2=False)
+    monkeypatch.chdir(sc.elsewhere)
+    fs = datavc.open("x@v1", store=url)  # fresh: the index is loaded by the racing threads
+    big = V1["sub/b.bin"]
+    rng = random.Random(61)
+    ranges = [(s, s + rng.randrange(1, 100 * KiB)) for s in rng.sample(range(len(big)), 24)]
+
+    def whole(p: str) -> tuple[str, str]:
+        with fs.open(p, "rb") as f:
+            return p, digest(f.read())
+
+    def part(r: tuple[int, int]) -> bytes:
+        return bytes(fs.cat_file("sub/b.bin", start=r[0], end=r[1]))
+
+    with ThreadPoolExecutor(8) as pool:
+        got = dict(pool.map(whole, list(V1) * 3))
+        parts = list(pool.map(part, ranges))
+    assert got == {p: digest(d) for p, d in V1.items()}
+    for (s, e), data in zip(ranges, parts, strict=True):
+        assert data == big[s:e], (s, e)
+
+
+def test_a_damaged_cached_pack_is_read_from_the_store_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = f"memory://datavc-{uuid.uuid4().hex}"  # a remote store: the workspace caches it
+    try:
+        sc = make_workspace(tmp_path, monkeypatch, store)
+        data = rand(71, 200 * KiB)
+        commit(sc.ws, "data/c", {"c.bin": data}, "v1")
+        (cached,) = (sc.ws / ".datavc" / "cache" / "packs").iterdir()
+        blob = bytearray(cached.read_bytes())
+        blob[len(blob) // 2] ^= 0x01
+        os.chmod(cached, 0o644)
+        cached.write_bytes(bytes(blob))
+        assert_bytes(datavc.open("c@v1", store=store).cat("c.bin"), data)  # the store is fine
+        assert_bytes(datavc.open("c@v1").cat("c.bin"), data)  # inside: the cache is damaged
+    finally:
+        fs, root = raw_store(store)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)

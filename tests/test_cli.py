@@ -7,7 +7,9 @@ code, workspace untouched); the workspace lock; and two clones committing to one
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import http.client
 import os
 import random
 import shutil
@@ -15,6 +17,9 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -144,34 +149,84 @@ def repo(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def committed(repo: Path) -> tuple[Path, dict[str, object]]:
-    """A repo with datavc (embedded store) and dataset ``ds`` at data/ds committed as v1,
-    the pointer and config committed to git."""
-    run(repo, "init")
-    make_data(repo / "data" / "ds", "v1")
-    run(repo, "add", "data/ds")
-    out = run(repo, "commit", "-m", "first version").stdout
+def _template_env(home: Path) -> dict[str, str]:
+    """What conftest's clean_env gives a test, for fixtures built once per module."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATAVC_", "GIT_", "AWS_", "FSSPEC_"))
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".gitconfig").write_text(
+        "[user]\n\tname = Test Author\n\temail = author@example.invalid\n"
+        "[init]\n\tdefaultBranch = main\n"
+    )
+    return {**env, "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def _run_in(env: dict[str, str], cwd: Path, *args: str) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def templates(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path, dict[str, object], dict[str, object]]:
+    """Built once: a repo with dataset ``ds`` (embedded store) at v1, and a copy of it that
+    also has v2; each commit of data is followed by a git commit of the pointer."""
+    base = tmp_path_factory.mktemp("templates")
+    env = _template_env(base / "home")
+    one = base / "one"
+    one.mkdir()
+    datavc = [sys.executable, "-m", "datavc"]
+    _run_in(env, one, "git", "init", "-q")
+    _run_in(env, one, *datavc, "init")
+    make_data(one / "data" / "ds", "v1")
+    _run_in(env, one, *datavc, "add", "data/ds")
+    out = _run_in(env, one, *datavc, "commit", "-m", "first version")
     assert out.startswith("ds@v1 "), out
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "data v1")
-    return repo, tree_state(repo / "data" / "ds")
+    _run_in(env, one, "git", "add", "-A")
+    _run_in(env, one, "git", "commit", "-q", "-m", "data v1")
+    v1 = tree_state(one / "data" / "ds")
 
-
-@pytest.fixture
-def two_versions(committed: tuple[Path, dict[str, object]]) -> tuple[Path, dict[str, object], dict[str, object]]:
-    """``committed`` plus v2 (one file changed, one added, one removed), also git-committed."""
-    repo, v1 = committed
-    ds = repo / "data" / "ds"
+    two = base / "two"
+    shutil.copytree(one, two, symlinks=True)
+    ds = two / "data" / "ds"
     write(ds / "a.bin", rand("v2-a", 300_000))
     write(ds / "new" / "n.bin", rand("v2-n", 20_000))
     (ds / "sub" / "one").unlink()
-    run(repo, "add", "data/ds")
-    out = run(repo, "commit", "-m", "second version").stdout
+    _run_in(env, two, *datavc, "add", "data/ds")
+    out = _run_in(env, two, *datavc, "commit", "-m", "second version")
     assert out.startswith("ds@v2 "), out
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "data v2")
-    return repo, v1, tree_state(ds)
+    _run_in(env, two, "git", "add", "-A")
+    _run_in(env, two, "git", "commit", "-q", "-m", "data v2")
+    return one, two, v1, tree_state(ds)
+
+
+@pytest.fixture
+def committed(
+    tmp_path: Path, templates: tuple[Path, Path, dict[str, object], dict[str, object]]
+) -> tuple[Path, dict[str, object]]:
+    """A repo with datavc (embedded store) and dataset ``ds`` at data/ds committed as v1,
+    the pointer and config committed to git (a private copy of the template)."""
+    one, _, v1, _ = templates
+    repo = tmp_path / "repo"
+    shutil.copytree(one, repo, symlinks=True)
+    return repo, v1
+
+
+@pytest.fixture
+def two_versions(
+    tmp_path: Path, templates: tuple[Path, Path, dict[str, object], dict[str, object]]
+) -> tuple[Path, dict[str, object], dict[str, object]]:
+    """``committed`` plus v2 (one file changed, one added, one removed), also git-committed."""
+    _, two, v1, v2 = templates
+    repo = tmp_path / "repo"
+    shutil.copytree(two, repo, symlinks=True)
+    return repo, v1, v2
 
 
 # -- help and usage -----------------------------------------------------------------------
@@ -496,7 +551,7 @@ def test_no_store_configured(repo: Path) -> None:
     (repo / ".datavc" / "config.toml").write_text("[core]\n")
     write(repo / "data" / "f", b"x")
     assert_error(repo, ["add", "data"], 4, "no store configured")
-    assert_error(repo, ["status"], 4, "no store configured")
+    assert_error(repo, ["log", "ds"], 4, "no store configured")
 
 
 def test_store_unreachable(repo: Path, s3_env: str) -> None:
@@ -507,6 +562,8 @@ def test_store_unreachable(repo: Path, s3_env: str) -> None:
     write(repo / "data" / "ds" / "a.bin", rand("unsaved", 1000))
     dead = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}"}
     assert_error(repo, ["checkout", "--force", "ds@v1"], 5, "is unreachable", env=dead, timeout=90)
+    # Without botocore's retries, so that this one fails fast.
+    dead["AWS_MAX_ATTEMPTS"] = "1"
     assert_error(repo, ["log", "ds"], 5, "is unreachable", env=dead, timeout=90)
 
 
@@ -532,7 +589,120 @@ def test_locked_workspace(committed: tuple[Path, dict[str, object]]) -> None:
 # -- concurrency --------------------------------------------------------------------------
 
 
-def test_two_clones_commit_at_once(tmp_path: Path, shared_store_url: str) -> None:
+class HoldingProxy:
+    """An HTTP proxy in front of the moto server that holds every PUT of one key until
+    ``parties`` of them have arrived, then lets them all through at once: two writers that
+    both listed an empty ``versions/ds/`` really do race for the same exclusive create."""
+
+    def __init__(self, upstream: str, hold_suffix: str, parties: int = 2) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.hold_suffix = hold_suffix
+        self.barrier = threading.Barrier(parties, timeout=30)
+        self.log: list[tuple[str, str, int]] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _body(self) -> bytes | None:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    parts = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                        if size == 0:
+                            while self.rfile.readline().strip():
+                                pass
+                            return b"".join(parts)
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else None
+
+            def _forward(self) -> None:
+                body = self._body()
+                path = self.path.split("?", 1)[0]
+                if self.command == "PUT" and path.endswith(proxy.hold_suffix):
+                    with contextlib.suppress(threading.BrokenBarrierError):
+                        proxy.barrier.wait()
+                hop = {"connection", "keep-alive", "transfer-encoding", "expect", "content-length"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+                if body is not None:
+                    headers["Content-Length"] = str(len(body))
+                conn = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port, timeout=60
+                )
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                with proxy.lock:
+                    proxy.log.append((self.command, path, resp.status))
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() in hop and not (self.command == "HEAD" and k.lower() == "content-length"):
+                        continue
+                    self.send_header(k, v)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# A git that makes each caller of "git rev-parse HEAD" (the last thing datavc does before it
+# publishes a version) wait until the other clone has got there too.
+GIT_BARRIER = """#!{python}
+import os, sys, time
+if sys.argv[1:3] == ["rev-parse", "HEAD"] and os.environ.get("BARRIER_DIR"):
+    folder = os.environ["BARRIER_DIR"]
+    open(os.path.join(folder, str(os.getppid())), "w").close()
+    deadline = time.monotonic() + 30
+    while len(os.listdir(folder)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.0002)
+os.execv({git!r}, [{git!r}, *sys.argv[1:]])
+"""
+
+
+def test_two_clones_commit_at_once(
+    tmp_path: Path, shared_store_url: str, request: pytest.FixtureRequest
+) -> None:
+    env: dict[str, str] = {}
+    proxy = None
+    if shared_store_url.startswith("s3://"):
+        prefix = shared_store_url.split("/", 3)[3]
+        proxy = HoldingProxy(os.environ["AWS_ENDPOINT_URL"], f"/{prefix}/versions/ds/1.json")
+        request.addfinalizer(proxy.close)
+        env["AWS_ENDPOINT_URL"] = proxy.url
+    else:
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        wrapper = bindir / "git"
+        real_git = shutil.which("git")
+        assert real_git is not None
+        wrapper.write_text(GIT_BARRIER.format(python=sys.executable, git=real_git))
+        wrapper.chmod(0o755)
+        (tmp_path / "barrier").mkdir()
+        env["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+        env["BARRIER_DIR"] = str(tmp_path / "barrier")
+
     origin = tmp_path / "origin"
     origin.mkdir()
     git(origin, "init", "-q")
@@ -552,6 +722,7 @@ def test_two_clones_commit_at_once(tmp_path: Path, shared_store_url: str) -> Non
             subprocess.Popen(
                 [sys.executable, "-m", "datavc", *args],
                 cwd=clone,
+                env={**os.environ, **env},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -561,14 +732,21 @@ def test_two_clones_commit_at_once(tmp_path: Path, shared_store_url: str) -> Non
         for p in procs:
             out, err = p.communicate(timeout=TIMEOUT)
             assert p.returncode == 0, (args, out, err)
+            assert "Traceback" not in err
+
+    if proxy is not None:
+        # Both writers tried to create v1 at the same moment; exactly one got it.
+        tries = sorted(st for m, path, st in proxy.log if m == "PUT" and path.endswith("/1.json"))
+        print("PROXYLOG", [x for x in proxy.log if "versions" in x[1]])
+        assert tries == [200, 412], proxy.log
 
     by_version = {pointer_of(c / "data" / "ds.datavc").version: c for c in clones}
     assert sorted(by_version) == [1, 2]
     snapshots = {pointer_of(c / "data" / "ds.datavc").snapshot for c in clones}
     assert len(snapshots) == 2
 
-    heads = [line.split()[0] for line in run(clones[0], "log", "ds").stdout.splitlines() if line.startswith("v")]
-    assert heads == ["v2", "v1"]
+    log = run(clones[0], "log", "ds").stdout.splitlines()
+    assert [line.split()[0] for line in log if line.startswith("v")] == ["v2", "v1"]
     for clone in clones:
         for version, owner in by_version.items():
             run(clone, "checkout", f"ds@v{version}")

@@ -1,0 +1,634 @@
+"""Conformance suite for the store layers, run on every backend (memory, local folder, S3 via
+a moto server): the backend contract, the chunk store with snapshots, deduplication, packing,
+streaming reads, integrity checks and version publishing."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import random
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from blake3 import blake3
+
+from datavc import versions
+from datavc.backend import Backend, BackendStats
+from datavc.chunker import ChunkerParams
+from datavc.chunkstore import ChunkStore, StoreConfig, UploadStats
+from datavc.errors import (
+    BadInput,
+    DatasetNotFound,
+    IntegrityError,
+    NotFoundError,
+    ObjectNotFound,
+    StoreUnreachable,
+    VersionNotFound,
+)
+from datavc.hashing import ObjectId
+from datavc.record import VersionRecord
+from datavc.snapshot import (
+    TMP_PREFIX,
+    LocalFile,
+    NoProgress,
+    build_entries,
+    find_entry,
+    iter_entries,
+    load_root,
+    materialize,
+    scan,
+    write_tree,
+)
+from datavc.spec import parse_spec
+from datavc.tree import FileEntry
+
+KIB = 1024
+MIB = 1024 * KIB
+PARAMS = ChunkerParams()
+
+
+def randbytes(seed: int | str, n: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+# -- fixtures and helpers -------------------------------------------------------------------
+
+
+@pytest.fixture
+def backend(store_url: str) -> Iterator[Backend]:
+    b = Backend(store_url)
+    yield b
+    if not b.is_local:  # the memory file system is process-wide, moto keeps everything
+        with contextlib.suppress(FileNotFoundError):
+            b.fs.rm(b.root, recursive=True)
+
+
+@pytest.fixture
+def store(backend: Backend) -> ChunkStore:
+    return ChunkStore.create(backend, StoreConfig(PARAMS))
+
+
+@pytest.fixture(scope="module")
+def big_data() -> bytes:
+    """64 MiB of random bytes: compression cannot hide what is stored."""
+    return randbytes(64, 64 * MIB)
+
+
+def reopen(store_url: str) -> ChunkStore:
+    """A second client of the same store, with its own connection and empty index."""
+    return ChunkStore.open(Backend(store_url))
+
+
+def make_files(
+    root: Path, files: dict[str, bytes], executable: frozenset[str] = frozenset()
+) -> None:
+    for rel, data in files.items():
+        path = root.joinpath(*rel.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o755 if rel in executable else 0o644)
+
+
+def folder_state(root: Path) -> dict[str, tuple[bytes, bool]]:
+    """Every file and folder under ``root``: content and executable bit (folders: b"/")."""
+    state: dict[str, tuple[bytes, bool]] = {}
+    for current, dirs, files in os.walk(root):
+        rel = os.path.relpath(current, root).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
+        for d in dirs:
+            state[prefix + d + "/"] = (b"/", False)
+        for f in files:
+            path = os.path.join(current, f)
+            assert not os.path.islink(path)
+            state[prefix + f] = (Path(path).read_bytes(), bool(os.stat(path).st_mode & 0o100))
+    return state
+
+
+def no_reuse(f: LocalFile) -> FileEntry | None:
+    return None
+
+
+def commit(store: ChunkStore, folder: Path) -> tuple[ObjectId, UploadStats, list[FileEntry]]:
+    """Chunk and upload a folder, then write its tree: what ``datavc add`` does."""
+    files = scan(str(folder), "dir")
+    writer = store.new_writer()
+    entries = build_entries(files, store, writer, no_reuse, NoProgress())
+    stats = writer.finish()
+    return write_tree(store, entries), stats, entries
+
+
+def same_hash(local: LocalFile, e: FileEntry) -> bool:
+    return blake3(Path(local.abspath).read_bytes()).digest() == e.hash
+
+
+def checkout(
+    store: ChunkStore,
+    tree: ObjectId,
+    dest: Path,
+    unchanged: Callable[[LocalFile, FileEntry], bool] = same_hash,
+) -> int:
+    entries = list(iter_entries(store, load_root(store, tree)))
+    return materialize(store, entries, str(dest), "dir", unchanged, NoProgress())
+
+
+def counters(stats: BackendStats) -> dict[str, int]:
+    return {
+        "reads": stats.reads,
+        "range_reads": stats.range_reads,
+        "bytes_read": stats.bytes_read,
+        "writes": stats.writes,
+        "keys": len(stats.read_keys),
+    }
+
+
+def delta(before: dict[str, int], stats: BackendStats) -> dict[str, int]:
+    now = counters(stats)
+    return {k: now[k] - before[k] for k in now}
+
+
+def record(name: str, nonce: str | None = None, tree: str = "ab" * 32) -> VersionRecord:
+    return VersionRecord(
+        name=name,
+        version=0,
+        kind="dir",
+        tree=ObjectId(tree),
+        parent=None,
+        message="test",
+        author="Test Author <author@example.invalid>",
+        time="2026-01-01T00:00:00Z",
+        git_head=None,
+        nonce=nonce or uuid.uuid4().hex,
+    )
+
+
+def flip_byte(backend: Backend, key: str, offset: int) -> bytes:
+    """Damage one byte of an object in place (behind datavc's back); return the original."""
+    original = backend.read(key)
+    damaged = bytearray(original)
+    damaged[offset] ^= 0x5A
+    backend.fs.pipe_file(backend.path(key), bytes(damaged))
+    assert backend.read(key) == bytes(damaged)
+    return original
+
+
+# -- backend contract -----------------------------------------------------------------------
+
+
+def test_backend_read_write_range_list_exists(backend: Backend) -> None:
+    backend.write("things/a", b"hello world")
+    backend.write("things/b", b"")
+    backend.write("things/sub/c", b"x")
+    assert backend.read("things/a") == b"hello world"
+    assert backend.read("things/b") == b""
+    assert backend.read_range("things/a", 6, 11) == b"world"
+    assert backend.read_range("things/a", 0, 1) == b"h"
+    assert backend.list("things") == ["a", "b", "sub"]
+    assert backend.list("things/sub") == ["c"]
+    assert backend.list("nothing") == []
+    assert backend.exists("things/a")
+    assert not backend.exists("things/zzz")
+    assert backend.stats.range_reads == 2
+    assert backend.stats.reads == 4
+    assert backend.stats.read_keys[-2:] == ["things/a", "things/a"]
+
+
+def test_backend_write_again_and_replace(backend: Backend) -> None:
+    backend.write("packs/p", b"same bytes")
+    backend.write("packs/p", b"same bytes")  # immutable objects: writing again is harmless
+    assert backend.read("packs/p") == b"same bytes"
+    backend.replace("tags/ds/best", b"1\n")
+    backend.replace("tags/ds/best", b"2\n")
+    assert backend.read("tags/ds/best") == b"2\n"
+    assert backend.list("tags/ds") == ["best"]  # no temp file left beside it
+
+
+def test_create_exclusive_is_exclusive(backend: Backend) -> None:
+    assert backend.create_exclusive("versions/ds/1.json", b"first")
+    assert not backend.create_exclusive("versions/ds/1.json", b"second")
+    assert backend.read("versions/ds/1.json") == b"first"
+    assert backend.list("versions/ds") == ["1.json"]
+
+
+def test_create_exclusive_race_has_one_winner(store_url: str, backend: Backend) -> None:
+    clients = [Backend(store_url) for _ in range(8)]
+    barrier = threading.Barrier(len(clients))
+    results: dict[int, bool] = {}
+
+    def race(i: int) -> None:
+        barrier.wait()
+        results[i] = clients[i].create_exclusive("race/key", f"writer {i}".encode())
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, won in results.items() if won]
+    assert len(results) == len(clients)
+    assert len(winners) == 1
+    assert backend.read("race/key") == f"writer {winners[0]}".encode()
+    assert backend.list("race") == ["key"]
+
+
+def test_missing_key_is_object_not_found(backend: Backend) -> None:
+    backend.write("packs/present", b"0123456789")
+    for call in (
+        lambda: backend.read("packs/absent"),
+        lambda: backend.read_range("packs/absent", 0, 4),
+    ):
+        with pytest.raises(ObjectNotFound) as info:
+            call()
+        assert isinstance(info.value, FileNotFoundError)
+        assert info.value.key == "packs/absent"
+    with pytest.raises(FileNotFoundError):
+        backend.read("absent-folder/absent")
+
+
+def test_store_create_twice_keeps_the_first_config(store_url: str, store: ChunkStore) -> None:
+    other = StoreConfig(ChunkerParams(avg_size=8192, min_size=2048, max_size=32768))
+    again = ChunkStore.create(Backend(store_url), other)
+    assert again.config == StoreConfig(PARAMS)
+    assert ChunkStore.open(Backend(store_url)).config == StoreConfig(PARAMS)
+
+
+# -- snapshots through the chunk store ------------------------------------------------------
+
+SOURCE = {
+    "README.md": b"# a dataset\n" * 50,
+    "empty.txt": b"",
+    "run.sh": b"#!/bin/sh\necho hello\n",
+    "train/0001.bin": randbytes(1, 300 * KIB),
+    "train/0002.bin": randbytes(2, 5),
+    "train/deep/er/table.csv": b"a,b,c\n" + b"1,2,3\n" * 40000,
+    "valid/données é.txt": "ünïcödé\n".encode(),
+}
+
+
+def test_snapshot_round_trip(store_url: str, store: ChunkStore, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_files(src, SOURCE, frozenset({"run.sh"}))
+    tree, stats, entries = commit(store, src)
+    assert stats.new_chunks > 0
+    reader = reopen(store_url)
+    root = load_root(reader, tree)
+    assert (root.files, root.bytes) == (len(SOURCE), sum(len(d) for d in SOURCE.values()))
+    assert list(iter_entries(reader, root)) == entries
+    assert [e.path for e in entries] == sorted(SOURCE, key=str.encode)
+    found = find_entry(reader, root, "train/deep/er/table.csv")
+    assert found is not None and found.hash == blake3(SOURCE["train/deep/er/table.csv"]).digest()
+    dest = tmp_path / "dest"
+    assert checkout(reader, tree, dest) == len(SOURCE)
+    assert folder_state(dest) == folder_state(src)
+    assert folder_state(dest)["run.sh"][1] is True
+    assert folder_state(dest)["README.md"][1] is False
+
+
+def test_materialize_makes_the_folder_exact(
+    store_url: str, store: ChunkStore, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_files(src, SOURCE, frozenset({"run.sh"}))
+    tree, _, _ = commit(store, src)
+    dest = tmp_path / "dest"
+    make_files(
+        dest,
+        {
+            "README.md": b"# a dataset\n" * 50,  # same content, but the mode below is wrong
+            "train/0001.bin": b"locally modified",
+            "train/0002.bin/inner": b"a folder where a file belongs",
+            "extra.txt": b"not in the snapshot",
+            "old/deep/file": b"not in the snapshot either",
+            "valid/other.txt": b"extra beside a wanted file",
+            "run.sh/x": b"",
+        },
+        executable=frozenset({"README.md"}),
+    )
+    written = checkout(reopen(store_url), tree, dest)
+    assert folder_state(dest) == folder_state(src)
+    assert written == len(SOURCE) - 1  # README.md only needed its mode fixed
+    # A second checkout finds nothing to do.
+    assert checkout(reopen(store_url), tree, dest) == 0
+    assert folder_state(dest) == folder_state(src)
+
+
+def test_long_file_name_round_trip(store: ChunkStore, tmp_path: Path) -> None:
+    name = "n" * 250
+    src = tmp_path / "src"
+    make_files(src, {name: b"long name"})
+    tree, _, _ = commit(store, src)
+    dest = tmp_path / "dest"
+    checkout(store, tree, dest)
+    assert folder_state(dest) == folder_state(src)
+
+
+# -- deduplication --------------------------------------------------------------------------
+
+
+def test_same_data_twice_stores_nothing_new(
+    store_url: str, store: ChunkStore, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    data = randbytes(3, 2 * MIB)
+    make_files(src, {"a.bin": data, "copy/a.bin": data, "b.bin": randbytes(4, 100 * KIB)})
+    tree, first, entries = commit(store, src)
+    unique = {c for e in entries for c, _ in e.chunks}
+    assert first.new_chunks == len(unique)  # the copy inside one upload is stored once
+    assert first.new_bytes < 2 * MIB + 100 * KIB + 64 * KIB
+    packs = store.backend.list("packs")
+
+    again, second, _ = commit(reopen(store_url), src)  # another client, index read from store
+    assert again == tree
+    assert second == UploadStats(0, 0, 0)
+    assert store.backend.list("packs") == packs
+    assert len(store.backend.list("index")) == 1
+
+
+def test_large_file_edits_store_little(store: ChunkStore, tmp_path: Path, big_data: bytes) -> None:
+    src = tmp_path / "src"
+    make_files(src, {"big.bin": big_data})
+    path = src / "big.bin"
+    _, first, entries = commit(store, src)
+    assert first.new_bytes >= len(big_data)  # random data: stored raw, nothing deduplicated
+    assert first.new_chunks == len(entries[0].chunks)
+
+    # 1 MiB changed in place, in the middle.
+    patch = randbytes(5, MIB)
+    at = 32 * MIB - 300 * KIB
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(patch)
+    _, second, entries = commit(store, src)
+    assert 0 < second.new_bytes <= 2 * MIB
+    expected = blake3(memoryview(big_data)[:at])
+    expected.update(patch)
+    expected.update(memoryview(big_data)[at + MIB :])
+    assert entries[0].hash == expected.digest()
+
+    # 1 MiB appended.
+    with open(path, "ab") as f:
+        f.write(randbytes(6, MIB))
+    _, third, entries = commit(store, src)
+    assert 0 < third.new_bytes <= 2 * MIB
+    assert entries[0].size == len(big_data) + MIB
+
+
+# -- packing --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5,000 random files of 1-20 KiB in a few folders."""
+    root = tmp_path_factory.mktemp("small-files")
+    rnd = random.Random(5000)
+    for i in range(5000):
+        folder = root / f"part-{i % 7}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{i:05d}.bin").write_bytes(rnd.randbytes(rnd.randint(KIB, 20 * KIB)))
+    return root
+
+
+def test_many_small_files_share_few_objects(
+    store_url: str, store: ChunkStore, small_files: Path
+) -> None:
+    backend = store.backend
+    before = counters(backend.stats)
+    tree, stats, entries = commit(store, small_files)
+    published = versions.publish_version(store, record("small", tree=tree))
+    assert published.version == 1
+    assert len(entries) == 5000
+    written = delta(before, backend.stats)["writes"]
+    listed = sum(len(backend.list(k)) for k in ("packs", "index", "trees", "versions/small"))
+    assert written <= 10, f"{written} objects written for one upload of 5,000 files"
+    assert listed <= 10
+    assert written >= listed >= 5  # at least a pack, an index, a page, a root, a record
+    assert stats.new_objects == len(backend.list("packs")) + len(backend.list("index"))
+    # Spot check: files read back from the shared packs are right.
+    reader = reopen(store_url)
+    root = load_root(reader, tree)
+    for e in entries[::1250]:
+        data = b"".join(reader.read_chunks(c for c, _ in e.chunks))
+        assert data == (small_files / e.path).read_bytes()
+        assert find_entry(reader, root, e.path) == e
+
+
+# -- streaming reads ------------------------------------------------------------------------
+
+
+def test_reading_one_file_reads_only_its_pack_ranges(
+    store_url: str, store: ChunkStore, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    files = {f"f{i}.bin": randbytes(f"s{i}", (i + 1) * 150 * KIB) for i in range(6)}
+    make_files(src, files)
+    tree, _, _ = commit(store, src)
+    reader = reopen(store_url)
+    root = load_root(reader, tree)
+    wanted = find_entry(reader, root, "f3.bin")
+    assert wanted is not None
+    reader.load_index()
+    locs = [reader.location(c) for c, _ in wanted.chunks]
+    assert all(loc is not None for loc in locs)
+    before = counters(reader.backend.stats)
+    data = b"".join(reader.read_chunks(c for c, _ in wanted.chunks))
+    assert data == files["f3.bin"]
+    d = delta(before, reader.backend.stats)
+    keys = reader.backend.stats.read_keys[before["keys"] :]
+    assert keys and all(k.startswith("packs/") for k in keys)
+    assert d["reads"] == d["range_reads"] == len(keys)
+    # Only this file's bytes: no whole pack, nothing of its neighbours.
+    assert d["bytes_read"] == sum(loc.stored_length for loc in locs if loc is not None)
+    assert d["bytes_read"] <= wanted.size
+
+
+def test_reading_one_chunk_of_a_large_file_is_one_small_range(
+    store_url: str, store: ChunkStore, tmp_path: Path, big_data: bytes
+) -> None:
+    src = tmp_path / "src"
+    make_files(src, {"big.bin": big_data})
+    _, _, entries = commit(store, src)
+    recipe = entries[0].chunks
+    middle = len(recipe) // 2
+    cid, length = recipe[middle]
+    start = sum(n for _, n in recipe[:middle])
+    reader = reopen(store_url)
+    reader.load_index()
+    before = counters(reader.backend.stats)
+    assert list(reader.read_chunks([cid])) == [big_data[start : start + length]]
+    d = delta(before, reader.backend.stats)
+    assert (d["reads"], d["range_reads"]) == (1, 1)
+    assert reader.backend.stats.read_keys[-1].startswith("packs/")
+    assert d["bytes_read"] <= PARAMS.max_size + 64
+
+
+# -- integrity ------------------------------------------------------------------------------
+
+
+def test_flipped_byte_in_a_pack_is_detected(
+    store_url: str, store: ChunkStore, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_files(src, {"random.bin": randbytes(7, MIB), "text.csv": b"x,y,z\n" * 100000})
+    _, _, entries = commit(store, src)
+    backend = store.backend
+    (pack,) = backend.list("packs")
+    key = f"packs/{pack}"
+    for e in entries:  # one file stored raw, one compressed
+        cid = e.chunks[len(e.chunks) // 2][0]
+        loc = store.location(cid)
+        assert loc is not None and loc.pack == pack
+        original = flip_byte(backend, key, loc.offset + loc.stored_length // 2)
+        with pytest.raises(IntegrityError) as info:
+            b"".join(reopen(store_url).read_chunks(c for c, _ in e.chunks))
+        assert info.value.obj == key
+        assert key in str(info.value)
+        backend.fs.pipe_file(backend.path(key), original)
+        assert (
+            b"".join(reopen(store_url).read_chunks(c for c, _ in e.chunks))
+            == (src / e.path).read_bytes()
+        )
+
+
+def test_materialize_from_a_damaged_pack_changes_nothing(
+    store_url: str, store: ChunkStore, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_files(src, {"a.txt": b"unchanged\n", "data.bin": randbytes(8, MIB)})
+    tree1, _, _ = commit(store, src)
+    dest = tmp_path / "dest"
+    assert checkout(store, tree1, dest) == 2
+    before = folder_state(dest)
+    assert before == folder_state(src)
+    packs_before = set(store.backend.list("packs"))
+
+    make_files(src, {"data.bin": randbytes(9, MIB), "new.bin": randbytes(10, 300 * KIB)})
+    tree2, _, entries = commit(store, src)
+    (pack,) = set(store.backend.list("packs")) - packs_before
+    data_entry = next(e for e in entries if e.path == "data.bin")
+    cid = data_entry.chunks[len(data_entry.chunks) // 2][0]  # written after half the file
+    loc = store.location(cid)
+    assert loc is not None and loc.pack == pack
+    flip_byte(store.backend, f"packs/{pack}", loc.offset + 10)
+
+    with pytest.raises(IntegrityError) as info:
+        checkout(reopen(store_url), tree2, dest)
+    assert f"packs/{pack}" in str(info.value)
+    assert folder_state(dest) == before  # old content kept, no temp file, no new.bin
+    assert not [n for n in folder_state(dest) if TMP_PREFIX in n]
+
+
+# -- versions -------------------------------------------------------------------------------
+
+
+def test_concurrent_publish_gets_distinct_numbers(store_url: str, store: ChunkStore) -> None:
+    writers = [reopen(store_url) for _ in range(4)]
+    nonces = [uuid.uuid4().hex for _ in writers]
+    barrier = threading.Barrier(len(writers))
+    got: dict[int, VersionRecord] = {}
+    errors: list[BaseException] = []
+
+    def publish(i: int) -> None:
+        barrier.wait()
+        try:
+            got[i] = versions.publish_version(writers[i], record("ds", nonces[i]))
+        except BaseException as err:  # reported below, with the others
+            errors.append(err)
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(len(writers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(r.version for r in got.values()) == [1, 2, 3, 4]
+    assert versions.version_numbers(store, "ds") == [1, 2, 3, 4]
+    for i, rec in got.items():
+        assert rec.nonce == nonces[i]
+        assert versions.read_version(store, "ds", rec.version) == rec
+
+
+def test_lost_response_inside_create_is_recognised(
+    store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create succeeded but its answer was lost; a retried create then says 'exists'."""
+    real = store.backend.create_exclusive
+    calls: list[str] = []
+
+    def create_then_lose_answer(key: str, data: bytes) -> bool:
+        calls.append(key)
+        real(key, data)
+        return False
+
+    versions.publish_version(store, record("ds"))  # v1 belongs to someone else
+    monkeypatch.setattr(store.backend, "create_exclusive", create_then_lose_answer)
+    mine = record("ds")
+    published = versions.publish_version(store, mine)
+    assert calls == ["versions/ds/2.json"]
+    assert published == dataclasses.replace(mine, version=2)
+    assert versions.version_numbers(store, "ds") == [1, 2]
+
+
+def test_publishing_the_same_record_again_returns_it(store: ChunkStore) -> None:
+    mine = record("ds")
+    first = versions.publish_version(store, mine)
+    again = versions.publish_version(store, mine)  # the caller never saw the first answer
+    assert again == first
+    assert versions.version_numbers(store, "ds") == [1]
+
+
+def test_lost_response_error_is_retried_and_recognised(
+    store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = store.backend.create_exclusive
+    failed: list[str] = []
+
+    def create_then_fail(key: str, data: bytes) -> bool:
+        created = real(key, data)
+        if not failed:
+            failed.append(key)
+            raise StoreUnreachable(store.backend.url, "connection reset by peer")
+        return created
+
+    monkeypatch.setattr(store.backend, "create_exclusive", create_then_fail)
+    mine = record("ds")
+    published = versions.publish_version(store, mine)
+    assert published == dataclasses.replace(mine, version=1)
+    assert versions.version_numbers(store, "ds") == [1]
+
+
+def test_resolve(store: ChunkStore) -> None:
+    trees = [
+        "abcdef01" + "0" * 56,
+        "abcdef02" + "0" * 56,
+        "123456" + "f" * 58,
+        "abcdef01" + "0" * 56,
+    ]
+    recs = [versions.publish_version(store, record("ds", tree=t)) for t in trees]
+    assert [r.version for r in recs] == [1, 2, 3, 4]
+    store.backend.replace("tags/ds/best", b"2\n")
+
+    def resolve(text: str) -> VersionRecord:
+        return versions.resolve(store, parse_spec(text))
+
+    assert resolve("ds") == recs[3]
+    assert resolve("ds@latest") == recs[3]
+    assert resolve("ds@v1") == recs[0]
+    assert resolve("ds@v3") == recs[2]
+    assert resolve("ds@best") == recs[1]
+    assert resolve("ds@123456ff") == recs[2]
+    assert resolve("ds@abcdef02") == recs[1]
+    assert resolve("ds@abcdef01") == recs[3]  # the newest version with that snapshot
+    with pytest.raises(BadInput):
+        resolve("ds@abcdef")  # two snapshots start like that
+    for text in ("ds@v5", "ds@fedcba", "ds@no-such-tag", "other@v1"):
+        with pytest.raises(VersionNotFound):
+            resolve(text)
+    for text in ("other", "other@latest", "other@abcdef"):
+        with pytest.raises(DatasetNotFound):
+            resolve(text)
+    with pytest.raises(NotFoundError):
+        versions.read_version(store, "ds", 9)
+    assert versions.dataset_names(store) == ["ds"]
