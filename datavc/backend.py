@@ -109,12 +109,15 @@ class Backend:
         return f"{self.root}/{key}" if self.root else key
 
     @contextmanager
-    def _translate(self, key: str) -> Iterator[None]:
+    def _translate(self, key: str, writing: bool = False) -> Iterator[None]:
         try:
             yield
         except DatavcError:
             raise
-        except FileNotFoundError:
+        except FileNotFoundError as err:
+            if writing:  # a write cannot miss its object: the bucket or folder is missing
+                reason = f"the bucket or folder does not exist ({err})"
+                raise StoreUnreachable(self.url, reason) from None
             raise ObjectNotFound(key) from None
         except Exception as err:  # every backend failure becomes one clear error
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
@@ -160,7 +163,7 @@ class Backend:
         self._put(key, data, "replace")
 
     def _put(self, key: str, data: bytes, how: str) -> None:
-        with self._translate(key):
+        with self._translate(key, writing=True):
             if self.is_local:
                 written = self._write_local(self.path(key), data, how)
             else:
@@ -171,7 +174,7 @@ class Backend:
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if it does not exist; False if it already did."""
-        with self._translate(key):
+        with self._translate(key, writing=True):
             path = self.path(key)
             if self.is_local:
                 created = self._write_local(path, data, "exclusive")

@@ -11,7 +11,6 @@ import os
 import sys
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.progress import (
     BarColumn,
@@ -207,16 +206,9 @@ def _ls_line(e: FileEntry) -> str:
 
 
 def main() -> None:
+    """Run the CLI. Usage errors are typer's (exit 2); datavc errors print one line."""
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("datavc: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
+        app()
     except DatavcError as err:
         typer.echo(f"datavc: error: {err}", err=True)
         sys.exit(err.exit_code)

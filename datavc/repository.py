@@ -494,21 +494,32 @@ class Workspace:
         absolute = self.abs(ds.path)
         if not os.path.lexists(absolute):
             return
-        saved = {e.hash for e in target}
-        ref = self._reference_tree(ds)
-        if ref is not None:
-            saved |= {e.hash for e in self.tree_entries(ref)}
-        if ds.pointer is not None and ds.pointer.snapshot != ref:
-            saved |= {e.hash for e in self.tree_entries(ds.pointer.snapshot)}
+        if os.path.islink(absolute):
+            return  # materialize refuses a symlinked dataset path
+        kind = "dir" if os.path.isdir(absolute) else "file"
         cache = self.stat_cache(ds.name)
-        for f in scan(absolute, ds.kind, odd=[] if ds.kind == "dir" else None):
-            if self._hash_of(cache, f) not in saved:
-                cache.save()
+        local = {f.path: self._hash_of(cache, f) for f in scan(absolute, kind, odd=[])}
+        cache.save()
+        saved = {e.hash for e in target}
+        for tree in self._trees_to_compare(ds):
+            if all(h in saved for h in local.values()):
+                return
+            saved |= {e.hash for e in self.tree_entries(tree)}
+        for path, digest in local.items():
+            if digest not in saved:
                 raise UsageError(
-                    f"{ds.path}/{f.path} has changes that are not stored: run 'datavc add "
+                    f"{ds.path}/{path} has changes that are not stored: run 'datavc add "
                     f"{ds.path}' and commit, or checkout with --force to discard them"
                 )
-        cache.save()
+
+    def _trees_to_compare(self, ds: Dataset) -> Iterator[ObjectId]:
+        """The staged and pointer snapshots, then every version of the dataset, newest first."""
+        if ds.staged is not None:
+            yield ds.staged.tree
+        if ds.pointer is not None:
+            yield ds.pointer.snapshot
+        for n in reversed(versions.version_numbers(self.store, ds.name)):
+            yield versions.read_version(self.store, ds.name, n).tree
 
     def _hash_of(self, cache: StatCache, f: LocalFile) -> FileHash:
         known = cache.get(f)

@@ -251,6 +251,8 @@ def materialize(
             raise BadInput(f"a file snapshot must hold one file, not {len(entries)}")
         return _materialize_file(store, entries[0], dest, unchanged, progress)
     _refuse_symlink(dest)
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        os.unlink(dest)  # a file where the dataset's folder belongs
     os.makedirs(dest, exist_ok=True)
     odd: list[str] = []
     present = {f.path: f for f in scan(dest, "dir", odd)}
@@ -260,8 +262,10 @@ def materialize(
         while "/" in folder:
             folder = folder.rsplit("/", 1)[0]
             folders_wanted.add(folder)
-    for path in odd:  # symlinks and special files are never part of a snapshot
+    in_the_way = [p for p in present if p in folders_wanted]
+    for path in odd + in_the_way:  # symlinks, special files, files where folders belong
         _remove(os.path.join(dest, *path.split("/")))
+        present.pop(path, None)
     written = 0
     for e in entries:
         target = os.path.join(dest, *e.path.split("/"))

@@ -68,6 +68,12 @@ def git(cwd: Path, *args: str) -> str:
     return proc.stdout
 
 
+def git_ignores(repo: Path, path: str) -> bool:
+    proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=repo)
+    assert proc.returncode in (0, 1)
+    return proc.returncode == 0
+
+
 def rand(seed: object, n: int) -> bytes:
     return random.Random(str(seed)).randbytes(n)
 
@@ -114,14 +120,15 @@ def workspace_state(repo: Path) -> dict[str, object]:
 def assert_error(
     repo: Path,
     args: list[str],
-    code: int,
+    code: int | tuple[int, ...],
     contains: str,
     env: dict[str, str] | None = None,
     timeout: float = TIMEOUT,
 ) -> str:
     before = workspace_state(repo)
     proc = run(repo, *args, env=env, check=False, timeout=timeout)
-    assert proc.returncode == code, (args, proc.returncode, proc.stdout, proc.stderr)
+    codes = code if isinstance(code, tuple) else (code,)
+    assert proc.returncode in codes, (args, proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr + proc.stdout
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
@@ -251,11 +258,6 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
     assert all(f" {cmd} " in proc.stdout for cmd in COMMANDS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cli.main catches click.exceptions.*, but typer 0.29 raises its vendored "
-    "typer._click exceptions: usage errors print a Traceback and exit 1, not 2",
-)
 @pytest.mark.parametrize(
     "args", [["checkout", "--bogus"], ["frobnicate"], ["add"]], ids=["option", "command", "arg"]
 )
@@ -277,8 +279,8 @@ def test_init_default_embedded_store(repo: Path) -> None:
     doc = (repo / ".datavc" / "store" / "datavc.json").read_text()
     assert '"datavc-store"' in doc
     # The store, cache and state are ignored by git; the config is not.
-    assert subprocess.run(["git", "check-ignore", "-q", ".datavc/store/datavc.json"], cwd=repo).returncode == 0
-    assert subprocess.run(["git", "check-ignore", "-q", ".datavc/config.toml"], cwd=repo).returncode == 1
+    assert git_ignores(repo, ".datavc/store/datavc.json")
+    assert not git_ignores(repo, ".datavc/config.toml")
     make_data(repo / "data" / "ds", "x")
     run(repo, "add", "data/ds")
     run(repo, "commit", "-m", "m")
@@ -323,8 +325,8 @@ def test_pointer_file_and_gitignore(committed: tuple[Path, dict[str, object]]) -
     assert listing[0] == f"ds@v1 snapshot {pointer.snapshot}"
 
     assert "/data/ds" in (repo / ".gitignore").read_text().splitlines()
-    ignored = subprocess.run(["git", "check-ignore", "-q", "data/ds/a.bin"], cwd=repo)
-    assert ignored.returncode == 0
+    assert git_ignores(repo, "data/ds/a.bin")
+    assert not git_ignores(repo, "data/ds.datavc")
     tracked = git(repo, "ls-files").split()
     assert "data/ds.datavc" in tracked
     assert not any(p.startswith("data/ds/") for p in tracked)
@@ -339,14 +341,17 @@ def test_single_file_dataset(repo: Path) -> None:
     assert out.startswith("train: staged 1 files")
     run(repo, "commit", "-m", "table")
     pointer = pointer_of(repo / "tables" / "train.csv.datavc")
-    assert (pointer.name, pointer.kind, pointer.files, pointer.bytes) == ("train", "file", 1, 150_000)
+    assert (pointer.name, pointer.kind) == ("train", "file")
+    assert (pointer.files, pointer.bytes) == (1, 150_000)
     assert "/tables/train.csv" in (repo / ".gitignore").read_text().splitlines()
     table.unlink()
     run(repo, "checkout", "train@v1")
     assert table.read_bytes() == content
 
 
-def test_commit_of_unchanged_data_makes_no_version(committed: tuple[Path, dict[str, object]]) -> None:
+def test_commit_of_unchanged_data_makes_no_version(
+    committed: tuple[Path, dict[str, object]],
+) -> None:
     repo, _ = committed
     pointer = (repo / "data" / "ds.datavc").read_bytes()
     out = run(repo, "commit", "-m", "again").stdout
@@ -414,7 +419,9 @@ def test_status_log_ls(committed: tuple[Path, dict[str, object]]) -> None:
 # -- round trips and checkout -------------------------------------------------------------
 
 
-def test_checkout_after_delete_restores_exact_tree(committed: tuple[Path, dict[str, object]]) -> None:
+def test_checkout_after_delete_restores_exact_tree(
+    committed: tuple[Path, dict[str, object]],
+) -> None:
     repo, v1 = committed
     shutil.rmtree(repo / "data" / "ds")
     out = run(repo, "checkout", "ds@v1").stdout
@@ -486,12 +493,6 @@ def test_checkout_without_argument_follows_git_checkout_force(
     assert tree_state(ds) == v2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Workspace._refuse_unsaved only counts the target, staged and pointer "
-    "snapshots as saved; after git checkout the pointer is old, so the files of the "
-    "committed v2 are called 'changes that are not stored' and checkout refuses",
-)
 def test_checkout_without_argument_follows_git_checkout(
     two_versions: tuple[Path, dict[str, object], dict[str, object]],
 ) -> None:
@@ -567,6 +568,20 @@ def test_store_unreachable(repo: Path, s3_env: str) -> None:
     assert_error(repo, ["log", "ds"], 5, "is unreachable", env=dead, timeout=90)
 
 
+def test_init_with_missing_bucket_names_it(repo: Path, s3_env: str) -> None:
+    line = assert_error(
+        repo, ["init", "--store", "s3://datavc-no-such-bucket/p"], (4, 5), "datavc-no-such-bucket"
+    )
+    assert "bucket" in line
+    assert not (repo / ".datavc").exists()
+
+
+def test_init_with_unreachable_store_writes_nothing(repo: Path, s3_env: str) -> None:
+    dead = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}", "AWS_MAX_ATTEMPTS": "1"}
+    assert_error(repo, ["init", "--store", "s3://datavc-test/x"], 5, "is unreachable", env=dead)
+    assert not (repo / ".datavc").exists()
+
+
 # -- lock ---------------------------------------------------------------------------------
 
 
@@ -598,6 +613,7 @@ class HoldingProxy:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.hold_suffix = hold_suffix
         self.barrier = threading.Barrier(parties, timeout=30)
+        self.released = False
         self.log: list[tuple[str, str, int]] = []
         self.lock = threading.Lock()
         proxy = self
@@ -627,7 +643,9 @@ class HoldingProxy:
                 path = self.path.split("?", 1)[0]
                 if self.command == "PUT" and path.endswith(proxy.hold_suffix):
                     with contextlib.suppress(threading.BrokenBarrierError):
-                        proxy.barrier.wait()
+                        if not proxy.released:
+                            proxy.barrier.wait()
+                    proxy.released = True
                 hop = {"connection", "keep-alive", "transfer-encoding", "expect", "content-length"}
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
                 if body is not None:
@@ -645,7 +663,8 @@ class HoldingProxy:
                     proxy.log.append((self.command, path, resp.status))
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
-                    if k.lower() in hop and not (self.command == "HEAD" and k.lower() == "content-length"):
+                    keep = self.command == "HEAD" and k.lower() == "content-length"
+                    if k.lower() in hop and not keep:
                         continue
                     self.send_header(k, v)
                 if self.command != "HEAD":
@@ -737,7 +756,6 @@ def test_two_clones_commit_at_once(
     if proxy is not None:
         # Both writers tried to create v1 at the same moment; exactly one got it.
         tries = sorted(st for m, path, st in proxy.log if m == "PUT" and path.endswith("/1.json"))
-        print("PROXYLOG", [x for x in proxy.log if "versions" in x[1]])
         assert tries == [200, 412], proxy.log
 
     by_version = {pointer_of(c / "data" / "ds.datavc").version: c for c in clones}

@@ -135,6 +135,29 @@ def test_round_trip_restores_exact_tree(ws: Workspace) -> None:
     assert tree_state(data) == expected
 
 
+def test_force_checkout_replaces_a_file_that_sits_where_a_folder_belongs(ws: Workspace) -> None:
+    data = Path(ws.root) / "data"
+    make_dataset(data, "type")
+    expected = tree_state(data)
+    commit(ws, data, "v1")
+    shutil.rmtree(data / "sub" / "deep")
+    write(data / "sub" / "deep", b"a file where a folder was")
+    results = fresh(ws).checkout(["data@v1"], force=True)
+    assert results[0].files == 6
+    assert tree_state(data) == expected
+
+
+def test_force_checkout_replaces_a_file_at_the_dataset_path(ws: Workspace) -> None:
+    data = Path(ws.root) / "data"
+    make_dataset(data, "type2")
+    expected = tree_state(data)
+    commit(ws, data, "v1")
+    shutil.rmtree(data)
+    write(data, b"a file where the dataset folder was")
+    fresh(ws).checkout(["data@v1"], force=True)
+    assert tree_state(data) == expected
+
+
 def test_single_file_dataset_round_trip(ws: Workspace) -> None:
     table = Path(ws.root) / "tables" / "train.csv"
     content = rand("csv", 200_000)
