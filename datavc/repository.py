@@ -32,6 +32,7 @@ from .errors import (
     DatasetNotFound,
     LockHeld,
     PathNotFound,
+    UnsafePath,
     UsageError,
     VersionNotFound,
 )
@@ -194,14 +195,24 @@ class Workspace:
 
     def rel(self, path: str) -> str:
         """A user path as a workspace-relative "/" path; refuses paths outside the workspace."""
-        absolute = os.path.abspath(path)
-        rel = os.path.relpath(absolute, self.root)
-        if rel == "." or rel.startswith(".."):
+        rel = os.path.relpath(os.path.abspath(path), self.root)
+        if rel in (".", "..") or rel.startswith(".." + os.sep):
             raise BadInput(f"{path} is outside the workspace {self.root}")
         parts = rel.split(os.sep)
         if parts[0] in (".git", DOT):
             raise BadInput(f"{path} is inside {parts[0]}: datavc cannot track it")
-        return "/".join(parts)
+        rel = "/".join(parts)
+        self.check_parents(rel)
+        return rel
+
+    def check_parents(self, rel: str) -> None:
+        """No folder between the workspace root and a dataset may be a symbolic link:
+        data and pointer files must never be written outside the workspace."""
+        current = self.root
+        for part in rel.split("/")[:-1]:
+            current = os.path.join(current, part)
+            if os.path.islink(current):
+                raise UnsafePath(rel, f"{current} is a symbolic link")
 
     def abs(self, rel: str) -> str:
         return os.path.join(self.root, *rel.split("/"))
@@ -532,6 +543,7 @@ class Workspace:
     def _checkout_one(
         self, ds: Dataset, rec: VersionRecord, entries: list[FileEntry]
     ) -> CheckoutResult:
+        self.check_parents(ds.path)
         if rec.kind != ds.kind and os.path.lexists(self.abs(ds.path)):
             raise BadInput(
                 f"{rec.name}@v{rec.version} is a {rec.kind}, but {ds.path} is a {ds.kind}"

@@ -541,6 +541,30 @@ def test_errors_are_one_line_with_documented_code(
     assert (outside / "f").read_bytes() == b"outside"
 
 
+def test_add_through_a_symlink_out_of_the_repo_is_refused(
+    committed: tuple[Path, dict[str, object]],
+) -> None:
+    repo, _ = committed
+    outside = repo.parent / "outside"
+    write(outside / "ds" / "f.bin", rand("outside", 1000))
+    os.symlink(outside, repo / "link")
+    before = tree_state(outside)
+    assert_error(repo, ["add", "link/ds", "--name", "outer"], 8, "link/ds")
+    run(repo, "commit", "-m", "nothing staged")
+    assert tree_state(outside) == before
+
+
+def test_add_folder_whose_name_starts_with_two_dots(repo: Path) -> None:
+    run(repo, "init")
+    make_data(repo / "..data", "dots")
+    expected = tree_state(repo / "..data")
+    run(repo, "add", "..data", "--name", "dots")
+    run(repo, "commit", "-m", "dots")
+    shutil.rmtree(repo / "..data")
+    run(repo, "checkout", "dots@v1")
+    assert tree_state(repo / "..data") == expected
+
+
 @pytest.mark.parametrize("cmd", [["status"], ["add", "data"], ["checkout"], ["log", "ds"]])
 def test_not_a_workspace(repo: Path, cmd: list[str]) -> None:
     write(repo / "data" / "f", b"x")

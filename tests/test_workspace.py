@@ -24,6 +24,7 @@ from datavc.packfile import read_pack_footer
 from datavc.pointer import decode_pointer
 from datavc.record import CommitStats, VersionRecord
 from datavc.repository import Workspace, init_workspace
+from datavc.snapshot import load_root
 from datavc.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page, encode_root
 
 MiB = 1 << 20
@@ -69,6 +70,7 @@ def make_dataset(folder: Path, seed: str) -> None:
     write(folder / "sub" / "deep" / "er" / "c.bin", rand(f"{seed}-c", 70_000))
     write(folder / "sub" / "one", b"x")
     write(folder / "streamed.bin", rand(f"{seed}-s", 9 * MiB + 12345))
+    write(folder / "naïve dir" / "file with spaces.bin", rand(f"{seed}-u", 3000))
 
 
 def pack_keys(ws: Workspace) -> list[str]:
@@ -110,14 +112,14 @@ def test_round_trip_restores_exact_tree(ws: Workspace) -> None:
     expected = tree_state(data)
     rec = commit(ws, data, "first")
     assert (rec.name, rec.version, rec.kind) == ("data", 1, "dir")
-    assert rec.stats.files == 6
+    assert rec.stats.files == 7
     assert rec.stats.bytes == sum(len(v[0]) for v in expected.values() if isinstance(v, tuple))
     pointer = decode_pointer((Path(ws.root) / "data.datavc").read_text(), "data.datavc")
     assert (pointer.version, pointer.snapshot) == (1, rec.tree)
 
     shutil.rmtree(data)
     results = fresh(ws).checkout(["data@v1"])
-    assert [(r.name, r.version, r.files, r.written) for r in results] == [("data", 1, 6, 6)]
+    assert [(r.name, r.version, r.files, r.written) for r in results] == [("data", 1, 7, 7)]
     assert tree_state(data) == expected
 
     # Edit, chmod, delete, and add extra files and folders: --force restores the snapshot.
@@ -143,7 +145,7 @@ def test_force_checkout_replaces_a_file_that_sits_where_a_folder_belongs(ws: Wor
     shutil.rmtree(data / "sub" / "deep")
     write(data / "sub" / "deep", b"a file where a folder was")
     results = fresh(ws).checkout(["data@v1"], force=True)
-    assert results[0].files == 6
+    assert results[0].files == 7
     assert tree_state(data) == expected
 
 
@@ -155,6 +157,68 @@ def test_force_checkout_replaces_a_file_at_the_dataset_path(ws: Workspace) -> No
     shutil.rmtree(data)
     write(data, b"a file where the dataset folder was")
     fresh(ws).checkout(["data@v1"], force=True)
+    assert tree_state(data) == expected
+
+
+def test_force_checkout_undoes_type_changes_without_following_symlinks(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    data = Path(ws.root) / "data"
+    make_dataset(data, "types")
+    expected = tree_state(data)
+    commit(ws, data, "v1")
+    outside = tmp_path / "outside"
+    write(outside / "keep.txt", b"outside")
+    outside_before = tree_state(outside)
+
+    # A folder where a file belongs, symlinks where a file and a folder belong.
+    (data / "a.bin").unlink()
+    write(data / "a.bin" / "inner", b"a folder where a file was")
+    (data / "empty").unlink()
+    os.symlink(outside / "keep.txt", data / "empty")
+    shutil.rmtree(data / "sub" / "deep")
+    os.symlink(outside, data / "sub" / "deep")
+    os.symlink(outside, data / "extra-link")
+    fresh(ws).checkout(["data@v1"], force=True)
+    assert tree_state(data) == expected
+    assert tree_state(outside) == outside_before
+
+    # A symlink where a top folder of the snapshot belongs.
+    shutil.rmtree(data / "sub")
+    os.symlink(outside, data / "sub")
+    fresh(ws).checkout(["data@v1"], force=True)
+    assert tree_state(data) == expected
+    assert tree_state(outside) == outside_before
+
+
+def test_symlinked_dataset_path_is_refused(ws: Workspace, tmp_path: Path) -> None:
+    data = Path(ws.root) / "data"
+    make_dataset(data, "link")
+    commit(ws, data, "v1")
+    outside = tmp_path / "outside"
+    write(outside / "keep.txt", b"outside")
+    shutil.rmtree(data)
+    os.symlink(outside, data)
+    with pytest.raises(UnsafePath):
+        fresh(ws).checkout(["data@v1"], force=True)
+    assert os.path.islink(data)
+    assert sorted(os.listdir(outside)) == ["keep.txt"]
+    assert (outside / "keep.txt").read_bytes() == b"outside"
+
+
+def test_many_small_files_share_packs_and_span_tree_pages(ws: Workspace) -> None:
+    data = Path(ws.root) / "many"
+    rng = random.Random("many")
+    for i in range(8300):  # more than one tree page holds (8192 entries)
+        write(data / f"d{i % 41:02d}" / f"f{i:05d}", rng.randbytes(rng.randrange(1, 200)))
+    expected = tree_state(data)
+    rec = commit(ws, data, "many")
+    assert rec.stats.files == 8300
+    assert rec.stats.new_objects <= 3  # a pack or two and one index, not one per file
+    assert len(pack_keys(ws)) <= 2
+    assert len(load_root(ws.store, rec.tree).pages) >= 2
+    shutil.rmtree(data)
+    fresh(ws).checkout(["many@v1"])
     assert tree_state(data) == expected
 
 
