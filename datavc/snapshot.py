@@ -89,8 +89,6 @@ def _walk(abspath: str, rel: str, out: list[LocalFile], odd: list[str] | None) -
     with os.scandir(abspath) as it:
         for e in it:
             relpath = f"{rel}{e.name}"
-            if e.name.startswith(TMP_PREFIX):
-                continue
             _check_utf8(e.path)
             st = e.stat(follow_symlinks=False)
             if statmod.S_ISDIR(st.st_mode):
@@ -242,88 +240,119 @@ def materialize(
 ) -> int:
     """Make ``dest`` equal the snapshot; return the number of files written.
 
-    ``unchanged(local, entry)`` says whether a file already in place has the entry's content
-    (the caller answers from its stat cache or by hashing).
+    Two phases: every file to write is first fetched and verified into a staging folder
+    beside ``dest``; only then are files renamed into place and extra files removed. A
+    failure in the first phase (a damaged chunk, an unreachable store) leaves ``dest``
+    untouched. ``unchanged(local, entry)`` says whether a file already in place has the
+    entry's content (the caller answers from its stat cache or by hashing).
     """
     check_paths(e.path for e in entries)
-    if kind == "file":
-        if len(entries) != 1:
-            raise BadInput(f"a file snapshot must hold one file, not {len(entries)}")
-        return _materialize_file(store, entries[0], dest, unchanged, progress)
+    if kind == "file" and len(entries) != 1:
+        raise BadInput(f"a file snapshot must hold one file, not {len(entries)}")
     _refuse_symlink(dest)
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent)
+    try:
+        if kind == "file":
+            return _materialize_file(store, entries[0], dest, stage, unchanged, progress)
+        present, odd = _present(dest)
+        todo = [e for e in entries if not _in_place(present.get(e.path), e, unchanged)]
+        for i, e in enumerate(todo):
+            fetch_file(store, e, os.path.join(stage, str(i)), progress)
+        _place(dest, entries, present, odd, todo, stage)
+        progress.advance(sum(e.size for e in entries) - sum(e.size for e in todo))
+        return len(todo)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _present(dest: str) -> tuple[dict[str, LocalFile], list[str]]:
+    """Regular files already in ``dest``, and the paths of anything else found there."""
+    if not os.path.isdir(dest) or os.path.islink(dest):
+        return {}, []
+    odd: list[str] = []
+    return {f.path: f for f in scan(dest, "dir", odd)}, odd
+
+
+def _in_place(
+    local: LocalFile | None, e: FileEntry, unchanged: Callable[[LocalFile, FileEntry], bool]
+) -> bool:
+    return local is not None and unchanged(local, e)
+
+
+def _place(
+    dest: str,
+    entries: list[FileEntry],
+    present: dict[str, LocalFile],
+    odd: list[str],
+    todo: list[FileEntry],
+    stage: str,
+) -> None:
+    """Second phase: rename the fetched files into place, fix modes, remove the rest."""
     if os.path.lexists(dest) and not os.path.isdir(dest):
         os.unlink(dest)  # a file where the dataset's folder belongs
     os.makedirs(dest, exist_ok=True)
-    odd: list[str] = []
-    present = {f.path: f for f in scan(dest, "dir", odd)}
-    wanted = {e.path for e in entries}
-    folders_wanted = {p.rsplit("/", 1)[0] for p in wanted if "/" in p}
-    for folder in list(folders_wanted):
-        while "/" in folder:
-            folder = folder.rsplit("/", 1)[0]
-            folders_wanted.add(folder)
-    in_the_way = [p for p in present if p in folders_wanted]
-    for path in odd + in_the_way:  # symlinks, special files, files where folders belong
-        _remove(os.path.join(dest, *path.split("/")))
+    folders = _folders_of(e.path for e in entries)
+    for path in odd + [p for p in present if p in folders]:
+        _remove(os.path.join(dest, *path.split("/")))  # symlinks, specials, files in the way
         present.pop(path, None)
-    written = 0
-    for e in entries:
+    for i, e in enumerate(todo):
         target = os.path.join(dest, *e.path.split("/"))
-        local = present.get(e.path)
-        if local is not None and unchanged(local, e):
-            _set_mode(target, e)
-            progress.advance(e.size)
-            continue
         _prepare_parent(dest, e.path)
         if os.path.isdir(target) and not os.path.islink(target):
             _remove(target)
-        write_file(store, e, target, progress)
-        written += 1
+        os.replace(os.path.join(stage, str(i)), target)
+    fetched = {e.path for e in todo}
+    for e in entries:
+        if e.path not in fetched:
+            _set_mode(os.path.join(dest, *e.path.split("/")), e)
+    wanted = {e.path for e in entries}
     for path in sorted(set(present) - wanted, reverse=True):
         _remove(os.path.join(dest, *path.split("/")))
-    _prune_empty_dirs(dest, folders_wanted)
-    return written
+    _prune_empty_dirs(dest, folders)
+
+
+def _folders_of(paths: Iterable[str]) -> set[str]:
+    folders: set[str] = set()
+    for path in paths:
+        parts = path.split("/")
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    return folders
 
 
 def _materialize_file(
     store: ChunkStore,
     e: FileEntry,
     dest: str,
+    stage: str,
     unchanged: Callable[[LocalFile, FileEntry], bool],
     progress: Progress,
 ) -> int:
-    _refuse_symlink(dest)
     if os.path.isdir(dest):
         raise BadInput(f"{dest} is a folder, but the snapshot is a single file")
-    if os.path.isfile(dest):
-        local = scan(dest, "file")[0]
-        if unchanged(local, e):
-            _set_mode(dest, e)
-            return 0
-    parent = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(parent, exist_ok=True)
-    write_file(store, e, dest, progress)
+    if os.path.isfile(dest) and unchanged(scan(dest, "file")[0], e):
+        _set_mode(dest, e)
+        progress.advance(e.size)
+        return 0
+    tmp = os.path.join(stage, "file")
+    fetch_file(store, e, tmp, progress)
+    os.replace(tmp, dest)
     return 1
 
 
-def write_file(store: ChunkStore, e: FileEntry, target: str, progress: Progress) -> None:
-    """Write one file to a temporary name, check its hash, set its mode, rename it."""
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=os.path.dirname(target) or ".")
-    try:
-        hasher = file_hasher()
-        with os.fdopen(fd, "wb") as out:
-            for data in store.read_chunks(c for c, _ in e.chunks):
-                hasher.update(data)
-                out.write(data)
-                progress.advance(len(data))
-        got = hasher.digest()
-        if got != e.hash:
-            raise IntegrityError(f"file {e.path}", e.hash.hex(), got.hex(), what="file content")
-        os.chmod(tmp, 0o755 if e.executable else 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+def fetch_file(store: ChunkStore, e: FileEntry, tmp: str, progress: Progress) -> None:
+    """Write one file's content to ``tmp``, check its hash and set its mode."""
+    hasher = file_hasher()
+    with open(tmp, "wb") as out:
+        for data in store.read_chunks(c for c, _ in e.chunks):
+            hasher.update(data)
+            out.write(data)
+            progress.advance(len(data))
+    got = hasher.digest()
+    if got != e.hash:
+        raise IntegrityError(f"file {e.path}", e.hash.hex(), got.hex(), what="file content")
+    os.chmod(tmp, 0o755 if e.executable else 0o644)
 
 
 def _set_mode(target: str, e: FileEntry) -> None:

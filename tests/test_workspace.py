@@ -369,18 +369,22 @@ def test_corrupt_pack_raises_and_leaves_no_half_written_file(ws: Workspace) -> N
         write(data / n, edited[n])
     write(data / "extra.bin", b"extra")
 
+    before = tree_state(data)
     with pytest.raises(IntegrityError) as info:
         fresh(ws).checkout(["data@v1"], force=True)
     assert "packs/" in str(info.value)
     assert corrupted in str(info.value)
 
+    # Files are fetched and verified before any is put in place: the workspace is untouched.
+    assert tree_state(data) == before
     for n in names:
-        got = (data / n).read_bytes()
-        assert got in (edited[n], snapshot[n]), n
-    assert (data / "f3.bin").read_bytes() == edited["f3.bin"]
+        assert (data / n).read_bytes() == edited[n], n
     assert (data / "extra.bin").read_bytes() == b"extra"
     leftovers = [
-        os.path.join(d, f) for d, _, files in os.walk(ws.root) for f in files if ".datavc-tmp-" in f
+        os.path.join(d, f)
+        for d, dirs, files in os.walk(ws.root)
+        for f in files + dirs
+        if ".datavc-tmp-" in f
     ]
     assert leftovers == []
     # The pointer still names v1 and nothing claims a snapshot was materialized.
