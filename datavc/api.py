@@ -82,9 +82,13 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.record = record
         self.snapshot = ObjectId(snapshot or (record.tree if record else ""))
         self.kind = record.kind if record else "dir"
+        self.spec = spec
+        # fsspec strips every path it is given with _strip_protocol; on an instance, strip
+        # and also refuse a datavc:// URL that names another snapshot.
+        self._strip_protocol = self._path  # type: ignore[method-assign]
         self._root: TreeRoot | None = None
         self._entries: dict[str, FileEntry] | None = None
-        self._dirs: set[str] | None = None
+        self._children: dict[str, set[str]] = {}
 
     def _resolve(self, text: str) -> VersionRecord:
         """Store-side specs resolve in the store; a bare NAME or NAME@git:REV inside a
@@ -98,7 +102,8 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return versions.resolve(self.chunks, spec)
 
     def __reduce__(self) -> Any:
-        return (_rebuild, (self.store_url, self.store_options, self.snapshot, self.record))
+        state = (self.store_url, self.store_options, self.snapshot, self.record, self.spec)
+        return (_rebuild, state)
 
     # -- metadata -------------------------------------------------------------------
 
@@ -109,17 +114,33 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return self._root
 
     def _all(self) -> dict[str, FileEntry]:
+        """Every entry, and each folder's children (built once, in one pass)."""
         if self._entries is None:
             entries = {e.path: e for e in iter_entries(self.chunks, self.tree)}
-            dirs = {""}
+            children: dict[str, set[str]] = {"": set()}
             for p in entries:
-                parts = p.split("/")
-                dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
-            self._entries, self._dirs = entries, dirs
+                child = p
+                while child:
+                    parent = child.rsplit("/", 1)[0] if "/" in child else ""
+                    known = parent in children
+                    children.setdefault(parent, set()).add(child)
+                    if known:
+                        break
+                    child = parent
+            self._entries, self._children = entries, children
         return self._entries
 
+    def _path(self, path: Any) -> str:
+        """A path of this snapshot; a full URL must name this filesystem's own spec."""
+        text = str(path)
+        if text.startswith(f"{PROTOCOL}://") and self.spec is not None:
+            spec = text[len(PROTOCOL) + 3 :].split("/", 1)[0]
+            if spec != self.spec:
+                raise BadInput(f"{text} is not in this filesystem, which shows {self.spec}")
+        return type(self)._strip_protocol(text)
+
     def entry(self, path: str) -> FileEntry:
-        path = self._strip_protocol(path)
+        path = self._path(path)
         if self._entries is not None:
             found = self._entries.get(path)
         else:
@@ -142,7 +163,10 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return {"spec": path[len(PROTOCOL) + 3 :].split("/", 1)[0]}
         return {}
 
-    def _info_of(self, e: FileEntry) -> dict[str, Any]:
+    def _info_of(self, path: str) -> dict[str, Any]:
+        e = self._all().get(path)
+        if e is None:
+            return {"name": path, "size": 0, "type": "directory"}
         return {
             "name": e.path,
             "size": e.size,
@@ -152,36 +176,21 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         }
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        path = self._strip_protocol(path)
-        entries = self._all()
-        if path in entries:
-            return self._info_of(entries[path])
-        if self._dirs is not None and path in self._dirs:
-            return {"name": path, "size": 0, "type": "directory"}
+        path = self._path(path)
+        if path in self._all() or path in self._children:
+            return self._info_of(path)
         raise PathNotFound(path)
 
     def ls(self, path: str = "", detail: bool = True, **kwargs: Any) -> list[Any]:
-        path = self._strip_protocol(path)
+        path = self._path(path)
         entries = self._all()
-        assert self._dirs is not None
         if path in entries:
-            out = [self._info_of(entries[path])]
-            return out if detail else [path]
-        if path not in self._dirs:
+            names = [path]
+        elif path in self._children:
+            names = sorted(self._children[path])
+        else:
             raise PathNotFound(path)
-        prefix = f"{path}/" if path else ""
-        children: dict[str, dict[str, Any]] = {}
-        for p, e in entries.items():
-            if p.startswith(prefix):
-                rest = p[len(prefix) :]
-                head = rest.split("/", 1)[0]
-                child = prefix + head
-                if "/" in rest:
-                    children.setdefault(child, {"name": child, "size": 0, "type": "directory"})
-                else:
-                    children[child] = self._info_of(e)
-        rows = [children[k] for k in sorted(children)]
-        return rows if detail else [r["name"] for r in rows]
+        return [self._info_of(n) for n in names] if detail else names
 
     # -- reading --------------------------------------------------------------------
 
@@ -219,9 +228,15 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
 
 def _rebuild(
-    url: str, options: dict[str, Any], snapshot: str, record: VersionRecord | None
+    url: str,
+    options: dict[str, Any],
+    snapshot: str,
+    record: VersionRecord | None,
+    spec: str | None = None,
 ) -> DatavcFileSystem:
-    return DatavcFileSystem(store=url, storage_options=options, snapshot=snapshot, record=record)
+    fs = DatavcFileSystem(store=url, storage_options=options, snapshot=snapshot, record=record)
+    fs.spec = spec
+    return fs
 
 
 class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]

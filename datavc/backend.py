@@ -10,7 +10,6 @@ create on every supported protocol, ranged reads, and one translation of errors 
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,28 +20,10 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
+from .atomic import write_atomic
 from .errors import DatavcError, ObjectNotFound, StoreUnreachable
 
 _MEMORY_LOCK = threading.Lock()
-
-
-def _file_mode() -> int:
-    """0o666 less the process umask: what a plain ``open`` would have created."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make a rename or link in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(slots=True)
@@ -206,27 +187,6 @@ class Backend:
 
     def _write_local(self, path: str, data: bytes, how: str) -> bool:
         """Temp file, fsync, then rename (or link, which fails if ``path`` exists)."""
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
         if how == "once" and os.path.exists(path):
             return False
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-        try:
-            os.fchmod(fd, _FILE_MODE)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            if how == "exclusive":
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    return False
-            else:
-                os.replace(tmp, path)
-                tmp = ""
-            _fsync_dir(folder)
-            return True
-        finally:
-            if tmp:
-                os.unlink(tmp)
+        return write_atomic(path, data, durable=True, exclusive=how == "exclusive")

@@ -22,6 +22,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from .chunkstore import DEFAULT_PACK_TARGET
 from .errors import DatavcError, UsageError
 from .repository import ProgressFactory, Status, Workspace, init_workspace
 from .snapshot import NoProgress
@@ -97,9 +98,18 @@ def init(
             "Default: the embedded local store .datavc/store."
         ),
     ] = None,
+    pack_size: Annotated[
+        int,
+        typer.Option(
+            min=1, max=1024, help="Target pack size in MiB for a new store (fixed at creation)."
+        ),
+    ] = DEFAULT_PACK_TARGET >> 20,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-point an existing workspace at another store.")
+    ] = False,
 ) -> None:
     """Make this folder a datavc workspace and create (or join) its store."""
-    url, _ = init_workspace(".", store)
+    url, _ = init_workspace(".", store, force, pack_size << 20)
     typer.echo(f"initialised datavc workspace in {os.path.abspath('.')}; store: {url}")
 
 
@@ -206,15 +216,29 @@ def _ls_line(e: FileEntry) -> str:
 
 
 def main() -> None:
-    """Run the CLI. Usage errors are typer's (exit 2); datavc errors print one line."""
+    """Run the CLI: every error is one line on stderr with a documented exit code."""
     try:
-        app()
+        app(standalone_mode=False)
     except DatavcError as err:
-        typer.echo(f"datavc: error: {err}", err=True)
+        _fail(str(err), err.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted", 130)
+    except typer.Exit as err:
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("datavc: interrupted", err=True)
-        sys.exit(130)
     except OSError as err:
-        typer.echo(f"datavc: error: {err}", err=True)
-        sys.exit(1)
+        _fail(str(err), 1)
+    except Exception as err:
+        code, message = getattr(err, "exit_code", None), getattr(err, "format_message", None)
+        if not isinstance(code, int) or not callable(message):
+            raise
+        # A usage error from typer's bundled click: one line, exit 2. An empty message
+        # means the help was printed (no arguments at all).
+        text = message()
+        if text:
+            _fail(f"{text} (see 'datavc --help')", code)
+        sys.exit(code)
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"datavc: error: {message}", err=True)
+    sys.exit(code)

@@ -66,15 +66,21 @@ def _read_toml(path: str) -> dict[str, Any]:
 def load_config(root: str) -> Config:
     shared = _read_toml(os.path.join(root, DOT, CONFIG))
     local = _read_toml(os.path.join(root, DOT, LOCAL_CONFIG))
+    options: dict[str, Any] = {}
+    for doc, name in ((shared, CONFIG), (local, LOCAL_CONFIG)):
+        table, core = doc.get("storage_options", {}), doc.get("core", {})
+        if not isinstance(table, dict) or not isinstance(core, dict):
+            where = os.path.join(root, DOT, name)
+            raise BadInput(f"{where}: [core] and [storage_options] must be tables")
+        options.update(table)
     store = (
         os.environ.get("DATAVC_STORE")
         or local.get("core", {}).get("store")
         or shared.get("core", {}).get("store")
     )
-    if not store:
+    if not store or not isinstance(store, str):
         raise NotARepository(f"no store configured in {os.path.join(root, DOT, CONFIG)}")
-    options = {**shared.get("storage_options", {}), **local.get("storage_options", {})}
-    return Config(resolve_store_url(str(store), root), options)
+    return Config(resolve_store_url(store, root), options)
 
 
 def resolve_store_url(url: str, base: str) -> str:

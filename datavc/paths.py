@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import UnsafePath
+from .errors import BadInput, UnsafePath
 
 _FORBIDDEN_PARTS = {"", ".", "..", ".git", ".datavc"}
 
@@ -59,8 +59,6 @@ def check_name(name: str) -> None:
     """Dataset names go into object keys: keep them to a safe alphabet."""
     ok = name and len(name) <= 128 and name[0].isalnum()
     if not ok or any(not (c.isalnum() or c in "-_.") for c in name) or ".." in name:
-        from .errors import BadInput
-
         raise BadInput(
             f"invalid dataset name {name!r}: use letters, digits, '-', '_' and '.', "
             "starting with a letter or digit"

@@ -9,13 +9,13 @@ an exclusive lock on ``.datavc/state/lock`` for their whole run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import getpass
 import json
 import os
 import socket
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,10 +23,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from . import versions
+from .atomic import write_text_atomic
 from .backend import Backend
 from .chunker import ChunkerParams
-from .chunkstore import ChunkStore, StoreConfig
-from .config import DEFAULT_STORE, DOT, Config, load_config, require_root, write_config
+from .chunkstore import DEFAULT_PACK_TARGET, ChunkStore, StoreConfig
+from .config import (
+    DEFAULT_STORE,
+    DOT,
+    Config,
+    find_root,
+    load_config,
+    require_root,
+    write_config,
+)
 from .errors import (
     BadInput,
     DatasetNotFound,
@@ -38,6 +47,7 @@ from .errors import (
 )
 from .hashing import FileHash, ObjectId, file_hasher
 from .paths import check_name
+from .pointer import HEADER as POINTER_HEADER
 from .pointer import SUFFIX, Pointer, decode_pointer, encode_pointer
 from .record import CommitStats, VersionRecord
 from .snapshot import (
@@ -126,15 +136,27 @@ def open_store(url: str, storage_options: dict[str, object], cache_dir: str | No
     return ChunkStore.open(backend, cache)
 
 
-def init_workspace(root: str, store: str | None) -> tuple[str, ChunkStore]:
-    """Write the config and create (or join) the store; return the store's URL."""
+def init_workspace(
+    root: str,
+    store: str | None,
+    force: bool = False,
+    pack_target: int = DEFAULT_PACK_TARGET,
+) -> tuple[str, ChunkStore]:
+    """Write the config and create (or join) the store; return the store's URL.
+
+    Refuses to re-point an existing workspace unless ``force``."""
     root = os.path.abspath(root)
+    if find_root(root) == root and not force:
+        raise UsageError(
+            f"{root} is already a datavc workspace (store: {load_config(root).store}); "
+            "use --force to point it at another store"
+        )
     url = store or DEFAULT_STORE
     if "://" not in url and os.path.isabs(url) is False and store is not None:
         url = os.path.relpath(os.path.abspath(url), root)
     resolved = url if "://" in url else os.path.normpath(os.path.join(root, url))
     backend = Backend(resolved)
-    chunks = ChunkStore.create(backend, StoreConfig(ChunkerParams()))
+    chunks = ChunkStore.create(backend, StoreConfig(ChunkerParams(), pack_target))
     write_config(root, url)
     return resolved, chunks
 
@@ -243,8 +265,11 @@ class Workspace:
             for f in sorted(files):
                 if not f.endswith(SUFFIX):
                     continue
-                with open(os.path.join(current, f), encoding="utf-8") as fh:
-                    pointer = decode_pointer(fh.read(), prefix + f)
+                with open(os.path.join(current, f), encoding="utf-8", errors="replace") as fh:
+                    text = fh.read(1 << 16)
+                if not text.startswith(POINTER_HEADER):
+                    continue  # some other tool's file that happens to end in .datavc
+                pointer = decode_pointer(text, prefix + f)
                 rel = prefix + f[: -len(SUFFIX)]
                 if pointer.name in seen:
                     raise BadInput(
@@ -263,16 +288,11 @@ class Workspace:
         out = []
         for f in sorted(os.listdir(folder)):
             if f.endswith(".json"):
-                with open(os.path.join(folder, f), encoding="utf-8") as fh:
-                    out.append(Staged(**json.load(fh)))
+                out.append(_read_staged(os.path.join(folder, f)))
         return out
 
     def _write_json(self, path: str, doc: object) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(doc, indent=1))
 
     def stat_cache(self, name: str) -> StatCache:
         return StatCache(os.path.join(self.state, "stat", f"{name}.json"))
@@ -341,7 +361,7 @@ class Workspace:
         if ds.pointer is not None and ds.pointer.snapshot == tree:
             self._unstage(name)
         else:
-            self._write_json(self._staged_path(name), _asdict(staged))
+            self._write_json(self._staged_path(name), dataclasses.asdict(staged))
         self._ignore(rel)
         return AddResult(ds, staged, diff_entries(previous, entries))
 
@@ -355,17 +375,17 @@ class Workspace:
             os.unlink(self._staged_path(name))
 
     def _ignore(self, rel: str) -> None:
+        """Add the dataset path to the root .gitignore (anchored, glob characters escaped)."""
         path = os.path.join(self.root, ".gitignore")
-        line = f"/{rel}"
+        line = "/" + "".join(f"\\{c}" if c in "*?[]!#\\" else c for c in rel)
         try:
             with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
+                text = f.read()
         except FileNotFoundError:
-            lines = []
-        if line not in lines:
-            lines.append(line)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
+            text = ""
+        if line not in text.splitlines():
+            sep = "" if not text or text.endswith("\n") else "\n"
+            write_text_atomic(path, f"{text}{sep}{line}\n")
 
     # -- commit ---------------------------------------------------------------------
 
@@ -424,11 +444,7 @@ class Workspace:
         pointer = Pointer(
             rec.name, rec.kind, rec.version, rec.tree, rec.stats.files, rec.stats.bytes
         )
-        path = self.abs(rel) + SUFFIX
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(encode_pointer(pointer))
-        os.replace(tmp, path)
+        write_text_atomic(self.abs(rel) + SUFFIX, encode_pointer(pointer))
 
     def _git(self, *args: str) -> str | None:
         try:
@@ -474,7 +490,7 @@ class Workspace:
             raise UsageError(f"{spec}: this workspace is not a git repository")
         top = self._git("rev-parse", "--show-toplevel") or self.root
         rel_in_git = os.path.relpath(self.abs(ds.path) + SUFFIX, top).replace(os.sep, "/")
-        text = self._git("show", f"{spec.value}:{rel_in_git}")
+        text = self._git("show", "--end-of-options", f"{spec.value}:{rel_in_git}")
         if text is None:
             raise VersionNotFound(spec.name, f"git:{spec.value}")
         return self.pointed(decode_pointer(text, f"{spec.value}:{rel_in_git}"), str(spec))
@@ -493,6 +509,8 @@ class Workspace:
                 spec = parse_spec(text)
                 if spec.name not in known:
                     raise DatasetNotFound(spec.name)
+                if any(ds.name == spec.name for ds, _ in plan):
+                    raise BadInput(f"dataset {spec.name!r} is named twice")
                 plan.append((known[spec.name], self.resolve(spec)))
             loaded = [(ds, rec, self.tree_entries(rec.tree)) for ds, rec in plan]
             if not force:
@@ -524,9 +542,9 @@ class Workspace:
                 )
 
     def _trees_to_compare(self, ds: Dataset) -> Iterator[ObjectId]:
-        """The staged and pointer snapshots, then every version of the dataset, newest first."""
-        if ds.staged is not None:
-            yield ds.staged.tree
+        """The pointer's snapshot, then every version of the dataset, newest first.
+
+        A staged (added, not committed) snapshot does not count: checkout would drop it."""
         if ds.pointer is not None:
             yield ds.pointer.snapshot
         for n in reversed(versions.version_numbers(self.store, ds.name)):
@@ -642,5 +660,16 @@ def _default_name(rel: str, kind: str) -> str:
     return base
 
 
-def _asdict(s: Staged) -> dict[str, object]:
-    return {f: getattr(s, f) for f in Staged.__dataclass_fields__}
+def _read_staged(path: str) -> Staged:
+    """Parse a staged-state file; a damaged one is reported, not a traceback."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        staged = Staged(**doc)
+        ints = (staged.files, staged.bytes, staged.new_bytes, staged.new_chunks, staged.new_objects)
+        if not all(isinstance(n, int) for n in ints) or staged.kind not in ("dir", "file"):
+            raise TypeError("bad field")
+        check_name(staged.name)
+        return staged
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise BadInput(f"{path} is damaged: delete it and run 'datavc add' again") from None

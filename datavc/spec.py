@@ -57,8 +57,11 @@ def parse_spec(text: str) -> VersionSpec:
     if rest == "latest":
         return VersionSpec(name, "latest")
     if rest.startswith("git:"):
-        if not rest[4:]:
+        rev = rest[4:]
+        if not rev:
             raise BadInput(f"empty git revision in {text!r}")
+        if rev.startswith("-") or any(c.isspace() or c == "\x00" for c in rev):
+            raise BadInput(f"invalid git revision in {text!r}")
         return VersionSpec(name, "git", rest[4:])
     if not _TAG.fullmatch(rest) or ".." in rest:
         raise BadInput(

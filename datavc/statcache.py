@@ -8,10 +8,9 @@ are dropped, so a write within the file system's timestamp granularity is never 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 
+from .atomic import write_text_atomic
 from .hashing import FileHash
 from .snapshot import LocalFile
 
@@ -51,10 +50,5 @@ class StatCache:
             return
         cutoff = time.time_ns() - RACY_NS
         rows = {p: r for p, r in self._rows.items() if int(r[1]) < cutoff and int(r[2]) < cutoff}
-        folder = os.path.dirname(self.path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(rows, f, separators=(",", ":"))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps(rows, separators=(",", ":")))
         self._dirty = False

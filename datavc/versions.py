@@ -12,7 +12,15 @@ import re
 import time
 
 from .chunkstore import ChunkStore
-from .errors import BadInput, Conflict, ObjectNotFound, StoreUnreachable, VersionNotFound
+from .errors import (
+    BadInput,
+    Conflict,
+    CorruptObject,
+    DatasetNotFound,
+    ObjectNotFound,
+    StoreUnreachable,
+    VersionNotFound,
+)
 from .hashing import ObjectId
 from .record import VersionRecord, decode_record, encode_record
 from .spec import VersionSpec
@@ -39,7 +47,7 @@ def read_version(store: ChunkStore, name: str, number: int) -> VersionRecord:
         raise VersionNotFound(name, f"v{number}") from None
     rec = decode_record(data, key)
     if rec.name != name or rec.version != number:
-        raise BadInput(f"{key} holds {rec.name}@v{rec.version}: the store is damaged")
+        raise CorruptObject(key, f"it holds {rec.name}@v{rec.version}")
     return rec
 
 
@@ -87,8 +95,6 @@ def resolve(store: ChunkStore, spec: VersionSpec) -> VersionRecord:
         return read_version(store, spec.name, spec.number)
     numbers = version_numbers(store, spec.name)
     if not numbers:
-        from .errors import DatasetNotFound
-
         raise DatasetNotFound(spec.name)
     if spec.kind in ("none", "latest"):
         return read_version(store, spec.name, numbers[-1])
