@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 
 
 def _default_mode() -> int:
@@ -28,7 +29,9 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes, durable: bool = False, exclusive: bool = False) -> bool:
+def write_atomic(
+    path: str, data: bytes | Sequence[bytes], durable: bool = False, exclusive: bool = False
+) -> bool:
     """Write ``data`` to ``path`` atomically; with ``exclusive``, only if ``path`` does not
     exist (a hard link, which fails on an existing name): False if it did."""
     folder = os.path.dirname(path) or "."
@@ -37,7 +40,7 @@ def write_atomic(path: str, data: bytes, durable: bool = False, exclusive: bool 
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            f.writelines([data] if isinstance(data, bytes) else data)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())

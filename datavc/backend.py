@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
-from fsspec.implementations.memory import MemoryFileSystem
 
 from .atomic import write_atomic
 from .errors import DatavcError, ObjectNotFound, StoreUnreachable
@@ -59,8 +55,34 @@ def _default_options(protocol: str) -> dict[str, Any]:
     return {}
 
 
+class LocalFiles:
+    """The few filesystem calls the backend makes, for a local folder, with plain os calls."""
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        with open(path, "rb") as f:
+            if start is None:
+                return f.read()
+            f.seek(start)
+            return f.read((end if end is not None else os.fstat(f.fileno()).st_size) - start)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def ls(self, path: str, detail: bool = False) -> list[str]:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(path)
+        return [os.path.join(path, name) for name in os.listdir(path)]
+
+    def rm_file(self, path: str) -> None:
+        os.unlink(path)
+
+    def pipe_file(self, path: str, data: bytes) -> None:
+        write_atomic(path, data)
+
+
 class Backend:
-    """Objects under one fsspec URL. Thread-safe; reconnects after a fork."""
+    """Objects under one store URL (fsspec, or plain files for a local folder).
+    Thread-safe; reconnects after a fork."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url.rstrip("/")
@@ -71,14 +93,20 @@ class Backend:
 
     def _connect(self) -> None:
         protocol = self.url.split("://", 1)[0] if "://" in self.url else "file"
-        options = {**_default_options(protocol), **self.storage_options}
-        try:
-            self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
-        except (ImportError, ValueError, TypeError) as err:
-            raise StoreUnreachable(self.url, f"cannot open this URL ({err})") from None
-        self.root = self.root.rstrip("/")
-        self.is_local = isinstance(self.fs, LocalFileSystem)
-        self.is_memory = isinstance(self.fs, MemoryFileSystem)
+        self.is_local = protocol in ("file", "local")
+        self.is_memory = protocol == "memory"
+        if self.is_local:  # plain os calls: no fsspec import, no per-call overhead
+            self.fs: Any = LocalFiles()
+            self.root = os.path.abspath(self.url.split("://", 1)[-1])
+        else:
+            import fsspec
+
+            options = {**_default_options(protocol), **self.storage_options}
+            try:
+                self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
+            except (ImportError, ValueError, TypeError) as err:
+                raise StoreUnreachable(self.url, f"cannot open this URL ({err})") from None
+            self.root = self.root.rstrip("/")
         self._pid = os.getpid()
 
     def _fs(self) -> Any:
@@ -135,23 +163,27 @@ class Backend:
                 return []
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
-    def write(self, key: str, data: bytes) -> None:
-        """Store an immutable object; writing the same key again is harmless."""
+    def write(self, key: str, data: bytes | Sequence[bytes]) -> None:
+        """Store an immutable object (bytes, or parts written one after another, so a
+        large object is never copied into one buffer on local disk); writing the same key
+        again is harmless."""
         self._put(key, data, "once")
 
     def replace(self, key: str, data: bytes) -> None:
         """Overwrite a mutable object (tags) atomically."""
         self._put(key, data, "replace")
 
-    def _put(self, key: str, data: bytes, how: str) -> None:
+    def _put(self, key: str, data: bytes | Sequence[bytes], how: str) -> None:
+        size = len(data) if isinstance(data, bytes) else sum(len(p) for p in data)
         with self._translate(key, writing=True):
             if self.is_local:
                 written = self._write_local(self.path(key), data, how)
             else:
-                self._fs().pipe_file(self.path(key), data)
+                whole = data if isinstance(data, bytes) else b"".join(data)
+                self._fs().pipe_file(self.path(key), whole)
                 written = True
         if written:
-            self.stats.count_write(len(data))
+            self.stats.count_write(size)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if it does not exist; False if it already did."""
@@ -185,7 +217,7 @@ class Backend:
             return False
         return True
 
-    def _write_local(self, path: str, data: bytes, how: str) -> bool:
+    def _write_local(self, path: str, data: bytes | Sequence[bytes], how: str) -> bool:
         """Temp file, fsync, then rename (or link, which fails if ``path`` exists)."""
         if how == "once" and os.path.exists(path):
             return False

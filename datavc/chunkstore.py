@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .backend import Backend
@@ -23,7 +25,7 @@ from .errors import (
     NotARepository,
     ObjectNotFound,
 )
-from .hashing import ChunkId, ObjectId, chunk_id, object_id
+from .hashing import ChunkId, ObjectId, chunk_id, file_hasher, object_id
 from .packfile import (
     PACK_MAGIC,
     Location,
@@ -38,6 +40,8 @@ from .packfile import (
 STORE_FORMAT = 1
 CONFIG_KEY = "datavc.json"
 DEFAULT_PACK_TARGET = 32 * 1024 * 1024
+WORKERS = 2
+MAX_INFLIGHT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +132,16 @@ class ChunkStore:
                 self.cache.write(key, data)
         return data
 
-    def write_object(self, kind: str, data: bytes) -> ObjectId:
-        oid = object_id(data)
-        self.backend.write(f"{kind}/{oid}", data)
+    def write_object(self, kind: str, data: bytes | list[bytes]) -> ObjectId:
+        """Write an object (whole, or as parts) under the hash of its bytes."""
+        parts = [data] if isinstance(data, bytes) else data
+        hasher = file_hasher()
+        for part in parts:
+            hasher.update(part)
+        oid = ObjectId(hasher.hexdigest())
+        self.backend.write(f"{kind}/{oid}", parts)
         if self.cache is not None:
-            self.cache.write(f"{kind}/{oid}", data)
+            self.cache.write(f"{kind}/{oid}", parts)
         return oid
 
     # -- index ------------------------------------------------------------------------
@@ -227,9 +236,11 @@ def _decode_run(run: list[tuple[ChunkId, Location]], blob: bytes) -> list[bytes]
 
 
 class PackWriter:
-    """Buffers new chunks into packs; :meth:`finish` writes the last pack and the index."""
+    """Stores new chunks: hashing and compression run on a thread pool, full packs are
+    written by a background thread while the next one fills; :meth:`finish` writes the
+    last pack and the index. Use as a context manager so the threads always stop."""
 
-    def __init__(self, store: ChunkStore) -> None:
+    def __init__(self, store: ChunkStore, workers: int = WORKERS) -> None:
         self.store = store
         self._buf: list[bytes] = []
         self._entries: list[PackEntry] = []
@@ -237,9 +248,39 @@ class PackWriter:
         self._pending: set[ChunkId] = set()
         self._written: dict[ChunkId, Location] = {}
         self._lock = threading.Lock()
+        self._done = threading.Lock()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="datavc-chunk")
+        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="datavc-pack")
+        self._inflight: deque[Future[ChunkId]] = deque()
+        self._uploads: deque[Future[None]] = deque()
         self.new_chunks = 0
         self.new_bytes = 0
         self.new_objects = 0
+
+    def __enter__(self) -> PackWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._uploader.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, data: bytes | memoryview) -> Future[ChunkId]:
+        """Hash and store a chunk in the background; the future gives its id.
+
+        At most ``MAX_INFLIGHT`` chunks wait at once, so memory stays bounded."""
+        while len(self._inflight) >= MAX_INFLIGHT:
+            self._inflight.popleft().result()
+        future = self._pool.submit(self._process, data)
+        self._inflight.append(future)
+        return future
+
+    def _process(self, data: bytes | memoryview) -> ChunkId:
+        cid = chunk_id(data)
+        self.add(cid, data)
+        return cid
 
     def add(self, cid: ChunkId, data: bytes | memoryview) -> bool:
         """Store a chunk unless the store or this upload already has it; True if new."""
@@ -254,28 +295,39 @@ class PackWriter:
             self._buf.append(stored)
             self._size += len(stored)
             self.new_chunks += 1
-            full = self._size >= self.store.config.pack_target
-            if full:
+            if self._size >= self.store.config.pack_target:
                 self._flush_locked()
         return True
 
     def _flush_locked(self) -> None:
+        """Hand the current pack to the upload thread (at most two wait to be written)."""
         if not self._entries:
             return
-        data = b"".join([PACK_MAGIC, *self._buf, pack_footer(self._entries)])
-        pack = self.store.write_object("packs", data)
-        for e in self._entries:
-            self._written[e.chunk] = Location(
-                pack, e.offset, e.stored_length, e.plain_length, e.codec
-            )
-        self.new_bytes += len(data)
-        self.new_objects += 1
+        parts, entries = [PACK_MAGIC, *self._buf, pack_footer(self._entries)], self._entries
         self._buf, self._entries, self._size = [], [], len(PACK_MAGIC)
+        while len(self._uploads) >= 2:
+            self._uploads.popleft().result()
+        self._uploads.append(self._uploader.submit(self._write_pack, parts, entries))
+
+    def _write_pack(self, parts: list[bytes], entries: list[PackEntry]) -> None:
+        pack = self.store.write_object("packs", parts)
+        with self._done:  # not self._lock: a flush holds it while waiting for this thread
+            for e in entries:
+                self._written[e.chunk] = Location(
+                    pack, e.offset, e.stored_length, e.plain_length, e.codec
+                )
+            self.new_bytes += sum(len(p) for p in parts)
+            self.new_objects += 1
 
     def finish(self) -> UploadStats:
-        """Write the last pack, then the index of this upload; make the chunks readable."""
+        """Wait for every chunk and pack, then write the index of this upload."""
+        while self._inflight:
+            self._inflight.popleft().result()
         with self._lock:
             self._flush_locked()
+        while self._uploads:
+            self._uploads.popleft().result()
+        with self._lock, self._done:
             if self._written:
                 index = encode_index(self._written)
                 name = self.store.write_object("index", index)

@@ -9,18 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from .chunkstore import DEFAULT_PACK_TARGET
 from .errors import DatavcError, UsageError
@@ -42,7 +33,7 @@ app = typer.Typer(
 
 
 class _Bar:
-    def __init__(self, progress: Progress, task: TaskID) -> None:
+    def __init__(self, progress: Any, task: Any) -> None:
         self._progress = progress
         self._task = task
 
@@ -51,14 +42,23 @@ class _Bar:
 
 
 class RichProgress(ProgressFactory):
-    """Progress bars on stderr, only when it is a terminal."""
+    """Progress bars on stderr, only when it is a terminal (rich is imported only then)."""
 
     def __init__(self) -> None:
-        self._progress: Progress | None = None
+        self._progress: Any = None
 
     def __call__(self, label: str, total: int) -> ProgressSink:
         if not sys.stderr.isatty() or total < 32 << 20:
             return NoProgress()
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

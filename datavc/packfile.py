@@ -20,11 +20,11 @@ All integers are little-endian. Codec 0 = stored raw, 1 = zstd frame.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import pyarrow as pa
+from typing import Any
 
 from .errors import CorruptObject
 from .hashing import DIGEST_SIZE, ChunkId, ObjectId
@@ -39,9 +39,17 @@ _PACK_ENTRY = struct.Struct("<32sQIIB")
 _INDEX_ENTRY = struct.Struct("<32sIQIIB")
 _U32 = struct.Struct("<I")
 _TRAILER_SIZE = _U32.size + len(PACK_END)
-_ZSTD = pa.Codec("zstd", compression_level=1)
 # Compression must save at least this fraction of a chunk to be kept.
-_MIN_SAVING = 1 / 16
+_MIN_SAVING = 1 / 8
+_PROBE = 4096
+
+
+@functools.cache
+def _zstd() -> Any:
+    """pyarrow's zstd codec, imported on first use (pyarrow takes ~0.1 s to import)."""
+    import pyarrow as pa
+
+    return pa.Codec("zstd", compression_level=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +64,15 @@ class Location:
 
 
 def encode_chunk(data: bytes | memoryview) -> tuple[int, bytes]:
-    """Compress one chunk if that pays; return (codec, stored bytes)."""
-    packed = _ZSTD.compress(data, asbytes=True)
+    """Compress one chunk if that pays; return (codec, stored bytes).
+
+    A 4 KiB sample is tried first: zstd spends as long failing to compress random data as
+    it takes to compress text, so data the sample shows incompressible is kept raw."""
+    if len(data) > 4 * _PROBE:
+        sample = _zstd().compress(memoryview(data)[:_PROBE], asbytes=True)
+        if len(sample) > _PROBE * (1 - _MIN_SAVING / 2):
+            return CODEC_RAW, bytes(data)
+    packed = _zstd().compress(data, asbytes=True)
     if len(packed) <= len(data) * (1 - _MIN_SAVING):
         return CODEC_ZSTD, packed
     return CODEC_RAW, bytes(data)
@@ -70,10 +85,10 @@ def decode_chunk(codec: int, stored: bytes | memoryview, plain_length: int, obj:
     if codec != CODEC_ZSTD:
         raise CorruptObject(obj, f"unknown codec {codec}")
     try:
-        out = _ZSTD.decompress(stored, decompressed_size=plain_length, asbytes=True)
-    except (pa.ArrowException, OSError) as err:
+        out: bytes = _zstd().decompress(stored, decompressed_size=plain_length, asbytes=True)
+    except Exception as err:  # pyarrow raises ArrowInvalid/ArrowIOError/ArrowException
         raise CorruptObject(obj, f"chunk does not decompress ({err})") from None
-    return bytes(out)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import getpass
 import json
 import os
@@ -334,11 +335,12 @@ class Workspace:
         cache = self.stat_cache(name)
         by_hash = {e.hash: e for e in previous}
         store = self.store
-        writer = store.new_writer()
         bar = self.progress(f"adding {rel}", sum(f.size for f in files))
         try:
-            entries = build_entries(files, store, writer, lambda f: _reuse(cache, by_hash, f), bar)
-            stats = writer.finish()
+            with store.new_writer() as writer:
+                reuse = functools.partial(_reuse, cache, by_hash)
+                entries = build_entries(files, store, writer, reuse, bar)
+                stats = writer.finish()
         finally:
             self.progress.close()
         for f, e in zip(files, entries, strict=True):

@@ -12,14 +12,16 @@ import os
 import shutil
 import stat as statmod
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
 from .chunker import Chunker
 from .chunkstore import ChunkStore, PackWriter
 from .errors import BadInput, IntegrityError, PathNotFound, UnsafePath
-from .hashing import FileHash, ObjectId, chunk_id, file_hasher
+from .hashing import ChunkId, FileHash, ObjectId, file_hasher
 from .paths import check_paths
 from .tree import (
     MODE_EXEC,
@@ -124,50 +126,68 @@ def file_mode(st_mode: int) -> int:
 # -- building ---------------------------------------------------------------------------
 
 
-def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Progress) -> FileEntry:
-    """Read, cut, hash and store one file; streaming, so memory does not grow with size."""
+@dataclass(slots=True)
+class _Pending:
+    """A file whose chunks are still being hashed and stored by the writer's threads."""
+
+    path: str
+    mode: int
+    size: int
+    hash: FileHash
+    parts: list[tuple[Future[ChunkId], int]]
+
+    def done(self) -> bool:
+        return all(f.done() for f, _ in self.parts)
+
+    def entry(self) -> FileEntry:
+        recipe = tuple((f.result(), n) for f, n in self.parts)
+        return FileEntry(self.path, self.mode, self.size, self.hash, recipe)
+
+
+def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Progress) -> _Pending:
+    """Read, cut and hash one file, handing its chunks to the writer's threads; streaming,
+    so memory does not grow with the file's size."""
     hasher = file_hasher()
-    recipe: list[tuple[bytes, int]] = []
-    size = 0
+    parts: list[tuple[Future[ChunkId], int]] = []
     with open(f.abspath, "rb") as fh:
         if f.size <= WHOLE_READ_LIMIT:
-            data = fh.read()
-            pieces: Iterable[memoryview] = chunker.cut(data)
+            pieces: Iterable[bytes | memoryview] = chunker.cut(fh.read())
         else:
-            pieces = chunker.cut_stream(fh)
+            pieces = (bytes(p) for p in chunker.cut_stream(fh))  # views die at the next cut
         for piece in pieces:
             hasher.update(piece)
-            cid = chunk_id(piece)
-            writer.add(cid, piece)
-            recipe.append((cid, len(piece)))
-            size += len(piece)
+            parts.append((writer.submit(piece), len(piece)))
             progress.advance(len(piece))
-    return FileEntry(
-        f.path,
-        file_mode(f.mode),
-        size,
-        FileHash(hasher.digest()),
-        tuple(recipe),  # type: ignore[arg-type]
-    )
+    size = sum(n for _, n in parts)
+    return _Pending(f.path, file_mode(f.mode), size, FileHash(hasher.digest()), parts)
 
 
 def build_entries(
     files: list[LocalFile], store: ChunkStore, writer: PackWriter, reuse: Reuse, progress: Progress
 ) -> list[FileEntry]:
-    """A tree entry per file; files whose content is known already are not read."""
+    """A tree entry per file; files whose content is known already are not read. Files are
+    read one after another while earlier files' chunks are still being stored."""
     check_paths(f.path for f in files)
     chunker = Chunker(store.config.chunker)
     entries: list[FileEntry] = []
+    waiting: deque[_Pending | FileEntry] = deque()
     for f in files:
         known = reuse(f)
         if known is not None and all(store.has_chunk(c) for c, _ in known.chunks):
-            entries.append(
+            waiting.append(
                 FileEntry(f.path, file_mode(f.mode), known.size, known.hash, known.chunks)
             )
             progress.advance(f.size)
-            continue
-        entries.append(chunk_file(f, chunker, writer, progress))
+        else:
+            waiting.append(chunk_file(f, chunker, writer, progress))
+        while waiting and (isinstance(waiting[0], FileEntry) or waiting[0].done()):
+            entries.append(_settle(waiting.popleft()))
+    entries.extend(_settle(p) for p in waiting)
     return entries
+
+
+def _settle(item: _Pending | FileEntry) -> FileEntry:
+    return item if isinstance(item, FileEntry) else item.entry()
 
 
 def write_tree(store: ChunkStore, entries: list[FileEntry]) -> ObjectId:
