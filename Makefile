@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo test test-all lint bench bench-quick bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,17 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
+
+# The benchmark: docs/BENCHMARKS.md (+ .json). bench-quick: a 1-2 minute scaled-down run
+# (docs/BENCHMARKS-quick.md). Peers (DVC, restic) are optional: make bench-peers installs them.
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python scripts/bench.py --quick $(BENCH_ARGS)
+
+bench-peers:
+	PYTHON=$(PYTHON) PEERS=$(VENV)/peers bash scripts/bench_peers.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check datavc tests scripts

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install the benchmark's peers (scripts/bench.py finds them; it runs without them too):
+#   DVC 3.x from PyPI into its own venv, $PEERS/dvc (default .venv/peers/dvc, ignored by git);
+#   restic from Debian's packages (apt-get, when running as root and restic is missing).
+# Idempotent: what is already installed is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+PEERS=${PEERS:-.venv/peers}
+DVC_VENV="$PEERS/dvc"
+
+if "$DVC_VENV/bin/dvc" --version >/dev/null 2>&1; then
+    echo "dvc $("$DVC_VENV/bin/dvc" --version) already in $DVC_VENV"
+else
+    echo "installing DVC 3.x into $DVC_VENV"
+    "$PYTHON" -m venv "$DVC_VENV"
+    "$DVC_VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$DVC_VENV/bin/python" -m pip install --quiet 'dvc>=3,<4'
+    echo "dvc $("$DVC_VENV/bin/dvc" --version) installed in $DVC_VENV"
+fi
+
+if command -v restic >/dev/null 2>&1; then
+    echo "$(restic version) already on PATH"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing restic from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic
+    echo "$(restic version) installed"
+else
+    echo "restic is missing: install it with your package manager (Debian: sudo apt-get" \
+        "install restic); the benchmark runs without it and says so" >&2
+fi
