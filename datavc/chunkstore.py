@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .backend import Backend
 from .chunker import ChunkerParams
@@ -27,6 +28,7 @@ from .errors import (
 )
 from .hashing import ChunkId, ObjectId, chunk_id, file_hasher, object_id
 from .packfile import (
+    CODEC_RAW,
     PACK_MAGIC,
     Location,
     PackEntry,
@@ -42,6 +44,7 @@ CONFIG_KEY = "datavc.json"
 DEFAULT_PACK_TARGET = 32 * 1024 * 1024
 WORKERS = 2
 MAX_INFLIGHT = 64
+RUN_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,22 +185,42 @@ class ChunkStore:
     def read_chunks(self, ids: Iterable[ChunkId]) -> Iterator[bytes]:
         """Yield the plain bytes of each chunk in order, checked against its id.
 
-        Neighbouring chunks of one pack are fetched with one ranged read (up to 8 MiB).
+        Neighbouring chunks of one pack are fetched with one ranged read (up to 8 MiB);
+        when there are several such runs, the next two are fetched while this one is used.
         """
-        run: list[tuple[ChunkId, Location]] = []
+        runs = self._runs(ids)
+        if len(runs) == 1:
+            yield from self._read_run(runs[0])
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="datavc-read") as pool:
+            ahead: deque[Future[list[bytes]]] = deque()
+            try:
+                for run in runs:
+                    ahead.append(pool.submit(self._read_run, run))
+                    if len(ahead) > 2:
+                        yield from ahead.popleft().result()
+                while ahead:
+                    yield from ahead.popleft().result()
+            finally:
+                for future in ahead:
+                    future.cancel()
+
+    def _runs(self, ids: Iterable[ChunkId]) -> list[list[tuple[ChunkId, Location]]]:
+        """Group chunks into runs: contiguous in one pack, at most ``RUN_BYTES`` long."""
+        runs: list[list[tuple[ChunkId, Location]]] = []
         for cid in ids:
             loc = self._locate(cid)
-            if run:
+            run = runs[-1] if runs else None
+            if run is not None:
                 last = run[-1][1]
                 contiguous = (
                     last.pack == loc.pack and last.offset + last.stored_length == loc.offset
                 )
-                if not contiguous or loc.offset + loc.stored_length - run[0][1].offset > 8 << 20:
-                    yield from self._read_run(run)
-                    run = []
-            run.append((cid, loc))
-        if run:
-            yield from self._read_run(run)
+                if contiguous and loc.offset + loc.stored_length - run[0][1].offset <= RUN_BYTES:
+                    run.append((cid, loc))
+                    continue
+            runs.append([(cid, loc)])
+        return runs
 
     def _read_run(self, run: list[tuple[ChunkId, Location]]) -> list[bytes]:
         """Fetch one contiguous run of chunks: from the cache if it has the pack and its
@@ -235,6 +258,15 @@ def _decode_run(run: list[tuple[ChunkId, Location]], blob: bytes) -> list[bytes]
     return out
 
 
+class Encoded(NamedTuple):
+    """A chunk after hashing and compression; ``stored`` is None if the store has it."""
+
+    cid: ChunkId
+    codec: int
+    stored: bytes | None
+    plain_length: int
+
+
 class PackWriter:
     """Stores new chunks: hashing and compression run on a thread pool, full packs are
     written by a background thread while the next one fills; :meth:`finish` writes the
@@ -251,7 +283,7 @@ class PackWriter:
         self._done = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="datavc-chunk")
         self._uploader = ThreadPoolExecutor(1, thread_name_prefix="datavc-pack")
-        self._inflight: deque[Future[ChunkId]] = deque()
+        self._inflight: deque[Future[Encoded]] = deque()
         self._uploads: deque[Future[None]] = deque()
         self.new_chunks = 0
         self.new_bytes = 0
@@ -267,36 +299,50 @@ class PackWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._uploader.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, data: bytes | memoryview) -> Future[ChunkId]:
-        """Hash and store a chunk in the background; the future gives its id.
+    def submit(self, data: bytes | memoryview) -> Future[Encoded]:
+        """Hash and compress a chunk in the background; the future gives its id first.
 
-        At most ``MAX_INFLIGHT`` chunks wait at once, so memory stays bounded."""
-        while len(self._inflight) >= MAX_INFLIGHT:
-            self._inflight.popleft().result()
-        future = self._pool.submit(self._process, data)
+        Chunks enter packs in the order they were submitted (so a file's chunks stay
+        contiguous and read back in one range); at most ``MAX_INFLIGHT`` wait at once."""
+        self._drain(MAX_INFLIGHT - 1)
+        future = self._pool.submit(self._encode, data)
         self._inflight.append(future)
         return future
 
-    def _process(self, data: bytes | memoryview) -> ChunkId:
+    def _encode(self, data: bytes | memoryview) -> Encoded:
         cid = chunk_id(data)
-        self.add(cid, data)
-        return cid
+        if self.store.has_chunk(cid) or cid in self._pending:
+            return Encoded(cid, CODEC_RAW, None, len(data))
+        codec, stored = encode_chunk(data)
+        return Encoded(cid, codec, stored, len(data))
+
+    def _drain(self, keep: int) -> None:
+        """Append finished chunks, oldest first, until at most ``keep`` are in flight."""
+        while len(self._inflight) > keep:
+            done = self._inflight.popleft().result()
+            if done.stored is not None:
+                with self._lock:
+                    self._append(done.cid, done.codec, done.stored, done.plain_length)
 
     def add(self, cid: ChunkId, data: bytes | memoryview) -> bool:
-        """Store a chunk unless the store or this upload already has it; True if new."""
+        """Store a chunk now unless the store or this upload already has it; True if new."""
+        self._drain(0)
         if self.store.has_chunk(cid) or cid in self._pending:
             return False
         codec, stored = encode_chunk(data)
         with self._lock:
-            if cid in self._pending:
-                return False
-            self._pending.add(cid)
-            self._entries.append(PackEntry(cid, self._size, len(stored), len(data), codec))
-            self._buf.append(stored)
-            self._size += len(stored)
-            self.new_chunks += 1
-            if self._size >= self.store.config.pack_target:
-                self._flush_locked()
+            return self._append(cid, codec, stored, len(data))
+
+    def _append(self, cid: ChunkId, codec: int, stored: bytes, plain_length: int) -> bool:
+        if cid in self._pending or self.store.has_chunk(cid):
+            return False
+        self._pending.add(cid)
+        self._entries.append(PackEntry(cid, self._size, len(stored), plain_length, codec))
+        self._buf.append(stored)
+        self._size += len(stored)
+        self.new_chunks += 1
+        if self._size >= self.store.config.pack_target:
+            self._flush_locked()
         return True
 
     def _flush_locked(self) -> None:
@@ -321,8 +367,7 @@ class PackWriter:
 
     def finish(self) -> UploadStats:
         """Wait for every chunk and pack, then write the index of this upload."""
-        while self._inflight:
-            self._inflight.popleft().result()
+        self._drain(0)
         with self._lock:
             self._flush_locked()
         while self._uploads:

@@ -346,8 +346,9 @@ class Workspace:
         for f, e in zip(files, entries, strict=True):
             cache.put(f, e.hash)
         cache.retain({f.path for f in files})
-        cache.save()
         tree = write_tree(store, entries)
+        cache.mark(tree)
+        cache.save()
         carried = ds.staged if ds.staged else None
         staged = Staged(
             name,
@@ -584,6 +585,7 @@ class Workspace:
         for f in scan(absolute, rec.kind):
             cache.put(f, hashes[f.path])
         cache.retain({e.path for e in entries})
+        cache.mark(rec.tree)
         cache.save()
         if (
             ds.pointer is None
@@ -610,18 +612,25 @@ class Workspace:
             return Status(
                 ds.name, ds.path, "missing", empty, "not in the workspace: run datavc checkout"
             )
-        entries = self.tree_entries(ref) if ref else []
         cache = self.stat_cache(ds.name)
         local = scan(absolute, ds.kind)
-        current = [FileEntry(f.path, _mode(f), f.size, self._hash_of(cache, f), ()) for f in local]
-        cache.save()
-        diff = diff_entries(entries, current)
+        diff = empty
+        if ref is None or cache.matches != ref or not cache.covers(local):
+            entries = self.tree_entries(ref) if ref else []
+            current = [
+                FileEntry(f.path, _mode(f), f.size, self._hash_of(cache, f), ()) for f in local
+            ]
+            diff = diff_entries(entries, current)
+            cache.mark(ref if diff.empty else None)
+            cache.save()
         if not diff.empty:
             return Status(ds.name, ds.path, "modified", diff, "changed since add: run datavc add")
         if ds.staged is not None and ds.pointer is None:
             return Status(ds.name, ds.path, "new", diff, "added, not committed yet")
         if ds.staged is not None and ds.pointer is not None:
-            staged_diff = diff_entries(self.tree_entries(ds.pointer.snapshot), entries)
+            staged_diff = diff_entries(
+                self.tree_entries(ds.pointer.snapshot), self.tree_entries(ds.staged.tree)
+            )
             return Status(ds.name, ds.path, "staged", staged_diff, "added, not committed yet")
         return Status(
             ds.name, ds.path, "clean", diff, f"matches v{ds.pointer.version if ds.pointer else '?'}"

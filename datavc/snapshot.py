@@ -14,14 +14,14 @@ import stat as statmod
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from .chunker import Chunker
-from .chunkstore import ChunkStore, PackWriter
+from .chunkstore import ChunkStore, Encoded, PackWriter
 from .errors import BadInput, IntegrityError, PathNotFound, UnsafePath
-from .hashing import ChunkId, FileHash, ObjectId, file_hasher
+from .hashing import FileHash, ObjectId, file_hasher
 from .paths import check_paths
 from .tree import (
     MODE_EXEC,
@@ -38,6 +38,7 @@ from .tree import (
 
 WHOLE_READ_LIMIT = 8 * 1024 * 1024
 TMP_PREFIX = ".datavc-tmp-"
+FETCH_WORKERS = 2
 
 
 class Progress(Protocol):
@@ -134,13 +135,13 @@ class _Pending:
     mode: int
     size: int
     hash: FileHash
-    parts: list[tuple[Future[ChunkId], int]]
+    parts: list[tuple[Future[Encoded], int]]
 
     def done(self) -> bool:
         return all(f.done() for f, _ in self.parts)
 
     def entry(self) -> FileEntry:
-        recipe = tuple((f.result(), n) for f, n in self.parts)
+        recipe = tuple((f.result().cid, n) for f, n in self.parts)
         return FileEntry(self.path, self.mode, self.size, self.hash, recipe)
 
 
@@ -148,7 +149,7 @@ def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Pro
     """Read, cut and hash one file, handing its chunks to the writer's threads; streaming,
     so memory does not grow with the file's size."""
     hasher = file_hasher()
-    parts: list[tuple[Future[ChunkId], int]] = []
+    parts: list[tuple[Future[Encoded], int]] = []
     with open(f.abspath, "rb") as fh:
         if f.size <= WHOLE_READ_LIMIT:
             pieces: Iterable[bytes | memoryview] = chunker.cut(fh.read())
@@ -278,13 +279,31 @@ def materialize(
             return _materialize_file(store, entries[0], dest, stage, unchanged, progress)
         present, odd = _present(dest)
         todo = [e for e in entries if not _in_place(present.get(e.path), e, unchanged)]
-        for i, e in enumerate(todo):
-            fetch_file(store, e, os.path.join(stage, str(i)), progress)
+        _fetch_all(store, todo, stage, progress)
         _place(dest, entries, present, odd, todo, stage)
         progress.advance(sum(e.size for e in entries) - sum(e.size for e in todo))
         return len(todo)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _fetch_all(store: ChunkStore, todo: list[FileEntry], stage: str, progress: Progress) -> None:
+    """Fetch files into the staging folder, two at a time (I/O and hashing overlap)."""
+    if len(todo) <= 1:
+        for i, e in enumerate(todo):
+            fetch_file(store, e, os.path.join(stage, str(i)), progress)
+        return
+    with ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="datavc-fetch") as pool:
+        futures = [
+            pool.submit(fetch_file, store, e, os.path.join(stage, str(i)), progress)
+            for i, e in enumerate(todo)
+        ]
+        try:
+            for future in futures:
+                future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 def _present(dest: str) -> tuple[dict[str, LocalFile], list[str]]:

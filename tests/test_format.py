@@ -538,7 +538,10 @@ def test_tag_must_be_a_safe_key(text: str) -> None:
         st.just(("none", "")),
         st.just(("latest", "")),
         st.integers(1, 10**6).map(lambda n: ("number", str(n))),
-        st.from_regex(r"[A-Za-z0-9~^._/-]{1,20}", fullmatch=True).map(lambda r: ("git", r)),
+        # a revision may not start with "-" (it would reach git as an option)
+        st.from_regex(r"[A-Za-z0-9~^._/][A-Za-z0-9~^._/-]{0,19}", fullmatch=True).map(
+            lambda r: ("git", r)
+        ),
         st.from_regex(r"[0-9a-f]{6,64}", fullmatch=True).map(lambda r: ("ref", r)),
     ),
 )
