@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from .backend import Backend
 from .chunker import ChunkerParams
@@ -258,8 +257,10 @@ def _decode_run(run: list[tuple[ChunkId, Location]], blob: bytes) -> list[bytes]
     return out
 
 
-class Encoded(NamedTuple):
-    """A chunk after hashing and compression; ``stored`` is None if the store has it."""
+@dataclass(slots=True)
+class Encoded:
+    """A chunk after hashing and compression; ``stored`` is None once the chunk is in a
+    pack (or if the store had it), so a file's pending recipe never holds its bytes."""
 
     cid: ChunkId
     codec: int
@@ -323,6 +324,7 @@ class PackWriter:
             if done.stored is not None:
                 with self._lock:
                     self._append(done.cid, done.codec, done.stored, done.plain_length)
+                done.stored = None
 
     def add(self, cid: ChunkId, data: bytes | memoryview) -> bool:
         """Store a chunk now unless the store or this upload already has it; True if new."""

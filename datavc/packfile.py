@@ -70,7 +70,7 @@ def encode_chunk(data: bytes | memoryview) -> tuple[int, bytes]:
     it takes to compress text, so data the sample shows incompressible is kept raw."""
     if len(data) > 4 * _PROBE:
         sample = _zstd().compress(memoryview(data)[:_PROBE], asbytes=True)
-        if len(sample) > _PROBE * (1 - _MIN_SAVING / 2):
+        if len(sample) > _PROBE * (1 - _MIN_SAVING):
             return CODEC_RAW, bytes(data)
     packed = _zstd().compress(data, asbytes=True)
     if len(packed) <= len(data) * (1 - _MIN_SAVING):
