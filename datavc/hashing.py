@@ -36,6 +36,15 @@ def file_hasher() -> blake3:
     return blake3(max_threads=1)
 
 
+def hash_path(path: str, size: int) -> FileHash:
+    """BLAKE3 of a file's content (memory-mapped; large files on several threads)."""
+    threads = blake3.AUTO if size >= 16 << 20 else 1
+    hasher = blake3(max_threads=threads)
+    if size:
+        hasher.update_mmap(path)
+    return FileHash(hasher.digest())
+
+
 def hex_of(digest: bytes) -> str:
     return digest.hex()
 
