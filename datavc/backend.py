@@ -56,14 +56,37 @@ def _default_options(protocol: str) -> dict[str, Any]:
 
 
 class LocalFiles:
-    """The few filesystem calls the backend makes, for a local folder, with plain os calls."""
+    """The few filesystem calls the backend makes, for a local folder, with plain os calls.
+
+    Ranged reads keep a few descriptors open (objects are immutable), so reading many
+    small files out of one pack does not reopen the pack each time."""
+
+    KEEP_OPEN = 64
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __del__(self) -> None:
+        for fd in self._open.values():
+            os.close(fd)
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
-        with open(path, "rb") as f:
-            if start is None:
+        if start is None:
+            with open(path, "rb") as f:
                 return f.read()
-            f.seek(start)
-            return f.read((end if end is not None else os.fstat(f.fileno()).st_size) - start)
+        fd = self._fd(path)
+        stop = end if end is not None else os.fstat(fd).st_size
+        return os.pread(fd, stop - start, start)
+
+    def _fd(self, path: str) -> int:
+        with self._lock:
+            fd = self._open.get(path)
+            if fd is None:
+                if len(self._open) >= self.KEEP_OPEN:
+                    os.close(self._open.pop(next(iter(self._open))))
+                fd = self._open[path] = os.open(path, os.O_RDONLY)
+            return fd
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
@@ -74,6 +97,10 @@ class LocalFiles:
         return [os.path.join(path, name) for name in os.listdir(path)]
 
     def rm_file(self, path: str) -> None:
+        with self._lock:
+            fd = self._open.pop(path, None)
+        if fd is not None:
+            os.close(fd)
         os.unlink(path)
 
     def pipe_file(self, path: str, data: bytes) -> None:

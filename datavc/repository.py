@@ -52,6 +52,7 @@ from .pointer import HEADER as POINTER_HEADER
 from .pointer import SUFFIX, Pointer, decode_pointer, encode_pointer
 from .record import CommitStats, VersionRecord
 from .snapshot import (
+    TMP_PREFIX,
     LocalFile,
     NoProgress,
     Progress,
@@ -386,9 +387,11 @@ class Workspace:
                 text = f.read()
         except FileNotFoundError:
             text = ""
-        if line not in text.splitlines():
+        lines = text.splitlines()
+        missing = [x for x in (line, f"{TMP_PREFIX}*") if x not in lines]
+        if missing:
             sep = "" if not text or text.endswith("\n") else "\n"
-            write_text_atomic(path, f"{text}{sep}{line}\n")
+            write_text_atomic(path, text + sep + "".join(f"{x}\n" for x in missing))
 
     # -- commit ---------------------------------------------------------------------
 
@@ -522,27 +525,34 @@ class Workspace:
             return [self._checkout_one(ds, rec, entries) for ds, rec, entries in loaded]
 
     def _refuse_unsaved(self, ds: Dataset, target: list[FileEntry]) -> None:
-        """Refuse to overwrite files whose content is in no snapshot of the dataset."""
+        """Refuse to lose content found in no committed version of the dataset: files in
+        the workspace, and files of a snapshot that was added but not committed."""
+        needed = self._local_hashes(ds)
+        if ds.staged is not None:
+            for e in self.tree_entries(ds.staged.tree):
+                needed.setdefault(f"{e.path} (added, not committed)", e.hash)
+        saved = {e.hash for e in target}
+        for tree in self._trees_to_compare(ds):
+            if all(h in saved for h in needed.values()):
+                return
+            saved |= {e.hash for e in self.tree_entries(tree)}
+        for path, digest in needed.items():
+            if digest not in saved:
+                raise UsageError(
+                    f"{ds.path}/{path} has changes that are not stored in any committed "
+                    f"version: run 'datavc add {ds.path}' and commit, or checkout with "
+                    "--force to discard them"
+                )
+
+    def _local_hashes(self, ds: Dataset) -> dict[str, FileHash]:
         absolute = self.abs(ds.path)
-        if not os.path.lexists(absolute):
-            return
-        if os.path.islink(absolute):
-            return  # materialize refuses a symlinked dataset path
+        if not os.path.lexists(absolute) or os.path.islink(absolute):
+            return {}  # nothing there, or a symlink that materialize refuses
         kind = "dir" if os.path.isdir(absolute) else "file"
         cache = self.stat_cache(ds.name)
         local = {f.path: self._hash_of(cache, f) for f in scan(absolute, kind, odd=[])}
         cache.save()
-        saved = {e.hash for e in target}
-        for tree in self._trees_to_compare(ds):
-            if all(h in saved for h in local.values()):
-                return
-            saved |= {e.hash for e in self.tree_entries(tree)}
-        for path, digest in local.items():
-            if digest not in saved:
-                raise UsageError(
-                    f"{ds.path}/{path} has changes that are not stored: run 'datavc add "
-                    f"{ds.path}' and commit, or checkout with --force to discard them"
-                )
+        return local
 
     def _trees_to_compare(self, ds: Dataset) -> Iterator[ObjectId]:
         """The pointer's snapshot, then every version of the dataset, newest first.

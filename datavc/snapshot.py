@@ -39,6 +39,7 @@ from .tree import (
 WHOLE_READ_LIMIT = 8 * 1024 * 1024
 TMP_PREFIX = ".datavc-tmp-"
 FETCH_WORKERS = 2
+COPY_MIN = 1 << 20  # smaller files: one ranged read, checked in memory
 
 
 class Progress(Protocol):
@@ -273,7 +274,8 @@ def materialize(
     _refuse_symlink(dest)
     parent = os.path.dirname(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent)
+    _remove_stale_stages(parent)
+    stage = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=parent)
     try:
         if kind == "file":
             return _materialize_file(store, entries[0], dest, stage, unchanged, progress)
@@ -285,6 +287,27 @@ def materialize(
         return len(todo)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _remove_stale_stages(parent: str) -> None:
+    """Remove staging folders left by checkouts whose process is gone (killed, crashed)."""
+    for name in os.listdir(parent):
+        if not name.startswith(TMP_PREFIX):
+            continue
+        pid = name[len(TMP_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        _remove(os.path.join(parent, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fetch_all(store: ChunkStore, todo: list[FileEntry], stage: str, progress: Progress) -> None:
@@ -386,7 +409,7 @@ def fetch_file(store: ChunkStore, e: FileEntry, tmp: str, progress: Progress) ->
     From a local store, raw chunks are copied by the kernel and the whole file is hashed
     afterwards; if that hash is wrong, the file is fetched again chunk by chunk, which
     names the damaged pack."""
-    if store.can_copy:
+    if store.can_copy and e.size >= COPY_MIN:
         with open(tmp, "wb") as out:
             store.copy_chunks((c for c, _ in e.chunks), out.fileno())
         if hash_path(tmp, e.size) == e.hash:
