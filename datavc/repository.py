@@ -84,6 +84,7 @@ class Staged:
     new_bytes: int
     new_chunks: int
     new_objects: int
+    nonce: str = ""  # the commit's nonce, fixed at add: a retried commit is recognised
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +362,7 @@ class Workspace:
             stats.new_bytes + (carried.new_bytes if carried else 0),
             stats.new_chunks + (carried.new_chunks if carried else 0),
             stats.new_objects + (carried.new_objects if carried else 0),
+            uuid.uuid4().hex,
         )
         if ds.pointer is not None and ds.pointer.snapshot == tree:
             self._unstage(name)
@@ -436,7 +438,7 @@ class Workspace:
             author=self._author(),
             time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             git_head=self._git("rev-parse", "HEAD"),
-            nonce=uuid.uuid4().hex,
+            nonce=staged.nonce or uuid.uuid4().hex,
             stats=CommitStats(
                 staged.files, staged.bytes, staged.new_bytes, staged.new_chunks, staged.new_objects
             ),

@@ -28,6 +28,7 @@ from .spec import VersionSpec
 _RECORD_NAME = re.compile(r"(\d+)\.json")
 MAX_PUBLISH_TRIES = 100
 CREATE_RETRIES = 4
+RECENT = 8  # how many newest records a publish checks for its own nonce
 
 
 def version_numbers(store: ChunkStore, name: str) -> list[int]:
@@ -58,10 +59,10 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
     finds the record and recognises it by its nonce, so a lost response is no conflict.
     """
     numbers = version_numbers(store, record.name)
-    if numbers:
-        newest = read_version(store, record.name, numbers[-1])
-        if newest.nonce == record.nonce:
-            return newest  # published before, by an attempt whose answer was lost
+    for n in reversed(numbers[-RECENT:]):
+        earlier = read_version(store, record.name, n)
+        if earlier.nonce == record.nonce:
+            return earlier  # published before, by an attempt whose answer was lost
     number = (numbers[-1] + 1) if numbers else 1
     for _ in range(MAX_PUBLISH_TRIES):
         candidate = dataclasses.replace(record, version=number)

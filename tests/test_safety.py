@@ -150,3 +150,30 @@ def test_gitignore_escapes_glob_characters(tmp_path: Path) -> None:
     assert check.returncode == 0
     other = subprocess.run(["git", "check-ignore", "-q", "data/r/keep.txt"], cwd=root)
     assert other.returncode == 1
+
+
+def test_commit_retried_after_a_lost_answer_makes_no_duplicate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datavc import versions
+    from datavc.repository import Workspace, init_workspace
+
+    root = tmp_path / "ws"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "a.bin").write_bytes(b"a" * 1000)
+    init_workspace(str(root), None)
+    ws = Workspace(str(root))
+    ws.add(str(root / "data"))
+
+    def crash(self: Workspace, rel: str, rec: object) -> None:
+        raise OSError("crashed after the version record was created")
+
+    with monkeypatch.context() as m:
+        m.setattr(Workspace, "_write_pointer", crash)
+        with pytest.raises(OSError):
+            Workspace(str(root)).commit([], "v1")
+    records, unchanged = Workspace(str(root)).commit([], "v1 again")
+    assert [r.version for r in records] == [1]
+    assert unchanged == []
+    assert versions.version_numbers(Workspace(str(root)).store, "data") == [1]
+    assert (root / "data.datavc").exists()
