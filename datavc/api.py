@@ -19,9 +19,9 @@ from . import versions
 from .chunkstore import ChunkStore
 from .config import DOT, find_root, load_config, resolve_store_url
 from .errors import BadInput, NotARepository, PathNotFound
-from .hashing import ObjectId
+from .hashing import ObjectId, hash_path
 from .record import VersionRecord
-from .repository import Workspace, hash_file, open_store
+from .repository import Workspace, open_store
 from .snapshot import LocalFile, NoProgress, find_entry, iter_entries, load_root, materialize
 from .spec import parse_spec
 from .tree import FileEntry, TreeRoot
@@ -215,7 +215,7 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         entries = list(self._all().values())
 
         def unchanged(local: LocalFile, e: FileEntry) -> bool:
-            return local.size == e.size and hash_file(local.abspath) == e.hash
+            return local.size == e.size and hash_path(local.abspath, local.size) == e.hash
 
         return materialize(self.chunks, entries, dest, self.kind, unchanged, NoProgress())
 

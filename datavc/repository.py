@@ -46,7 +46,7 @@ from .errors import (
     UsageError,
     VersionNotFound,
 )
-from .hashing import FileHash, ObjectId, file_hasher
+from .hashing import FileHash, ObjectId, hash_path
 from .paths import check_name
 from .pointer import HEADER as POINTER_HEADER
 from .pointer import SUFFIX, Pointer, decode_pointer, encode_pointer
@@ -569,7 +569,7 @@ class Workspace:
         known = cache.get(f)
         if known is not None:
             return known
-        digest = hash_file(f.abspath)
+        digest = hash_path(f.abspath, f.size)
         cache.put(f, digest)
         return digest
 
@@ -657,14 +657,6 @@ class Workspace:
     def ls(self, text: str) -> tuple[VersionRecord, list[FileEntry]]:
         rec = self.resolve(parse_spec(text))
         return rec, self.tree_entries(rec.tree)
-
-
-def hash_file(path: str) -> FileHash:
-    hasher = file_hasher()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            hasher.update(block)
-    return FileHash(hasher.digest())
 
 
 def _reuse(cache: StatCache, by_hash: dict[FileHash, FileEntry], f: LocalFile) -> FileEntry | None:
