@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
-import getpass
 import json
 import os
-import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -40,19 +35,18 @@ from .config import (
 from .errors import (
     BadInput,
     DatasetNotFound,
-    LockHeld,
     PathNotFound,
     UnsafePath,
     UsageError,
     VersionNotFound,
 )
+from .gitfiles import git, git_author, ignore_path, workspace_lock
 from .hashing import FileHash, ObjectId, hash_path
 from .paths import check_name
 from .pointer import HEADER as POINTER_HEADER
 from .pointer import SUFFIX, Pointer, decode_pointer, encode_pointer
 from .record import CommitStats, VersionRecord
 from .snapshot import (
-    TMP_PREFIX,
     LocalFile,
     NoProgress,
     Progress,
@@ -194,28 +188,6 @@ class Workspace:
             )
         return self._store
 
-    # -- locking --------------------------------------------------------------------
-
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        os.makedirs(self.state, exist_ok=True)
-        path = os.path.join(self.state, "lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-                raise LockHeld(
-                    f"another datavc command (pid {holder}) is using this workspace; "
-                    "wait for it to finish and try again"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-            yield
-        finally:
-            os.close(fd)
-
     # -- datasets -------------------------------------------------------------------
 
     def rel(self, path: str) -> str:
@@ -311,7 +283,7 @@ class Workspace:
     # -- add ------------------------------------------------------------------------
 
     def add(self, path: str, name: str | None = None) -> AddResult:
-        with self.lock():
+        with workspace_lock(self.state):
             return self._add(path, name)
 
     def _add(self, path: str, name: str | None) -> AddResult:
@@ -368,7 +340,7 @@ class Workspace:
             self._unstage(name)
         else:
             self._write_json(self._staged_path(name), dataclasses.asdict(staged))
-        self._ignore(rel)
+        ignore_path(self.root, rel)
         return AddResult(ds, staged, diff_entries(previous, entries))
 
     def _check_nesting(self, rel: str, existing: dict[str, Dataset]) -> None:
@@ -379,21 +351,6 @@ class Workspace:
     def _unstage(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._staged_path(name))
-
-    def _ignore(self, rel: str) -> None:
-        """Add the dataset path to the root .gitignore (anchored, glob characters escaped)."""
-        path = os.path.join(self.root, ".gitignore")
-        line = "/" + "".join(f"\\{c}" if c in "*?[]!#\\" else c for c in rel)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except FileNotFoundError:
-            text = ""
-        lines = text.splitlines()
-        missing = [x for x in (line, f"{TMP_PREFIX}*") if x not in lines]
-        if missing:
-            sep = "" if not text or text.endswith("\n") else "\n"
-            write_text_atomic(path, text + sep + "".join(f"{x}\n" for x in missing))
 
     # -- commit ---------------------------------------------------------------------
 
@@ -408,7 +365,7 @@ class Workspace:
             message.encode("utf-8")
         except UnicodeEncodeError:
             raise BadInput("the commit message is not valid UTF-8") from None
-        with self.lock():
+        with workspace_lock(self.state):
             if all_tracked:
                 for ds in list(self.datasets().values()):
                     wanted = not names or ds.name in names
@@ -435,9 +392,9 @@ class Workspace:
             tree=staged.tree,
             parent=ds.pointer.version if ds.pointer else None,
             message=message,
-            author=self._author(),
+            author=git_author(self.root),
             time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            git_head=self._git("rev-parse", "HEAD"),
+            git_head=git(self.root, "rev-parse", "HEAD"),
             nonce=staged.nonce or uuid.uuid4().hex,
             stats=CommitStats(
                 staged.files, staged.bytes, staged.new_bytes, staged.new_chunks, staged.new_objects
@@ -453,22 +410,6 @@ class Workspace:
             rec.name, rec.kind, rec.version, rec.tree, rec.stats.files, rec.stats.bytes
         )
         write_text_atomic(self.abs(rel) + SUFFIX, encode_pointer(pointer))
-
-    def _git(self, *args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", *args], cwd=self.root, capture_output=True, text=True, check=False
-            )
-        except OSError:
-            return None
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
-
-    def _author(self) -> str:
-        name = self._git("config", "user.name")
-        email = self._git("config", "user.email")
-        if name:
-            return f"{name} <{email}>" if email else name
-        return f"{getpass.getuser()}@{socket.gethostname()}"
 
     # -- resolving specs ------------------------------------------------------------
 
@@ -494,11 +435,11 @@ class Workspace:
 
     def _resolve_git(self, spec: VersionSpec) -> VersionRecord:
         ds = self.dataset(spec.name)
-        if self._git("rev-parse", "--git-dir") is None:
+        if git(self.root, "rev-parse", "--git-dir") is None:
             raise UsageError(f"{spec}: this workspace is not a git repository")
-        top = self._git("rev-parse", "--show-toplevel") or self.root
+        top = git(self.root, "rev-parse", "--show-toplevel") or self.root
         rel_in_git = os.path.relpath(self.abs(ds.path) + SUFFIX, top).replace(os.sep, "/")
-        text = self._git("show", "--end-of-options", f"{spec.value}:{rel_in_git}")
+        text = git(self.root, "show", "--end-of-options", f"{spec.value}:{rel_in_git}")
         if text is None:
             raise VersionNotFound(spec.name, f"git:{spec.value}")
         return self.pointed(decode_pointer(text, f"{spec.value}:{rel_in_git}"), str(spec))
@@ -506,7 +447,7 @@ class Workspace:
     # -- checkout -------------------------------------------------------------------
 
     def checkout(self, specs: list[str], force: bool = False) -> list[CheckoutResult]:
-        with self.lock():
+        with workspace_lock(self.state):
             known = self.datasets()
             plan: list[tuple[Dataset, VersionRecord]] = []
             if not specs:
@@ -606,7 +547,7 @@ class Workspace:
         ):
             self._write_pointer(ds.path, rec)
         self._unstage(ds.name)
-        self._ignore(ds.path)
+        ignore_path(self.root, ds.path)
         return CheckoutResult(ds.name, rec.version, ds.path, written, len(entries))
 
     # -- status, log, ls --------------------------------------------------------------
