@@ -34,8 +34,14 @@ def moto_endpoint() -> Iterator[str]:
     """A moto S3 server in its own process, on a random free port of 127.0.0.1."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("moto_s3_server.py")), "-H", "127.0.0.1",
-         "-p", str(port)],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("moto_s3_server.py")),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

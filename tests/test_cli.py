@@ -11,10 +11,8 @@ import contextlib
 import fcntl
 import http.client
 import os
-import random
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
+from helpers import rand, tree_state, write
 
 from datavc.backend import Backend
 from datavc.pointer import decode_pointer
@@ -74,40 +73,12 @@ def git_ignores(repo: Path, path: str) -> bool:
     return proc.returncode == 0
 
 
-def rand(seed: object, n: int) -> bytes:
-    return random.Random(str(seed)).randbytes(n)
-
-
-def write(path: Path, data: bytes, executable: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(0o755 if executable else 0o644)
-
-
 def make_data(folder: Path, seed: str) -> None:
     write(folder / "a.bin", rand(f"{seed}-a", 300_000))
     write(folder / "empty", b"")
     write(folder / "tools" / "run.sh", rand(f"{seed}-run", 4_000), executable=True)
     write(folder / "sub" / "deep" / "c.bin", rand(f"{seed}-c", 90_000))
     write(folder / "sub" / "one", rand(f"{seed}-one", 1))
-
-
-def tree_state(root: Path) -> dict[str, object]:
-    """Every file (bytes, executable bit) and folder under ``root``."""
-    state: dict[str, object] = {}
-    for current, dirs, files in os.walk(root):
-        rel_dir = os.path.relpath(current, root)
-        for d in dirs:
-            state[os.path.normpath(os.path.join(rel_dir, d)) + "/"] = "dir"
-        for f in files:
-            p = os.path.join(current, f)
-            st = os.lstat(p)
-            assert stat.S_ISREG(st.st_mode), p
-            state[os.path.normpath(os.path.join(rel_dir, f))] = (
-                Path(p).read_bytes(),
-                bool(st.st_mode & 0o111),
-            )
-    return state
 
 
 def workspace_state(repo: Path) -> dict[str, object]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
 import pytest
+from helpers import rand, tree_state, write
 
 from datavc import versions
 from datavc.errors import IntegrityError, UnsafePath, UsageError
@@ -31,34 +31,6 @@ MiB = 1 << 20
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def rand(seed: object, n: int) -> bytes:
-    return random.Random(str(seed)).randbytes(n)
-
-
-def write(path: Path, data: bytes, executable: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(0o755 if executable else 0o644)
-
-
-def tree_state(root: Path) -> dict[str, object]:
-    """Every file (bytes, executable bit) and every folder under ``root``; no symlinks."""
-    state: dict[str, object] = {}
-    for current, dirs, files in os.walk(root):
-        rel_dir = os.path.relpath(current, root)
-        for d in dirs:
-            state[os.path.normpath(os.path.join(rel_dir, d)) + "/"] = "dir"
-        for f in files:
-            p = os.path.join(current, f)
-            st = os.lstat(p)
-            assert stat.S_ISREG(st.st_mode), p
-            state[os.path.normpath(os.path.join(rel_dir, f))] = (
-                Path(p).read_bytes(),
-                bool(st.st_mode & 0o111),
-            )
-    return state
 
 
 def make_dataset(folder: Path, seed: str) -> None:
