@@ -1,9 +1,10 @@
 """``datavc.open``: a read-only fsspec filesystem over one snapshot.
 
-Files are streamed: opening one file reads the version record, the tree root and one page,
-and a read fetches only the chunks it covers (neighbouring chunks in one ranged read). The
-filesystem pickles as (store URL, storage options, dataset, version, snapshot id), so PyTorch
-DataLoader and Dask workers rebuild it, and it reconnects to the store after a fork.
+Files are streamed: opening one file reads the version record (which holds the tree root)
+and one page, and a read fetches only the chunks it covers (neighbouring chunks in one
+ranged read, found through the page's location hints). The filesystem pickles as (store
+URL, storage options, version record), so PyTorch DataLoader and Dask workers rebuild it,
+and it reconnects to the store after a fork.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from . import versions
 from .chunkstore import ChunkStore
 from .config import DOT, find_root, load_config, resolve_store_url
 from .errors import BadInput, NotARepository, PathNotFound
-from .hashing import ObjectId, hash_path
+from .hashing import hash_path
 from .record import VersionRecord
 from .repository import Workspace, open_store
-from .snapshot import LocalFile, NoProgress, find_entry, iter_entries, load_root, materialize
+from .snapshot import LocalFile, NoProgress, find_entry, iter_entries, materialize
 from .spec import parse_spec
 from .tree import FileEntry, TreeRoot
 
@@ -67,26 +68,24 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         *,
         store: str | None = None,
         storage_options: dict[str, Any] | None = None,
-        snapshot: str | None = None,
         record: VersionRecord | None = None,
     ) -> None:
         super().__init__()
-        if spec is None and snapshot is None:
+        if spec is None and record is None:
             raise BadInput("datavc.open needs a spec such as NAME@v3")
         url, options, cache_dir = _locate_store(store, storage_options)
         self.store_url = url
         self.store_options = options
         self.chunks: ChunkStore = open_store(url, options, cache_dir)
-        if record is None and spec is not None:
-            record = self._resolve(spec)
+        if record is None:
+            record = self._resolve(spec or "")
         self.record = record
-        self.snapshot = ObjectId(snapshot or (record.tree if record else ""))
-        self.kind = record.kind if record else "dir"
+        self.snapshot = record.tree
+        self.kind = record.kind
         self.spec = spec
         # fsspec strips every path it is given with _strip_protocol; on an instance, strip
         # and also refuse a datavc:// URL that names another snapshot.
         self._strip_protocol = self._path  # type: ignore[method-assign]
-        self._root: TreeRoot | None = None
         self._entries: dict[str, FileEntry] | None = None
         self._children: dict[str, set[str]] = {}
 
@@ -102,16 +101,14 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return versions.resolve(self.chunks, spec)
 
     def __reduce__(self) -> Any:
-        state = (self.store_url, self.store_options, self.snapshot, self.record, self.spec)
+        state = (self.store_url, self.store_options, self.record, self.spec)
         return (_rebuild, state)
 
     # -- metadata -------------------------------------------------------------------
 
     @property
     def tree(self) -> TreeRoot:
-        if self._root is None:
-            self._root = load_root(self.chunks, self.snapshot)
-        return self._root
+        return self.record.root
 
     def _all(self) -> dict[str, FileEntry]:
         """Every entry, and each folder's children (built once, in one pass)."""
@@ -228,13 +225,9 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
 
 def _rebuild(
-    url: str,
-    options: dict[str, Any],
-    snapshot: str,
-    record: VersionRecord | None,
-    spec: str | None = None,
+    url: str, options: dict[str, Any], record: VersionRecord, spec: str | None = None
 ) -> DatavcFileSystem:
-    fs = DatavcFileSystem(store=url, storage_options=options, snapshot=snapshot, record=record)
+    fs = DatavcFileSystem(store=url, storage_options=options, record=record)
     fs.spec = spec
     return fs
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .atomic import write_atomic
+from .atomic import FILE_MODE, fsync_dir, write_atomic
 from .errors import DatavcError, ObjectNotFound, StoreUnreachable
 
 _MEMORY_LOCK = threading.Lock()
@@ -212,6 +212,33 @@ class Backend:
         if written:
             self.stats.count_write(size)
 
+    def spool_dir(self) -> str | None:
+        """A local folder where an object can be built before :meth:`put_path` (beside the
+        objects on a local store, so putting it is a rename); None if not local."""
+        if not self.is_local:
+            return None
+        folder = self.path("packs")
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
+    def put_path(self, key: str, src: str, move: bool) -> None:
+        """Store the local file ``src`` as the immutable object ``key``; with ``move`` the
+        file is consumed (renamed into place on a local store, deleted after upload)."""
+        size = os.path.getsize(src)
+        with self._translate(key, writing=True):
+            path = self.path(key)
+            if self.is_local:
+                if not move:
+                    raise ValueError("a local put must move its file")
+                written = _move_local(src, path)
+            else:
+                self._fs().put_file(src, path)
+                written = True
+                if move:
+                    os.unlink(src)
+        if written:
+            self.stats.count_write(size)
+
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if it does not exist; False if it already did."""
         with self._translate(key, writing=True):
@@ -249,3 +276,21 @@ class Backend:
         if how == "once" and os.path.exists(path):
             return False
         return write_atomic(path, data, durable=True, exclusive=how == "exclusive")
+
+
+def _move_local(src: str, path: str) -> bool:
+    """fsync ``src`` and rename it to ``path`` (same folder tree, same filesystem); if
+    ``path`` exists already (same content: the key is its hash), drop ``src``."""
+    if os.path.exists(path):
+        os.unlink(src)
+        return False
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.replace(src, path)
+    fsync_dir(os.path.dirname(path))
+    return True

@@ -1,9 +1,12 @@
 """The chunk store: deduplication, pack writing and reading, the index, and the local cache.
 
-Writers buffer new chunks into packs (about 32 MiB), write each full pack, and at the end of
-an upload write one index object for the packs of that upload. Readers load every index once,
-then fetch the byte ranges they need, merging neighbouring chunks into one ranged read. Every
-chunk and metadata object read back is checked against its BLAKE3 id before use.
+Writers append new chunks to a pack file built on local disk (about 64 MiB), store each full
+pack, and at the end of an upload write one index object for the packs of that upload.
+Readers find a chunk through the location hints of the tree page that names it, or else
+through the index (loaded whole, once), then fetch the byte ranges they need, merging
+neighbouring chunks into one ranged read. Every chunk and metadata object read back is
+checked against its BLAKE3 id before use. The store config is read only when needed (by
+writers): reading a version needs only the record, a page and the packs.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from .backend import Backend
 from .chunker import ChunkerParams
@@ -41,7 +46,7 @@ from .packfile import (
 
 STORE_FORMAT = 1
 CONFIG_KEY = "datavc.json"
-DEFAULT_PACK_TARGET = 32 * 1024 * 1024
+DEFAULT_PACK_TARGET = 64 * 1024 * 1024
 WORKERS = 2
 MAX_INFLIGHT = 64
 RUN_BYTES = 8 << 20
@@ -86,11 +91,14 @@ class UploadStats:
 class ChunkStore:
     """Chunks and metadata objects of one store, with an optional local cache."""
 
-    def __init__(self, backend: Backend, config: StoreConfig, cache: Backend | None = None):
+    def __init__(
+        self, backend: Backend, config: StoreConfig | None, cache: Backend | None = None
+    ) -> None:
         self.backend = backend
-        self.config = config
+        self._config = config
         self.cache = cache
         self._index: dict[ChunkId, Location] = {}
+        self._hints: dict[ChunkId, Location] = {}
         self._indexes_loaded: set[str] = set()
         self._lock = threading.Lock()
 
@@ -105,13 +113,21 @@ class ChunkStore:
 
     @classmethod
     def open(cls, backend: Backend, cache: Backend | None = None) -> ChunkStore:
-        try:
-            data = backend.read(CONFIG_KEY)
-        except ObjectNotFound:
-            raise NotARepository(
-                f"no datavc store at {backend.url} (run 'datavc init' to create one)"
-            ) from None
-        return cls(backend, StoreConfig.decode(data), cache)
+        """A store at ``backend``; its config is read on first use (see :attr:`config`)."""
+        return cls(backend, None, cache)
+
+    @property
+    def config(self) -> StoreConfig:
+        """The store config; raises NotARepository if there is no store here."""
+        if self._config is None:
+            try:
+                data = self.backend.read(CONFIG_KEY)
+            except ObjectNotFound:
+                raise NotARepository(
+                    f"no datavc store at {self.backend.url} (run 'datavc init' to create one)"
+                ) from None
+            self._config = StoreConfig.decode(data)
+        return self._config
 
     # -- metadata objects -------------------------------------------------------------
 
@@ -147,6 +163,25 @@ class ChunkStore:
             self.cache.write(f"{kind}/{oid}", parts)
         return oid
 
+    def put_pack(self, path: str) -> ObjectId:
+        """Store the finished pack file at ``path`` (consumed) under its hash."""
+        hasher = file_hasher()
+        with open(path, "rb") as f:
+            while block := f.read(8 << 20):
+                hasher.update(block)
+        oid = ObjectId(hasher.hexdigest())
+        key = f"packs/{oid}"
+        if self.cache is not None:
+            self.backend.put_path(key, path, move=False)
+            self.cache.put_path(key, path, move=True)
+        else:
+            self.backend.put_path(key, path, move=True)
+        return oid
+
+    def spool_dir(self) -> str | None:
+        """Where a writer builds pack files: beside the packs of a local store or cache."""
+        return (self.cache or self.backend).spool_dir()
+
     # -- index ------------------------------------------------------------------------
 
     def load_index(self) -> None:
@@ -164,6 +199,19 @@ class ChunkStore:
     def location(self, cid: ChunkId) -> Location | None:
         return self._index.get(cid)
 
+    def locate_stored(self, cid: ChunkId) -> Location:
+        """Where the index puts a chunk this process stored or found stored (writers)."""
+        loc = self._index.get(cid)
+        if loc is None:
+            raise ObjectNotFound(f"chunk {cid.hex()} (not in the index)")
+        return loc
+
+    def add_hints(self, hints: dict[ChunkId, Location]) -> None:
+        """Chunk locations read from a tree page: used until the index is loaded, never
+        for deduplication (a hint is where a chunk *was* put, not proof it is there)."""
+        with self._lock:
+            self._hints.update(hints)
+
     def has_chunk(self, cid: ChunkId) -> bool:
         return cid in self._index
 
@@ -174,7 +222,7 @@ class ChunkStore:
     # -- reading chunks ---------------------------------------------------------------
 
     def _locate(self, cid: ChunkId) -> Location:
-        loc = self._index.get(cid)
+        loc = self._index.get(cid) or self._hints.get(cid)
         if loc is None:
             self.load_index()
             loc = self._index.get(cid)
@@ -218,39 +266,44 @@ class ChunkStore:
         try:
             for run in self._runs(ids):
                 first, last = run[0][1], run[-1][1]
-                if any(loc.codec != CODEC_RAW for _, loc in run):
-                    for data in self._read_run(run):
+                if first.pack not in files and all(loc.codec == CODEC_RAW for _, loc in run):
+                    with contextlib.suppress(FileNotFoundError):
+                        path = self.backend.path(f"packs/{first.pack}")
+                        files[first.pack] = os.open(path, os.O_RDONLY)
+                if first.pack not in files or any(loc.codec != CODEC_RAW for _, loc in run):
+                    for data in self._read_run(run):  # a missing pack: found via the index
                         os.write(out, data)
                     continue
-                if first.pack not in files:
-                    files[first.pack] = os.open(
-                        self.backend.path(f"packs/{first.pack}"), os.O_RDONLY
-                    )
                 _copy_range(files[first.pack], out, first.offset, last.offset + last.stored_length)
-        except FileNotFoundError:
-            raise ObjectNotFound(f"packs/{first.pack}") from None
         finally:
             for fd in files.values():
                 os.close(fd)
 
     def _runs(self, ids: Iterable[ChunkId]) -> list[list[tuple[ChunkId, Location]]]:
-        """Group chunks into runs: contiguous in one pack, at most ``RUN_BYTES`` long."""
-        runs: list[list[tuple[ChunkId, Location]]] = []
-        for cid in ids:
-            loc = self._locate(cid)
-            run = runs[-1] if runs else None
-            if run is not None:
-                last = run[-1][1]
-                contiguous = (
-                    last.pack == loc.pack and last.offset + last.stored_length == loc.offset
-                )
-                if contiguous and loc.offset + loc.stored_length - run[0][1].offset <= RUN_BYTES:
-                    run.append((cid, loc))
-                    continue
-            runs.append([(cid, loc)])
-        return runs
+        return _group((cid, self._locate(cid)) for cid in ids)
+
+    def _relocated(self, run: list[tuple[ChunkId, Location]]) -> list[tuple[ChunkId, Location]]:
+        """After a pack named by location hints was not found: where the index puts the
+        run's chunks. Raises ObjectNotFound if the index knows no other place."""
+        self.load_index()
+        moved = []
+        for cid, loc in run:
+            now = self._index.get(cid)
+            if now is None or now.pack == loc.pack:
+                raise ObjectNotFound(f"packs/{loc.pack}")
+            moved.append((cid, now))
+        with self._lock:
+            for cid, _ in run:
+                self._hints.pop(cid, None)
+        return moved
 
     def _read_run(self, run: list[tuple[ChunkId, Location]]) -> list[bytes]:
+        try:
+            return self._read_run_at(run)
+        except ObjectNotFound:
+            return [b for r in _group(self._relocated(run)) for b in self._read_run_at(r)]
+
+    def _read_run_at(self, run: list[tuple[ChunkId, Location]]) -> list[bytes]:
         """Fetch one contiguous run of chunks: from the cache if it has the pack and its
         bytes check out, else from the store (a damaged cached pack is dropped)."""
         first, last = run[0][1], run[-1][1]
@@ -268,6 +321,21 @@ class ChunkStore:
                     with contextlib.suppress(DatavcError):
                         self.cache.delete(key)
         return _decode_run(run, self.backend.read_range(key, first.offset, end))
+
+
+def _group(located: Iterable[tuple[ChunkId, Location]]) -> list[list[tuple[ChunkId, Location]]]:
+    """Group chunks into runs: contiguous in one pack, at most ``RUN_BYTES`` long."""
+    runs: list[list[tuple[ChunkId, Location]]] = []
+    for cid, loc in located:
+        run = runs[-1] if runs else None
+        if run is not None:
+            last = run[-1][1]
+            contiguous = last.pack == loc.pack and last.offset + last.stored_length == loc.offset
+            if contiguous and loc.offset + loc.stored_length - run[0][1].offset <= RUN_BYTES:
+                run.append((cid, loc))
+                continue
+        runs.append([(cid, loc)])
+    return runs
 
 
 def _copy_range(src: int, dst: int, start: int, end: int) -> None:
@@ -306,13 +374,17 @@ class Encoded:
 
 
 class PackWriter:
-    """Stores new chunks: hashing and compression run on a thread pool, full packs are
-    written by a background thread while the next one fills; :meth:`finish` writes the
-    last pack and the index. Use as a context manager so the threads always stop."""
+    """Stores new chunks: hashing and compression run on a thread pool; chunks are appended
+    to a pack file on local disk (so memory does not grow with the pack size), and full
+    packs are stored by a background thread while the next one fills; :meth:`finish`
+    stores the last pack and writes the index. Use as a context manager so the threads
+    always stop and unfinished pack files are removed."""
 
     def __init__(self, store: ChunkStore, workers: int = WORKERS) -> None:
         self.store = store
-        self._buf: list[bytes] = []
+        self._spool: BinaryIO | None = None
+        self._spool_path = ""
+        self._spool_paths: set[str] = set()
         self._entries: list[PackEntry] = []
         self._size = len(PACK_MAGIC)
         self._pending: set[ChunkId] = set()
@@ -336,6 +408,13 @@ class PackWriter:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._uploader.shutdown(wait=True, cancel_futures=True)
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        for path in self._spool_paths:  # packs never stored (an error stopped the upload)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._spool_paths.clear()
 
     def submit(self, data: bytes | memoryview) -> Future[Encoded]:
         """Hash and compress a chunk in the background; the future gives its id first.
@@ -375,9 +454,14 @@ class PackWriter:
     def _append(self, cid: ChunkId, codec: int, stored: bytes, plain_length: int) -> bool:
         if cid in self._pending or self.store.has_chunk(cid):
             return False
+        if self._spool is None:
+            fd, path = tempfile.mkstemp(prefix=".tmp-pack-", dir=self.store.spool_dir())
+            self._spool_paths.add(path)
+            self._spool, self._spool_path = os.fdopen(fd, "wb"), path
+            self._spool.write(PACK_MAGIC)
         self._pending.add(cid)
         self._entries.append(PackEntry(cid, self._size, len(stored), plain_length, codec))
-        self._buf.append(stored)
+        self._spool.write(stored)
         self._size += len(stored)
         self.new_chunks += 1
         if self._size >= self.store.config.pack_target:
@@ -385,23 +469,27 @@ class PackWriter:
         return True
 
     def _flush_locked(self) -> None:
-        """Hand the current pack to the upload thread (at most two wait to be written)."""
-        if not self._entries:
+        """Hand the current pack to the upload thread (at most two wait to be stored)."""
+        if not self._entries or self._spool is None:
             return
-        parts, entries = [PACK_MAGIC, *self._buf, pack_footer(self._entries)], self._entries
-        self._buf, self._entries, self._size = [], [], len(PACK_MAGIC)
+        footer = pack_footer(self._entries)
+        self._spool.write(footer)
+        path, entries, size = self._spool_path, self._entries, self._size + len(footer)
+        self._spool.close()
+        self._spool, self._entries, self._size = None, [], len(PACK_MAGIC)
         while len(self._uploads) >= 2:
             self._uploads.popleft().result()
-        self._uploads.append(self._uploader.submit(self._write_pack, parts, entries))
+        self._uploads.append(self._uploader.submit(self._store_pack, path, entries, size))
 
-    def _write_pack(self, parts: list[bytes], entries: list[PackEntry]) -> None:
-        pack = self.store.write_object("packs", parts)
+    def _store_pack(self, path: str, entries: list[PackEntry], size: int) -> None:
+        pack = self.store.put_pack(path)
         with self._done:  # not self._lock: a flush holds it while waiting for this thread
+            self._spool_paths.discard(path)
             for e in entries:
                 self._written[e.chunk] = Location(
                     pack, e.offset, e.stored_length, e.plain_length, e.codec
                 )
-            self.new_bytes += sum(len(p) for p in parts)
+            self.new_bytes += size
             self.new_objects += 1
 
     def finish(self) -> UploadStats:

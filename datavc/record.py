@@ -2,13 +2,17 @@
 
 ::
 
-    {"type": "datavc-version", "format": 1, "name": "images", "version": 3,
-     "kind": "dir", "tree": ID, "parent": 2 or null, "message": "...", "author": "...",
-     "time": "2026-11-28T06:00:00Z", "git_head": "<sha>" or null, "nonce": "<uuid hex>",
+    {"type": "datavc-version", "format": 2, "name": "images", "version": 3,
+     "kind": "dir", "tree": ID, "root": {tree root}, "parent": 2 or null,
+     "message": "...", "author": "...", "time": "2026-11-28T06:00:00Z",
+     "git_head": "<sha>" or null, "nonce": "<uuid hex>",
      "stats": {"files": N, "bytes": B, "new_bytes": b, "new_chunks": c, "new_objects": o}}
 
-``nonce`` is unique per commit attempt: after a lost response to an exclusive create, the
-writer reads the record back and recognises its own write by it.
+``root`` is the snapshot's tree root (see :mod:`datavc.tree`) and ``tree`` its id, the
+snapshot id: a reader checks that the root hashes to it. Carrying the root here saves a
+read and an object per version. ``nonce`` is unique per commit attempt: after a lost
+response to an exclusive create, the writer reads the record back and recognises its own
+write by it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from typing import Any
 
 from .errors import BadInput, CorruptObject
 from .hashing import ObjectId, is_object_id
+from .tree import TreeRoot, root_doc, root_from_doc, snapshot_id
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,7 @@ class VersionRecord:
     time: str
     git_head: str | None
     nonce: str
+    root: TreeRoot
     stats: CommitStats = field(default_factory=CommitStats)
 
 
@@ -55,6 +61,7 @@ def encode_record(r: VersionRecord) -> bytes:
         "version": r.version,
         "kind": r.kind,
         "tree": r.tree,
+        "root": root_doc(r.root),
         "parent": r.parent,
         "message": r.message,
         "author": r.author,
@@ -92,10 +99,13 @@ def decode_record(data: bytes, obj: str) -> VersionRecord:
             time=str(doc["time"]),
             git_head=doc.get("git_head"),
             nonce=str(doc["nonce"]),
+            root=root_from_doc(doc["root"], obj),
             stats=CommitStats(**{k: int(v) for k, v in doc["stats"].items()}),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise CorruptObject(obj, "version record is malformed") from None
     if not is_object_id(rec.tree) or rec.kind not in ("dir", "file"):
         raise CorruptObject(obj, "version record names no valid tree")
+    if snapshot_id(rec.root) != rec.tree:
+        raise CorruptObject(obj, "the tree root in the version record does not hash to its id")
     return rec

@@ -34,6 +34,7 @@ from .config import (
 )
 from .errors import (
     BadInput,
+    CorruptObject,
     DatasetNotFound,
     PathNotFound,
     UnsafePath,
@@ -55,14 +56,13 @@ from .snapshot import (
     diff_entries,
     file_mode,
     iter_entries,
-    load_root,
     materialize,
     scan,
     write_tree,
 )
 from .spec import VersionSpec, parse_spec
 from .statcache import StatCache
-from .tree import FileEntry
+from .tree import FileEntry, TreeRoot, root_doc, root_from_doc, snapshot_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,13 @@ class Staged:
     new_bytes: int
     new_chunks: int
     new_objects: int
-    nonce: str = ""  # the commit's nonce, fixed at add: a retried commit is recognised
+    nonce: str  # the commit's nonce, fixed at add: a retried commit is recognised
+    root: TreeRoot  # the snapshot's tree root (its pages are in the store)
+
+    def to_json(self) -> dict[str, object]:
+        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        doc["root"] = root_doc(self.root)
+        return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,13 +278,21 @@ class Workspace:
     def stat_cache(self, name: str) -> StatCache:
         return StatCache(os.path.join(self.state, "stat", f"{name}.json"))
 
-    def tree_entries(self, tree: ObjectId) -> list[FileEntry]:
-        return list(iter_entries(self.store, load_root(self.store, tree)))
+    def tree_entries(self, root: TreeRoot) -> list[FileEntry]:
+        return list(iter_entries(self.store, root))
 
     def _reference_tree(self, ds: Dataset) -> ObjectId | None:
+        """The snapshot the workspace copy is compared with: staged, else the pointer's."""
         if ds.staged is not None:
             return ds.staged.tree
         return ds.pointer.snapshot if ds.pointer else None
+
+    def _reference_entries(self, ds: Dataset) -> list[FileEntry]:
+        if ds.staged is not None:
+            return self.tree_entries(ds.staged.root)
+        if ds.pointer is not None:
+            return self.tree_entries(self.pointed(ds.pointer, ds.path + SUFFIX).root)
+        return []
 
     # -- add ------------------------------------------------------------------------
 
@@ -304,8 +318,7 @@ class Workspace:
         self._check_nesting(rel, existing)
         files = scan(absolute, kind)
         ds = known or Dataset(name, rel, kind, None, None)
-        ref = self._reference_tree(ds)
-        previous = self.tree_entries(ref) if ref else []
+        previous = self._reference_entries(ds)
         cache = self.stat_cache(name)
         by_hash = {e.hash: e for e in previous}
         store = self.store
@@ -320,7 +333,8 @@ class Workspace:
         for f, e in zip(files, entries, strict=True):
             cache.put(f, e.hash)
         cache.retain({f.path for f in files})
-        tree = write_tree(store, entries)
+        root = write_tree(store, entries)
+        tree = snapshot_id(root)
         cache.mark(tree)
         cache.save()
         carried = ds.staged if ds.staged else None
@@ -335,11 +349,12 @@ class Workspace:
             stats.new_chunks + (carried.new_chunks if carried else 0),
             stats.new_objects + (carried.new_objects if carried else 0),
             uuid.uuid4().hex,
+            root,
         )
         if ds.pointer is not None and ds.pointer.snapshot == tree:
             self._unstage(name)
         else:
-            self._write_json(self._staged_path(name), dataclasses.asdict(staged))
+            self._write_json(self._staged_path(name), staged.to_json())
         ignore_path(self.root, rel)
         return AddResult(ds, staged, diff_entries(previous, entries))
 
@@ -396,6 +411,7 @@ class Workspace:
             time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             git_head=git(self.root, "rev-parse", "HEAD"),
             nonce=staged.nonce or uuid.uuid4().hex,
+            root=staged.root,
             stats=CommitStats(
                 staged.files, staged.bytes, staged.new_bytes, staged.new_chunks, staged.new_objects
             ),
@@ -461,7 +477,7 @@ class Workspace:
                 if any(ds.name == spec.name for ds, _ in plan):
                     raise BadInput(f"dataset {spec.name!r} is named twice")
                 plan.append((known[spec.name], self.resolve(spec)))
-            loaded = [(ds, rec, self.tree_entries(rec.tree)) for ds, rec in plan]
+            loaded = [(ds, rec, self.tree_entries(rec.root)) for ds, rec in plan]
             if not force:
                 for ds, _, entries in loaded:
                     self._refuse_unsaved(ds, entries)
@@ -472,13 +488,13 @@ class Workspace:
         the workspace, and files of a snapshot that was added but not committed."""
         needed = self._local_hashes(ds)
         if ds.staged is not None:
-            for e in self.tree_entries(ds.staged.tree):
+            for e in self.tree_entries(ds.staged.root):
                 needed.setdefault(f"{e.path} (added, not committed)", e.hash)
         saved = {e.hash for e in target}
-        for tree in self._trees_to_compare(ds):
+        for root in self._trees_to_compare(ds):
             if all(h in saved for h in needed.values()):
                 return
-            saved |= {e.hash for e in self.tree_entries(tree)}
+            saved |= {e.hash for e in self.tree_entries(root)}
         for path, digest in needed.items():
             if digest not in saved:
                 raise UsageError(
@@ -497,14 +513,14 @@ class Workspace:
         cache.save()
         return local
 
-    def _trees_to_compare(self, ds: Dataset) -> Iterator[ObjectId]:
+    def _trees_to_compare(self, ds: Dataset) -> Iterator[TreeRoot]:
         """The pointer's snapshot, then every version of the dataset, newest first.
 
         A staged (added, not committed) snapshot does not count: checkout would drop it."""
         if ds.pointer is not None:
-            yield ds.pointer.snapshot
+            yield self.pointed(ds.pointer, ds.path + SUFFIX).root
         for n in reversed(versions.version_numbers(self.store, ds.name)):
-            yield versions.read_version(self.store, ds.name, n).tree
+            yield versions.read_version(self.store, ds.name, n).root
 
     def _hash_of(self, cache: StatCache, f: LocalFile) -> FileHash:
         known = cache.get(f)
@@ -569,7 +585,7 @@ class Workspace:
         local = scan(absolute, ds.kind)
         diff = empty
         if ref is None or cache.matches != ref or not cache.covers(local):
-            entries = self.tree_entries(ref) if ref else []
+            entries = self._reference_entries(ds)
             current = [
                 FileEntry(f.path, _mode(f), f.size, self._hash_of(cache, f), ()) for f in local
             ]
@@ -582,7 +598,8 @@ class Workspace:
             return Status(ds.name, ds.path, "new", diff, "added, not committed yet")
         if ds.staged is not None and ds.pointer is not None:
             staged_diff = diff_entries(
-                self.tree_entries(ds.pointer.snapshot), self.tree_entries(ds.staged.tree)
+                self.tree_entries(self.pointed(ds.pointer, ds.path + SUFFIX).root),
+                self.tree_entries(ds.staged.root),
             )
             return Status(ds.name, ds.path, "staged", staged_diff, "added, not committed yet")
         return Status(
@@ -592,12 +609,13 @@ class Workspace:
     def log(self, name: str) -> list[VersionRecord]:
         numbers = versions.version_numbers(self.store, name)
         if not numbers:
+            _ = self.store.config  # no store at all: say that, not "no such dataset"
             raise DatasetNotFound(name)
         return [versions.read_version(self.store, name, n) for n in reversed(numbers)]
 
     def ls(self, text: str) -> tuple[VersionRecord, list[FileEntry]]:
         rec = self.resolve(parse_spec(text))
-        return rec, self.tree_entries(rec.tree)
+        return rec, self.tree_entries(rec.root)
 
 
 def _reuse(cache: StatCache, by_hash: dict[FileHash, FileEntry], f: LocalFile) -> FileEntry | None:
@@ -621,11 +639,14 @@ def _read_staged(path: str) -> Staged:
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
-        staged = Staged(**doc)
+        root = root_from_doc(doc.pop("root"), path)
+        staged = Staged(**doc, root=root)
+        if snapshot_id(root) != staged.tree:
+            raise TypeError("root does not match")
         ints = (staged.files, staged.bytes, staged.new_bytes, staged.new_chunks, staged.new_objects)
         if not all(isinstance(n, int) for n in ints) or staged.kind not in ("dir", "file"):
             raise TypeError("bad field")
         check_name(staged.name)
         return staged
-    except (ValueError, TypeError, UnicodeDecodeError):
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, CorruptObject):
         raise BadInput(f"{path} is damaged: delete it and run 'datavc add' again") from None

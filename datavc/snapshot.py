@@ -21,7 +21,7 @@ from typing import Protocol
 from .chunker import Chunker
 from .chunkstore import ChunkStore, Encoded, PackWriter
 from .errors import BadInput, IntegrityError, PathNotFound, UnsafePath
-from .hashing import FileHash, ObjectId, file_hasher, hash_path
+from .hashing import FileHash, file_hasher, hash_path
 from .paths import check_paths
 from .tree import (
     MODE_EXEC,
@@ -30,9 +30,7 @@ from .tree import (
     PageRef,
     TreeRoot,
     decode_page,
-    decode_root,
     encode_page,
-    encode_root,
     split_pages,
 )
 
@@ -192,27 +190,27 @@ def _settle(item: _Pending | FileEntry) -> FileEntry:
     return item if isinstance(item, FileEntry) else item.entry()
 
 
-def write_tree(store: ChunkStore, entries: list[FileEntry]) -> ObjectId:
-    """Write the pages, then the root; return the snapshot id."""
+def write_tree(store: ChunkStore, entries: list[FileEntry]) -> TreeRoot:
+    """Write the pages and return the root (its id is the snapshot id; the root itself is
+    stored in the version record). Every chunk named must be in the store already."""
     pages: list[PageRef] = []
     for page in split_pages(entries):
-        pid = store.write_object("trees", encode_page(page))
+        pid = store.write_object("trees", encode_page(page, store.locate_stored))
         pages.append(
             PageRef(pid, page[0].path, page[-1].path, len(page), sum(e.size for e in page))
         )
-    root = TreeRoot(len(entries), sum(e.size for e in entries), tuple(pages))
-    return store.write_object("trees", encode_root(root))
+    return TreeRoot(len(entries), sum(e.size for e in entries), tuple(pages))
 
 
 # -- reading trees ----------------------------------------------------------------------
 
 
-def load_root(store: ChunkStore, tree: ObjectId) -> TreeRoot:
-    return decode_root(store.read_object("trees", tree), f"trees/{tree}")
-
-
 def load_page(store: ChunkStore, page: PageRef) -> list[FileEntry]:
-    return decode_page(store.read_object("trees", page.id), f"trees/{page.id}")
+    """A page's entries; its chunks' location hints go to the store, so reading a file
+    needs no index."""
+    entries, hints = decode_page(store.read_object("trees", page.id), f"trees/{page.id}")
+    store.add_hints(hints)
+    return entries
 
 
 def iter_entries(store: ChunkStore, root: TreeRoot) -> Iterator[FileEntry]:

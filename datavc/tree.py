@@ -1,47 +1,52 @@
 """Snapshot trees: byte formats (pure).
 
-A snapshot is a *tree root* (``trees/<id>``; its id is the snapshot id) that lists *pages*
-(also ``trees/<id>``). Pages hold the file entries, sorted by path (byte order of UTF-8), and
-cut so that each page stays small; the root records each page's first and last path, so a
-reader finds one file's entry by reading the root and one page.
+A snapshot is a *tree root* that lists *pages* (``trees/<id>``). Pages hold the file
+entries, sorted by path (byte order of UTF-8), and cut so that each page stays small; the
+root records each page's first and last path, so a reader finds one file's entry by reading
+the root and one page. The root is small and travels inside the version record (and a
+workspace's staged state); its id, the BLAKE3 of its canonical bytes, is the snapshot id.
 
 Root: canonical JSON (sorted keys, no spaces, UTF-8)::
 
-    {"type": "datavc-tree", "format": 1, "files": N, "bytes": B,
+    {"type": "datavc-tree", "format": 2, "files": N, "bytes": B,
      "pages": [{"id": ID, "first": PATH, "last": PATH, "files": n, "bytes": b}, ...]}
 
 Page::
 
-    b"DVCTPG\\x00\\x01" | codec u8 | plain length u32 | body (zstd frame or raw)
-    body: entry count u32, then per entry:
-        path length u16 | path (UTF-8) | mode u32 | size u64 | file hash (32)
-        chunk count u32 | chunk count x (chunk id (32) | chunk length u32)
+    b"DVCTPG\\x00\\x02" | codec u8 | plain length u32 | body (zstd frame or raw)
+    body: pack count u32 | pack ids (32 each)
+          entry count u32, then per entry:
+            path length u16 | path (UTF-8) | mode u32 | size u64 | file hash (32)
+            chunk count u32 | chunk count x (chunk id (32) | plain length u32
+                | pack number u32 | offset u64 | stored length u32 | codec u8)
 
-Little-endian. A file's bytes are its chunks concatenated in recipe order.
+Little-endian. A file's bytes are its chunks concatenated in recipe order. Each chunk also
+carries where it was stored when the page was written (a *location hint*), so a reader can
+fetch a file from the version record, one page and the pack, without reading the index.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import CorruptObject
-from .hashing import ChunkId, FileHash, ObjectId, is_object_id
-from .packfile import decode_chunk, encode_chunk
+from .hashing import DIGEST_SIZE, ChunkId, FileHash, ObjectId, is_object_id, object_id
+from .packfile import Location, decode_chunk, encode_chunk
 
-PAGE_MAGIC = b"DVCTPG\x00\x01"
-TREE_FORMAT = 1
+PAGE_MAGIC = b"DVCTPG\x00\x02"
+TREE_FORMAT = 2
 MODE_FILE = 0o100644
 MODE_EXEC = 0o100755
-PAGE_MAX_ENTRIES = 8192
-PAGE_MAX_BYTES = 1 << 20
+PAGE_MAX_ENTRIES = 65536
+PAGE_MAX_BYTES = 4 << 20
 
 _HEAD = struct.Struct("<BI")
 _ENTRY = struct.Struct("<IQ32sI")
-_CHUNK = struct.Struct("<32sI")
+_CHUNK = struct.Struct("<32sIIQIB")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -87,32 +92,49 @@ class TreeRoot:
         return [p for p in self.pages if p.last >= prefix and p.first[: len(prefix)] <= prefix]
 
 
-def encode_page(entries: Iterable[FileEntry]) -> bytes:
+def encode_page(entries: Iterable[FileEntry], locate: Callable[[ChunkId], Location]) -> bytes:
+    """Encode a page; ``locate`` gives each chunk's place in the store (its hint)."""
     rows = list(entries)
-    parts = [_U32.pack(len(rows))]
+    packs: dict[str, int] = {}
+    body_parts = [_U32.pack(len(rows))]
     for e in rows:
         raw = e.path.encode("utf-8")
-        parts += [_U16.pack(len(raw)), raw, _ENTRY.pack(e.mode, e.size, e.hash, len(e.chunks))]
-        parts += [_CHUNK.pack(cid, length) for cid, length in e.chunks]
-    body = b"".join(parts)
+        body_parts += [_U16.pack(len(raw)), raw, _ENTRY.pack(e.mode, e.size, e.hash, len(e.chunks))]
+        for cid, length in e.chunks:
+            loc = locate(cid)
+            number = packs.setdefault(loc.pack, len(packs))
+            body_parts.append(
+                _CHUNK.pack(cid, length, number, loc.offset, loc.stored_length, loc.codec)
+            )
+    head = [_U32.pack(len(packs)), *(bytes.fromhex(p) for p in packs)]
+    body = b"".join(head + body_parts)
     codec, stored = encode_chunk(body)
     return PAGE_MAGIC + _HEAD.pack(codec, len(body)) + stored
 
 
-def decode_page(data: bytes, obj: str) -> list[FileEntry]:
+def decode_page(data: bytes, obj: str) -> tuple[list[FileEntry], dict[ChunkId, Location]]:
+    """The entries of a page, and the location hint of each chunk they name."""
     if not data.startswith(PAGE_MAGIC):
-        raise CorruptObject(obj, "not a datavc tree page")
+        raise CorruptObject(obj, "not a datavc tree page of a known format")
     try:
         codec, plain = _HEAD.unpack_from(data, len(PAGE_MAGIC))
         body = decode_chunk(codec, memoryview(data)[len(PAGE_MAGIC) + _HEAD.size :], plain, obj)
-        return list(_iter_page_body(body))
-    except (struct.error, UnicodeDecodeError):
+        hints: dict[ChunkId, Location] = {}
+        return list(_iter_page_body(body, hints)), hints
+    except (struct.error, UnicodeDecodeError, IndexError):
         raise CorruptObject(obj, "tree page is truncated or malformed") from None
 
 
-def _iter_page_body(body: bytes) -> Iterator[FileEntry]:
-    (count,) = _U32.unpack_from(body, 0)
+def _iter_page_body(body: bytes, hints: dict[ChunkId, Location]) -> Iterator[FileEntry]:
+    (npacks,) = _U32.unpack_from(body, 0)
     pos = _U32.size
+    packs = [
+        ObjectId(body[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
+        for i in range(npacks)
+    ]
+    pos += npacks * DIGEST_SIZE
+    (count,) = _U32.unpack_from(body, pos)
+    pos += _U32.size
     for _ in range(count):
         (plen,) = _U16.unpack_from(body, pos)
         pos += _U16.size
@@ -120,13 +142,15 @@ def _iter_page_body(body: bytes) -> Iterator[FileEntry]:
         pos += plen
         mode, size, fhash, nchunks = _ENTRY.unpack_from(body, pos)
         pos += _ENTRY.size
-        chunks = tuple(
-            (ChunkId(c), n) for c, n in _CHUNK.iter_unpack(body[pos : pos + nchunks * _CHUNK.size])
-        )
-        pos += nchunks * _CHUNK.size
-        if len(chunks) != nchunks:
+        end = pos + nchunks * _CHUNK.size
+        if end > len(body):
             raise struct.error("short recipe")
-        yield FileEntry(path, mode, size, FileHash(fhash), chunks)
+        recipe = []
+        for cid, length, number, offset, stored, ccodec in _CHUNK.iter_unpack(body[pos:end]):
+            recipe.append((ChunkId(cid), length))
+            hints[ChunkId(cid)] = Location(packs[number], offset, stored, length, ccodec)
+        pos = end
+        yield FileEntry(path, mode, size, FileHash(fhash), tuple(recipe))
 
 
 def split_pages(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
@@ -135,7 +159,7 @@ def split_pages(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
     weight = 0
     for e in entries:
         page.append(e)
-        weight += len(e.path.encode()) + 50 + 36 * len(e.chunks)
+        weight += len(e.path.encode()) + 50 + _CHUNK.size * len(e.chunks)
         if len(page) >= PAGE_MAX_ENTRIES or weight >= PAGE_MAX_BYTES:
             yield page
             page, weight = [], 0
@@ -143,8 +167,8 @@ def split_pages(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
         yield page
 
 
-def encode_root(root: TreeRoot) -> bytes:
-    doc: dict[str, Any] = {
+def root_doc(root: TreeRoot) -> dict[str, Any]:
+    return {
         "type": "datavc-tree",
         "format": TREE_FORMAT,
         "files": root.files,
@@ -154,12 +178,20 @@ def encode_root(root: TreeRoot) -> bytes:
             for p in root.pages
         ],
     }
+
+
+def encode_root(root: TreeRoot) -> bytes:
+    """The root's canonical bytes: what its id (the snapshot id) is the hash of."""
+    doc = root_doc(root)
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def decode_root(data: bytes, obj: str) -> TreeRoot:
+def snapshot_id(root: TreeRoot) -> ObjectId:
+    return object_id(encode_root(root))
+
+
+def root_from_doc(doc: Any, obj: str) -> TreeRoot:
     try:
-        doc = json.loads(data)
         if doc.get("type") != "datavc-tree":
             raise CorruptObject(obj, "not a datavc tree root")
         if doc.get("format") != TREE_FORMAT:
@@ -173,3 +205,11 @@ def decode_root(data: bytes, obj: str) -> TreeRoot:
         return TreeRoot(int(doc["files"]), int(doc["bytes"]), pages)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise CorruptObject(obj, "tree root is malformed") from None
+
+
+def decode_root(data: bytes, obj: str) -> TreeRoot:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise CorruptObject(obj, "tree root is malformed") from None
+    return root_from_doc(doc, obj)

@@ -45,6 +45,7 @@ def read_version(store: ChunkStore, name: str, number: int) -> VersionRecord:
     try:
         data = store.backend.read(key)
     except ObjectNotFound:
+        _ = store.config  # no store at all: say that, not "no such version"
         raise VersionNotFound(name, f"v{number}") from None
     rec = decode_record(data, key)
     if rec.name != name or rec.version != number:
@@ -96,6 +97,7 @@ def resolve(store: ChunkStore, spec: VersionSpec) -> VersionRecord:
         return read_version(store, spec.name, spec.number)
     numbers = version_numbers(store, spec.name)
     if not numbers:
+        _ = store.config  # no store at all: say that, not "no such dataset"
         raise DatasetNotFound(spec.name)
     if spec.kind in ("none", "latest"):
         return read_version(store, spec.name, numbers[-1])

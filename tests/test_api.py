@@ -190,13 +190,15 @@ def shared_url(shared_store_url: str) -> str:
     return shared_store_url
 
 
-def make_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str) -> Scenario:
+def make_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str, pack_target: int = 32 * MiB
+) -> Scenario:
     ws = tmp_path / "ws"
     ws.mkdir(exist_ok=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(ws)
-    init_workspace(".", store)
+    init_workspace(".", store, pack_target=pack_target)
     return Scenario(store, ws, elsewhere, None)
 
 
@@ -411,6 +413,30 @@ def test_one_file_of_a_shared_pack_is_read_by_range(
     assert io.pack_keys == io.keys
     size = len(files[other])
     assert size <= io.bytes_read <= size + 4 * KiB, (io.bytes_read, size)
+
+
+def test_open_and_read_one_file_is_three_store_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """The version record (it holds the tree root), one tree page, one pack range: no store
+    config, no index, no listing, however many pages the tree has."""
+    monkeypatch.setattr("datavc.tree.PAGE_MAX_ENTRIES", 10)
+    sc = make_workspace(tmp_path, monkeypatch, url)
+    files = {f"d{i % 3}/f{i:02d}.bin": rand(300 + i, 64 * KiB) for i in range(40)}
+    rec = commit(sc.ws, "data/imgs", files, "v1")
+    assert len(rec.root.pages) == 4, "premise: the tree has several pages"
+    monkeypatch.chdir(sc.elsewhere)
+    fs = datavc.open("imgs@v1", store=url)
+    with fs.open("d1/f22.bin", "rb") as f:
+        got = f.read()
+    assert_bytes(got, files["d1/f22.bin"])
+    stats = fs.chunks.backend.stats
+    keys = stats.read_keys
+    assert stats.reads == 3, keys
+    assert keys[0] == "versions/imgs/1.json"
+    assert keys[1].startswith("trees/") and keys[2].startswith("packs/")
+    assert stats.lists == 0
+    assert stats.range_reads == 1
 
 
 def test_seek_into_a_64_mib_file_fetches_at_most_two_chunks(

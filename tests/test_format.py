@@ -6,6 +6,7 @@ roots, pointer files, version specs, version records, snapshot path checks and t
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -48,6 +49,7 @@ from datavc.tree import (
     decode_root,
     encode_page,
     encode_root,
+    snapshot_id,
     split_pages,
 )
 
@@ -278,6 +280,30 @@ def file_entries(draw: st.DrawFn) -> list[FileEntry]:
     ]
 
 
+def locate(cid: ChunkId) -> Location:
+    """A made-up place for a chunk, derived from its id (a few packs, varied fields)."""
+    pack = ObjectId(hashlib.sha256(bytes([cid[0] % 3])).hexdigest())
+    return Location(pack, int.from_bytes(cid[1:6], "little"), cid[6] * 1000 + 1, 0, cid[7] % 2)
+
+
+def check_page_round_trip(entries: list[FileEntry]) -> bytes:
+    data = encode_page(entries, locate)
+    decoded, hints = decode_page(data, "trees/t")
+    assert decoded == entries
+    for e in entries:
+        for cid, _length in e.chunks:
+            want = locate(cid)
+            got = hints[cid]
+            assert (got.pack, got.offset, got.stored_length, got.codec) == (
+                want.pack,
+                want.offset,
+                want.stored_length,
+                want.codec,
+            )
+    assert {cid for e in entries for cid, _ in e.chunks} == set(hints)
+    return data
+
+
 def entry(path: str, nchunks: int = 0, seed: int = 0) -> FileEntry:
     rnd = random.Random(f"{path}/{seed}")
     chunks = tuple((ChunkId(rnd.randbytes(32)), rnd.randrange(1, 2**20)) for _ in range(nchunks))
@@ -292,14 +318,19 @@ def entry(path: str, nchunks: int = 0, seed: int = 0) -> FileEntry:
 @example([FileEntry("a", MODE_EXEC, 0, FileHash(b"\x00" * 32), ())])
 @example([entry(f"dir/{i:05d}.txt", 2) for i in range(200)])  # compressible: a zstd page
 def test_page_round_trip(entries: list[FileEntry]) -> None:
-    data = encode_page(entries)
-    assert decode_page(data, "trees/t") == entries
-    assert encode_page(entries) == data  # deterministic
+    data = check_page_round_trip(entries)
+    assert encode_page(entries, locate) == data  # deterministic
+
+
+def test_page_hint_carries_each_chunks_plain_length() -> None:
+    e = entry("a", 3)
+    _, hints = decode_page(encode_page([e], locate), "trees/t")
+    assert [hints[cid].plain_length for cid, _ in e.chunks] == [n for _, n in e.chunks]
 
 
 def test_page_codecs_both_used() -> None:
-    zstd_page = encode_page([entry(f"dir/{i:05d}.txt") for i in range(300)])
-    raw_page = encode_page([entry("a", 3)])
+    zstd_page = encode_page([entry(f"dir/{i:05d}.txt") for i in range(300)], locate)
+    raw_page = encode_page([entry("a", 3)], locate)
     assert zstd_page[8] == CODEC_ZSTD
     assert raw_page[8] == CODEC_RAW
 
@@ -309,7 +340,7 @@ def test_page_rejects_every_truncation(compressible: bool) -> None:
     entries = (
         [entry(f"d/{i:03d}") for i in range(40)] if compressible else [entry("a", 2), entry("b")]
     )
-    data = encode_page(entries)
+    data = encode_page(entries, locate)
     assert (data[8] == CODEC_ZSTD) == compressible
     for n in range(len(data)):
         with pytest.raises(CorruptObject, match="trees/t"):
@@ -317,13 +348,16 @@ def test_page_rejects_every_truncation(compressible: bool) -> None:
 
 
 def test_page_rejects_bad_magic_codec_and_path() -> None:
-    data = encode_page([entry("a", 1)])
+    data = encode_page([entry("a", 1)], locate)
     with pytest.raises(CorruptObject):
         decode_page(b"Z" + data[1:], "trees/t")
+    with pytest.raises(CorruptObject, match="known format"):  # a format 1 page
+        decode_page(data[:7] + b"\x01" + data[8:], "trees/t")
     with pytest.raises(CorruptObject):
         decode_page(data[:8] + b"\x09" + data[9:], "trees/t")
     # A path that is not UTF-8.
-    body = struct.pack("<IH", 1, 1) + b"\xff" + struct.pack("<IQ32sI", MODE_FILE, 0, bytes(32), 0)
+    body = struct.pack("<IIH", 0, 1, 1) + b"\xff"
+    body += struct.pack("<IQ32sI", MODE_FILE, 0, bytes(32), 0)
     raw = data[:8] + struct.pack("<BI", CODEC_RAW, len(body)) + body
     with pytest.raises(CorruptObject):
         decode_page(raw, "trees/t")
@@ -335,11 +369,11 @@ def many_entries(n: int, nchunks: int = 0) -> list[FileEntry]:
 
 def weight(e: FileEntry) -> int:
     """Bytes the entry takes in a page body."""
-    return len(e.path.encode()) + 50 + 36 * len(e.chunks)
+    return len(e.path.encode()) + 50 + 53 * len(e.chunks)
 
 
 def test_split_pages_cuts_by_entry_count() -> None:
-    entries = many_entries(2 * PAGE_MAX_ENTRIES + 100)
+    entries = [entry(f"{i:07d}") for i in range(2 * PAGE_MAX_ENTRIES + 100)]  # short paths
     pages = list(split_pages(entries))
     assert [len(p) for p in pages] == [PAGE_MAX_ENTRIES, PAGE_MAX_ENTRIES, 100]
     assert [e for p in pages for e in p] == entries
@@ -349,7 +383,7 @@ def test_split_pages_cuts_by_entry_count() -> None:
 
 
 def test_split_pages_cuts_by_size_and_is_deterministic() -> None:
-    entries = many_entries(3000, nchunks=30)  # about 1.1 KiB of weight per entry
+    entries = many_entries(6000, nchunks=30)  # about 1.7 KiB of weight per entry
     pages = list(split_pages(entries))
     assert len(pages) > 2
     assert [e for p in pages for e in p] == entries
@@ -357,10 +391,10 @@ def test_split_pages_cuts_by_size_and_is_deterministic() -> None:
     for page in pages[:-1]:
         total = sum(weight(e) for e in page)
         assert PAGE_MAX_BYTES <= total < PAGE_MAX_BYTES + biggest
-        assert len(encode_page(page)) < PAGE_MAX_BYTES + biggest + 64
+        assert len(encode_page(page, locate)) < PAGE_MAX_BYTES + biggest + 64 + 3 * 32
     assert sum(weight(e) for e in pages[-1]) < PAGE_MAX_BYTES
     again = list(split_pages(iter(entries)))
-    assert [encode_page(p) for p in again] == [encode_page(p) for p in pages]
+    assert [encode_page(p, locate) for p in again] == [encode_page(p, locate) for p in pages]
 
 
 def test_split_pages_of_nothing_is_no_page() -> None:
@@ -552,12 +586,22 @@ def test_spec_text_round_trip(name: str, kind_value: tuple[str, str]) -> None:
 
 # -- version records ------------------------------------------------------------------------
 
+EMPTY_ROOT = TreeRoot(0, 0, ())
+page_refs = st.builds(PageRef, object_ids, texts, texts, u32, u64)
+roots = st.builds(TreeRoot, u64, u64, st.lists(page_refs, max_size=3).map(tuple))
+
+
+def record(*args: object, root: TreeRoot = EMPTY_ROOT, **kw: object) -> VersionRecord:
+    """A VersionRecord whose tree id is its root's id (as a real one's is)."""
+    return VersionRecord(*args, tree=snapshot_id(root), root=root, **kw)  # type: ignore[arg-type,misc]
+
+
 records = st.builds(
-    VersionRecord,
+    record,
     name=names,
     version=st.integers(1, 10**9),
     kind=st.sampled_from(["dir", "file"]),
-    tree=object_ids,
+    root=roots,
     parent=st.none() | st.integers(1, 10**9),
     message=texts,
     author=texts,
@@ -570,20 +614,22 @@ records = st.builds(
 
 @FAST
 @given(records)
-@example(VersionRecord("a", 1, "dir", ObjectId("f" * 64), None, "", "", "", None, ""))
 @example(
-    VersionRecord(
+    record("a", 1, "dir", parent=None, message="", author="", time="", git_head=None, nonce="")
+)
+@example(
+    record(
         "a",
         2,
         "file",
-        ObjectId("0" * 64),
-        1,
-        'multi\nline "quoted" é 日本',
-        "A <a@b>",
-        "t",
-        "ab",
-        "n",
-        CommitStats(1, 2, 3, 4, 5),
+        parent=1,
+        message='multi\nline "quoted" é 日本',
+        author="A <a@b>",
+        time="t",
+        git_head="ab",
+        nonce="n",
+        stats=CommitStats(1, 2, 3, 4, 5),
+        root=TreeRoot(3, 4, (PageRef(ObjectId("1" * 64), "a", "b/c", 3, 4),)),
     )
 )
 def test_record_round_trip(rec: VersionRecord) -> None:
@@ -593,7 +639,18 @@ def test_record_round_trip(rec: VersionRecord) -> None:
 
 
 def sample_record_doc() -> dict[str, object]:
-    rec = VersionRecord("a", 1, "dir", ObjectId("f" * 64), None, "m", "me", "t", None, "n")
+    rec = record(
+        "a",
+        1,
+        "dir",
+        parent=None,
+        message="m",
+        author="me",
+        time="t",
+        git_head=None,
+        nonce="n",
+        root=TreeRoot(1, 2, (PageRef(ObjectId("1" * 64), "a", "a", 1, 2),)),
+    )
     doc: dict[str, object] = json.loads(encode_record(rec))
     return doc
 
@@ -602,9 +659,13 @@ def sample_record_doc() -> dict[str, object]:
     "change",
     [
         {"type": "datavc-tree"},
-        {"format": 2},
+        {"format": 1},
         {"tree": "not-a-tree"},
         {"tree": "F" * 64},
+        {"tree": "f" * 64},  # a valid id, but not the root's
+        {"root": None},
+        {"root": {"type": "datavc-tree", "format": 2}},
+        {"root": {"type": "datavc-tree", "format": 2, "files": 1, "bytes": 2, "pages": []}},
         {"kind": "link"},
         {"version": "three"},
         {"stats": {"files": 1, "bogus": 2}},
@@ -625,14 +686,24 @@ def test_unparseable_record_is_corrupt(data: bytes) -> None:
 
 
 def test_record_missing_field_is_corrupt() -> None:
-    for key in ("name", "version", "kind", "tree", "parent", "message", "nonce", "stats"):
+    for key in ("name", "version", "kind", "tree", "root", "parent", "message", "nonce", "stats"):
         doc = {k: v for k, v in sample_record_doc().items() if k != key}
         with pytest.raises(CorruptObject):
             decode_record(json.dumps(doc).encode(), "versions/a/1.json")
 
 
 def test_record_with_undecodable_message_is_a_clean_error_or_round_trips() -> None:
-    rec = VersionRecord("a", 1, "dir", ObjectId("f" * 64), None, "caf\udce9", "me", "t", None, "n")
+    rec = record(
+        "a",
+        1,
+        "dir",
+        parent=None,
+        message="caf\udce9",
+        author="me",
+        time="t",
+        git_head=None,
+        nonce="n",
+    )
     try:
         data = encode_record(rec)
     except DatavcError:

@@ -24,8 +24,7 @@ from datavc.packfile import read_pack_footer
 from datavc.pointer import decode_pointer
 from datavc.record import CommitStats, VersionRecord
 from datavc.repository import Workspace, init_workspace
-from datavc.snapshot import load_root
-from datavc.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page, encode_root
+from datavc.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page, snapshot_id
 
 MiB = 1 << 20
 
@@ -178,17 +177,20 @@ def test_symlinked_dataset_path_is_refused(ws: Workspace, tmp_path: Path) -> Non
     assert (outside / "keep.txt").read_bytes() == b"outside"
 
 
-def test_many_small_files_share_packs_and_span_tree_pages(ws: Workspace) -> None:
+def test_many_small_files_share_packs_and_span_tree_pages(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("datavc.tree.PAGE_MAX_ENTRIES", 1000)  # pages of 1,000 files
     data = Path(ws.root) / "many"
     rng = random.Random("many")
-    for i in range(8300):  # more than one tree page holds (8192 entries)
+    for i in range(2500):
         write(data / f"d{i % 41:02d}" / f"f{i:05d}", rng.randbytes(rng.randrange(1, 200)))
     expected = tree_state(data)
     rec = commit(ws, data, "many")
-    assert rec.stats.files == 8300
+    assert rec.stats.files == 2500
     assert rec.stats.new_objects <= 3  # a pack or two and one index, not one per file
     assert len(pack_keys(ws)) <= 2
-    assert len(load_root(ws.store, rec.tree).pages) >= 2
+    assert [p.files for p in rec.root.pages] == [1000, 1000, 500]
     shutil.rmtree(data)
     fresh(ws).checkout(["many@v1"])
     assert tree_state(data) == expected
@@ -320,7 +322,7 @@ def test_corrupt_pack_raises_and_leaves_no_half_written_file(ws: Workspace) -> N
 
     # Flip one byte in the stored bytes of a chunk of f3.bin (files are written in order,
     # so f0-f2 are written before the failure and f4, f5 after it would be).
-    entries = {e.path: e for e in ws.tree_entries(rec.tree)}
+    entries = {e.path: e for e in ws.tree_entries(rec.root)}
     victim = entries["f3.bin"].chunks[0][0]
     backend = ws.store.backend
     corrupted = None
@@ -374,7 +376,7 @@ def test_crafted_tree_with_unsafe_path_is_refused(ws: Workspace, tmp_path: Path,
     write(data / "b.bin", rand("b", 120_000))
     before = tree_state(data)
     v1 = commit(ws, data, "v1")
-    good = {e.path: e for e in ws.tree_entries(v1.tree)}
+    good = {e.path: e for e in ws.tree_entries(v1.root)}
 
     # A tree that changes a.bin (to b's content, so a write would show) and also puts a's
     # content at the unsafe path; chunks are real, so nothing but the path check stops it.
@@ -384,18 +386,18 @@ def test_crafted_tree_with_unsafe_path_is_refused(ws: Workspace, tmp_path: Path,
         FileEntry(bad, MODE_FILE, a.size, a.hash, a.chunks),
     ]
     store = ws.store
-    page_id = store.write_object("trees", encode_page(crafted))
+    store.load_index()
+    page_id = store.write_object("trees", encode_page(crafted, store.locate_stored))
     size = a.size + b.size
-    root_id = store.write_object(
-        "trees", encode_root(TreeRoot(2, size, (PageRef(page_id, "a.bin", bad, 2, size),)))
-    )
+    root = TreeRoot(2, size, (PageRef(page_id, "a.bin", bad, 2, size),))
     rec = versions.publish_version(
         store,
         VersionRecord(
             name="data",
             version=0,
             kind="dir",
-            tree=root_id,
+            tree=snapshot_id(root),
+            root=root,
             parent=1,
             message="crafted",
             author="attacker",
