@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Optional
 
 import typer
@@ -207,8 +208,48 @@ def ls(spec: Annotated[str, typer.Argument(help="NAME or NAME@VERSION.")]) -> No
     """List the files of a snapshot: mode, size, BLAKE3 hash, path."""
     rec, entries = _workspace().ls(spec)
     typer.echo(f"{rec.name}@v{rec.version} snapshot {rec.tree}")
-    for e in entries:
-        typer.echo(_ls_line(e))
+    _write_lines(_ls_line(e) for e in entries)
+
+
+@app.command()
+def diff(
+    spec: Annotated[str, typer.Argument(help="NAME@VERSION (default: what the pointer says).")],
+    other: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help="A second NAME@VERSION: show the changes from SPEC to it."),
+    ] = None,
+) -> None:
+    """Show the files added (A), modified (M) and removed (D) between two versions; with one
+    version, between its parent and it."""
+    old, new, changes = _workspace().diff(spec, other)
+    before = f"{old.name}@v{old.version}" if old else "(nothing)"
+    typer.echo(f"{before} -> {new.name}@v{new.version}")
+    counts = {"added": 0, "modified": 0, "removed": 0}
+
+    def lines() -> Iterator[str]:
+        for kind, e in changes:
+            counts[kind] += 1
+            yield f"{_DIFF_MARK[kind]} {e.path}"
+
+    _write_lines(lines())
+    typer.echo(
+        f"{counts['added']} added, {counts['modified']} modified, {counts['removed']} removed"
+    )
+
+
+_DIFF_MARK = {"added": "A", "modified": "M", "removed": "D"}
+
+
+def _write_lines(lines: Iterable[str], batch: int = 4096) -> None:
+    """Print many lines fast (a million-file listing), flushing every ``batch`` lines."""
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        if len(out) >= batch:
+            typer.echo("\n".join(out))
+            out.clear()
+    if out:
+        typer.echo("\n".join(out))
 
 
 def _ls_line(e: FileEntry) -> str:

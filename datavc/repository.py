@@ -54,6 +54,7 @@ from .snapshot import (
     TreeDiff,
     build_entries,
     diff_entries,
+    diff_trees,
     file_mode,
     iter_entries,
     materialize,
@@ -613,9 +614,24 @@ class Workspace:
             raise DatasetNotFound(name)
         return [versions.read_version(self.store, name, n) for n in reversed(numbers)]
 
-    def ls(self, text: str) -> tuple[VersionRecord, list[FileEntry]]:
+    def ls(self, text: str) -> tuple[VersionRecord, Iterator[FileEntry]]:
+        """A snapshot's entries in path order, read one page at a time."""
         rec = self.resolve(parse_spec(text))
-        return rec, self.tree_entries(rec.root)
+        return rec, iter_entries(self.store, rec.root)
+
+    def diff(
+        self, text: str, against: str | None = None
+    ) -> tuple[VersionRecord | None, VersionRecord, Iterator[tuple[str, FileEntry]]]:
+        """Changes from ``text``'s parent version to ``text``, or from ``text`` to
+        ``against``; returns (old record or None for "nothing", new record, changes)."""
+        first = self.resolve(parse_spec(text))
+        if against is None:
+            old, new = None, first
+            if first.parent is not None:
+                old = versions.read_version(self.store, first.name, first.parent)
+        else:
+            old, new = first, self.resolve(parse_spec(against))
+        return old, new, diff_trees(self.store, old.root if old else None, new.root)
 
 
 def _reuse(cache: StatCache, by_hash: dict[FileHash, FileEntry], f: LocalFile) -> FileEntry | None:

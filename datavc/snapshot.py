@@ -247,6 +247,37 @@ def diff_entries(old: Iterable[FileEntry], new: Iterable[FileEntry]) -> TreeDiff
     )
 
 
+def diff_trees(
+    store: ChunkStore, old: TreeRoot | None, new: TreeRoot
+) -> Iterator[tuple[str, FileEntry]]:
+    """What changed from ``old`` (None: empty) to ``new``, in path order: ("added", entry),
+    ("removed", entry) or ("modified", new entry); a new mode counts as a change.
+
+    Pages with the same id in both trees hold the same entries, so they are skipped
+    unread; the rest are merged one page at a time, so memory does not grow with the
+    number of files."""
+    common = {p.id for p in new.pages} & {p.id for p in old.pages} if old else set()
+    before = _entries_of(store, [p for p in old.pages if p.id not in common] if old else [])
+    after = _entries_of(store, [p for p in new.pages if p.id not in common])
+    a, b = next(before, None), next(after, None)
+    while a is not None or b is not None:
+        if a is not None and (b is None or a.path < b.path):
+            yield "removed", a
+            a = next(before, None)
+        elif b is not None and (a is None or b.path < a.path):
+            yield "added", b
+            b = next(after, None)
+        elif a is not None and b is not None:
+            if (a.hash, a.mode) != (b.hash, b.mode):
+                yield "modified", b
+            a, b = next(before, None), next(after, None)
+
+
+def _entries_of(store: ChunkStore, pages: list[PageRef]) -> Iterator[FileEntry]:
+    for page in pages:
+        yield from load_page(store, page)
+
+
 # -- materializing ----------------------------------------------------------------------
 
 

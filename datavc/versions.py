@@ -46,6 +46,8 @@ def read_version(store: ChunkStore, name: str, number: int) -> VersionRecord:
         data = store.backend.read(key)
     except ObjectNotFound:
         _ = store.config  # no store at all: say that, not "no such version"
+        if not version_numbers(store, name):
+            raise DatasetNotFound(name) from None
         raise VersionNotFound(name, f"v{number}") from None
     rec = decode_record(data, key)
     if rec.name != name or rec.version != number:

@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-COMMANDS = ["init", "add", "commit", "checkout", "status", "log", "ls"]
+COMMANDS = ["init", "add", "commit", "checkout", "status", "log", "ls", "diff"]
 TIMEOUT = 120
 
 
@@ -388,6 +388,51 @@ def test_status_log_ls(committed: tuple[Path, dict[str, object]]) -> None:
 
 
 # -- round trips and checkout -------------------------------------------------------------
+
+
+def expected_changes(old: dict[str, object], new: dict[str, object]) -> list[str]:
+    """``A``/``M``/``D`` lines between two folder states (files only), in path order."""
+    files_old = {k: v for k, v in old.items() if v != "dir"}
+    files_new = {k: v for k, v in new.items() if v != "dir"}
+    lines = []
+    for path in sorted(files_old.keys() | files_new.keys(), key=str.encode):
+        if path not in files_old:
+            lines.append(f"A {path}")
+        elif path not in files_new:
+            lines.append(f"D {path}")
+        elif files_old[path] != files_new[path]:
+            lines.append(f"M {path}")
+    return lines
+
+
+def test_diff_against_the_parent_and_between_versions(
+    two_versions: tuple[Path, dict[str, object], dict[str, object]],
+) -> None:
+    repo, v1, v2 = two_versions
+    forward = expected_changes(v1, v2)
+    assert {line[0] for line in forward} == {"A", "M", "D"}, "premise: all three kinds"
+    out = run(repo, "diff", "ds@v2").stdout.splitlines()
+    assert out[0] == "ds@v1 -> ds@v2"
+    assert out[1:-1] == forward
+    counts = [sum(line[0] == k for line in forward) for k in "AMD"]
+    assert out[-1] == f"{counts[0]} added, {counts[1]} modified, {counts[2]} removed"
+    # Two versions: the changes from the first to the second (here backwards).
+    back = run(repo, "diff", "ds@v2", "ds@v1").stdout.splitlines()
+    assert back[0] == "ds@v2 -> ds@v1"
+    assert back[1:-1] == expected_changes(v2, v1)
+    # The first version has no parent: everything is added.
+    first = run(repo, "diff", "ds@v1").stdout.splitlines()
+    assert first[0] == "(nothing) -> ds@v1"
+    assert first[1:-1] == expected_changes({}, v1)
+    # A bare name is what the pointer file says (v2 here); same versions: no change.
+    assert run(repo, "diff", "ds").stdout.splitlines()[1:-1] == forward
+    same = run(repo, "diff", "ds@v1", "ds@v1").stdout.splitlines()
+    assert same[1:] == ["0 added, 0 modified, 0 removed"]
+    for args, code, text in (
+        (["diff", "ds@v9"], 3, "has no version 'v9'"),
+        (["diff", "ds@v1", "nope@v1"], 3, "unknown dataset 'nope'"),
+    ):
+        assert_error(repo, args, code, text)
 
 
 def test_checkout_after_delete_restores_exact_tree(

@@ -29,7 +29,7 @@ from datavc.errors import (
     StoreUnreachable,
     VersionNotFound,
 )
-from datavc.hashing import ObjectId
+from datavc.hashing import FileHash, ObjectId, chunk_id
 from datavc.packfile import encode_index
 from datavc.record import VersionRecord
 from datavc.snapshot import (
@@ -37,6 +37,8 @@ from datavc.snapshot import (
     LocalFile,
     NoProgress,
     build_entries,
+    diff_entries,
+    diff_trees,
     find_entry,
     iter_entries,
     materialize,
@@ -44,7 +46,7 @@ from datavc.snapshot import (
     write_tree,
 )
 from datavc.spec import parse_spec
-from datavc.tree import FileEntry, TreeRoot, snapshot_id
+from datavc.tree import MODE_EXEC, MODE_FILE, FileEntry, TreeRoot, snapshot_id
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -452,6 +454,54 @@ def test_a_moved_chunk_is_found_through_the_index(
     gone = reopen(store_url)
     with pytest.raises(ObjectNotFound, match=f"packs/{old_pack}|packs/{new_pack}"):
         list(gone.read_chunks(c for c, _ in next(iter(iter_entries(gone, tree))).chunks))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_diff_trees_matches_a_diff_of_the_whole_lists(
+    store_url: str, store: ChunkStore, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """The streaming, page-skipping diff agrees with comparing the two full file lists;
+    pages equal in both trees are not read."""
+    monkeypatch.setattr("datavc.tree.PAGE_MAX_ENTRIES", 7)
+    rng = random.Random(seed)
+    writer = store.new_writer()
+    blobs = [randbytes(f"d{seed}/{i}", 100 + i) for i in range(6)]
+    for b in blobs:
+        writer.add(chunk_id(b), b)
+    writer.finish()
+
+    def entry(path: str, k: int, mode: int = MODE_FILE) -> FileEntry:
+        b = blobs[k]
+        return FileEntry(path, mode, len(b), FileHash(blake3(b).digest()), ((chunk_id(b), len(b)),))
+
+    old = {f"f{i:03d}": entry(f"f{i:03d}", rng.randrange(6)) for i in range(60)}
+    new = dict(old)
+    for path in rng.sample(sorted(old)[30:], 5):  # the first pages stay as they were
+        del new[path]
+    for path in rng.sample(sorted(new)[30:], 4):
+        new[path] = entry(path, rng.randrange(6))
+    new["f035"] = dataclasses.replace(old["f035"], mode=MODE_EXEC)
+    for i in range(3):
+        new[f"g{i}"] = entry(f"g{i}", i)
+    a = write_tree(store, [old[p] for p in sorted(old)])
+    b = write_tree(store, [new[p] for p in sorted(new)])
+    got = [(kind, e.path) for kind, e in diff_trees(store, a, b)]
+    want = diff_entries(old.values(), new.values())
+    assert sorted(p for k, p in got if k == "added") == list(want.added)
+    assert sorted(p for k, p in got if k == "removed") == list(want.removed)
+    assert sorted(p for k, p in got if k == "modified") == list(want.modified)
+    assert [p for _, p in got] == sorted(p for _, p in got)  # path order
+    assert "f035" in want.modified or "f035" in want.removed
+    # Pages the two trees share are not read.
+    shared = {p.id for p in a.pages} & {p.id for p in b.pages}
+    assert shared, "premise: the trees share pages"
+    reader = reopen(store_url)
+    list(diff_trees(reader, a, b))
+    read = {k.split("/", 1)[1] for k in reader.backend.stats.read_keys}
+    assert not read & shared
+    assert [(k, e.path) for k, e in diff_trees(store, None, b)] == [
+        ("added", p) for p in sorted(new)
+    ]
 
 
 # -- streaming reads ------------------------------------------------------------------------
