@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 
 def _default_mode() -> int:
@@ -30,7 +30,7 @@ def fsync_dir(folder: str) -> None:
 
 
 def write_atomic(
-    path: str, data: bytes | Sequence[bytes], durable: bool = False, exclusive: bool = False
+    path: str, data: bytes | Iterable[bytes], durable: bool = False, exclusive: bool = False
 ) -> bool:
     """Write ``data`` to ``path`` atomically; with ``exclusive``, only if ``path`` does not
     exist (a hard link, which fails on an existing name): False if it did."""

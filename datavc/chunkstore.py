@@ -36,11 +36,10 @@ from .packfile import (
     CODEC_RAW,
     PACK_MAGIC,
     Location,
+    LocationTable,
     PackEntry,
     decode_chunk,
-    decode_index,
     encode_chunk,
-    encode_index,
     pack_footer,
 )
 
@@ -50,6 +49,7 @@ DEFAULT_PACK_TARGET = 64 * 1024 * 1024
 WORKERS = 2
 MAX_INFLIGHT = 64
 RUN_BYTES = 8 << 20
+INLINE_CHUNK = 16 << 10  # smaller chunks are hashed and compressed without a thread hop
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +97,8 @@ class ChunkStore:
         self.backend = backend
         self._config = config
         self.cache = cache
-        self._index: dict[ChunkId, Location] = {}
-        self._hints: dict[ChunkId, Location] = {}
+        self._index = LocationTable()
+        self._hints = LocationTable()
         self._indexes_loaded: set[str] = set()
         self._lock = threading.Lock()
 
@@ -190,11 +190,12 @@ class ChunkStore:
         for name in names:
             if name.startswith("."):
                 continue
-            locations = decode_index(self.read_object("index", name), f"index/{name}")
+            data = self.read_object("index", name)
             with self._lock:
-                for cid, loc in locations.items():
-                    self._index.setdefault(cid, loc)
+                self._index.add_index(data, f"index/{name}")
                 self._indexes_loaded.add(name)
+        if self._indexes_loaded:
+            self._hints = LocationTable()  # the index is loaded: hints are not needed
 
     def location(self, cid: ChunkId) -> Location | None:
         return self._index.get(cid)
@@ -209,8 +210,11 @@ class ChunkStore:
     def add_hints(self, hints: dict[ChunkId, Location]) -> None:
         """Chunk locations read from a tree page: used until the index is loaded, never
         for deduplication (a hint is where a chunk *was* put, not proof it is there)."""
+        if self._indexes_loaded:
+            return  # the index is loaded and is the authority
         with self._lock:
-            self._hints.update(hints)
+            for cid, loc in hints.items():
+                self._hints.put(cid, loc)
 
     def has_chunk(self, cid: ChunkId) -> bool:
         return cid in self._index
@@ -292,9 +296,6 @@ class ChunkStore:
             if now is None or now.pack == loc.pack:
                 raise ObjectNotFound(f"packs/{loc.pack}")
             moved.append((cid, now))
-        with self._lock:
-            for cid, _ in run:
-                self._hints.pop(cid, None)
         return moved
 
     def _read_run(self, run: list[tuple[ChunkId, Location]]) -> list[bytes]:
@@ -388,7 +389,7 @@ class PackWriter:
         self._entries: list[PackEntry] = []
         self._size = len(PACK_MAGIC)
         self._pending: set[ChunkId] = set()
-        self._written: dict[ChunkId, Location] = {}
+        self._written = LocationTable()
         self._lock = threading.Lock()
         self._done = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="datavc-chunk")
@@ -420,9 +421,14 @@ class PackWriter:
         """Hash and compress a chunk in the background; the future gives its id first.
 
         Chunks enter packs in the order they were submitted (so a file's chunks stay
-        contiguous and read back in one range); at most ``MAX_INFLIGHT`` wait at once."""
+        contiguous and read back in one range); at most ``MAX_INFLIGHT`` wait at once.
+        A small chunk is done at once on this thread: a hand-off would cost more."""
         self._drain(MAX_INFLIGHT - 1)
-        future = self._pool.submit(self._encode, data)
+        if len(data) < INLINE_CHUNK:
+            future: Future[Encoded] = Future()
+            future.set_result(self._encode(data))
+        else:
+            future = self._pool.submit(self._encode, data)
         self._inflight.append(future)
         return future
 
@@ -486,9 +492,8 @@ class PackWriter:
         with self._done:  # not self._lock: a flush holds it while waiting for this thread
             self._spool_paths.discard(path)
             for e in entries:
-                self._written[e.chunk] = Location(
-                    pack, e.offset, e.stored_length, e.plain_length, e.codec
-                )
+                loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
+                self._written.put(e.chunk, loc)
             self.new_bytes += size
             self.new_objects += 1
 
@@ -500,14 +505,14 @@ class PackWriter:
         while self._uploads:
             self._uploads.popleft().result()
         with self._lock, self._done:
-            if self._written:
-                index = encode_index(self._written)
+            if len(self._written):
+                index = self._written.encode_index()
                 name = self.store.write_object("index", index)
                 self.new_bytes += len(index)
                 self.new_objects += 1
                 with self.store._lock:
                     self.store._index.update(self._written)
                     self.store._indexes_loaded.add(name)
-                self._written = {}
+                self._written = LocationTable()
             self._pending.clear()
         return UploadStats(self.new_chunks, self.new_bytes, self.new_objects)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ _TRAILER_SIZE = _U32.size + len(PACK_END)
 # Compression must save at least this fraction of a chunk to be kept.
 _MIN_SAVING = 1 / 8
 _PROBE = 4096
+_TINY = 64
 
 
 @functools.cache
@@ -67,7 +68,10 @@ def encode_chunk(data: bytes | memoryview) -> tuple[int, bytes]:
     """Compress one chunk if that pays; return (codec, stored bytes).
 
     A 4 KiB sample is tried first: zstd spends as long failing to compress random data as
-    it takes to compress text, so data the sample shows incompressible is kept raw."""
+    it takes to compress text, so data the sample shows incompressible is kept raw. Tiny
+    chunks are kept raw: a zstd frame's own overhead eats any saving."""
+    if len(data) < _TINY:
+        return CODEC_RAW, bytes(data)
     if len(data) > 4 * _PROBE:
         sample = _zstd().compress(memoryview(data)[:_PROBE], asbytes=True)
         if len(sample) > _PROBE * (1 - _MIN_SAVING):
@@ -132,41 +136,104 @@ def read_pack_footer(data: bytes, obj: str) -> list[PackEntry]:
 
 
 def encode_index(locations: dict[ChunkId, Location]) -> bytes:
-    packs = sorted({loc.pack for loc in locations.values()})
-    number = {pack: i for i, pack in enumerate(packs)}
-    parts = [INDEX_MAGIC, _U32.pack(len(packs))]
-    parts += [bytes.fromhex(p) for p in packs]
-    parts.append(_U32.pack(len(locations)))
-    for chunk in sorted(locations):
-        loc = locations[chunk]
-        parts.append(
-            _INDEX_ENTRY.pack(
-                chunk, number[loc.pack], loc.offset, loc.stored_length, loc.plain_length, loc.codec
-            )
-        )
-    return b"".join(parts)
+    table = LocationTable()
+    for cid, loc in locations.items():
+        table.put(cid, loc)
+    return table.encode_index()
 
 
 def decode_index(data: bytes, obj: str) -> dict[ChunkId, Location]:
-    if not data.startswith(INDEX_MAGIC):
-        raise CorruptObject(obj, "not a datavc index")
-    try:
-        pos = len(INDEX_MAGIC)
-        (npacks,) = _U32.unpack_from(data, pos)
-        pos += _U32.size
-        packs = [
-            ObjectId(data[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
-            for i in range(npacks)
-        ]
-        pos += npacks * DIGEST_SIZE
-        (count,) = _U32.unpack_from(data, pos)
-        pos += _U32.size
-        body = data[pos : pos + count * _INDEX_ENTRY.size]
-        if len(body) != count * _INDEX_ENTRY.size:
-            raise CorruptObject(obj, "index is truncated")
-        return {
-            ChunkId(c): Location(packs[p], off, sl, pl, codec)
-            for c, p, off, sl, pl, codec in _INDEX_ENTRY.iter_unpack(body)
-        }
-    except (struct.error, IndexError):
-        raise CorruptObject(obj, "index is truncated") from None
+    table = LocationTable()
+    table.add_index(data, obj)
+    return dict(table.items())
+
+
+_ROW = struct.Struct("<IQIIB")
+
+
+class LocationTable:
+    """Chunk id -> :class:`Location`, held compactly: 21 packed bytes per chunk (a Location
+    object with its integers takes about 150), so a writer's view of a store with millions
+    of chunks stays small. A chunk put twice keeps its first location."""
+
+    def __init__(self) -> None:
+        self._rows: dict[ChunkId, bytes] = {}
+        self._packs: list[ObjectId] = []
+        self._numbers: dict[ObjectId, int] = {}
+
+    def _number(self, pack: ObjectId) -> int:
+        n = self._numbers.get(pack)
+        if n is None:
+            n = self._numbers[pack] = len(self._packs)
+            self._packs.append(pack)
+        return n
+
+    def put(self, cid: ChunkId, loc: Location) -> None:
+        if cid not in self._rows:
+            row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
+            self._rows[cid] = _ROW.pack(*row, loc.codec)
+
+    def update(self, other: LocationTable) -> None:
+        for cid, loc in other.items():
+            self.put(cid, loc)
+
+    def get(self, cid: ChunkId) -> Location | None:
+        row = self._rows.get(cid)
+        if row is None:
+            return None
+        n, offset, stored, plain, codec = _ROW.unpack(row)
+        return Location(self._packs[n], offset, stored, plain, codec)
+
+    def drop(self, cid: ChunkId) -> None:
+        self._rows.pop(cid, None)
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def items(self) -> Iterator[tuple[ChunkId, Location]]:
+        for cid in list(self._rows):
+            loc = self.get(cid)
+            if loc is not None:
+                yield cid, loc
+
+    def encode_index(self) -> bytes:
+        """The index object for these locations (see the module docstring)."""
+        packs = sorted({self._packs[_ROW.unpack(r)[0]] for r in self._rows.values()})
+        local = {self._numbers[p]: i for i, p in enumerate(packs)}
+        parts = [INDEX_MAGIC, _U32.pack(len(packs))]
+        parts += [bytes.fromhex(p) for p in packs]
+        parts.append(_U32.pack(len(self._rows)))
+        for cid in sorted(self._rows):
+            n, offset, stored, plain, codec = _ROW.unpack(self._rows[cid])
+            parts.append(_INDEX_ENTRY.pack(cid, local[n], offset, stored, plain, codec))
+        return b"".join(parts)
+
+    def add_index(self, data: bytes, obj: str) -> None:
+        """Take in every entry of an index object (keeping locations already known)."""
+        if not data.startswith(INDEX_MAGIC):
+            raise CorruptObject(obj, "not a datavc index")
+        try:
+            pos = len(INDEX_MAGIC)
+            (npacks,) = _U32.unpack_from(data, pos)
+            pos += _U32.size
+            numbers = [
+                self._number(
+                    ObjectId(data[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
+                )
+                for i in range(npacks)
+            ]
+            pos += npacks * DIGEST_SIZE
+            (count,) = _U32.unpack_from(data, pos)
+            pos += _U32.size
+            body = data[pos : pos + count * _INDEX_ENTRY.size]
+            if len(body) != count * _INDEX_ENTRY.size:
+                raise CorruptObject(obj, "index is truncated")
+            rows = self._rows
+            for c, p, off, sl, pl, codec in _INDEX_ENTRY.iter_unpack(body):
+                if c not in rows:
+                    rows[ChunkId(c)] = _ROW.pack(numbers[p], off, sl, pl, codec)
+        except (struct.error, IndexError):
+            raise CorruptObject(obj, "index is truncated") from None

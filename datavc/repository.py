@@ -288,12 +288,16 @@ class Workspace:
             return ds.staged.tree
         return ds.pointer.snapshot if ds.pointer else None
 
-    def _reference_entries(self, ds: Dataset) -> list[FileEntry]:
+    def _reference_root(self, ds: Dataset) -> TreeRoot | None:
         if ds.staged is not None:
-            return self.tree_entries(ds.staged.root)
+            return ds.staged.root
         if ds.pointer is not None:
-            return self.tree_entries(self.pointed(ds.pointer, ds.path + SUFFIX).root)
-        return []
+            return self.pointed(ds.pointer, ds.path + SUFFIX).root
+        return None
+
+    def _reference_entries(self, ds: Dataset) -> list[FileEntry]:
+        root = self._reference_root(ds)
+        return self.tree_entries(root) if root is not None else []
 
     # -- add ------------------------------------------------------------------------
 
@@ -319,14 +323,14 @@ class Workspace:
         self._check_nesting(rel, existing)
         files = scan(absolute, kind)
         ds = known or Dataset(name, rel, kind, None, None)
-        previous = self._reference_entries(ds)
+        reference = self._reference_root(ds)
         cache = self.stat_cache(name)
-        by_hash = {e.hash: e for e in previous}
         store = self.store
+        previous = _Cursor(iter_entries(store, reference) if reference else iter(()))
         bar = self.progress(f"adding {rel}", sum(f.size for f in files))
         try:
             with store.new_writer() as writer:
-                reuse = functools.partial(_reuse, cache, by_hash)
+                reuse = functools.partial(_reuse, cache, previous)
                 entries = build_entries(files, store, writer, reuse, bar)
                 stats = writer.finish()
         finally:
@@ -357,7 +361,11 @@ class Workspace:
         else:
             self._write_json(self._staged_path(name), staged.to_json())
         ignore_path(self.root, rel)
-        return AddResult(ds, staged, diff_entries(previous, entries))
+        changes: dict[str, list[str]] = {"added": [], "removed": [], "modified": []}
+        for kind, e in diff_trees(store, reference, root):
+            changes[kind].append(e.path)
+        diff = TreeDiff(*(tuple(changes[k]) for k in ("added", "removed", "modified")))
+        return AddResult(ds, staged, diff)
 
     def _check_nesting(self, rel: str, existing: dict[str, Dataset]) -> None:
         for other in existing:
@@ -634,9 +642,28 @@ class Workspace:
         return old, new, diff_trees(self.store, old.root if old else None, new.root)
 
 
-def _reuse(cache: StatCache, by_hash: dict[FileHash, FileEntry], f: LocalFile) -> FileEntry | None:
+class _Cursor:
+    """Walks a snapshot's entries in path order, for lookups made in path order."""
+
+    def __init__(self, entries: Iterator[FileEntry]) -> None:
+        self._entries = entries
+        self._current = next(entries, None)
+
+    def at(self, path: str) -> FileEntry | None:
+        while self._current is not None and self._current.path < path:
+            self._current = next(self._entries, None)
+        current = self._current
+        return current if current is not None and current.path == path else None
+
+
+def _reuse(cache: StatCache, previous: _Cursor, f: LocalFile) -> FileEntry | None:
+    """The previous snapshot's entry for ``f`` if the stat cache says it is unchanged
+    (files come in path order, so the previous snapshot is read one page at a time)."""
     known = cache.get(f)
-    return by_hash.get(known) if known is not None else None
+    if known is None:
+        return None
+    e = previous.at(f.path)
+    return e if e is not None and e.hash == known else None
 
 
 def _mode(f: LocalFile) -> int:

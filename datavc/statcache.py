@@ -8,47 +8,60 @@ It also remembers the snapshot id its rows were last found to match exactly (``m
 when every file still hits its row, and there are no more and no fewer files, the folder
 still equals that snapshot, and ``status`` need not read the snapshot at all.
 
-File format (JSON): ``{"format": 2, "matches": ID or null, "rows": {path: [size, mtime_ns,
-ctime_ns, inode, hash hex]}}``.
+File format (UTF-8 text, written in one streaming pass; a million files must not mean a
+million-row JSON document in memory): a header line ``datavc-statcache 3 <matches or ->``,
+then one record per file, each ended by a NUL byte::
+
+    <size> <mtime_ns> <ctime_ns> <inode> <file hash, 64 hex> <path>
+
+The path comes last and runs to the NUL, so it may hold spaces and newlines (a file name
+cannot hold NUL). A file in another format, or damaged, is ignored (the cache is rebuilt).
 """
 
 from __future__ import annotations
 
-import json
+import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from .atomic import write_text_atomic
+from .atomic import write_atomic
 from .hashing import FileHash
 from .snapshot import LocalFile
 
 RACY_NS = 2_000_000_000
-FORMAT = 2
+HEADER = "datavc-statcache"
+FORMAT = 3
+
+# In memory a row is packed: size, mtime_ns, ctime_ns, inode, then the 32-byte file hash
+# (97 bytes a file, against ~230 for a tuple of Python ints).
+_KEY = struct.Struct("<QqqQ")
+_UNUSABLE = b""
 
 
 class StatCache:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._rows: dict[str, list[int | str]] = {}
+        self._rows: dict[str, bytes] = {}
         self.matches: str | None = None
         self._dirty = False
         try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-            if isinstance(doc, dict) and doc.get("format") == FORMAT:
-                self._rows = dict(doc["rows"])
-                self.matches = doc.get("matches")
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            with open(path, "rb") as f:
+                self._rows, self.matches = _parse(f.read().decode("utf-8"))
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
             self._rows, self.matches = {}, None
 
     def get(self, f: LocalFile) -> FileHash | None:
         row = self._rows.get(f.path)
-        if row is None or row[:4] != [f.size, f.mtime_ns, f.ctime_ns, f.inode]:
+        key = _key(f.size, f.mtime_ns, f.ctime_ns, f.inode)
+        if row is None or key == _UNUSABLE or row[: _KEY.size] != key:
             return None
-        return FileHash(bytes.fromhex(str(row[4])))
+        return FileHash(row[_KEY.size :])
 
     def put(self, f: LocalFile, digest: bytes) -> None:
-        row: list[int | str] = [f.size, f.mtime_ns, f.ctime_ns, f.inode, digest.hex()]
+        key = _key(f.size, f.mtime_ns, f.ctime_ns, f.inode)
+        if key == _UNUSABLE:
+            return
+        row = key + digest
         if self._rows.get(f.path) != row:
             self._rows[f.path] = row
             self._dirty = True
@@ -69,11 +82,46 @@ class StatCache:
             self._dirty = True
 
     def save(self) -> None:
+        """Write the rows, except those of files changed in the last ``RACY_NS`` (their
+        timestamps could miss a change made within the same tick)."""
         if not self._dirty:
             return
         cutoff = time.time_ns() - RACY_NS
-        rows = {p: r for p, r in self._rows.items() if int(r[1]) < cutoff and int(r[2]) < cutoff}
-        matches = self.matches if len(rows) == len(self._rows) else None
-        doc = {"format": FORMAT, "matches": matches, "rows": rows}
-        write_text_atomic(self.path, json.dumps(doc, separators=(",", ":")))
+        racy = sum(1 for r in self._rows.values() if max(_KEY.unpack_from(r)[1:3]) >= cutoff)
+        matches = self.matches if racy == 0 else None
+        write_atomic(self.path, self._lines(f"{HEADER} {FORMAT} {matches or '-'}\n", cutoff))
         self._dirty = False
+
+    def _lines(self, header: str, cutoff: int) -> Iterator[bytes]:
+        yield header.encode()
+        batch: list[str] = []
+        for path, row in self._rows.items():
+            size, mtime, ctime, inode = _KEY.unpack_from(row)
+            if mtime < cutoff and ctime < cutoff:
+                digest = row[_KEY.size :].hex()
+                batch.append(f"{size} {mtime} {ctime} {inode} {digest} {path}\0")
+                if len(batch) >= 4096:
+                    yield "".join(batch).encode()
+                    batch.clear()
+        yield "".join(batch).encode()
+
+
+def _key(size: int, mtime_ns: int, ctime_ns: int, inode: int) -> bytes:
+    try:
+        return _KEY.pack(size, mtime_ns, ctime_ns, inode)
+    except struct.error:  # out of range (a clock far off): never cached
+        return _UNUSABLE
+
+
+def _parse(text: str) -> tuple[dict[str, bytes], str | None]:
+    header, _, body = text.partition("\n")
+    name, version, matches = header.split(" ")
+    if name != HEADER or version != str(FORMAT):
+        raise ValueError("another format")
+    rows: dict[str, bytes] = {}
+    for record in body.split("\0")[:-1]:
+        size, mtime, ctime, inode, digest, path = record.split(" ", 5)
+        if len(digest) != 64:
+            raise ValueError("bad hash")
+        rows[path] = _key(int(size), int(mtime), int(ctime), int(inode)) + bytes.fromhex(digest)
+    return rows, None if matches == "-" else matches

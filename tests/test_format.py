@@ -232,6 +232,19 @@ def test_compressible_chunk_is_compressed() -> None:
     assert len(stored) < len(data) // 10
 
 
+def test_tiny_chunks_are_kept_raw() -> None:
+    assert encode_chunk(b"a" * 63) == (CODEC_RAW, b"a" * 63)
+    codec, stored = encode_chunk(b"a" * 64)
+    assert codec == CODEC_ZSTD and decode_chunk(codec, stored, 64, "x") == b"a" * 64
+
+
+@pytest.mark.parametrize("size", [1, 100, PARAMS.min_size - 1, PARAMS.min_size])
+def test_a_file_up_to_the_minimum_chunk_size_is_one_chunk(size: int) -> None:
+    """The premise of add's shortcut: such a file's hash is its one chunk's id."""
+    data = randbytes(size, size)
+    assert [bytes(p) for p in Chunker(PARAMS).cut(data)] == [data]
+
+
 def test_incompressible_chunk_is_kept_raw() -> None:
     data = randbytes(5, 64 * KIB)
     assert encode_chunk(data) == (CODEC_RAW, data)
