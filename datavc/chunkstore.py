@@ -389,7 +389,7 @@ class PackWriter:
         self._entries: list[PackEntry] = []
         self._size = len(PACK_MAGIC)
         self._pending: set[ChunkId] = set()
-        self._written = LocationTable()
+        self._written = LocationTable(numbering=store._index)
         self._lock = threading.Lock()
         self._done = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="datavc-chunk")
@@ -513,6 +513,6 @@ class PackWriter:
                 with self.store._lock:
                     self.store._index.update(self._written)
                     self.store._indexes_loaded.add(name)
-                self._written = LocationTable()
+                self._written = LocationTable(numbering=self.store._index)
             self._pending.clear()
         return UploadStats(self.new_chunks, self.new_bytes, self.new_objects)

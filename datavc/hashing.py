@@ -27,7 +27,7 @@ def chunk_id(data: bytes | memoryview) -> ChunkId:
     return ChunkId(blake3(data).digest())
 
 
-def object_id(data: bytes | memoryview) -> ObjectId:
+def object_id(data: bytes | bytearray | memoryview) -> ObjectId:
     return ObjectId(blake3(data).hexdigest())
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import struct
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -156,16 +157,24 @@ class LocationTable:
     object with its integers takes about 150), so a writer's view of a store with millions
     of chunks stays small. A chunk put twice keeps its first location."""
 
-    def __init__(self) -> None:
+    def __init__(self, numbering: LocationTable | None = None) -> None:
+        """``numbering``: share that table's pack numbers, so rows move between the two
+        without being repacked (a writer's table and its store's index)."""
         self._rows: dict[ChunkId, bytes] = {}
-        self._packs: list[ObjectId] = []
-        self._numbers: dict[ObjectId, int] = {}
+        self._packs: list[ObjectId] = numbering._packs if numbering else []
+        self._numbers: dict[ObjectId, int] = numbering._numbers if numbering else {}
+        self._numbering_lock: threading.Lock = (
+            numbering._numbering_lock if numbering else threading.Lock()
+        )
 
     def _number(self, pack: ObjectId) -> int:
         n = self._numbers.get(pack)
         if n is None:
-            n = self._numbers[pack] = len(self._packs)
-            self._packs.append(pack)
+            with self._numbering_lock:
+                n = self._numbers.get(pack)
+                if n is None:
+                    n = self._numbers[pack] = len(self._packs)
+                    self._packs.append(pack)
         return n
 
     def put(self, cid: ChunkId, loc: Location) -> None:
@@ -174,6 +183,10 @@ class LocationTable:
             self._rows[cid] = _ROW.pack(*row, loc.codec)
 
     def update(self, other: LocationTable) -> None:
+        if other._packs is self._packs:
+            for cid, row in other._rows.items():
+                self._rows.setdefault(cid, row)
+            return
         for cid, loc in other.items():
             self.put(cid, loc)
 
@@ -203,13 +216,15 @@ class LocationTable:
         """The index object for these locations (see the module docstring)."""
         packs = sorted({self._packs[_ROW.unpack(r)[0]] for r in self._rows.values()})
         local = {self._numbers[p]: i for i, p in enumerate(packs)}
-        parts = [INDEX_MAGIC, _U32.pack(len(packs))]
-        parts += [bytes.fromhex(p) for p in packs]
-        parts.append(_U32.pack(len(self._rows)))
+        out = bytearray(INDEX_MAGIC)
+        out += _U32.pack(len(packs))
+        for p in packs:
+            out += bytes.fromhex(p)
+        out += _U32.pack(len(self._rows))
         for cid in sorted(self._rows):
             n, offset, stored, plain, codec = _ROW.unpack(self._rows[cid])
-            parts.append(_INDEX_ENTRY.pack(cid, local[n], offset, stored, plain, codec))
-        return b"".join(parts)
+            out += _INDEX_ENTRY.pack(cid, local[n], offset, stored, plain, codec)
+        return bytes(out)
 
     def add_index(self, data: bytes, obj: str) -> None:
         """Take in every entry of an index object (keeping locations already known)."""

@@ -337,7 +337,8 @@ class Workspace:
             self.progress.close()
         for f, e in zip(files, entries, strict=True):
             cache.put(f, e.hash)
-        cache.retain({f.path for f in files})
+        cache.retain({e.path for e in entries})
+        del files  # a million stat results: not needed past this point
         root = write_tree(store, entries)
         tree = snapshot_id(root)
         cache.mark(tree)
@@ -362,8 +363,11 @@ class Workspace:
             self._write_json(self._staged_path(name), staged.to_json())
         ignore_path(self.root, rel)
         changes: dict[str, list[str]] = {"added": [], "removed": [], "modified": []}
-        for kind, e in diff_trees(store, reference, root):
-            changes[kind].append(e.path)
+        if reference is None:
+            changes["added"] = [e.path for e in entries]
+        else:
+            for kind, e in diff_trees(store, reference, root):
+                changes[kind].append(e.path)
         diff = TreeDiff(*(tuple(changes[k]) for k in ("added", "removed", "modified")))
         return AddResult(ds, staged, diff)
 

@@ -222,10 +222,10 @@ def write_tree(store: ChunkStore, entries: list[FileEntry]) -> TreeRoot:
     stored in the version record). Every chunk named must be in the store already."""
     pages: list[PageRef] = []
     for page in split_pages(entries):
-        pid = store.write_object("trees", encode_page(page, store.locate_stored))
-        pages.append(
-            PageRef(pid, page[0].path, page[-1].path, len(page), sum(e.size for e in page))
-        )
+        data, content = encode_page(page, store.locate_stored)
+        pid = store.write_object("trees", data)
+        size = sum(e.size for e in page)
+        pages.append(PageRef(pid, page[0].path, page[-1].path, len(page), size, content))
     return TreeRoot(len(entries), sum(e.size for e in entries), tuple(pages))
 
 
@@ -235,7 +235,8 @@ def write_tree(store: ChunkStore, entries: list[FileEntry]) -> TreeRoot:
 def load_page(store: ChunkStore, page: PageRef) -> list[FileEntry]:
     """A page's entries; its chunks' location hints go to the store, so reading a file
     needs no index."""
-    entries, hints = decode_page(store.read_object("trees", page.id), f"trees/{page.id}")
+    data = store.read_object("trees", page.id)
+    entries, hints = decode_page(data, f"trees/{page.id}", page.content)
     store.add_hints(hints)
     return entries
 
@@ -280,12 +281,12 @@ def diff_trees(
     """What changed from ``old`` (None: empty) to ``new``, in path order: ("added", entry),
     ("removed", entry) or ("modified", new entry); a new mode counts as a change.
 
-    Pages with the same id in both trees hold the same entries, so they are skipped
+    Pages with the same content id in both trees hold the same entries, so they are skipped
     unread; the rest are merged one page at a time, so memory does not grow with the
     number of files."""
-    common = {p.id for p in new.pages} & {p.id for p in old.pages} if old else set()
-    before = _entries_of(store, [p for p in old.pages if p.id not in common] if old else [])
-    after = _entries_of(store, [p for p in new.pages if p.id not in common])
+    common = {p.content for p in new.pages} & {p.content for p in old.pages} if old else set()
+    before = _entries_of(store, [p for p in old.pages if p.content not in common] if old else [])
+    after = _entries_of(store, [p for p in new.pages if p.content not in common])
     a, b = next(before, None), next(after, None)
     while a is not None or b is not None:
         if a is not None and (b is None or a.path < b.path):

@@ -4,25 +4,33 @@ A snapshot is a *tree root* that lists *pages* (``trees/<id>``). Pages hold the 
 entries, sorted by path (byte order of UTF-8), and cut so that each page stays small; the
 root records each page's first and last path, so a reader finds one file's entry by reading
 the root and one page. The root is small and travels inside the version record (and a
-workspace's staged state); its id, the BLAKE3 of its canonical bytes, is the snapshot id.
+workspace's staged state).
 
 Root: canonical JSON (sorted keys, no spaces, UTF-8)::
 
     {"type": "datavc-tree", "format": 2, "files": N, "bytes": B,
-     "pages": [{"id": ID, "first": PATH, "last": PATH, "files": n, "bytes": b}, ...]}
+     "pages": [{"id": ID, "content": CID, "first": PATH, "last": PATH, "files": n,
+                "bytes": b}, ...]}
 
 Page::
 
     b"DVCTPG\\x00\\x02" | codec u8 | plain length u32 | body (zstd frame or raw)
-    body: pack count u32 | pack ids (32 each)
-          entry count u32, then per entry:
-            path length u16 | path (UTF-8) | mode u32 | size u64 | file hash (32)
-            chunk count u32 | chunk count x (chunk id (32) | plain length u32
-                | pack number u32 | offset u64 | stored length u32 | codec u8)
+    body: content length u32 | content | hints
+    content: entry count u32, then per entry:
+        path length u16 | path (UTF-8) | mode u32 | size u64 | file hash (32)
+        chunk count u32 | chunk count x (chunk id (32) | plain length u32)
+    hints: pack count u32 | pack ids (32 each) | for each chunk of the content, in order:
+        pack number u32 | offset u64 | stored length u32 | codec u8
 
-Little-endian. A file's bytes are its chunks concatenated in recipe order. Each chunk also
-carries where it was stored when the page was written (a *location hint*), so a reader can
-fetch a file from the version record, one page and the pack, without reading the index.
+Little-endian. A file's bytes are its chunks concatenated in recipe order. The *hints* say
+where each chunk was stored when the page was written, so a reader can fetch a file from
+the version record, one page and the pack, without reading the index.
+
+``id`` is the page object's id (its stored bytes, hints included); ``content`` is the BLAKE3
+of the page's content bytes alone. The **snapshot id** is the BLAKE3 of the root's canonical
+JSON *without* the page ids: it depends only on the files (paths, modes, bytes, chunking),
+not on where the chunks happen to be stored, so the same files give the same snapshot id in
+any store.
 """
 
 from __future__ import annotations
@@ -46,7 +54,8 @@ PAGE_MAX_BYTES = 4 << 20
 
 _HEAD = struct.Struct("<BI")
 _ENTRY = struct.Struct("<IQ32sI")
-_CHUNK = struct.Struct("<32sIIQIB")
+_CHUNK = struct.Struct("<32sI")
+_HINT = struct.Struct("<IQIB")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -68,11 +77,12 @@ class FileEntry:
 
 @dataclass(frozen=True, slots=True)
 class PageRef:
-    id: ObjectId
+    id: ObjectId  # the page object (content and hints)
     first: str
     last: str
     files: int
     bytes: int
+    content: ObjectId  # BLAKE3 of the page's content bytes: what the snapshot id covers
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,49 +102,79 @@ class TreeRoot:
         return [p for p in self.pages if p.last >= prefix and p.first[: len(prefix)] <= prefix]
 
 
-def encode_page(entries: Iterable[FileEntry], locate: Callable[[ChunkId], Location]) -> bytes:
-    """Encode a page; ``locate`` gives each chunk's place in the store (its hint)."""
+def encode_page(
+    entries: Iterable[FileEntry], locate: Callable[[ChunkId], Location]
+) -> tuple[bytes, ObjectId]:
+    """Encode a page; ``locate`` gives each chunk's place in the store (its hint).
+    Returns the page's bytes and its content id."""
     rows = list(entries)
+    content = bytearray(_U32.pack(len(rows)))  # appended in place: no object per field
+    hints = bytearray()
     packs: dict[str, int] = {}
-    body_parts = [_U32.pack(len(rows))]
     for e in rows:
         raw = e.path.encode("utf-8")
-        body_parts += [_U16.pack(len(raw)), raw, _ENTRY.pack(e.mode, e.size, e.hash, len(e.chunks))]
+        content += _U16.pack(len(raw))
+        content += raw
+        content += _ENTRY.pack(e.mode, e.size, e.hash, len(e.chunks))
         for cid, length in e.chunks:
+            content += _CHUNK.pack(cid, length)
             loc = locate(cid)
             number = packs.setdefault(loc.pack, len(packs))
-            body_parts.append(
-                _CHUNK.pack(cid, length, number, loc.offset, loc.stored_length, loc.codec)
-            )
-    head = [_U32.pack(len(packs)), *(bytes.fromhex(p) for p in packs)]
-    body = b"".join(head + body_parts)
+            hints += _HINT.pack(number, loc.offset, loc.stored_length, loc.codec)
+    table = b"".join([_U32.pack(len(packs)), *(bytes.fromhex(p) for p in packs)])
+    body = b"".join([_U32.pack(len(content)), content, table, hints])
+    content_id = object_id(content)
+    del content, hints
     codec, stored = encode_chunk(body)
-    return PAGE_MAGIC + _HEAD.pack(codec, len(body)) + stored
+    return PAGE_MAGIC + _HEAD.pack(codec, len(body)) + stored, content_id
 
 
-def decode_page(data: bytes, obj: str) -> tuple[list[FileEntry], dict[ChunkId, Location]]:
-    """The entries of a page, and the location hint of each chunk they name."""
+def decode_page(
+    data: bytes, obj: str, content: str | None = None
+) -> tuple[list[FileEntry], dict[ChunkId, Location]]:
+    """The entries of a page, and the location hint of each chunk they name. With
+    ``content``, the page's content must hash to it (the root's record of the page)."""
     if not data.startswith(PAGE_MAGIC):
         raise CorruptObject(obj, "not a datavc tree page of a known format")
     try:
         codec, plain = _HEAD.unpack_from(data, len(PAGE_MAGIC))
         body = decode_chunk(codec, memoryview(data)[len(PAGE_MAGIC) + _HEAD.size :], plain, obj)
-        hints: dict[ChunkId, Location] = {}
-        return list(_iter_page_body(body, hints)), hints
+        (size,) = _U32.unpack_from(body, 0)
+        content_bytes = body[_U32.size : _U32.size + size]
+        if len(content_bytes) != size:
+            raise struct.error("short content")
+        if content is not None and object_id(content_bytes) != content:
+            raise CorruptObject(obj, "page content does not match the snapshot's tree root")
+        entries = list(_iter_page_body(content_bytes))
+        hints = _decode_hints(body, _U32.size + size, entries)
+        return entries, hints
     except (struct.error, UnicodeDecodeError, IndexError):
         raise CorruptObject(obj, "tree page is truncated or malformed") from None
 
 
-def _iter_page_body(body: bytes, hints: dict[ChunkId, Location]) -> Iterator[FileEntry]:
-    (npacks,) = _U32.unpack_from(body, 0)
-    pos = _U32.size
+def _decode_hints(body: bytes, pos: int, entries: list[FileEntry]) -> dict[ChunkId, Location]:
+    (npacks,) = _U32.unpack_from(body, pos)
+    pos += _U32.size
     packs = [
         ObjectId(body[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
         for i in range(npacks)
     ]
     pos += npacks * DIGEST_SIZE
-    (count,) = _U32.unpack_from(body, pos)
-    pos += _U32.size
+    recipe = [c for e in entries for c in e.chunks]
+    table = body[pos : pos + len(recipe) * _HINT.size]
+    if len(table) != len(recipe) * _HINT.size:
+        raise struct.error("short hints")
+    hints: dict[ChunkId, Location] = {}
+    for (cid, length), (number, offset, stored, codec) in zip(
+        recipe, _HINT.iter_unpack(table), strict=True
+    ):
+        hints[cid] = Location(packs[number], offset, stored, length, codec)
+    return hints
+
+
+def _iter_page_body(body: bytes) -> Iterator[FileEntry]:
+    (count,) = _U32.unpack_from(body, 0)
+    pos = _U32.size
     for _ in range(count):
         (plen,) = _U16.unpack_from(body, pos)
         pos += _U16.size
@@ -145,12 +185,9 @@ def _iter_page_body(body: bytes, hints: dict[ChunkId, Location]) -> Iterator[Fil
         end = pos + nchunks * _CHUNK.size
         if end > len(body):
             raise struct.error("short recipe")
-        recipe = []
-        for cid, length, number, offset, stored, ccodec in _CHUNK.iter_unpack(body[pos:end]):
-            recipe.append((ChunkId(cid), length))
-            hints[ChunkId(cid)] = Location(packs[number], offset, stored, length, ccodec)
+        chunks = tuple((ChunkId(c), n) for c, n in _CHUNK.iter_unpack(body[pos:end]))
         pos = end
-        yield FileEntry(path, mode, size, FileHash(fhash), tuple(recipe))
+        yield FileEntry(path, mode, size, FileHash(fhash), chunks)
 
 
 def split_pages(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
@@ -159,7 +196,7 @@ def split_pages(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
     weight = 0
     for e in entries:
         page.append(e)
-        weight += len(e.path.encode()) + 50 + _CHUNK.size * len(e.chunks)
+        weight += len(e.path.encode()) + 50 + (_CHUNK.size + _HINT.size) * len(e.chunks)
         if len(page) >= PAGE_MAX_ENTRIES or weight >= PAGE_MAX_BYTES:
             yield page
             page, weight = [], 0
@@ -174,20 +211,34 @@ def root_doc(root: TreeRoot) -> dict[str, Any]:
         "files": root.files,
         "bytes": root.bytes,
         "pages": [
-            {"id": p.id, "first": p.first, "last": p.last, "files": p.files, "bytes": p.bytes}
+            {
+                "id": p.id,
+                "content": p.content,
+                "first": p.first,
+                "last": p.last,
+                "files": p.files,
+                "bytes": p.bytes,
+            }
             for p in root.pages
         ],
     }
 
 
 def encode_root(root: TreeRoot) -> bytes:
-    """The root's canonical bytes: what its id (the snapshot id) is the hash of."""
-    doc = root_doc(root)
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The root's canonical bytes."""
+    return _canonical(root_doc(root))
 
 
 def snapshot_id(root: TreeRoot) -> ObjectId:
-    return object_id(encode_root(root))
+    """BLAKE3 of the root's canonical JSON without the page object ids (see above)."""
+    doc = root_doc(root)
+    for page in doc["pages"]:
+        del page["id"]
+    return object_id(_canonical(doc))
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def root_from_doc(doc: Any, obj: str) -> TreeRoot:
@@ -197,10 +248,17 @@ def root_from_doc(doc: Any, obj: str) -> TreeRoot:
         if doc.get("format") != TREE_FORMAT:
             raise CorruptObject(obj, f"unsupported tree format {doc.get('format')}")
         pages = tuple(
-            PageRef(ObjectId(p["id"]), p["first"], p["last"], int(p["files"]), int(p["bytes"]))
+            PageRef(
+                ObjectId(p["id"]),
+                p["first"],
+                p["last"],
+                int(p["files"]),
+                int(p["bytes"]),
+                ObjectId(p["content"]),
+            )
             for p in doc["pages"]
         )
-        if not all(is_object_id(p.id) for p in pages):
+        if not all(is_object_id(p.id) and is_object_id(p.content) for p in pages):
             raise CorruptObject(obj, "tree root names a page by an invalid id")
         return TreeRoot(int(doc["files"]), int(doc["bytes"]), pages)
     except (ValueError, KeyError, TypeError, AttributeError):

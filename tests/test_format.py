@@ -6,6 +6,7 @@ roots, pointer files, version specs, version records, snapshot path checks and t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -299,9 +300,13 @@ def locate(cid: ChunkId) -> Location:
     return Location(pack, int.from_bytes(cid[1:6], "little"), cid[6] * 1000 + 1, 0, cid[7] % 2)
 
 
+def page(entries: list[FileEntry]) -> bytes:
+    return encode_page(entries, locate)[0]
+
+
 def check_page_round_trip(entries: list[FileEntry]) -> bytes:
-    data = encode_page(entries, locate)
-    decoded, hints = decode_page(data, "trees/t")
+    data, content = encode_page(entries, locate)
+    decoded, hints = decode_page(data, "trees/t", content)
     assert decoded == entries
     for e in entries:
         for cid, _length in e.chunks:
@@ -332,18 +337,18 @@ def entry(path: str, nchunks: int = 0, seed: int = 0) -> FileEntry:
 @example([entry(f"dir/{i:05d}.txt", 2) for i in range(200)])  # compressible: a zstd page
 def test_page_round_trip(entries: list[FileEntry]) -> None:
     data = check_page_round_trip(entries)
-    assert encode_page(entries, locate) == data  # deterministic
+    assert page(entries) == data  # deterministic
 
 
 def test_page_hint_carries_each_chunks_plain_length() -> None:
     e = entry("a", 3)
-    _, hints = decode_page(encode_page([e], locate), "trees/t")
+    _, hints = decode_page(page([e]), "trees/t")
     assert [hints[cid].plain_length for cid, _ in e.chunks] == [n for _, n in e.chunks]
 
 
 def test_page_codecs_both_used() -> None:
-    zstd_page = encode_page([entry(f"dir/{i:05d}.txt") for i in range(300)], locate)
-    raw_page = encode_page([entry("a", 3)], locate)
+    zstd_page = page([entry(f"dir/{i:05d}.txt") for i in range(300)])
+    raw_page = page([entry("a", 3)])
     assert zstd_page[8] == CODEC_ZSTD
     assert raw_page[8] == CODEC_RAW
 
@@ -353,7 +358,7 @@ def test_page_rejects_every_truncation(compressible: bool) -> None:
     entries = (
         [entry(f"d/{i:03d}") for i in range(40)] if compressible else [entry("a", 2), entry("b")]
     )
-    data = encode_page(entries, locate)
+    data = page(entries)
     assert (data[8] == CODEC_ZSTD) == compressible
     for n in range(len(data)):
         with pytest.raises(CorruptObject, match="trees/t"):
@@ -361,7 +366,7 @@ def test_page_rejects_every_truncation(compressible: bool) -> None:
 
 
 def test_page_rejects_bad_magic_codec_and_path() -> None:
-    data = encode_page([entry("a", 1)], locate)
+    data = page([entry("a", 1)])
     with pytest.raises(CorruptObject):
         decode_page(b"Z" + data[1:], "trees/t")
     with pytest.raises(CorruptObject, match="known format"):  # a format 1 page
@@ -369,11 +374,42 @@ def test_page_rejects_bad_magic_codec_and_path() -> None:
     with pytest.raises(CorruptObject):
         decode_page(data[:8] + b"\x09" + data[9:], "trees/t")
     # A path that is not UTF-8.
-    body = struct.pack("<IIH", 0, 1, 1) + b"\xff"
-    body += struct.pack("<IQ32sI", MODE_FILE, 0, bytes(32), 0)
+    content = (
+        struct.pack("<IH", 1, 1) + b"\xff" + struct.pack("<IQ32sI", MODE_FILE, 0, bytes(32), 0)
+    )
+    body = struct.pack("<I", len(content)) + content + struct.pack("<I", 0)  # no packs
     raw = data[:8] + struct.pack("<BI", CODEC_RAW, len(body)) + body
     with pytest.raises(CorruptObject):
         decode_page(raw, "trees/t")
+
+
+page_of = page
+
+
+def test_page_content_id_ignores_hints_and_is_checked() -> None:
+    """The content id covers the entries, not where their chunks are stored."""
+    entries = [entry("a", 2), entry("b/c", 1)]
+    here, content = encode_page(entries, locate)
+    elsewhere, content2 = encode_page(entries, lambda c: dataclasses.replace(locate(c), offset=7))
+    assert here != elsewhere and content == content2
+    decode_page(elsewhere, "trees/t", content)
+    other = encode_page([entry("a", 2), entry("b/c", 1, seed=1)], locate)[1]
+    assert other != content
+    with pytest.raises(CorruptObject, match="does not match"):
+        decode_page(here, "trees/t", other)
+
+
+def test_snapshot_id_ignores_page_object_ids() -> None:
+    ref = PageRef(ObjectId("1" * 64), "a", "b", 2, 9, ObjectId("2" * 64))
+    root = TreeRoot(2, 9, (ref,))
+    moved = TreeRoot(2, 9, (dataclasses.replace(ref, id=ObjectId("3" * 64)),))
+    assert snapshot_id(root) == snapshot_id(moved)
+    for changed in (
+        TreeRoot(2, 9, (dataclasses.replace(ref, content=ObjectId("4" * 64)),)),
+        TreeRoot(2, 9, (dataclasses.replace(ref, last="c"),)),
+        TreeRoot(3, 9, (ref,)),
+    ):
+        assert snapshot_id(changed) != snapshot_id(root)
 
 
 def many_entries(n: int, nchunks: int = 0) -> list[FileEntry]:
@@ -404,10 +440,10 @@ def test_split_pages_cuts_by_size_and_is_deterministic() -> None:
     for page in pages[:-1]:
         total = sum(weight(e) for e in page)
         assert PAGE_MAX_BYTES <= total < PAGE_MAX_BYTES + biggest
-        assert len(encode_page(page, locate)) < PAGE_MAX_BYTES + biggest + 64 + 3 * 32
+        assert len(page_of(page)) < PAGE_MAX_BYTES + biggest + 64 + 3 * 32
     assert sum(weight(e) for e in pages[-1]) < PAGE_MAX_BYTES
     again = list(split_pages(iter(entries)))
-    assert [encode_page(p, locate) for p in again] == [encode_page(p, locate) for p in pages]
+    assert [page_of(p) for p in again] == [page_of(p) for p in pages]
 
 
 def test_split_pages_of_nothing_is_no_page() -> None:
@@ -416,7 +452,14 @@ def test_split_pages_of_nothing_is_no_page() -> None:
 
 def root_of(pages: list[list[FileEntry]]) -> TreeRoot:
     refs = tuple(
-        PageRef(ObjectId(f"{i:064x}"), p[0].path, p[-1].path, len(p), sum(e.size for e in p))
+        PageRef(
+            ObjectId(f"{i:064x}"),
+            p[0].path,
+            p[-1].path,
+            len(p),
+            sum(e.size for e in p),
+            ObjectId(f"{i + 100:064x}"),
+        )
         for i, p in enumerate(pages)
     )
     return TreeRoot(sum(r.files for r in refs), sum(r.bytes for r in refs), refs)
@@ -452,6 +495,10 @@ def test_root_round_trip_and_rejects_damage() -> None:
         json.dumps({**doc, "pages": [{"id": "x"}]}).encode(),
         json.dumps({**doc, "pages": [{**doc["pages"][0], "id": "../../x"}]}).encode(),
         json.dumps({**doc, "pages": [{**doc["pages"][0], "id": "AB" * 32}]}).encode(),
+        json.dumps({**doc, "pages": [{**doc["pages"][0], "content": "x"}]}).encode(),
+        json.dumps(
+            {**doc, "pages": [{k: v for k, v in doc["pages"][0].items() if k != "content"}]}
+        ).encode(),
     ]
     for bad in damaged:
         with pytest.raises(CorruptObject, match="trees/r"):
@@ -600,7 +647,7 @@ def test_spec_text_round_trip(name: str, kind_value: tuple[str, str]) -> None:
 # -- version records ------------------------------------------------------------------------
 
 EMPTY_ROOT = TreeRoot(0, 0, ())
-page_refs = st.builds(PageRef, object_ids, texts, texts, u32, u64)
+page_refs = st.builds(PageRef, object_ids, texts, texts, u32, u64, object_ids)
 roots = st.builds(TreeRoot, u64, u64, st.lists(page_refs, max_size=3).map(tuple))
 
 
@@ -642,7 +689,7 @@ records = st.builds(
         git_head="ab",
         nonce="n",
         stats=CommitStats(1, 2, 3, 4, 5),
-        root=TreeRoot(3, 4, (PageRef(ObjectId("1" * 64), "a", "b/c", 3, 4),)),
+        root=TreeRoot(3, 4, (PageRef(ObjectId("1" * 64), "a", "b/c", 3, 4, ObjectId("2" * 64)),)),
     )
 )
 def test_record_round_trip(rec: VersionRecord) -> None:
@@ -662,7 +709,7 @@ def sample_record_doc() -> dict[str, object]:
         time="t",
         git_head=None,
         nonce="n",
-        root=TreeRoot(1, 2, (PageRef(ObjectId("1" * 64), "a", "a", 1, 2),)),
+        root=TreeRoot(1, 2, (PageRef(ObjectId("1" * 64), "a", "a", 1, 2, ObjectId("2" * 64)),)),
     )
     doc: dict[str, object] = json.loads(encode_record(rec))
     return doc

@@ -419,6 +419,22 @@ def test_many_small_files_share_few_objects(
         assert find_entry(reader, root, e.path) == e
 
 
+def test_same_files_same_snapshot_id_in_any_store(store: ChunkStore, tmp_path: Path) -> None:
+    """The snapshot id depends on the files only, not on where their chunks were put."""
+    src, mixed = tmp_path / "src", tmp_path / "mixed"
+    files = {f"f{i}.bin": randbytes(f"s{i}", 90 * KIB) for i in range(4)}
+    make_files(src, files)
+    make_files(mixed, {"a-first.bin": randbytes("x", 300 * KIB), **files})
+    here, _, _ = commit(store, src)
+    elsewhere = ChunkStore.create(Backend(str(tmp_path / "b")), StoreConfig(ChunkerParams()))
+    commit(elsewhere, mixed)  # src's chunks are stored there, after another file's
+    there, stats, _ = commit(elsewhere, src)
+    assert stats.new_chunks == 0
+    assert [p.id for p in here.pages] != [p.id for p in there.pages]
+    assert snapshot_id(here) == snapshot_id(there)
+    assert list(iter_entries(elsewhere, there)) == list(iter_entries(store, here))
+
+
 def test_a_moved_chunk_is_found_through_the_index(
     store_url: str, store: ChunkStore, tmp_path: Path
 ) -> None:
@@ -493,7 +509,7 @@ def test_diff_trees_matches_a_diff_of_the_whole_lists(
     assert [p for _, p in got] == sorted(p for _, p in got)  # path order
     assert "f035" in want.modified or "f035" in want.removed
     # Pages the two trees share are not read.
-    shared = {p.id for p in a.pages} & {p.id for p in b.pages}
+    shared = {p.id for p in a.pages} & {p.id for p in b.pages}  # same content, same hints
     assert shared, "premise: the trees share pages"
     reader = reopen(store_url)
     list(diff_trees(reader, a, b))

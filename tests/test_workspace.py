@@ -387,9 +387,10 @@ def test_crafted_tree_with_unsafe_path_is_refused(ws: Workspace, tmp_path: Path,
     ]
     store = ws.store
     store.load_index()
-    page_id = store.write_object("trees", encode_page(crafted, store.locate_stored))
+    page_bytes, content = encode_page(crafted, store.locate_stored)
+    page_id = store.write_object("trees", page_bytes)
     size = a.size + b.size
-    root = TreeRoot(2, size, (PageRef(page_id, "a.bin", bad, 2, size),))
+    root = TreeRoot(2, size, (PageRef(page_id, "a.bin", bad, 2, size, content),))
     rec = versions.publish_version(
         store,
         VersionRecord(
