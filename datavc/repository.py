@@ -331,14 +331,15 @@ class Workspace:
         try:
             with store.new_writer() as writer:
                 reuse = functools.partial(_reuse, cache, previous)
-                entries = build_entries(files, store, writer, reuse, bar)
+
+                def put(f: LocalFile, e: FileEntry) -> None:
+                    cache.put(f, e.hash)
+
+                entries = build_entries(files, store, writer, reuse, bar, put)  # empties files
                 stats = writer.finish()
         finally:
             self.progress.close()
-        for f, e in zip(files, entries, strict=True):
-            cache.put(f, e.hash)
         cache.retain({e.path for e in entries})
-        del files  # a million stat results: not needed past this point
         root = write_tree(store, entries)
         tree = snapshot_id(root)
         cache.mark(tree)

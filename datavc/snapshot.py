@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import stat as statmod
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -98,7 +99,7 @@ def scan(root: str, kind: str, odd: list[str] | None = None) -> list[LocalFile]:
 def _walk(base: str, abspath: str, rel: str, out: list[LocalFile], odd: list[str] | None) -> None:
     with os.scandir(abspath) as it:
         for e in it:
-            relpath = f"{rel}{e.name}"
+            relpath = sys.intern(f"{rel}{e.name}")  # one string shared with the stat cache
             _check_utf8(e.path)
             st = e.stat(follow_symlinks=False)
             if statmod.S_ISDIR(st.st_mode):
@@ -190,31 +191,44 @@ def _read_whole(path: str, size: int) -> bytes:
 
 
 def build_entries(
-    files: list[LocalFile], store: ChunkStore, writer: PackWriter, reuse: Reuse, progress: Progress
+    files: list[LocalFile],
+    store: ChunkStore,
+    writer: PackWriter,
+    reuse: Reuse,
+    progress: Progress,
+    settled: Callable[[LocalFile, FileEntry], None] | None = None,
 ) -> list[FileEntry]:
     """A tree entry per file; files whose content is known already are not read. Files are
-    read one after another while earlier files' chunks are still being stored."""
+    read one after another while earlier files' chunks are still being stored.
+
+    ``files`` is emptied as it is used (with a million files, their stat results need not
+    outlive their entries); ``settled(file, entry)`` is called as each entry is made."""
     check_paths(f.path for f in files)
     chunker = Chunker(store.config.chunker)
     entries: list[FileEntry] = []
-    waiting: deque[_Pending | FileEntry] = deque()
-    for f in files:
+    waiting: deque[tuple[LocalFile, _Pending | FileEntry]] = deque()
+
+    def settle(f: LocalFile, item: _Pending | FileEntry) -> None:
+        e = item if isinstance(item, FileEntry) else item.entry()
+        entries.append(e)
+        if settled is not None:
+            settled(f, e)
+
+    files.reverse()
+    while files:
+        f = files.pop()
         known = reuse(f)
         if known is not None and all(store.has_chunk(c) for c, _ in known.chunks):
-            waiting.append(
-                FileEntry(f.path, file_mode(f.mode), known.size, known.hash, known.chunks)
-            )
+            entry = FileEntry(f.path, file_mode(f.mode), known.size, known.hash, known.chunks)
+            waiting.append((f, entry))
             progress.advance(f.size)
         else:
-            waiting.append(chunk_file(f, chunker, writer, progress))
-        while waiting and (isinstance(waiting[0], FileEntry) or waiting[0].done()):
-            entries.append(_settle(waiting.popleft()))
-    entries.extend(_settle(p) for p in waiting)
+            waiting.append((f, chunk_file(f, chunker, writer, progress)))
+        while waiting and (isinstance(waiting[0][1], FileEntry) or waiting[0][1].done()):
+            settle(*waiting.popleft())
+    while waiting:
+        settle(*waiting.popleft())
     return entries
-
-
-def _settle(item: _Pending | FileEntry) -> FileEntry:
-    return item if isinstance(item, FileEntry) else item.entry()
 
 
 def write_tree(store: ChunkStore, entries: list[FileEntry]) -> TreeRoot:
@@ -232,12 +246,13 @@ def write_tree(store: ChunkStore, entries: list[FileEntry]) -> TreeRoot:
 # -- reading trees ----------------------------------------------------------------------
 
 
-def load_page(store: ChunkStore, page: PageRef) -> list[FileEntry]:
-    """A page's entries; its chunks' location hints go to the store, so reading a file
-    needs no index."""
+def load_page(store: ChunkStore, page: PageRef, hints: bool = True) -> list[FileEntry]:
+    """A page's entries; its chunks' location hints go to the store (unless ``hints`` is
+    False: the caller reads no chunks), so reading a file needs no index."""
     data = store.read_object("trees", page.id)
-    entries, hints = decode_page(data, f"trees/{page.id}", page.content)
-    store.add_hints(hints)
+    entries, found = decode_page(data, f"trees/{page.id}", page.content, hints)
+    if found:
+        store.add_hints(found)
     return entries
 
 
@@ -303,7 +318,7 @@ def diff_trees(
 
 def _entries_of(store: ChunkStore, pages: list[PageRef]) -> Iterator[FileEntry]:
     for page in pages:
-        yield from load_page(store, page)
+        yield from load_page(store, page, hints=False)
 
 
 # -- materializing ----------------------------------------------------------------------

@@ -21,8 +21,10 @@ cannot hold NUL). A file in another format, or damaged, is ignored (the cache is
 from __future__ import annotations
 
 import struct
+import sys
 import time
 from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 from .atomic import write_atomic
 from .hashing import FileHash
@@ -46,7 +48,7 @@ class StatCache:
         self._dirty = False
         try:
             with open(path, "rb") as f:
-                self._rows, self.matches = _parse(f.read().decode("utf-8"))
+                self._rows, self.matches = _parse(f)
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             self._rows, self.matches = {}, None
 
@@ -113,15 +115,27 @@ def _key(size: int, mtime_ns: int, ctime_ns: int, inode: int) -> bytes:
         return _UNUSABLE
 
 
-def _parse(text: str) -> tuple[dict[str, bytes], str | None]:
-    header, _, body = text.partition("\n")
-    name, version, matches = header.split(" ")
+def _parse(f: BinaryIO) -> tuple[dict[str, bytes], str | None]:
+    name, version, matches = f.readline().decode("utf-8").rstrip("\n").split(" ")
     if name != HEADER or version != str(FORMAT):
         raise ValueError("another format")
     rows: dict[str, bytes] = {}
-    for record in body.split("\0")[:-1]:
+    for record in _records(f):
         size, mtime, ctime, inode, digest, path = record.split(" ", 5)
         if len(digest) != 64:
             raise ValueError("bad hash")
-        rows[path] = _key(int(size), int(mtime), int(ctime), int(inode)) + bytes.fromhex(digest)
+        key = _key(int(size), int(mtime), int(ctime), int(inode))
+        rows[sys.intern(path)] = key + bytes.fromhex(digest)  # shares the scan's path string
     return rows, None if matches == "-" else matches
+
+
+def _records(f: BinaryIO) -> Iterator[str]:
+    """The NUL-ended records of the rest of ``f``, read 1 MiB at a time."""
+    rest = b""
+    while block := f.read(1 << 20):
+        parts = (rest + block).split(b"\0")
+        rest = parts.pop()
+        for part in parts:
+            yield part.decode("utf-8")
+    if rest:
+        raise ValueError("the last record is cut short")

@@ -130,10 +130,11 @@ def encode_page(
 
 
 def decode_page(
-    data: bytes, obj: str, content: str | None = None
+    data: bytes, obj: str, content: str | None = None, hints: bool = True
 ) -> tuple[list[FileEntry], dict[ChunkId, Location]]:
-    """The entries of a page, and the location hint of each chunk they name. With
-    ``content``, the page's content must hash to it (the root's record of the page)."""
+    """The entries of a page, and the location hint of each chunk they name (none if
+    ``hints`` is False). With ``content``, the page's content must hash to it (the root's
+    record of the page)."""
     if not data.startswith(PAGE_MAGIC):
         raise CorruptObject(obj, "not a datavc tree page of a known format")
     try:
@@ -146,8 +147,8 @@ def decode_page(
         if content is not None and object_id(content_bytes) != content:
             raise CorruptObject(obj, "page content does not match the snapshot's tree root")
         entries = list(_iter_page_body(content_bytes))
-        hints = _decode_hints(body, _U32.size + size, entries)
-        return entries, hints
+        found = _decode_hints(body, _U32.size + size, entries) if hints else {}
+        return entries, found
     except (struct.error, UnicodeDecodeError, IndexError):
         raise CorruptObject(obj, "tree page is truncated or malformed") from None
 
