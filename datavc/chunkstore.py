@@ -388,7 +388,7 @@ class PackWriter:
         self._spool_paths: set[str] = set()
         self._entries: list[PackEntry] = []
         self._size = len(PACK_MAGIC)
-        self._pending: set[ChunkId] = set()
+        self._pending: set[ChunkId] = set()  # in a pack not stored yet (then in _written)
         self._written = LocationTable(numbering=store._index)
         self._lock = threading.Lock()
         self._done = threading.Lock()
@@ -434,7 +434,7 @@ class PackWriter:
 
     def _encode(self, data: bytes | memoryview) -> Encoded:
         cid = chunk_id(data)
-        if self.store.has_chunk(cid) or cid in self._pending:
+        if self._has(cid):
             return Encoded(cid, CODEC_RAW, None, len(data))
         codec, stored = encode_chunk(data)
         return Encoded(cid, codec, stored, len(data))
@@ -451,14 +451,19 @@ class PackWriter:
     def add(self, cid: ChunkId, data: bytes | memoryview) -> bool:
         """Store a chunk now unless the store or this upload already has it; True if new."""
         self._drain(0)
-        if self.store.has_chunk(cid) or cid in self._pending:
+        if self._has(cid):
             return False
         codec, stored = encode_chunk(data)
         with self._lock:
             return self._append(cid, codec, stored, len(data))
 
+    def _has(self, cid: ChunkId) -> bool:
+        """True if the store or this upload has the chunk. _pending is checked before
+        _written: a chunk moves from the first to the second, never the other way."""
+        return cid in self._pending or cid in self._written or self.store.has_chunk(cid)
+
     def _append(self, cid: ChunkId, codec: int, stored: bytes, plain_length: int) -> bool:
-        if cid in self._pending or self.store.has_chunk(cid):
+        if self._has(cid):
             return False
         if self._spool is None:
             fd, path = tempfile.mkstemp(prefix=".tmp-pack-", dir=self.store.spool_dir())
@@ -494,6 +499,8 @@ class PackWriter:
             for e in entries:
                 loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
                 self._written.put(e.chunk, loc)
+            for e in entries:
+                self._pending.discard(e.chunk)
             self.new_bytes += size
             self.new_objects += 1
 
@@ -508,7 +515,7 @@ class PackWriter:
             if len(self._written):
                 index = self._written.encode_index()
                 name = self.store.write_object("index", index)
-                self.new_bytes += len(index)
+                self.new_bytes += sum(len(part) for part in index)
                 self.new_objects += 1
                 with self.store._lock:
                     self.store._index.update(self._written)

@@ -140,7 +140,7 @@ def encode_index(locations: dict[ChunkId, Location]) -> bytes:
     table = LocationTable()
     for cid, loc in locations.items():
         table.put(cid, loc)
-    return table.encode_index()
+    return b"".join(table.encode_index())
 
 
 def decode_index(data: bytes, obj: str) -> dict[ChunkId, Location]:
@@ -212,8 +212,9 @@ class LocationTable:
             if loc is not None:
                 yield cid, loc
 
-    def encode_index(self) -> bytes:
-        """The index object for these locations (see the module docstring)."""
+    def encode_index(self) -> list[bytes]:
+        """The index object for these locations (see the module docstring), in parts of
+        about 1 MiB (a million-chunk index is never copied into one buffer)."""
         packs = sorted({self._packs[_ROW.unpack(r)[0]] for r in self._rows.values()})
         local = {self._numbers[p]: i for i, p in enumerate(packs)}
         out = bytearray(INDEX_MAGIC)
@@ -221,10 +222,15 @@ class LocationTable:
         for p in packs:
             out += bytes.fromhex(p)
         out += _U32.pack(len(self._rows))
+        parts: list[bytes] = []
         for cid in sorted(self._rows):
             n, offset, stored, plain, codec = _ROW.unpack(self._rows[cid])
             out += _INDEX_ENTRY.pack(cid, local[n], offset, stored, plain, codec)
-        return bytes(out)
+            if len(out) >= 1 << 20:
+                parts.append(bytes(out))
+                out.clear()
+        parts.append(bytes(out))
+        return parts
 
     def add_index(self, data: bytes, obj: str) -> None:
         """Take in every entry of an index object (keeping locations already known)."""

@@ -339,7 +339,7 @@ class Workspace:
                 stats = writer.finish()
         finally:
             self.progress.close()
-        cache.retain({e.path for e in entries})
+        cache.retain((e.path for e in entries), len(entries))  # each got a row as it settled
         root = write_tree(store, entries)
         tree = snapshot_id(root)
         cache.mark(tree)
@@ -630,7 +630,7 @@ class Workspace:
     def ls(self, text: str) -> tuple[VersionRecord, Iterator[FileEntry]]:
         """A snapshot's entries in path order, read one page at a time."""
         rec = self.resolve(parse_spec(text))
-        return rec, iter_entries(self.store, rec.root)
+        return rec, iter_entries(self.store, rec.root, hints=False)
 
     def diff(
         self, text: str, against: str | None = None

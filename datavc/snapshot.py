@@ -158,15 +158,16 @@ def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Pro
     mode = file_mode(f.mode)
     if f.size <= WHOLE_READ_LIMIT:
         data = _read_whole(f.abspath, f.size)
-        if 0 < len(data) <= chunker.params.min_size:  # one chunk: its id is the file hash
+        small = 0 < len(data) <= chunker.params.min_size  # surely one chunk: skip the cutter
+        cut: list[bytes | memoryview] = [data] if small else list(chunker.cut(data))
+        if len(cut) == 1:  # one chunk: its id is the file hash, computed once
             progress.advance(len(data))
             return _Pending(f.path, mode, len(data), None, [(writer.submit(data), len(data))])
+        pieces: Iterable[bytes | memoryview] = cut
     hasher = file_hasher()
     parts: list[tuple[Future[Encoded], int]] = []
     with contextlib.ExitStack() as stack:
-        if f.size <= WHOLE_READ_LIMIT:
-            pieces: Iterable[bytes | memoryview] = chunker.cut(data)
-        else:
+        if f.size > WHOLE_READ_LIMIT:
             fh = stack.enter_context(open(f.abspath, "rb"))
             pieces = (bytes(p) for p in chunker.cut_stream(fh))  # views die at the next cut
         for piece in pieces:
@@ -256,9 +257,9 @@ def load_page(store: ChunkStore, page: PageRef, hints: bool = True) -> list[File
     return entries
 
 
-def iter_entries(store: ChunkStore, root: TreeRoot) -> Iterator[FileEntry]:
+def iter_entries(store: ChunkStore, root: TreeRoot, hints: bool = True) -> Iterator[FileEntry]:
     for page in root.pages:
-        yield from load_page(store, page)
+        yield from load_page(store, page, hints)
 
 
 def find_entry(store: ChunkStore, root: TreeRoot, path: str) -> FileEntry | None:

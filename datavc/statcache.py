@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from .atomic import write_atomic
@@ -68,8 +68,12 @@ class StatCache:
             self._rows[f.path] = row
             self._dirty = True
 
-    def retain(self, paths: set[str]) -> None:
-        for gone in set(self._rows) - paths:
+    def retain(self, paths: Iterable[str], count: int | None = None) -> None:
+        """Keep only the rows of ``paths``. ``count``: how many paths there are, when the
+        caller has just put a row for each: equal row count means nothing to drop."""
+        if count is not None and len(self._rows) == count:
+            return
+        for gone in set(self._rows) - set(paths):
             del self._rows[gone]
             self._dirty = True
 
