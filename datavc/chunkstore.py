@@ -388,8 +388,8 @@ class PackWriter:
         self._spool_paths: set[str] = set()
         self._entries: list[PackEntry] = []
         self._size = len(PACK_MAGIC)
-        self._pending: set[ChunkId] = set()  # in a pack not stored yet (then in _written)
-        self._written = LocationTable(numbering=store._index)
+        self._pending: set[ChunkId] = set()  # in a pack not stored yet (then in _stored)
+        self._stored: list[ChunkId] = []  # stored by this upload, in the store's index table
         self._lock = threading.Lock()
         self._done = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="datavc-chunk")
@@ -416,6 +416,10 @@ class PackWriter:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         self._spool_paths.clear()
+        with self.store._lock:  # stored, but no index names them: not usable for dedup
+            for cid in self._stored:
+                self.store._index.drop(cid)
+        self._stored = []
 
     def submit(self, data: bytes | memoryview) -> Future[Encoded]:
         """Hash and compress a chunk in the background; the future gives its id first.
@@ -459,8 +463,8 @@ class PackWriter:
 
     def _has(self, cid: ChunkId) -> bool:
         """True if the store or this upload has the chunk. _pending is checked before
-        _written: a chunk moves from the first to the second, never the other way."""
-        return cid in self._pending or cid in self._written or self.store.has_chunk(cid)
+        the store's index: a chunk moves from the first to the second, never back."""
+        return cid in self._pending or self.store.has_chunk(cid)
 
     def _append(self, cid: ChunkId, codec: int, stored: bytes, plain_length: int) -> bool:
         if self._has(cid):
@@ -496,9 +500,11 @@ class PackWriter:
         pack = self.store.put_pack(path)
         with self._done:  # not self._lock: a flush holds it while waiting for this thread
             self._spool_paths.discard(path)
-            for e in entries:
-                loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
-                self._written.put(e.chunk, loc)
+            with self.store._lock:
+                for e in entries:
+                    loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
+                    self.store._index.put(e.chunk, loc)
+            self._stored.extend(e.chunk for e in entries)
             for e in entries:
                 self._pending.discard(e.chunk)
             self.new_bytes += size
@@ -512,14 +518,13 @@ class PackWriter:
         while self._uploads:
             self._uploads.popleft().result()
         with self._lock, self._done:
-            if len(self._written):
-                index = self._written.encode_index()
+            if self._stored:
+                index = self.store._index.encode_index(self._stored)
                 name = self.store.write_object("index", index)
                 self.new_bytes += sum(len(part) for part in index)
                 self.new_objects += 1
                 with self.store._lock:
-                    self.store._index.update(self._written)
                     self.store._indexes_loaded.add(name)
-                self._written = LocationTable(numbering=self.store._index)
+                self._stored = []
             self._pending.clear()
         return UploadStats(self.new_chunks, self.new_bytes, self.new_objects)

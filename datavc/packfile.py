@@ -212,19 +212,21 @@ class LocationTable:
             if loc is not None:
                 yield cid, loc
 
-    def encode_index(self) -> list[bytes]:
-        """The index object for these locations (see the module docstring), in parts of
-        about 1 MiB (a million-chunk index is never copied into one buffer)."""
-        packs = sorted({self._packs[_ROW.unpack(r)[0]] for r in self._rows.values()})
+    def encode_index(self, only: Iterable[ChunkId] | None = None) -> list[bytes]:
+        """The index object for these locations (or for the chunks ``only`` names), in
+        parts of about 1 MiB (a million-chunk index is never copied into one buffer)."""
+        keys = sorted(self._rows if only is None else set(only))
+        rows = [self._rows[cid] for cid in keys]
+        packs = sorted({self._packs[_ROW.unpack(r)[0]] for r in rows})
         local = {self._numbers[p]: i for i, p in enumerate(packs)}
         out = bytearray(INDEX_MAGIC)
         out += _U32.pack(len(packs))
         for p in packs:
             out += bytes.fromhex(p)
-        out += _U32.pack(len(self._rows))
+        out += _U32.pack(len(keys))
         parts: list[bytes] = []
-        for cid in sorted(self._rows):
-            n, offset, stored, plain, codec = _ROW.unpack(self._rows[cid])
+        for cid, row in zip(keys, rows, strict=True):
+            n, offset, stored, plain, codec = _ROW.unpack(row)
             out += _INDEX_ENTRY.pack(cid, local[n], offset, stored, plain, codec)
             if len(out) >= 1 << 20:
                 parts.append(bytes(out))

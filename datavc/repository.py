@@ -326,7 +326,7 @@ class Workspace:
         reference = self._reference_root(ds)
         cache = self.stat_cache(name)
         store = self.store
-        previous = _Cursor(iter_entries(store, reference) if reference else iter(()))
+        previous = _Cursor(iter_entries(store, reference, hints=False) if reference else iter(()))
         bar = self.progress(f"adding {rel}", sum(f.size for f in files))
         try:
             with store.new_writer() as writer:

@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import stat as statmod
-import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -99,7 +98,7 @@ def scan(root: str, kind: str, odd: list[str] | None = None) -> list[LocalFile]:
 def _walk(base: str, abspath: str, rel: str, out: list[LocalFile], odd: list[str] | None) -> None:
     with os.scandir(abspath) as it:
         for e in it:
-            relpath = sys.intern(f"{rel}{e.name}")  # one string shared with the stat cache
+            relpath = f"{rel}{e.name}"
             _check_utf8(e.path)
             st = e.stat(follow_symlinks=False)
             if statmod.S_ISDIR(st.st_mode):

@@ -21,7 +21,6 @@ cannot hold NUL). A file in another format, or damaged, is ignored (the cache is
 from __future__ import annotations
 
 import struct
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
@@ -129,7 +128,7 @@ def _parse(f: BinaryIO) -> tuple[dict[str, bytes], str | None]:
         if len(digest) != 64:
             raise ValueError("bad hash")
         key = _key(int(size), int(mtime), int(ctime), int(inode))
-        rows[sys.intern(path)] = key + bytes.fromhex(digest)  # shares the scan's path string
+        rows[path] = key + bytes.fromhex(digest)
     return rows, None if matches == "-" else matches
 
 

@@ -419,6 +419,34 @@ def test_many_small_files_share_few_objects(
         assert find_entry(reader, root, e.path) == e
 
 
+def test_an_upload_that_fails_before_its_index_leaves_nothing_to_dedup_against(
+    tmp_path: Path,
+) -> None:
+    """Packs stored by an upload that never wrote its index are not counted as stored: the
+    next upload stores those chunks again, and its index names them."""
+    store = ChunkStore.create(
+        Backend(str(tmp_path / "s")), StoreConfig(ChunkerParams(), pack_target=4 * KIB)
+    )
+    blobs = [randbytes(f"f{i}", 3 * KIB) for i in range(4)]
+    with pytest.raises(RuntimeError), store.new_writer() as writer:
+        for b in blobs:
+            writer.add(chunk_id(b), b)
+        writer._drain(0)
+        while writer._uploads:
+            writer._uploads.popleft().result()
+        assert store.has_chunk(chunk_id(blobs[0])), "premise: a pack was stored"
+        raise RuntimeError("the upload fails before finish()")
+    assert not any(store.has_chunk(chunk_id(b)) for b in blobs)
+    assert store.backend.list("index") == []
+    with store.new_writer() as writer:
+        assert all(writer.add(chunk_id(b), b) for b in blobs)
+        writer.finish()
+    fresh = ChunkStore.open(Backend(str(tmp_path / "s")))
+    fresh.load_index()
+    for b in blobs:
+        assert b"".join(fresh.read_chunks([chunk_id(b)])) == b
+
+
 def test_same_files_same_snapshot_id_in_any_store(store: ChunkStore, tmp_path: Path) -> None:
     """The snapshot id depends on the files only, not on where their chunks were put."""
     src, mixed = tmp_path / "src", tmp_path / "mixed"
