@@ -43,7 +43,7 @@ from .packfile import (
     pack_footer,
 )
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 CONFIG_KEY = "datavc.json"
 DEFAULT_PACK_TARGET = 64 * 1024 * 1024
 WORKERS = 2

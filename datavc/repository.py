@@ -14,7 +14,7 @@ import functools
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -276,8 +276,8 @@ class Workspace:
     def _write_json(self, path: str, doc: object) -> None:
         write_text_atomic(path, json.dumps(doc, indent=1))
 
-    def stat_cache(self, name: str) -> StatCache:
-        return StatCache(os.path.join(self.state, "stat", f"{name}.json"))
+    def stat_cache(self, name: str, files: Iterable[LocalFile] = ()) -> StatCache:
+        return StatCache(os.path.join(self.state, "stat", f"{name}.cache"), files)
 
     def tree_entries(self, root: TreeRoot) -> list[FileEntry]:
         return list(iter_entries(self.store, root))
@@ -324,7 +324,7 @@ class Workspace:
         files = scan(absolute, kind)
         ds = known or Dataset(name, rel, kind, None, None)
         reference = self._reference_root(ds)
-        cache = self.stat_cache(name)
+        cache = self.stat_cache(name, files)
         store = self.store
         previous = _Cursor(iter_entries(store, reference, hints=False) if reference else iter(()))
         bar = self.progress(f"adding {rel}", sum(f.size for f in files))
@@ -595,8 +595,8 @@ class Workspace:
             return Status(
                 ds.name, ds.path, "missing", empty, "not in the workspace: run datavc checkout"
             )
-        cache = self.stat_cache(ds.name)
         local = scan(absolute, ds.kind)
+        cache = self.stat_cache(ds.name, local)
         diff = empty
         if ref is None or cache.matches != ref or not cache.covers(local):
             entries = self._reference_entries(ds)

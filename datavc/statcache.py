@@ -40,14 +40,17 @@ _UNUSABLE = b""
 
 
 class StatCache:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, files: Iterable[LocalFile] = ()) -> None:
+        """Load the cache at ``path``. ``files``: the scan it will be used with; rows for
+        those paths share the scan's path strings (a million copies less)."""
         self.path = path
         self._rows: dict[str, bytes] = {}
         self.matches: str | None = None
         self._dirty = False
         try:
+            shared = {f.path: f.path for f in files}
             with open(path, "rb") as f:
-                self._rows, self.matches = _parse(f)
+                self._rows, self.matches = _parse(f, shared)
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             self._rows, self.matches = {}, None
 
@@ -118,7 +121,7 @@ def _key(size: int, mtime_ns: int, ctime_ns: int, inode: int) -> bytes:
         return _UNUSABLE
 
 
-def _parse(f: BinaryIO) -> tuple[dict[str, bytes], str | None]:
+def _parse(f: BinaryIO, shared: dict[str, str]) -> tuple[dict[str, bytes], str | None]:
     name, version, matches = f.readline().decode("utf-8").rstrip("\n").split(" ")
     if name != HEADER or version != str(FORMAT):
         raise ValueError("another format")
@@ -128,7 +131,7 @@ def _parse(f: BinaryIO) -> tuple[dict[str, bytes], str | None]:
         if len(digest) != 64:
             raise ValueError("bad hash")
         key = _key(int(size), int(mtime), int(ctime), int(inode))
-        rows[path] = key + bytes.fromhex(digest)
+        rows[shared.get(path, path)] = key + bytes.fromhex(digest)
     return rows, None if matches == "-" else matches
 
 
