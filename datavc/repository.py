@@ -14,7 +14,7 @@ import functools
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -276,7 +276,7 @@ class Workspace:
     def _write_json(self, path: str, doc: object) -> None:
         write_text_atomic(path, json.dumps(doc, indent=1))
 
-    def stat_cache(self, name: str, files: Iterable[LocalFile] = ()) -> StatCache:
+    def stat_cache(self, name: str, files: Sequence[LocalFile] = ()) -> StatCache:
         return StatCache(os.path.join(self.state, "stat", f"{name}.cache"), files)
 
     def tree_entries(self, root: TreeRoot) -> list[FileEntry]:
@@ -325,6 +325,7 @@ class Workspace:
         ds = known or Dataset(name, rel, kind, None, None)
         reference = self._reference_root(ds)
         cache = self.stat_cache(name, files)
+        cache.load()  # before build_entries empties the scan list
         store = self.store
         previous = _Cursor(iter_entries(store, reference, hints=False) if reference else iter(()))
         bar = self.progress(f"adding {rel}", sum(f.size for f in files))

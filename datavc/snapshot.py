@@ -91,7 +91,7 @@ def scan(root: str, kind: str, odd: list[str] | None = None) -> list[LocalFile]:
         raise BadInput(f"{root} is not a folder")
     found: list[LocalFile] = []
     _walk(root, root, "", found, odd)
-    found.sort(key=lambda f: f.path.encode())
+    found.sort(key=lambda f: f.path)  # code-point order: the byte order of valid UTF-8
     return found
 
 
@@ -99,7 +99,8 @@ def _walk(base: str, abspath: str, rel: str, out: list[LocalFile], odd: list[str
     with os.scandir(abspath) as it:
         for e in it:
             relpath = f"{rel}{e.name}"
-            _check_utf8(e.path)
+            if not e.name.isascii():
+                _check_utf8(e.path)
             st = e.stat(follow_symlinks=False)
             if statmod.S_ISDIR(st.st_mode):
                 _walk(base, e.path, relpath + "/", out, odd)

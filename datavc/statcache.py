@@ -9,7 +9,9 @@ when every file still hits its row, and there are no more and no fewer files, th
 still equals that snapshot, and ``status`` need not read the snapshot at all.
 
 File format (UTF-8 text, written in one streaming pass; a million files must not mean a
-million-row JSON document in memory): a header line ``datavc-statcache 3 <matches or ->``,
+million-row JSON document in memory): a header line ``datavc-statcache 3 <matches or ->
+<scan digest or ->`` (the scan digest: BLAKE3 over every row's path, NUL and packed stat
+values, in path order, written when ``matches`` is),
 then one record per file, each ended by a NUL byte::
 
     <size> <mtime_ns> <ctime_ns> <inode> <file hash, 64 hex> <path>
@@ -26,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from .atomic import write_atomic
-from .hashing import FileHash
+from .hashing import FileHash, file_hasher
 from .snapshot import LocalFile
 
 RACY_NS = 2_000_000_000
@@ -40,19 +42,44 @@ _UNUSABLE = b""
 
 
 class StatCache:
-    def __init__(self, path: str, files: Iterable[LocalFile] = ()) -> None:
-        """Load the cache at ``path``. ``files``: the scan it will be used with; rows for
-        those paths share the scan's path strings (a million copies less)."""
+    def __init__(self, path: str, files: Sequence[LocalFile] = ()) -> None:
+        """Open the cache at ``path``; its rows are read on first use. ``files``: the scan
+        it will be used with (rows for those paths share the scan's path strings)."""
         self.path = path
-        self._rows: dict[str, bytes] = {}
+        self._files = files
+        self._loaded: dict[str, bytes] | None = None
         self.matches: str | None = None
+        self._scan_digest: str | None = None  # digest of (path, stat) of every row
         self._dirty = False
         try:
-            shared = {f.path: f.path for f in files}
             with open(path, "rb") as f:
-                self._rows, self.matches = _parse(f, shared)
+                name, version, matches, digest = f.readline().decode().rstrip("\n").split(" ")
+            if name == HEADER and version == str(FORMAT):
+                self.matches = None if matches == "-" else matches
+                self._scan_digest = None if digest == "-" else digest
+        except (OSError, ValueError, UnicodeDecodeError):
+            pass
+
+    def load(self) -> None:
+        """Read the rows now (while the scan given to the constructor is whole)."""
+        _ = self._rows
+
+    @property
+    def _rows(self) -> dict[str, bytes]:
+        if self._loaded is None:
+            self._loaded = self._read()
+        return self._loaded
+
+    def _read(self) -> dict[str, bytes]:
+        try:
+            shared = {f.path: f.path for f in self._files}
+            with open(self.path, "rb") as f:
+                return _parse(f, shared)
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
-            self._rows, self.matches = {}, None
+            self.matches = self._scan_digest = None
+            return {}
+        finally:
+            self._files = ()
 
     def get(self, f: LocalFile) -> FileHash | None:
         row = self._rows.get(f.path)
@@ -80,7 +107,18 @@ class StatCache:
             self._dirty = True
 
     def covers(self, files: Sequence[LocalFile]) -> bool:
-        """True if the rows are exactly these files, every one unchanged."""
+        """True if the rows are exactly these files, every one unchanged. When the saved
+        digest of every row's path and stat values equals the scan's, the rows need not
+        be read at all (``status`` of an unchanged folder)."""
+        if (
+            self._loaded is None
+            and self._scan_digest is not None
+            and (
+                scan_digest((f.path, _key(f.size, f.mtime_ns, f.ctime_ns, f.inode)) for f in files)
+                == self._scan_digest
+            )
+        ):
+            return True
         return len(files) == len(self._rows) and all(self.get(f) is not None for f in files)
 
     def mark(self, snapshot: str | None) -> None:
@@ -97,7 +135,11 @@ class StatCache:
         cutoff = time.time_ns() - RACY_NS
         racy = sum(1 for r in self._rows.values() if max(_KEY.unpack_from(r)[1:3]) >= cutoff)
         matches = self.matches if racy == 0 else None
-        write_atomic(self.path, self._lines(f"{HEADER} {FORMAT} {matches or '-'}\n", cutoff))
+        digest = "-"
+        if matches is not None:
+            digest = scan_digest((p, self._rows[p][: _KEY.size]) for p in sorted(self._rows))
+        header = f"{HEADER} {FORMAT} {matches or '-'} {digest}\n"
+        write_atomic(self.path, self._lines(header, cutoff))
         self._dirty = False
 
     def _lines(self, header: str, cutoff: int) -> Iterator[bytes]:
@@ -121,8 +163,16 @@ def _key(size: int, mtime_ns: int, ctime_ns: int, inode: int) -> bytes:
         return _UNUSABLE
 
 
-def _parse(f: BinaryIO, shared: dict[str, str]) -> tuple[dict[str, bytes], str | None]:
-    name, version, matches = f.readline().decode("utf-8").rstrip("\n").split(" ")
+def scan_digest(rows: Iterable[tuple[str, bytes]]) -> str:
+    """BLAKE3 of (path, packed stat values) pairs, in path order."""
+    hasher = file_hasher()
+    for path, key in rows:
+        hasher.update(path.encode() + b"\0" + key)
+    return str(hasher.hexdigest())
+
+
+def _parse(f: BinaryIO, shared: dict[str, str]) -> dict[str, bytes]:
+    name, version, _, _ = f.readline().decode("utf-8").rstrip("\n").split(" ")
     if name != HEADER or version != str(FORMAT):
         raise ValueError("another format")
     rows: dict[str, bytes] = {}
@@ -132,7 +182,7 @@ def _parse(f: BinaryIO, shared: dict[str, str]) -> tuple[dict[str, bytes], str |
             raise ValueError("bad hash")
         key = _key(int(size), int(mtime), int(ctime), int(inode))
         rows[shared.get(path, path)] = key + bytes.fromhex(digest)
-    return rows, None if matches == "-" else matches
+    return rows
 
 
 def _records(f: BinaryIO) -> Iterator[str]:

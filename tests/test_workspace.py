@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import time
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import fsspec
 import pytest
 from helpers import rand, tree_state, write
 
-from datavc import versions
+from datavc import statcache, versions
 from datavc.errors import IntegrityError, UnsafePath, UsageError
 from datavc.packfile import read_pack_footer
 from datavc.pointer import decode_pointer
@@ -421,3 +423,42 @@ def test_crafted_tree_with_unsafe_path_is_refused(ws: Workspace, tmp_path: Path,
     assert not (data / ".git").exists()
     assert not (Path(ws.root) / ".git" / "x").exists()
     assert (Path(ws.root) / "data.datavc").read_bytes() == pointer_before
+
+
+def test_status_of_an_unchanged_folder_reads_no_cache_rows(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stat cache's header digest of every (path, stat) pair answers 'unchanged' for
+    status without reading the rows; any change of path or stat values falls back to them."""
+    data = Path(ws.root) / "d"
+    for i in range(20):
+        write(data / f"f{i:02d}.bin", rand(f"s{i}", 1000 + i))
+    # A clock 10 s ahead: no file is within the racy window, so rows are kept and trusted.
+    ahead = types.SimpleNamespace(time_ns=lambda: time.time_ns() + 10 * 10**9)
+    monkeypatch.setattr(statcache, "time", ahead)
+    commit(ws, data, "v1")
+    fresh(ws).status()  # saves the rows with the digest
+    reads: list[str] = []
+    original = statcache.StatCache._read
+
+    def counting(self: statcache.StatCache) -> dict[str, bytes]:
+        reads.append(self.path)
+        return original(self)
+
+    monkeypatch.setattr(statcache.StatCache, "_read", counting)
+    assert [s.state for s in fresh(ws).status()] == ["clean"]
+    assert reads == [], "an unchanged folder needs no rows"
+    # Same size and mtime, new content: the ctime differs, so the rows are read.
+    target = data / "f03.bin"
+    before = target.stat()
+    target.write_bytes(rand("other", 1003))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    status = fresh(ws).status()
+    assert [s.state for s in status] == ["modified"]
+    assert status[0].diff.modified == ("f03.bin",)
+    assert len(reads) == 1
+    # A new file: also seen.
+    target.write_bytes(rand("s3", 1003))  # back to the committed content
+    write(data / "new.bin", b"new")
+    status = fresh(ws).status()
+    assert [s.state for s in status] == ["modified"] and status[0].diff.added == ("new.bin",)
