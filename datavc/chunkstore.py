@@ -17,10 +17,10 @@ import os
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .backend import Backend
 from .chunker import ChunkerParams
@@ -47,8 +47,11 @@ STORE_FORMAT = 2
 CONFIG_KEY = "datavc.json"
 DEFAULT_PACK_TARGET = 64 * 1024 * 1024
 WORKERS = 2
-MAX_INFLIGHT = 64
+MAX_INFLIGHT = 64  # batches of chunks being hashed and compressed at once
+MAX_INFLIGHT_BYTES = 32 << 20
 RUN_BYTES = 8 << 20
+BATCH_BYTES = 8 << 20  # chunks handed to the pack thread at a time
+MAX_TASKS = 8  # pack-thread tasks waiting at most (about 64 MiB of chunks)
 INLINE_CHUNK = 16 << 10  # smaller chunks are hashed and compressed without a thread hop
 
 
@@ -163,13 +166,11 @@ class ChunkStore:
             self.cache.write(f"{kind}/{oid}", parts)
         return oid
 
-    def put_pack(self, path: str) -> ObjectId:
-        """Store the finished pack file at ``path`` (consumed) under its hash."""
-        hasher = file_hasher()
-        with open(path, "rb") as f:
-            while block := f.read(8 << 20):
-                hasher.update(block)
-        oid = ObjectId(hasher.hexdigest())
+    def put_pack(self, path: str, footer: bytes) -> ObjectId:
+        """Store the finished pack file at ``path`` (consumed) under its id: the BLAKE3 of
+        its footer, which names every chunk in it (each chunk is checked on read against
+        its own id, so hashing the whole pack again would add nothing but a pass)."""
+        oid = object_id(footer)
         key = f"packs/{oid}"
         if self.cache is not None:
             self.backend.put_path(key, path, move=False)
@@ -339,6 +340,11 @@ def _group(located: Iterable[tuple[ChunkId, Location]]) -> list[list[tuple[Chunk
     return runs
 
 
+def _update(hasher: Any, blocks: list[bytes | memoryview]) -> None:
+    for block in blocks:
+        hasher.update(block)
+
+
 def _copy_range(src: int, dst: int, start: int, end: int) -> None:
     while start < end:
         n = os.copy_file_range(src, dst, end - start, start)
@@ -385,7 +391,9 @@ class PackWriter:
         self.store = store
         self._spool: BinaryIO | None = None
         self._spool_path = ""
-        self._spool_paths: set[str] = set()
+        self._spools: dict[str, BinaryIO] = {}  # pack files not stored yet
+        self._batch: list[bytes] = []  # stored chunks not yet handed to the pack thread
+        self._batch_size = 0
         self._entries: list[PackEntry] = []
         self._size = len(PACK_MAGIC)
         self._pending: set[ChunkId] = set()  # in a pack not stored yet (then in _stored)
@@ -393,9 +401,11 @@ class PackWriter:
         self._lock = threading.Lock()
         self._done = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="datavc-chunk")
-        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="datavc-pack")
-        self._inflight: deque[Future[Encoded]] = deque()
-        self._uploads: deque[Future[None]] = deque()
+        self._packer = ThreadPoolExecutor(1, thread_name_prefix="datavc-pack")
+        self._inflight: deque[tuple[Future[list[Encoded]], int]] = deque()
+        self._inflight_bytes = 0
+        self._hashing = ThreadPoolExecutor(1, thread_name_prefix="datavc-hash")
+        self._tasks: deque[Future[None]] = deque()
         self.new_chunks = 0
         self.new_bytes = 0
         self.new_objects = 0
@@ -408,33 +418,52 @@ class PackWriter:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._uploader.shutdown(wait=True, cancel_futures=True)
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-        for path in self._spool_paths:  # packs never stored (an error stopped the upload)
+        self._hashing.shutdown(wait=True, cancel_futures=True)
+        self._packer.shutdown(wait=True, cancel_futures=True)
+        for path, spool in self._spools.items():  # never stored (an error stopped the upload)
+            spool.close()
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        self._spool_paths.clear()
+        self._spools.clear()
+        self._spool = None
         with self.store._lock:  # stored, but no index names them: not usable for dedup
             for cid in self._stored:
                 self.store._index.drop(cid)
         self._stored = []
 
-    def submit(self, data: bytes | memoryview) -> Future[Encoded]:
-        """Hash and compress a chunk in the background; the future gives its id first.
+    def submit(self, pieces: Sequence[bytes | memoryview]) -> Future[list[Encoded]]:
+        """Hash and compress a batch of chunks in the background; the future gives their
+        ids first. (A batch, not a chunk: one hand-off per chunk costs as much as
+        hashing it.)
 
         Chunks enter packs in the order they were submitted (so a file's chunks stay
-        contiguous and read back in one range); at most ``MAX_INFLIGHT`` wait at once.
-        A small chunk is done at once on this thread: a hand-off would cost more."""
-        self._drain(MAX_INFLIGHT - 1)
-        if len(data) < INLINE_CHUNK:
-            future: Future[Encoded] = Future()
-            future.set_result(self._encode(data))
+        contiguous and read back in one range); at most ``MAX_INFLIGHT`` batches and
+        ``MAX_INFLIGHT_BYTES`` wait at once. A small batch is done at once on this thread."""
+        size = sum(len(p) for p in pieces)
+        while self._inflight and (
+            len(self._inflight) >= MAX_INFLIGHT or self._inflight_bytes + size > MAX_INFLIGHT_BYTES
+        ):
+            self._drain(len(self._inflight) - 1)
+        future: Future[list[Encoded]]
+        if size < INLINE_CHUNK:
+            future = Future()
+            future.set_result([self._encode(p) for p in pieces])
         else:
-            future = self._pool.submit(self._encode, data)
-        self._inflight.append(future)
+            future = self._pool.submit(self._encode_many, list(pieces))
+        self._inflight.append((future, size))
+        self._inflight_bytes += size
         return future
+
+    def hash_in_order(self, hasher: Any, blocks: Sequence[bytes | memoryview]) -> None:
+        """Feed ``blocks`` to ``hasher`` on the hashing thread, in call order."""
+        self._hashing.submit(_update, hasher, list(blocks))
+
+    def digest(self, hasher: Any) -> Future[bytes]:
+        """The hasher's digest once every block handed to :meth:`hash_in_order` is in."""
+        return self._hashing.submit(hasher.digest)
+
+    def _encode_many(self, pieces: list[bytes | memoryview]) -> list[Encoded]:
+        return [self._encode(p) for p in pieces]
 
     def _encode(self, data: bytes | memoryview) -> Encoded:
         cid = chunk_id(data)
@@ -444,13 +473,16 @@ class PackWriter:
         return Encoded(cid, codec, stored, len(data))
 
     def _drain(self, keep: int) -> None:
-        """Append finished chunks, oldest first, until at most ``keep`` are in flight."""
+        """Append finished chunks, oldest batch first, until at most ``keep`` batches are
+        in flight."""
         while len(self._inflight) > keep:
-            done = self._inflight.popleft().result()
-            if done.stored is not None:
-                with self._lock:
-                    self._append(done.cid, done.codec, done.stored, done.plain_length)
-                done.stored = None
+            future, size = self._inflight.popleft()
+            self._inflight_bytes -= size
+            for done in future.result():
+                if done.stored is not None:
+                    with self._lock:
+                        self._append(done.cid, done.codec, done.stored, done.plain_length)
+                    done.stored = None
 
     def add(self, cid: ChunkId, data: bytes | memoryview) -> bool:
         """Store a chunk now unless the store or this upload already has it; True if new."""
@@ -471,35 +503,55 @@ class PackWriter:
             return False
         if self._spool is None:
             fd, path = tempfile.mkstemp(prefix=".tmp-pack-", dir=self.store.spool_dir())
-            self._spool_paths.add(path)
             self._spool, self._spool_path = os.fdopen(fd, "wb"), path
-            self._spool.write(PACK_MAGIC)
+            self._spools[path] = self._spool
+            self._batch.append(PACK_MAGIC)
         self._pending.add(cid)
         self._entries.append(PackEntry(cid, self._size, len(stored), plain_length, codec))
-        self._spool.write(stored)
+        self._batch.append(stored)
+        self._batch_size += len(stored)
         self._size += len(stored)
         self.new_chunks += 1
         if self._size >= self.store.config.pack_target:
             self._flush_locked()
+        elif self._batch_size >= BATCH_BYTES:
+            self._write_batch()
         return True
 
+    def _write_batch(self) -> None:
+        """Hand the batched chunks to the pack thread, which writes them to the pack file
+        (so this thread never waits on the disk); at most ``MAX_TASKS`` wait."""
+        if self._spool is None or not self._batch:
+            return
+        self._queue(self._packer.submit(self._spool.writelines, self._batch))
+        self._batch, self._batch_size = [], 0
+
+    def _queue(self, task: Future[None]) -> None:
+        self._tasks.append(task)
+        while len(self._tasks) > MAX_TASKS:
+            self._tasks.popleft().result()
+
     def _flush_locked(self) -> None:
-        """Hand the current pack to the upload thread (at most two wait to be stored)."""
+        """Close the current pack: its last chunks and footer are written, then it is
+        stored, both on the pack thread, while the next pack fills."""
         if not self._entries or self._spool is None:
             return
         footer = pack_footer(self._entries)
-        self._spool.write(footer)
+        self._batch.append(footer)
+        self._write_batch()
         path, entries, size = self._spool_path, self._entries, self._size + len(footer)
-        self._spool.close()
+        self._queue(self._packer.submit(self._store_pack, path, footer, entries, size))
         self._spool, self._entries, self._size = None, [], len(PACK_MAGIC)
-        while len(self._uploads) >= 2:
-            self._uploads.popleft().result()
-        self._uploads.append(self._uploader.submit(self._store_pack, path, entries, size))
 
-    def _store_pack(self, path: str, entries: list[PackEntry], size: int) -> None:
-        pack = self.store.put_pack(path)
+    def _store_pack(self, path: str, footer: bytes, entries: list[PackEntry], size: int) -> None:
+        self._spools.pop(path).close()
+        try:
+            pack = self.store.put_pack(path, footer)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         with self._done:  # not self._lock: a flush holds it while waiting for this thread
-            self._spool_paths.discard(path)
             with self.store._lock:
                 for e in entries:
                     loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
@@ -515,8 +567,8 @@ class PackWriter:
         self._drain(0)
         with self._lock:
             self._flush_locked()
-        while self._uploads:
-            self._uploads.popleft().result()
+        while self._tasks:
+            self._tasks.popleft().result()
         with self._lock, self._done:
             if self._stored:
                 index = self.store._index.encode_index(self._stored)

@@ -27,6 +27,11 @@ def chunk_id(data: bytes | memoryview) -> ChunkId:
     return ChunkId(blake3(data).digest())
 
 
+def content_hash(data: bytes | memoryview) -> FileHash:
+    """The file hash of content held in memory."""
+    return FileHash(blake3(data).digest())
+
+
 def object_id(data: bytes | bytearray | memoryview) -> ObjectId:
     return ObjectId(blake3(data).hexdigest())
 

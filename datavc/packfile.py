@@ -1,6 +1,7 @@
 """Pack and index objects: byte formats (pure; bytes in, values out).
 
-Pack (``packs/<id>``, id = BLAKE3 of the whole pack)::
+Pack (``packs/<id>``, id = BLAKE3 of its footer: the entries, count and end magic, which
+name every chunk in it; each chunk is checked against its own id when read)::
 
     b"DVCPACK\\x01"                                   8-byte magic
     blob 0 | blob 1 | ...                             each chunk compressed on its own (or raw)

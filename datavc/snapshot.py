@@ -8,7 +8,6 @@ as it was or complete.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import stat as statmod
@@ -22,7 +21,7 @@ from typing import Protocol
 from .chunker import Chunker
 from .chunkstore import ChunkStore, Encoded, PackWriter
 from .errors import BadInput, IntegrityError, PathNotFound, UnsafePath
-from .hashing import FileHash, file_hasher, hash_path
+from .hashing import FileHash, content_hash, file_hasher, hash_path
 from .paths import check_paths
 from .tree import (
     MODE_EXEC,
@@ -135,47 +134,71 @@ def file_mode(st_mode: int) -> int:
 
 @dataclass(slots=True)
 class _Pending:
-    """A file whose chunks are still being hashed and stored by the writer's threads."""
+    """A file whose chunks (and hash) are still being computed by the writer's threads."""
 
     path: str
     mode: int
     size: int
-    hash: FileHash | None  # None: a one-chunk file, whose hash is its chunk's id
-    parts: list[tuple[Future[Encoded], int]]
+    hash: Future[bytes] | None  # None: a one-chunk file, whose hash is its chunk's id
+    parts: list[tuple[Future[list[Encoded]], tuple[int, ...]]]
 
     def done(self) -> bool:
-        return all(f.done() for f, _ in self.parts)
+        return all(f.done() for f, _ in self.parts) and (self.hash is None or self.hash.done())
 
     def entry(self) -> FileEntry:
-        recipe = tuple((f.result().cid, n) for f, n in self.parts)
-        digest = self.hash if self.hash is not None else FileHash(recipe[0][0])
+        recipe = tuple(
+            (enc.cid, n)
+            for f, lengths in self.parts
+            for enc, n in zip(f.result(), lengths, strict=True)
+        )
+        digest = FileHash(self.hash.result() if self.hash is not None else recipe[0][0])
         return FileEntry(self.path, self.mode, self.size, digest, recipe)
 
 
+BATCH = 1 << 20  # chunks of a large file handed to the writer's threads a batch at a time
+
+
 def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Progress) -> _Pending:
-    """Read, cut and hash one file, handing its chunks to the writer's threads; streaming,
-    so memory does not grow with the file's size."""
+    """Read and cut one file, handing its chunks and its whole-file hash to the writer's
+    threads; a large file is streamed, so memory does not grow with the file's size."""
     mode = file_mode(f.mode)
+    hasher = file_hasher()
     if f.size <= WHOLE_READ_LIMIT:
         data = _read_whole(f.abspath, f.size)
         small = 0 < len(data) <= chunker.params.min_size  # surely one chunk: skip the cutter
         cut: list[bytes | memoryview] = [data] if small else list(chunker.cut(data))
+        progress.advance(len(data))
+        part = (writer.submit(cut), tuple(len(p) for p in cut))
         if len(cut) == 1:  # one chunk: its id is the file hash, computed once
-            progress.advance(len(data))
-            return _Pending(f.path, mode, len(data), None, [(writer.submit(data), len(data))])
-        pieces: Iterable[bytes | memoryview] = cut
-    hasher = file_hasher()
-    parts: list[tuple[Future[Encoded], int]] = []
-    with contextlib.ExitStack() as stack:
-        if f.size > WHOLE_READ_LIMIT:
-            fh = stack.enter_context(open(f.abspath, "rb"))
-            pieces = (bytes(p) for p in chunker.cut_stream(fh))  # views die at the next cut
-        for piece in pieces:
-            hasher.update(piece)
-            parts.append((writer.submit(piece), len(piece)))
+            return _Pending(f.path, mode, len(data), None, [part])
+        if len(data) < BATCH:  # hashing it here is quicker than handing it over
+            digest: Future[bytes] = Future()
+            digest.set_result(content_hash(data))
+        else:
+            writer.hash_in_order(hasher, [data])
+            digest = writer.digest(hasher)
+        return _Pending(f.path, mode, len(data), digest, [part])
+    parts: list[tuple[Future[list[Encoded]], tuple[int, ...]]] = []
+    batch: list[bytes | memoryview] = []
+    batch_size = size = 0
+
+    def hand_off() -> None:
+        parts.append((writer.submit(batch), tuple(len(p) for p in batch)))
+        writer.hash_in_order(hasher, batch)
+
+    with open(f.abspath, "rb") as fh:
+        for view in chunker.cut_stream(fh):
+            piece = bytes(view)  # the view dies at the next cut
+            batch.append(piece)
+            batch_size += len(piece)
+            size += len(piece)
             progress.advance(len(piece))
-    size = sum(n for _, n in parts)
-    return _Pending(f.path, mode, size, FileHash(hasher.digest()), parts)
+            if batch_size >= BATCH:
+                hand_off()
+                batch, batch_size = [], 0
+    if batch:
+        hand_off()
+    return _Pending(f.path, mode, size, writer.digest(hasher), parts)
 
 
 def _read_whole(path: str, size: int) -> bytes:

@@ -432,8 +432,8 @@ def test_an_upload_that_fails_before_its_index_leaves_nothing_to_dedup_against(
         for b in blobs:
             writer.add(chunk_id(b), b)
         writer._drain(0)
-        while writer._uploads:
-            writer._uploads.popleft().result()
+        while writer._tasks:
+            writer._tasks.popleft().result()
         assert store.has_chunk(chunk_id(blobs[0])), "premise: a pack was stored"
         raise RuntimeError("the upload fails before finish()")
     assert not any(store.has_chunk(chunk_id(b)) for b in blobs)
