@@ -21,7 +21,6 @@ All integers are little-endian. Codec 0 = stored raw, 1 = zstd frame.
 
 from __future__ import annotations
 
-import functools
 import struct
 import threading
 from collections.abc import Iterable, Iterator
@@ -47,12 +46,28 @@ _PROBE = 4096
 _TINY = 64
 
 
-@functools.cache
-def _zstd() -> Any:
-    """pyarrow's zstd codec, imported on first use (pyarrow takes ~0.1 s to import)."""
-    import pyarrow as pa
+_THREAD = threading.local()
 
-    return pa.Codec("zstd", compression_level=1)
+
+def _compressor() -> Any:
+    """This thread's zstd compressor (level 1). The ``zstandard`` package releases the GIL
+    while it works, so two threads compress twice as fast as one (pyarrow's codec does
+    not: measured 0.45 and 0.49 GB/s for one and two threads, against 0.53 and 1.12)."""
+    c = getattr(_THREAD, "compressor", None)
+    if c is None:
+        import zstandard
+
+        c = _THREAD.compressor = zstandard.ZstdCompressor(level=1)
+    return c
+
+
+def _decompressor() -> Any:
+    d = getattr(_THREAD, "decompressor", None)
+    if d is None:
+        import zstandard
+
+        d = _THREAD.decompressor = zstandard.ZstdDecompressor()
+    return d
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +90,10 @@ def encode_chunk(data: bytes | memoryview) -> tuple[int, bytes]:
     if len(data) < _TINY:
         return CODEC_RAW, bytes(data)
     if len(data) > 4 * _PROBE:
-        sample = _zstd().compress(memoryview(data)[:_PROBE], asbytes=True)
+        sample = _compressor().compress(memoryview(data)[:_PROBE])
         if len(sample) > _PROBE * (1 - _MIN_SAVING):
             return CODEC_RAW, bytes(data)
-    packed = _zstd().compress(data, asbytes=True)
+    packed: bytes = _compressor().compress(data)
     if len(packed) <= len(data) * (1 - _MIN_SAVING):
         return CODEC_ZSTD, packed
     return CODEC_RAW, bytes(data)
@@ -91,9 +106,11 @@ def decode_chunk(codec: int, stored: bytes | memoryview, plain_length: int, obj:
     if codec != CODEC_ZSTD:
         raise CorruptObject(obj, f"unknown codec {codec}")
     try:
-        out: bytes = _zstd().decompress(stored, decompressed_size=plain_length, asbytes=True)
-    except Exception as err:  # pyarrow raises ArrowInvalid/ArrowIOError/ArrowException
+        out: bytes = _decompressor().decompress(stored, max_output_size=plain_length)
+    except Exception as err:  # zstandard.ZstdError, or a frame that says it is larger
         raise CorruptObject(obj, f"chunk does not decompress ({err})") from None
+    if len(out) != plain_length:
+        raise CorruptObject(obj, f"chunk decompresses to {len(out)} bytes, not {plain_length}")
     return out
 
 
