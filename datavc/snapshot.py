@@ -31,6 +31,7 @@ from .tree import (
     TreeRoot,
     decode_page,
     encode_page,
+    find_in_page,
     split_pages,
 )
 
@@ -286,10 +287,13 @@ def iter_entries(store: ChunkStore, root: TreeRoot, hints: bool = True) -> Itera
 
 
 def find_entry(store: ChunkStore, root: TreeRoot, path: str) -> FileEntry | None:
+    """One file's entry: the one page that can hold it is read, only that entry decoded."""
     for page in root.pages_for(path):
-        for e in load_page(store, page):
-            if e.path == path:
-                return e
+        data = store.read_object("trees", page.id)
+        entry, hints = find_in_page(data, f"trees/{page.id}", page.content, path)
+        if entry is not None:
+            store.add_hints(hints)
+            return entry
     return None
 
 

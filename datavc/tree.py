@@ -135,32 +135,71 @@ def decode_page(
     """The entries of a page, and the location hint of each chunk they name (none if
     ``hints`` is False). With ``content``, the page's content must hash to it (the root's
     record of the page)."""
-    if not data.startswith(PAGE_MAGIC):
-        raise CorruptObject(obj, "not a datavc tree page of a known format")
     try:
-        codec, plain = _HEAD.unpack_from(data, len(PAGE_MAGIC))
-        body = decode_chunk(codec, memoryview(data)[len(PAGE_MAGIC) + _HEAD.size :], plain, obj)
-        (size,) = _U32.unpack_from(body, 0)
-        content_bytes = body[_U32.size : _U32.size + size]
-        if len(content_bytes) != size:
-            raise struct.error("short content")
-        if content is not None and object_id(content_bytes) != content:
-            raise CorruptObject(obj, "page content does not match the snapshot's tree root")
+        body, content_bytes = _page_body(data, obj, content)
         entries = list(_iter_page_body(content_bytes))
-        found = _decode_hints(body, _U32.size + size, entries) if hints else {}
+        found = _decode_hints(body, _U32.size + len(content_bytes), entries) if hints else {}
         return entries, found
     except (struct.error, UnicodeDecodeError, IndexError):
         raise CorruptObject(obj, "tree page is truncated or malformed") from None
 
 
-def _decode_hints(body: bytes, pos: int, entries: list[FileEntry]) -> dict[ChunkId, Location]:
+def find_in_page(
+    data: bytes, obj: str, content: str | None, path: str
+) -> tuple[FileEntry | None, dict[ChunkId, Location]]:
+    """One path's entry in a page (None if absent) and its chunks' hints, without building
+    the page's other entries (a page can hold tens of thousands)."""
+    try:
+        body, content_bytes = _page_body(data, obj, content)
+        target = path.encode("utf-8")
+        (count,) = _U32.unpack_from(content_bytes, 0)
+        pos, before = _U32.size, 0  # before: chunks of the entries skipped so far
+        for _ in range(count):
+            (plen,) = _U16.unpack_from(content_bytes, pos)
+            start = pos + _U16.size
+            name = content_bytes[start : start + plen]
+            nchunks = _ENTRY.unpack_from(content_bytes, start + plen)[3]
+            end = start + plen + _ENTRY.size + nchunks * _CHUNK.size
+            if name == target:
+                entry = next(_iter_entries_at(content_bytes, pos, 1))
+                table = _decode_hints(body, _U32.size + len(content_bytes), [entry], before)
+                return entry, table
+            if name > target:
+                break  # entries are sorted by their UTF-8 bytes
+            before += nchunks
+            pos = end
+        return None, {}
+    except (struct.error, UnicodeDecodeError, IndexError, StopIteration):
+        raise CorruptObject(obj, "tree page is truncated or malformed") from None
+
+
+def _page_body(data: bytes, obj: str, content: str | None) -> tuple[bytes, bytes]:
+    """The page's decoded body and its content part, checked against ``content``."""
+    if not data.startswith(PAGE_MAGIC):
+        raise CorruptObject(obj, "not a datavc tree page of a known format")
+    codec, plain = _HEAD.unpack_from(data, len(PAGE_MAGIC))
+    body = decode_chunk(codec, memoryview(data)[len(PAGE_MAGIC) + _HEAD.size :], plain, obj)
+    (size,) = _U32.unpack_from(body, 0)
+    content_bytes = body[_U32.size : _U32.size + size]
+    if len(content_bytes) != size:
+        raise struct.error("short content")
+    if content is not None and object_id(content_bytes) != content:
+        raise CorruptObject(obj, "page content does not match the snapshot's tree root")
+    return body, content_bytes
+
+
+def _decode_hints(
+    body: bytes, pos: int, entries: list[FileEntry], skip: int = 0
+) -> dict[ChunkId, Location]:
+    """Hints for ``entries``' chunks; ``skip``: how many recipe items of the page come
+    before the first of them (the table has one hint per item, in order)."""
     (npacks,) = _U32.unpack_from(body, pos)
     pos += _U32.size
     packs = [
         ObjectId(body[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
         for i in range(npacks)
     ]
-    pos += npacks * DIGEST_SIZE
+    pos += npacks * DIGEST_SIZE + skip * _HINT.size
     recipe = [c for e in entries for c in e.chunks]
     table = body[pos : pos + len(recipe) * _HINT.size]
     if len(table) != len(recipe) * _HINT.size:
@@ -175,7 +214,10 @@ def _decode_hints(body: bytes, pos: int, entries: list[FileEntry]) -> dict[Chunk
 
 def _iter_page_body(body: bytes) -> Iterator[FileEntry]:
     (count,) = _U32.unpack_from(body, 0)
-    pos = _U32.size
+    return _iter_entries_at(body, _U32.size, count)
+
+
+def _iter_entries_at(body: bytes, pos: int, count: int) -> Iterator[FileEntry]:
     for _ in range(count):
         (plen,) = _U16.unpack_from(body, pos)
         pos += _U16.size

@@ -50,6 +50,7 @@ from datavc.tree import (
     decode_root,
     encode_page,
     encode_root,
+    find_in_page,
     snapshot_id,
     split_pages,
 )
@@ -384,6 +385,34 @@ def test_page_rejects_bad_magic_codec_and_path() -> None:
 
 
 page_of = page
+
+
+@FAST
+@given(file_entries(), st.data())
+def test_find_in_page_agrees_with_decoding_the_page(
+    entries: list[FileEntry], data: st.DataObject
+) -> None:
+    """One entry and its hints, found without building the others, are what a full
+    decode gives; a path not in the page is None."""
+    page_bytes, content = encode_page(entries, locate)
+    decoded, _ = decode_page(page_bytes, "trees/t", content)
+    for e in decoded:
+        found, found_hints = find_in_page(page_bytes, "trees/t", content, e.path)
+        assert found == e
+        assert set(found_hints) == {cid for cid, _ in e.chunks}
+        for cid, length in e.chunks:
+            got, want = found_hints[cid], locate(cid)
+            assert (got.pack, got.offset, got.stored_length, got.codec) == (
+                want.pack,
+                want.offset,
+                want.stored_length,
+                want.codec,
+            )
+            assert got.plain_length == length or len({n for c, n in e.chunks if c == cid}) > 1
+    absent = data.draw(st.text(max_size=5).filter(lambda p: p not in {e.path for e in entries}))
+    assert find_in_page(page_bytes, "trees/t", content, absent) == (None, {})
+    with pytest.raises(CorruptObject):
+        find_in_page(page_bytes, "trees/t", "0" * 64, entries[0].path if entries else "a")
 
 
 def test_page_content_id_ignores_hints_and_is_checked() -> None:
