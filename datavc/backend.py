@@ -9,6 +9,7 @@ create on every supported protocol, ranged reads, and one translation of errors 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -279,11 +280,13 @@ class Backend:
 
 
 def _move_local(src: str, path: str) -> bool:
-    """fsync ``src`` and rename it to ``path`` (same folder tree, same filesystem); if
-    ``path`` exists already (same content: the key is its hash), drop ``src``."""
-    if os.path.exists(path):
-        os.unlink(src)
-        return False
+    """fsync ``src`` and rename it to ``path`` (same folder tree, same filesystem). If
+    ``path`` exists with the same size, it is the same object (the key names its content),
+    so ``src`` is dropped; with another size it is a damaged copy, and is replaced."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.getsize(path) == os.path.getsize(src):
+            os.unlink(src)
+            return False
     fd = os.open(src, os.O_RDONLY)
     try:
         os.fchmod(fd, FILE_MODE)

@@ -111,7 +111,9 @@ class ChunkStore:
     ) -> ChunkStore:
         """Initialise a store, or open it if one already exists there (keeping its config)."""
         if not backend.create_exclusive(CONFIG_KEY, config.encode()):
-            return cls.open(backend, cache)
+            store = cls.open(backend, cache)
+            _ = store.config  # joining a store: it must be one this datavc can write
+            return store
         return cls(backend, config, cache)
 
     @classmethod
@@ -392,6 +394,7 @@ class PackWriter:
         self._spool: BinaryIO | None = None
         self._spool_path = ""
         self._spools: dict[str, BinaryIO] = {}  # pack files not stored yet
+        self._failed: set[str] = set()  # pack files a write to failed
         self._batch: list[bytes] = []  # stored chunks not yet handed to the pack thread
         self._batch_size = 0
         self._entries: list[PackEntry] = []
@@ -523,8 +526,16 @@ class PackWriter:
         (so this thread never waits on the disk); at most ``MAX_TASKS`` wait."""
         if self._spool is None or not self._batch:
             return
-        self._queue(self._packer.submit(self._spool.writelines, self._batch))
+        task = self._packer.submit(self._write_parts, self._spool_path, self._spool, self._batch)
+        self._queue(task)
         self._batch, self._batch_size = [], 0
+
+    def _write_parts(self, path: str, spool: BinaryIO, parts: list[bytes]) -> None:
+        try:
+            spool.writelines(parts)
+        except BaseException:
+            self._failed.add(path)  # this pack must never be stored
+            raise
 
     def _queue(self, task: Future[None]) -> None:
         self._tasks.append(task)
@@ -544,13 +555,17 @@ class PackWriter:
         self._spool, self._entries, self._size = None, [], len(PACK_MAGIC)
 
     def _store_pack(self, path: str, footer: bytes, entries: list[PackEntry], size: int) -> None:
-        self._spools.pop(path).close()
         try:
+            self._spools[path].close()
+            if path in self._failed or os.path.getsize(path) != size:
+                raise CorruptObject(path, "a write to this pack file failed: not stored")
             pack = self.store.put_pack(path, footer)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
+        finally:
+            self._spools.pop(path, None)
         with self._done:  # not self._lock: a flush holds it while waiting for this thread
             with self.store._lock:
                 for e in entries:

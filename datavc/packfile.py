@@ -173,40 +173,25 @@ _ROW = struct.Struct("<IQIIB")
 class LocationTable:
     """Chunk id -> :class:`Location`, held compactly: 21 packed bytes per chunk (a Location
     object with its integers takes about 150), so a writer's view of a store with millions
-    of chunks stays small. A chunk put twice keeps its first location."""
+    of chunks stays small. A chunk put twice keeps its first location. Not thread-safe:
+    the chunk store changes its tables under its own lock."""
 
-    def __init__(self, numbering: LocationTable | None = None) -> None:
-        """``numbering``: share that table's pack numbers, so rows move between the two
-        without being repacked (a writer's table and its store's index)."""
+    def __init__(self) -> None:
         self._rows: dict[ChunkId, bytes] = {}
-        self._packs: list[ObjectId] = numbering._packs if numbering else []
-        self._numbers: dict[ObjectId, int] = numbering._numbers if numbering else {}
-        self._numbering_lock: threading.Lock = (
-            numbering._numbering_lock if numbering else threading.Lock()
-        )
+        self._packs: list[ObjectId] = []
+        self._numbers: dict[ObjectId, int] = {}
 
     def _number(self, pack: ObjectId) -> int:
         n = self._numbers.get(pack)
         if n is None:
-            with self._numbering_lock:
-                n = self._numbers.get(pack)
-                if n is None:
-                    n = self._numbers[pack] = len(self._packs)
-                    self._packs.append(pack)
+            n = self._numbers[pack] = len(self._packs)
+            self._packs.append(pack)
         return n
 
     def put(self, cid: ChunkId, loc: Location) -> None:
         if cid not in self._rows:
             row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
             self._rows[cid] = _ROW.pack(*row, loc.codec)
-
-    def update(self, other: LocationTable) -> None:
-        if other._packs is self._packs:
-            for cid, row in other._rows.items():
-                self._rows.setdefault(cid, row)
-            return
-        for cid, loc in other.items():
-            self.put(cid, loc)
 
     def get(self, cid: ChunkId) -> Location | None:
         row = self._rows.get(cid)

@@ -279,8 +279,10 @@ class Workspace:
     def stat_cache(self, name: str, files: Sequence[LocalFile] = ()) -> StatCache:
         return StatCache(os.path.join(self.state, "stat", f"{name}.cache"), files)
 
-    def tree_entries(self, root: TreeRoot) -> list[FileEntry]:
-        return list(iter_entries(self.store, root))
+    def tree_entries(self, root: TreeRoot, hints: bool = False) -> list[FileEntry]:
+        """A snapshot's entries; ``hints``: keep the pages' chunk locations (to read the
+        chunks next without loading the index)."""
+        return list(iter_entries(self.store, root, hints))
 
     def _reference_tree(self, ds: Dataset) -> ObjectId | None:
         """The snapshot the workspace copy is compared with: staged, else the pointer's."""
@@ -492,7 +494,7 @@ class Workspace:
                 if any(ds.name == spec.name for ds, _ in plan):
                     raise BadInput(f"dataset {spec.name!r} is named twice")
                 plan.append((known[spec.name], self.resolve(spec)))
-            loaded = [(ds, rec, self.tree_entries(rec.root)) for ds, rec in plan]
+            loaded = [(ds, rec, self.tree_entries(rec.root, hints=True)) for ds, rec in plan]
             if not force:
                 for ds, _, entries in loaded:
                     self._refuse_unsaved(ds, entries)

@@ -75,7 +75,7 @@ class StatCache:
             shared = {f.path: f.path for f in self._files}
             with open(self.path, "rb") as f:
                 return _parse(f, shared)
-        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError):
             self.matches = self._scan_digest = None
             return {}
         finally:
@@ -96,6 +96,7 @@ class StatCache:
         if self._rows.get(f.path) != row:
             self._rows[f.path] = row
             self._dirty = True
+            self.matches = None  # the rows changed: they match a snapshot only if marked again
 
     def retain(self, paths: Iterable[str], count: int | None = None) -> None:
         """Keep only the rows of ``paths``. ``count``: how many paths there are, when the

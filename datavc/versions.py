@@ -61,6 +61,7 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
     A failed create is retried on the same number; if it had in fact succeeded, the retry
     finds the record and recognises it by its nonce, so a lost response is no conflict.
     """
+    _ = store.config  # a store this datavc can write (and not a bare folder)
     numbers = version_numbers(store, record.name)
     for n in reversed(numbers[-RECENT:]):
         earlier = read_version(store, record.name, n)

@@ -30,7 +30,7 @@ from datavc.errors import (
     VersionNotFound,
 )
 from datavc.hashing import FileHash, ObjectId, chunk_id
-from datavc.packfile import encode_index
+from datavc.packfile import encode_index, read_pack_footer
 from datavc.record import VersionRecord
 from datavc.snapshot import (
     TMP_PREFIX,
@@ -440,6 +440,56 @@ def test_an_upload_that_fails_before_its_index_leaves_nothing_to_dedup_against(
     assert store.backend.list("index") == []
     with store.new_writer() as writer:
         assert all(writer.add(chunk_id(b), b) for b in blobs)
+        writer.finish()
+    fresh = ChunkStore.open(Backend(str(tmp_path / "s")))
+    fresh.load_index()
+    for b in blobs:
+        assert b"".join(fresh.read_chunks([chunk_id(b)])) == b
+
+
+def test_a_pack_whose_write_failed_is_never_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write to a pack file that fails (a full disk) must not leave that pack stored
+    under its id, nor a temporary file; the same chunks stored again read back right."""
+    monkeypatch.setattr("datavc.chunkstore.BATCH_BYTES", 8 * KIB)
+    store = ChunkStore.create(
+        Backend(str(tmp_path / "s")), StoreConfig(ChunkerParams(), pack_target=64 * KIB)
+    )
+    blobs = [randbytes(f"w{i}", 6 * KIB) for i in range(30)]
+    real_fdopen = os.fdopen
+    calls = {"n": 0}
+
+    class FailingFile:
+        def __init__(self, f: object) -> None:
+            self._f = f
+
+        def writelines(self, parts: list[bytes]) -> None:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                self._f.write(parts[0][: len(parts[0]) // 2])  # type: ignore[attr-defined]
+                raise OSError(28, "No space left on device")
+            self._f.writelines(parts)  # type: ignore[attr-defined]
+
+        def close(self) -> None:
+            self._f.close()  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(
+        "datavc.chunkstore.os.fdopen", lambda fd, mode: FailingFile(real_fdopen(fd, mode))
+    )
+    with pytest.raises(OSError, match="No space"), store.new_writer() as writer:
+        for b in blobs:
+            writer.add(chunk_id(b), b)
+        writer.finish()
+    monkeypatch.setattr("datavc.chunkstore.os.fdopen", real_fdopen)
+    packs_dir = tmp_path / "s" / "packs"
+    assert not [p for p in os.listdir(packs_dir) if p.startswith(".")], "no temporary file"
+    for name in store.backend.list("packs"):  # every pack stored is whole
+        data = store.backend.read(f"packs/{name}")
+        read_pack_footer(data, name)
+    with store.new_writer() as writer:
+        for b in blobs:
+            writer.add(chunk_id(b), b)
         writer.finish()
     fresh = ChunkStore.open(Backend(str(tmp_path / "s")))
     fresh.load_index()

@@ -7,6 +7,7 @@ compression cannot hide anything.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -21,7 +22,7 @@ import pytest
 from helpers import rand, tree_state, write
 
 from datavc import statcache, versions
-from datavc.errors import IntegrityError, UnsafePath, UsageError
+from datavc.errors import CorruptObject, IntegrityError, UnsafePath, UsageError
 from datavc.packfile import read_pack_footer
 from datavc.pointer import decode_pointer
 from datavc.record import CommitStats, VersionRecord
@@ -462,3 +463,36 @@ def test_status_of_an_unchanged_folder_reads_no_cache_rows(
     write(data / "new.bin", b"new")
     status = fresh(ws).status()
     assert [s.state for s in status] == ["modified"] and status[0].diff.added == ("new.bin",)
+
+
+def test_status_after_a_refused_checkout_still_sees_the_edit(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout refused because of an unsaved edit records the edited file's hash in the
+    stat cache; the cache must not go on claiming the folder matches the snapshot."""
+    ahead = types.SimpleNamespace(time_ns=lambda: time.time_ns() + 10 * 10**9)
+    monkeypatch.setattr(statcache, "time", ahead)  # no row is racy: all are trusted
+    data = Path(ws.root) / "d"
+    write(data / "a.bin", rand("a1", 5000))
+    write(data / "b.bin", rand("b1", 5000))
+    commit(ws, data, "v1")
+    write(data / "a.bin", rand("a2", 5000))  # same size, new content, not added
+    with pytest.raises(UsageError, match="not stored"):
+        fresh(ws).checkout(["d@v1"])
+    status = fresh(ws).status()
+    assert [s.state for s in status] == ["modified"]
+    assert status[0].diff.modified == ("a.bin",)
+
+
+def test_writers_refuse_a_store_of_another_format(ws: Workspace, tmp_path: Path) -> None:
+    data = Path(ws.root) / "d"
+    write(data / "a.bin", rand("a", 1000))
+    ws.add(str(data))
+    store = ws.store.backend
+    doc = json.loads(store.read("datavc.json"))
+    store.replace("datavc.json", json.dumps({**doc, "format": 1}).encode())
+    with pytest.raises(CorruptObject, match="unsupported store format 1"):
+        fresh(ws).commit([], "v1")
+    assert store.list("versions") == []
+    with pytest.raises(CorruptObject, match="unsupported store format 1"):
+        init_workspace(str(tmp_path / "other"), ws.store.backend.url)
