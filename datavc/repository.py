@@ -58,6 +58,7 @@ from .snapshot import (
     file_mode,
     iter_entries,
     materialize,
+    merge_entries,
     scan,
     write_tree,
 )
@@ -367,11 +368,9 @@ class Workspace:
             self._write_json(self._staged_path(name), staged.to_json())
         ignore_path(self.root, rel)
         changes: dict[str, list[str]] = {"added": [], "removed": [], "modified": []}
-        if reference is None:
-            changes["added"] = [e.path for e in entries]
-        else:
-            for kind, e in diff_trees(store, reference, root):
-                changes[kind].append(e.path)
+        old = iter_entries(store, reference, hints=False) if reference else iter(())
+        for kind, e in merge_entries(old, iter(entries)):  # the new entries are in memory
+            changes[kind].append(e.path)
         diff = TreeDiff(*(tuple(changes[k]) for k in ("added", "removed", "modified")))
         return AddResult(ds, staged, diff)
 

@@ -330,6 +330,13 @@ def diff_trees(
     common = {p.content for p in new.pages} & {p.content for p in old.pages} if old else set()
     before = _entries_of(store, [p for p in old.pages if p.content not in common] if old else [])
     after = _entries_of(store, [p for p in new.pages if p.content not in common])
+    return merge_entries(before, after)
+
+
+def merge_entries(
+    before: Iterator[FileEntry], after: Iterator[FileEntry]
+) -> Iterator[tuple[str, FileEntry]]:
+    """The changes between two entry streams sorted by path (see :func:`diff_trees`)."""
     a, b = next(before, None), next(after, None)
     while a is not None or b is not None:
         if a is not None and (b is None or a.path < b.path):
