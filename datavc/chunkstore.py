@@ -17,10 +17,10 @@ import os
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, TypeVar
 
 from .backend import Backend
 from .chunker import ChunkerParams
@@ -42,8 +42,10 @@ from .packfile import (
     encode_chunk,
     pack_footer,
 )
+from .spool import AppendFile
 
 STORE_FORMAT = 2
+_Plain = TypeVar("_Plain", bytes, bytes | memoryview)
 CONFIG_KEY = "datavc.json"
 DEFAULT_PACK_TARGET = 64 * 1024 * 1024
 WORKERS = 2
@@ -237,54 +239,68 @@ class ChunkStore:
             raise ObjectNotFound(f"chunk {cid.hex()}")
         return loc
 
-    def read_chunks(self, ids: Iterable[ChunkId]) -> Iterator[bytes]:
+    def read_chunks(
+        self, ids: Iterable[ChunkId], verify: bool = True
+    ) -> Generator[bytes | memoryview, None, None]:
         """Yield the plain bytes of each chunk in order, checked against its id.
 
         Neighbouring chunks of one pack are fetched with one ranged read (up to 8 MiB);
         when there are several such runs, the next two are fetched while this one is used.
-        """
-        runs = self._runs(ids)
+        With ``verify=False``, raw chunks read from the store itself are *not* checked:
+        the caller checks the hash of the file they make before anyone sees the bytes."""
+        read = self._read_run if verify else self._read_run_unchecked
+        for run in self._read_ahead(self._runs(ids), read):
+            yield from run
+
+    def read_plain(self, ids: Iterable[ChunkId]) -> Generator[bytes, None, None]:
+        """Yield the chunks' plain bytes in order, a run of neighbouring chunks at a time
+        (up to 8 MiB), read ahead like :meth:`read_chunks`. A run of raw chunks read from
+        the store itself is *not checked* chunk by chunk: the caller checks the whole
+        file's hash before anyone sees the bytes. Other runs are decoded and checked."""
+        for run in self._read_ahead(self._runs(ids), self._read_raw_run):
+            yield from run
+
+    def _read_ahead(
+        self,
+        runs: list[list[tuple[ChunkId, Location]]],
+        read: Callable[[list[tuple[ChunkId, Location]]], Sequence[_Plain]],
+    ) -> Iterator[Sequence[_Plain]]:
         if len(runs) == 1:
-            yield from self._read_run(runs[0])
+            yield read(runs[0])
             return
         with ThreadPoolExecutor(1, thread_name_prefix="datavc-read") as pool:
-            ahead: deque[Future[list[bytes]]] = deque()
+            ahead: deque[Future[Sequence[_Plain]]] = deque()
             try:
                 for run in runs:
-                    ahead.append(pool.submit(self._read_run, run))
+                    ahead.append(pool.submit(read, run))
                     if len(ahead) > 2:
-                        yield from ahead.popleft().result()
+                        yield ahead.popleft().result()
                 while ahead:
-                    yield from ahead.popleft().result()
+                    yield ahead.popleft().result()
             finally:
                 for future in ahead:
                     future.cancel()
 
-    @property
-    def can_copy(self) -> bool:
-        """True if chunks can be copied from local pack files by the kernel."""
-        return self.backend.is_local and self.cache is None and hasattr(os, "copy_file_range")
-
-    def copy_chunks(self, ids: Iterable[ChunkId], out: int) -> None:
-        """Write the chunks' plain bytes to file descriptor ``out``. Runs of raw chunks are
-        copied by the kernel from the pack file, *unverified*: the caller checks the whole
-        file's hash. Compressed runs are decoded and checked as usual."""
-        files: dict[ObjectId, int] = {}
+    def _read_raw_run(self, run: list[tuple[ChunkId, Location]]) -> list[bytes]:
+        """A run of raw chunks from the store as one unchecked blob; other runs checked."""
+        first, last = run[0][1], run[-1][1]
+        if self.cache is not None or any(loc.codec != CODEC_RAW for _, loc in run):
+            return self._read_run(run)
         try:
-            for run in self._runs(ids):
-                first, last = run[0][1], run[-1][1]
-                if first.pack not in files and all(loc.codec == CODEC_RAW for _, loc in run):
-                    with contextlib.suppress(FileNotFoundError):
-                        path = self.backend.path(f"packs/{first.pack}")
-                        files[first.pack] = os.open(path, os.O_RDONLY)
-                if first.pack not in files or any(loc.codec != CODEC_RAW for _, loc in run):
-                    for data in self._read_run(run):  # a missing pack: found via the index
-                        os.write(out, data)
-                    continue
-                _copy_range(files[first.pack], out, first.offset, last.offset + last.stored_length)
-        finally:
-            for fd in files.values():
-                os.close(fd)
+            end = last.offset + last.stored_length
+            blob = self.backend.read_range(f"packs/{first.pack}", first.offset, end)
+        except ObjectNotFound:
+            return self._read_run(run)  # moved: found through the index, and checked
+        return [blob]
+
+    def _read_run_unchecked(
+        self, run: list[tuple[ChunkId, Location]]
+    ) -> Sequence[bytes | memoryview]:
+        blobs = self._read_raw_run(run)
+        if len(blobs) == len(run):
+            return blobs  # decoded and checked
+        view, base = memoryview(blobs[0]), run[0][1].offset
+        return [view[loc.offset - base : loc.offset - base + loc.stored_length] for _, loc in run]
 
     def _runs(self, ids: Iterable[ChunkId]) -> list[list[tuple[ChunkId, Location]]]:
         return _group((cid, self._locate(cid)) for cid in ids)
@@ -347,14 +363,6 @@ def _update(hasher: Any, blocks: list[bytes | memoryview]) -> None:
         hasher.update(block)
 
 
-def _copy_range(src: int, dst: int, start: int, end: int) -> None:
-    while start < end:
-        n = os.copy_file_range(src, dst, end - start, start)
-        if n == 0:
-            raise CorruptObject(f"fd {src}", "pack is shorter than its index says")
-        start += n
-
-
 def _decode_run(run: list[tuple[ChunkId, Location]], blob: bytes) -> list[bytes]:
     """Decompress each chunk of a run and check it against its id."""
     view = memoryview(blob)
@@ -378,7 +386,7 @@ class Encoded:
 
     cid: ChunkId
     codec: int
-    stored: bytes | None
+    stored: bytes | memoryview | None
     plain_length: int
 
 
@@ -391,11 +399,11 @@ class PackWriter:
 
     def __init__(self, store: ChunkStore, workers: int = WORKERS) -> None:
         self.store = store
-        self._spool: BinaryIO | None = None
+        self._spool: AppendFile | None = None
         self._spool_path = ""
-        self._spools: dict[str, BinaryIO] = {}  # pack files not stored yet
+        self._spools: dict[str, AppendFile] = {}  # pack files not stored yet
         self._failed: set[str] = set()  # pack files a write to failed
-        self._batch: list[bytes] = []  # stored chunks not yet handed to the pack thread
+        self._batch: list[bytes | memoryview] = []  # chunks not handed to the pack thread yet
         self._batch_size = 0
         self._entries: list[PackEntry] = []
         self._size = len(PACK_MAGIC)
@@ -501,12 +509,14 @@ class PackWriter:
         the store's index: a chunk moves from the first to the second, never back."""
         return cid in self._pending or self.store.has_chunk(cid)
 
-    def _append(self, cid: ChunkId, codec: int, stored: bytes, plain_length: int) -> bool:
+    def _append(
+        self, cid: ChunkId, codec: int, stored: bytes | memoryview, plain_length: int
+    ) -> bool:
         if self._has(cid):
             return False
         if self._spool is None:
             fd, path = tempfile.mkstemp(prefix=".tmp-pack-", dir=self.store.spool_dir())
-            self._spool, self._spool_path = os.fdopen(fd, "wb"), path
+            self._spool, self._spool_path = AppendFile(fd), path
             self._spools[path] = self._spool
             self._batch.append(PACK_MAGIC)
         self._pending.add(cid)
@@ -530,7 +540,7 @@ class PackWriter:
         self._queue(task)
         self._batch, self._batch_size = [], 0
 
-    def _write_parts(self, path: str, spool: BinaryIO, parts: list[bytes]) -> None:
+    def _write_parts(self, path: str, spool: AppendFile, parts: list[bytes | memoryview]) -> None:
         try:
             spool.writelines(parts)
         except BaseException:

@@ -81,22 +81,23 @@ class Location:
     codec: int
 
 
-def encode_chunk(data: bytes | memoryview) -> tuple[int, bytes]:
-    """Compress one chunk if that pays; return (codec, stored bytes).
+def encode_chunk(data: bytes | memoryview) -> tuple[int, bytes | memoryview]:
+    """Compress one chunk if that pays; return (codec, stored bytes). A chunk kept raw is
+    returned as given, not copied: the caller keeps ``data`` unchanged until it is stored.
 
     A 4 KiB sample is tried first: zstd spends as long failing to compress random data as
     it takes to compress text, so data the sample shows incompressible is kept raw. Tiny
     chunks are kept raw: a zstd frame's own overhead eats any saving."""
     if len(data) < _TINY:
-        return CODEC_RAW, bytes(data)
+        return CODEC_RAW, data
     if len(data) > 4 * _PROBE:
         sample = _compressor().compress(memoryview(data)[:_PROBE])
         if len(sample) > _PROBE * (1 - _MIN_SAVING):
-            return CODEC_RAW, bytes(data)
+            return CODEC_RAW, data
     packed: bytes = _compressor().compress(data)
     if len(packed) <= len(data) * (1 - _MIN_SAVING):
         return CODEC_ZSTD, packed
-    return CODEC_RAW, bytes(data)
+    return CODEC_RAW, data
 
 
 def decode_chunk(codec: int, stored: bytes | memoryview, plain_length: int, obj: str) -> bytes:

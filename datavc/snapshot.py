@@ -8,6 +8,7 @@ as it was or complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat as statmod
@@ -16,12 +17,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .chunker import Chunker
 from .chunkstore import ChunkStore, Encoded, PackWriter
 from .errors import BadInput, IntegrityError, PathNotFound, UnsafePath
-from .hashing import FileHash, content_hash, file_hasher, hash_path
+from .hashing import FileHash, content_hash, file_hasher
 from .paths import check_paths
 from .tree import (
     MODE_EXEC,
@@ -37,8 +38,7 @@ from .tree import (
 
 WHOLE_READ_LIMIT = 8 * 1024 * 1024
 TMP_PREFIX = ".datavc-tmp-"
-FETCH_WORKERS = 2
-COPY_MIN = 1 << 20  # smaller files: one ranged read, checked in memory
+STREAM_MIN = 1 << 20  # smaller files: one ranged read, each chunk checked
 
 
 class Progress(Protocol):
@@ -156,7 +156,7 @@ class _Pending:
         return FileEntry(self.path, self.mode, self.size, digest, recipe)
 
 
-BATCH = 1 << 20  # chunks of a large file handed to the writer's threads a batch at a time
+BATCH = 1 << 20  # a file smaller than this is hashed where it is read
 
 
 def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Progress) -> _Pending:
@@ -180,26 +180,44 @@ def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Pro
             digest = writer.digest(hasher)
         return _Pending(f.path, mode, len(data), digest, [part])
     parts: list[tuple[Future[list[Encoded]], tuple[int, ...]]] = []
-    batch: list[bytes | memoryview] = []
-    batch_size = size = 0
-
-    def hand_off() -> None:
-        parts.append((writer.submit(batch), tuple(len(p) for p in batch)))
-        writer.hash_in_order(hasher, batch)
-
-    with open(f.abspath, "rb") as fh:
-        for view in chunker.cut_stream(fh):
-            piece = bytes(view)  # the view dies at the next cut
-            batch.append(piece)
-            batch_size += len(piece)
-            size += len(piece)
-            progress.advance(len(piece))
-            if batch_size >= BATCH:
-                hand_off()
-                batch, batch_size = [], 0
-    if batch:
-        hand_off()
+    size = 0
+    with open(f.abspath, "rb", buffering=0) as fh:
+        for block, views in _blocks(fh, chunker):
+            for start in range(0, len(views), BATCH_CHUNKS):
+                batch = views[start : start + BATCH_CHUNKS]
+                parts.append((writer.submit(batch), tuple(len(p) for p in batch)))
+            writer.hash_in_order(hasher, [block])
+            size += len(block)
+            progress.advance(len(block))
     return _Pending(f.path, mode, size, writer.digest(hasher), parts)
+
+
+BLOCK = 8 << 20  # a large file is read this much at a time
+BATCH_CHUNKS = 16  # chunks of a large file handed to the writer's threads at a time
+
+
+def _blocks(fh: Any, chunker: Chunker) -> Iterator[tuple[memoryview, list[memoryview]]]:
+    """Read a file a block at a time and cut it: each block with its chunks, views into
+    it (so no chunk is copied). A block's last chunk may only end because the block does:
+    it is cut again at the start of the next block, so the cuts are those of the whole file.
+    A block is a new buffer each time, and lives as long as a view into it."""
+    carry = memoryview(b"")
+    while True:
+        buf = bytearray(len(carry) + BLOCK)
+        buf[: len(carry)] = carry
+        view = memoryview(buf)
+        end = len(carry)
+        while end < len(buf) and (n := fh.readinto(view[end:])):
+            end += n
+        eof = end < len(buf)
+        cut = list(chunker.cut(view[:end]))
+        if not eof and cut:
+            carry = cut.pop()
+        if cut:
+            done = sum(len(c) for c in cut)
+            yield view[:done], cut
+        if eof:
+            return
 
 
 def _read_whole(path: str, size: int) -> bytes:
@@ -388,7 +406,7 @@ def materialize(
             return _materialize_file(store, entries[0], dest, stage, unchanged, progress)
         present, odd = _present(dest)
         todo = [e for e in entries if not _in_place(present.get(e.path), e, unchanged)]
-        _fetch_all(store, todo, stage, progress)
+        _fetch_all(store, [(os.path.join(stage, str(i)), e) for i, e in enumerate(todo)], progress)
         _place(dest, entries, present, odd, todo, stage)
         progress.advance(sum(e.size for e in entries) - sum(e.size for e in todo))
         return len(todo)
@@ -417,23 +435,102 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _fetch_all(store: ChunkStore, todo: list[FileEntry], stage: str, progress: Progress) -> None:
-    """Fetch files into the staging folder, two at a time (I/O and hashing overlap)."""
-    if len(todo) <= 1:
-        for i, e in enumerate(todo):
-            fetch_file(store, e, os.path.join(stage, str(i)), progress)
-        return
-    with ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="datavc-fetch") as pool:
-        futures = [
-            pool.submit(fetch_file, store, e, os.path.join(stage, str(i)), progress)
-            for i, e in enumerate(todo)
-        ]
+def _fetch_all(store: ChunkStore, todo: list[tuple[str, FileEntry]], progress: Progress) -> None:
+    """Write each entry's content to its path (folders made as needed), checked.
+
+    Small files are read a run of neighbouring chunks at a time (a snapshot's small files
+    sit in pack order, so one ranged read serves many files) and handed in groups to two
+    threads that check each file's hash and write it (creating a file is mostly kernel
+    time, and two run at once); large files are streamed one at a time."""
+    small = [(path, e) for path, e in todo if e.size < STREAM_MIN]
+    folders: set[str] = set()
+    ids = (c for _, e in small for c, _ in e.chunks)
+    with (
+        contextlib.closing(store.read_chunks(ids, verify=False)) as chunks,
+        ThreadPoolExecutor(WRITERS, thread_name_prefix="datavc-write") as pool,
+    ):
+        writes: deque[Future[None]] = deque()
+        group: list[tuple[str, list[bytes | memoryview], FileEntry]] = []
+        group_bytes = 0
         try:
-            for future in futures:
-                future.result()
+            for path, e in small:
+                _make_parent(path, folders)
+                group.append((path, [next(chunks) for _ in e.chunks], e))
+                group_bytes += e.size
+                if len(group) >= GROUP_FILES or group_bytes >= GROUP_BYTES:
+                    writes.append(pool.submit(_write_files, group, progress))
+                    group, group_bytes = [], 0
+                    while len(writes) > 2 * WRITERS:
+                        writes.popleft().result()
+            writes.append(pool.submit(_write_files, group, progress))
+            while writes:
+                writes.popleft().result()
+        except _Damaged as damaged:  # name the damaged pack: read the file's chunks checked
+            for _ in store.read_chunks(c for c, _ in damaged.entry.chunks):
+                pass
+            raise damaged.error from None
         finally:
-            for future in futures:
+            for future in writes:
                 future.cancel()
+    for path, e in todo:
+        if e.size >= STREAM_MIN:
+            _make_parent(path, folders)
+            fetch_file(store, e, path, progress)
+
+
+WRITERS = 2
+GROUP_FILES = 64
+GROUP_BYTES = 4 << 20
+
+
+class _Damaged(Exception):
+    def __init__(self, entry: FileEntry, error: IntegrityError) -> None:
+        self.entry, self.error = entry, error
+
+
+def _write_files(
+    group: list[tuple[str, list[bytes | memoryview], FileEntry]], progress: Progress
+) -> None:
+    """Check each file's content against its hash, then write it."""
+    for path, parts, e in group:
+        hasher = file_hasher()
+        for part in parts:
+            hasher.update(part)
+        got = hasher.digest()
+        if got != e.hash:
+            error = IntegrityError(f"file {e.path}", e.hash.hex(), got.hex(), what="file content")
+            raise _Damaged(e, error)
+        _write_file(path, parts, e)
+        progress.advance(e.size)
+
+
+def _make_parent(path: str, made: set[str]) -> None:
+    folder = os.path.dirname(path)
+    if folder not in made:
+        os.makedirs(folder, exist_ok=True)
+        made.add(folder)
+
+
+def _write_file(path: str, parts: list[bytes | memoryview], e: FileEntry) -> None:
+    """Create ``path`` with ``parts`` as its content and the entry's mode."""
+    mode = 0o755 if e.executable else 0o644
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        for part in parts:
+            _write_all(fd, part)
+        if mode & _UMASK:  # the umask took bits the snapshot's mode has
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def _present(dest: str) -> tuple[dict[str, LocalFile], list[str]]:
@@ -513,13 +610,25 @@ def _materialize_file(
 def fetch_file(store: ChunkStore, e: FileEntry, tmp: str, progress: Progress) -> None:
     """Write one file's content to ``tmp``, check its hash and set its mode.
 
-    From a local store, raw chunks are copied by the kernel and the whole file is hashed
-    afterwards; if that hash is wrong, the file is fetched again chunk by chunk, which
-    names the damaged pack."""
-    if store.can_copy and e.size >= COPY_MIN:
-        with open(tmp, "wb") as out:
-            store.copy_chunks((c for c, _ in e.chunks), out.fileno())
-        if hash_path(tmp, e.size) == e.hash:
+    A large file is streamed a run of chunks at a time (read ahead, hashed and written
+    as it comes) and checked by its whole-file hash; if that hash is wrong, the file is
+    fetched again chunk by chunk, which names the damaged pack."""
+    if e.size >= STREAM_MIN:
+        hasher = file_hasher()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="datavc-write") as writer:
+                writes: deque[Future[None]] = deque()
+                for block in store.read_plain(c for c, _ in e.chunks):
+                    writes.append(writer.submit(_write_all, fd, block))
+                    hasher.update(block)  # while the block is written
+                    while len(writes) > 2:
+                        writes.popleft().result()
+                while writes:
+                    writes.popleft().result()
+        finally:
+            os.close(fd)
+        if hasher.digest() == e.hash:
             os.chmod(tmp, 0o755 if e.executable else 0o644)
             progress.advance(e.size)
             return
@@ -533,6 +642,12 @@ def fetch_file(store: ChunkStore, e: FileEntry, tmp: str, progress: Progress) ->
     if got != e.hash:
         raise IntegrityError(f"file {e.path}", e.hash.hex(), got.hex(), what="file content")
     os.chmod(tmp, 0o755 if e.executable else 0o644)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _set_mode(target: str, e: FileEntry) -> None:

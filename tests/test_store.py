@@ -10,7 +10,7 @@ import os
 import random
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +46,7 @@ from datavc.snapshot import (
     write_tree,
 )
 from datavc.spec import parse_spec
+from datavc.spool import AppendFile
 from datavc.tree import MODE_EXEC, MODE_FILE, FileEntry, TreeRoot, snapshot_id
 
 KIB = 1024
@@ -457,31 +458,24 @@ def test_a_pack_whose_write_failed_is_never_stored(
         Backend(str(tmp_path / "s")), StoreConfig(ChunkerParams(), pack_target=64 * KIB)
     )
     blobs = [randbytes(f"w{i}", 6 * KIB) for i in range(30)]
-    real_fdopen = os.fdopen
     calls = {"n": 0}
 
-    class FailingFile:
-        def __init__(self, f: object) -> None:
-            self._f = f
-
-        def writelines(self, parts: list[bytes]) -> None:
+    class FailingFile(AppendFile):
+        def writelines(self, parts: Iterable[bytes | memoryview]) -> None:
             calls["n"] += 1
             if calls["n"] == 3:
-                self._f.write(parts[0][: len(parts[0]) // 2])  # type: ignore[attr-defined]
+                first = next(iter(parts))
+                super().writelines([first[: len(first) // 2]])
+                self.close()  # the half part reaches the file
                 raise OSError(28, "No space left on device")
-            self._f.writelines(parts)  # type: ignore[attr-defined]
+            super().writelines(parts)
 
-        def close(self) -> None:
-            self._f.close()  # type: ignore[attr-defined]
-
-    monkeypatch.setattr(
-        "datavc.chunkstore.os.fdopen", lambda fd, mode: FailingFile(real_fdopen(fd, mode))
-    )
+    monkeypatch.setattr("datavc.chunkstore.AppendFile", FailingFile)
     with pytest.raises(OSError, match="No space"), store.new_writer() as writer:
         for b in blobs:
             writer.add(chunk_id(b), b)
         writer.finish()
-    monkeypatch.setattr("datavc.chunkstore.os.fdopen", real_fdopen)
+    monkeypatch.undo()
     packs_dir = tmp_path / "s" / "packs"
     assert not [p for p in os.listdir(packs_dir) if p.startswith(".")], "no temporary file"
     for name in store.backend.list("packs"):  # every pack stored is whole
@@ -701,6 +695,38 @@ def test_materialize_from_a_damaged_pack_changes_nothing(
     assert f"packs/{pack}" in str(info.value)
     assert folder_state(dest) == before  # old content kept, no temp file, no new.bin
     assert not [n for n in folder_state(dest) if TMP_PREFIX in n]
+
+
+def test_checkout_of_many_small_files_is_exact_and_a_damaged_one_changes_nothing(
+    store_url: str, store: ChunkStore, tmp_path: Path
+) -> None:
+    """Small files of one or several chunks (read a run at a time, checked by their file
+    hash), empty ones, executables and large streamed files come out exact. A damaged
+    chunk of a small file, met half-way, names its pack and leaves no folder behind."""
+    src = tmp_path / "src"
+    files = {
+        f"d{i % 7}/f{i:03}.bin": randbytes(f"s{i}", (i * 977) % (40 * KIB)) for i in range(120)
+    }
+    files |= {"big/large.bin": randbytes("big", 3 * MIB), "z/multi.bin": randbytes("m", 600 * KIB)}
+    make_files(src, {**SOURCE, **files}, frozenset({"run.sh", "d3/f003.bin"}))
+    tree, _, entries = commit(store, src)
+    dest = tmp_path / "dest"
+    assert checkout(reopen(store_url), tree, dest) == len(entries)
+    assert folder_state(dest) == folder_state(src)
+
+    victim = next(e for e in entries if e.path == "d5/f061.bin")
+    loc = store.location(victim.chunks[0][0])
+    assert loc is not None
+    original = flip_byte(store.backend, f"packs/{loc.pack}", loc.offset + 1)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(IntegrityError) as info:
+        checkout(reopen(store_url), tree, fresh)
+    assert f"packs/{loc.pack}" in str(info.value)
+    assert not fresh.exists()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(TMP_PREFIX)]
+    store.backend.fs.pipe_file(store.backend.path(f"packs/{loc.pack}"), original)
+    assert checkout(reopen(store_url), tree, fresh) == len(entries)
+    assert folder_state(fresh) == folder_state(src)
 
 
 # -- versions -------------------------------------------------------------------------------
