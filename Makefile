@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip check
+	$(BIN)/python -m compileall -q datavc
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -54,8 +54,3 @@ class Chunker:
             return
         for chunk in self._cdc.cut_buf(buf):
             yield chunk.data
-
-    def cut_stream(self, read: Any) -> Iterator[memoryview]:
-        """Yield chunks from a reader with ``readinto``; each view is valid until the next."""
-        for chunk in self._cdc.cut_stream(read):
-            yield chunk.data

@@ -37,6 +37,7 @@ from datavc.packfile import (
 from datavc.paths import check_path, check_paths
 from datavc.pointer import Pointer, decode_pointer, encode_pointer
 from datavc.record import CommitStats, VersionRecord, decode_record, encode_record
+from datavc.snapshot import _blocks
 from datavc.spec import VersionSpec, parse_spec
 from datavc.tree import (
     MODE_EXEC,
@@ -896,8 +897,12 @@ def test_chunker_cuts_random_data(seed: int, size: int) -> None:
     data = randbytes(seed, size)
     chunks = cut(data)
     check_chunks(data, chunks)
-    streamed = [bytes(c) for c in CHUNKER.cut_stream(io.BytesIO(data))]
-    assert streamed == chunks  # files over the whole-read limit must cut the same way
+    for block in (PARAMS.max_size, 300_000, 2 * MIB):  # files over the whole-read limit
+        streamed = []
+        for whole, views in _blocks(io.BytesIO(data), CHUNKER, block):
+            assert bytes(whole) == b"".join(views)
+            streamed += [bytes(v) for v in views]
+        assert streamed == chunks  # cut a block at a time, the same cuts as the whole file
 
 
 @FAST
