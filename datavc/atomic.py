@@ -11,13 +11,14 @@ import tempfile
 from collections.abc import Iterable
 
 
-def _default_mode() -> int:
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
-FILE_MODE = _default_mode()
+UMASK = _umask()
+FILE_MODE = 0o666 & ~UMASK
 
 
 def fsync_dir(folder: str) -> None:

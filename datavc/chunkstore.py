@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import tempfile
 import threading
@@ -42,7 +43,7 @@ from .packfile import (
     encode_chunk,
     pack_footer,
 )
-from .spool import AppendFile
+from .spool import ALIGN, AppendFile, open_direct, read_into
 
 STORE_FORMAT = 2
 _Plain = TypeVar("_Plain", bytes, bytes | memoryview)
@@ -252,13 +253,58 @@ class ChunkStore:
         for run in self._read_ahead(self._runs(ids), read):
             yield from run
 
-    def read_plain(self, ids: Iterable[ChunkId]) -> Generator[bytes, None, None]:
-        """Yield the chunks' plain bytes in order, a run of neighbouring chunks at a time
-        (up to 8 MiB), read ahead like :meth:`read_chunks`. A run of raw chunks read from
-        the store itself is *not checked* chunk by chunk: the caller checks the whole
-        file's hash before anyone sees the bytes. Other runs are decoded and checked."""
-        for run in self._read_ahead(self._runs(ids), self._read_raw_run):
-            yield from run
+    def stream_plain(self, ids: Iterable[ChunkId], use: Callable[[memoryview], None]) -> None:
+        """Call ``use`` with the chunks' plain bytes in order, a run of neighbouring chunks
+        at a time, read ahead on another thread; a view is valid only during its call.
+        A run of raw chunks read from the store itself is *not checked* chunk by chunk:
+        the caller checks the whole file's hash before anyone sees the bytes; other runs
+        are decoded and checked. From a local store with no cache, raw runs are read with
+        ``O_DIRECT`` into a few reused buffers, so neither the page cache nor fresh memory
+        has to be filled (tensor checkout here: 1.4-3.1 s, 1.4-4.1 s of it kernel CPU,
+        with buffered reads into new buffers; 1.1-1.2 s, 0.5 s kernel CPU, this way)."""
+        runs = self._runs(ids)
+        if self.cache is not None or not self.backend.is_local:
+            for block in self._read_ahead(runs, self._read_raw_run):
+                for part in block:
+                    use(memoryview(part))
+            return
+        free = [mmap.mmap(-1, RUN_BYTES + 2 * ALIGN) for _ in range(4)]  # 3 in use at most
+        files: dict[ObjectId, tuple[int, bool]] = {}
+
+        def fetch(run: list[tuple[ChunkId, Location]]) -> tuple[mmap.mmap | None, list[Any]]:
+            first, last = run[0][1], run[-1][1]
+            end = last.offset + last.stored_length
+            if any(loc.codec != CODEC_RAW for _, loc in run) or end - first.offset > RUN_BYTES:
+                return None, list(self._read_run(run))
+            if first.pack not in files:
+                try:
+                    files[first.pack] = open_direct(self.backend.path(f"packs/{first.pack}"))
+                except FileNotFoundError:
+                    return None, list(self._read_run(run))  # moved: found through the index
+            buf = free.pop()
+            view = read_into(files[first.pack][0], first.offset, end, buf)
+            if view is None:
+                raise CorruptObject(f"packs/{first.pack}", "pack is shorter than its index says")
+            return buf, [view]
+
+        with ThreadPoolExecutor(1, thread_name_prefix="datavc-read") as pool:
+            ahead: deque[Future[tuple[mmap.mmap | None, list[Any]]]] = deque()
+            try:
+                for i in range(len(runs) + 2):
+                    if i < len(runs):
+                        ahead.append(pool.submit(fetch, runs[i]))
+                    if ahead and (len(ahead) > 2 or i >= len(runs)):
+                        buf, parts = ahead.popleft().result()
+                        for part in parts:
+                            use(memoryview(part))
+                        del parts
+                        if buf is not None:
+                            free.append(buf)
+            finally:
+                for future in ahead:
+                    future.cancel()
+        for fd, _ in files.values():
+            os.close(fd)
 
     def _read_ahead(
         self,

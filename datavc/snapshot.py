@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .atomic import UMASK
 from .chunker import Chunker
 from .chunkstore import ChunkStore, Encoded, PackWriter
 from .errors import BadInput, IntegrityError, PathNotFound, UnsafePath
@@ -38,7 +39,7 @@ from .tree import (
 
 WHOLE_READ_LIMIT = 8 * 1024 * 1024
 TMP_PREFIX = ".datavc-tmp-"
-STREAM_MIN = 1 << 20  # smaller files: one ranged read, each chunk checked
+STREAM_MIN = 1 << 20  # smaller files are read with their neighbours; larger ones streamed
 
 
 class Progress(Protocol):
@@ -520,19 +521,10 @@ def _write_file(path: str, parts: list[bytes | memoryview], e: FileEntry) -> Non
     try:
         for part in parts:
             _write_all(fd, part)
-        if mode & _UMASK:  # the umask took bits the snapshot's mode has
+        if mode & UMASK:  # the umask took bits the snapshot's mode has
             os.fchmod(fd, mode)
     finally:
         os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
 
 
 def _present(dest: str) -> tuple[dict[str, LocalFile], list[str]]:
@@ -620,14 +612,13 @@ def fetch_file(store: ChunkStore, e: FileEntry, tmp: str, progress: Progress) ->
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="datavc-write") as writer:
-                writes: deque[Future[None]] = deque()
-                for block in store.read_plain(c for c, _ in e.chunks):
-                    writes.append(writer.submit(_write_all, fd, block))
+
+                def use(block: memoryview) -> None:
+                    written = writer.submit(_write_all, fd, block)
                     hasher.update(block)  # while the block is written
-                    while len(writes) > 2:
-                        writes.popleft().result()
-                while writes:
-                    writes.popleft().result()
+                    written.result()
+
+                store.stream_plain((c for c, _ in e.chunks), use)
         finally:
             os.close(fd)
         if hasher.digest() == e.hash:

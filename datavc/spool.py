@@ -1,4 +1,4 @@
-"""An append-only local file written around the page cache where the OS allows it.
+"""Local pack files written and read around the page cache where the OS allows it.
 
 Packs are written once, fsynced, and rarely read right away, so on Linux their bytes go to
 disk with ``O_DIRECT`` from one aligned buffer: the kernel then neither copies them into the
@@ -104,3 +104,30 @@ def _set_direct(fd: int, on: bool) -> bool:
             return False
         raise
     return True
+
+
+def open_direct(path: str) -> tuple[int, bool]:
+    """Open ``path`` for reading with ``O_DIRECT`` if the filesystem takes it: (fd, direct)."""
+    if O_DIRECT:
+        try:
+            return os.open(path, os.O_RDONLY | O_DIRECT), True
+        except OSError as err:
+            if err.errno != errno.EINVAL:
+                raise
+    return os.open(path, os.O_RDONLY), False
+
+
+def read_into(fd: int, start: int, end: int, buf: mmap.mmap) -> memoryview | None:
+    """Bytes ``[start, end)`` of the file, read into ``buf`` (page-aligned, at least
+    ``end - start + 2 * ALIGN`` long) with whole aligned blocks, as ``O_DIRECT`` needs; a
+    view into ``buf``. None if the file ends before ``end``."""
+    first = start - start % ALIGN
+    last = -(-end // ALIGN) * ALIGN
+    view = memoryview(buf)[: last - first]
+    got = 0
+    while got < end - first:
+        n = os.preadv(fd, [view[got:]], first + got)
+        if n == 0:
+            return None
+        got += n
+    return view[start - first : end - first]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import random
 from pathlib import Path
@@ -104,3 +105,22 @@ def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.Monke
         f.close()
     with pytest.raises(OSError):
         os.fstat(fd)  # closed even so
+
+
+@pytest.mark.parametrize("length", [1, ALIGN - 3, ALIGN, 5 * ALIGN + 11, 300_000])
+def test_read_into_gives_any_range(tmp_path: Path, length: int) -> None:
+    """Unaligned ranges come back exact through aligned (direct) reads; past the end: None."""
+    data = random.Random(length).randbytes(400_000)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd, _ = spool.open_direct(str(path))
+    buf = mmap.mmap(-1, 400_000 + 2 * ALIGN)
+    try:
+        for start in (0, 1, ALIGN - 1, ALIGN, 12_345, len(data) - length):
+            view = spool.read_into(fd, start, start + length, buf)
+            assert view is not None and bytes(view) == data[start : start + length]
+            del view
+        assert spool.read_into(fd, len(data) - length + 1, len(data) + 1, buf) is None
+    finally:
+        os.close(fd)
+        buf.close()
