@@ -14,7 +14,7 @@ import shutil
 import stat as statmod
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -142,27 +142,63 @@ class _Pending:
     mode: int
     size: int
     hash: Future[bytes] | None  # None: a one-chunk file, whose hash is its chunk's id
-    parts: list[tuple[Future[list[Encoded]], tuple[int, ...]]]
+    parts: list[_Part]
 
     def done(self) -> bool:
-        return all(f.done() for f, _ in self.parts) and (self.hash is None or self.hash.done())
+        return all(p.batch.done() for p in self.parts) and (self.hash is None or self.hash.done())
 
     def entry(self) -> FileEntry:
-        recipe = tuple(
-            (enc.cid, n)
-            for f, lengths in self.parts
-            for enc, n in zip(f.result(), lengths, strict=True)
-        )
+        recipe = tuple((enc.cid, n) for p in self.parts for enc, n in p.encoded())
         digest = FileHash(self.hash.result() if self.hash is not None else recipe[0][0])
         return FileEntry(self.path, self.mode, self.size, digest, recipe)
 
 
-BATCH = 1 << 20  # a file smaller than this is hashed where it is read
+@dataclass(slots=True)
+class _Batch:
+    """Chunks handed to the writer's threads as one task: the chunks of many small files
+    (one hand-off per file costs about as much as hashing it), or of part of a large one."""
+
+    pieces: list[bytes | memoryview]
+    size: int = 0
+    future: Future[list[Encoded]] | None = None
+
+    def add(self, pieces: Sequence[bytes | memoryview]) -> _Part:
+        part = _Part(self, len(self.pieces), tuple(len(p) for p in pieces))
+        self.pieces += pieces
+        self.size += sum(part.lengths)
+        return part
+
+    def submit(self, writer: PackWriter) -> None:
+        self.future = writer.submit(self.pieces)
+        self.pieces = []
+
+    def done(self) -> bool:
+        return self.future is not None and self.future.done()
 
 
-def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Progress) -> _Pending:
+@dataclass(slots=True)
+class _Part:
+    """A file's chunks in a batch: from ``start``, one per length."""
+
+    batch: _Batch
+    start: int
+    lengths: tuple[int, ...]
+
+    def encoded(self) -> zip[tuple[Encoded, int]]:
+        assert self.batch.future is not None
+        done = self.batch.future.result()[self.start : self.start + len(self.lengths)]
+        return zip(done, self.lengths, strict=True)
+
+
+BATCH = 1 << 20  # chunks of small files handed over together; a smaller file hashed here
+
+
+def chunk_file(
+    f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Progress, batch: _Batch
+) -> _Pending:
     """Read and cut one file, handing its chunks and its whole-file hash to the writer's
-    threads; a large file is streamed, so memory does not grow with the file's size."""
+    threads. A small file's chunks join ``batch`` (the caller submits it); a large file
+    is streamed, so memory does not grow with the file's size."""
     mode = file_mode(f.mode)
     hasher = file_hasher()
     if f.size <= WHOLE_READ_LIMIT:
@@ -170,7 +206,7 @@ def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Pro
         small = 0 < len(data) <= chunker.params.min_size  # surely one chunk: skip the cutter
         cut: list[bytes | memoryview] = [data] if small else list(chunker.cut(data))
         progress.advance(len(data))
-        part = (writer.submit(cut), tuple(len(p) for p in cut))
+        part = batch.add(cut)
         if len(cut) == 1:  # one chunk: its id is the file hash, computed once
             return _Pending(f.path, mode, len(data), None, [part])
         if len(data) < BATCH:  # hashing it here is quicker than handing it over
@@ -180,13 +216,14 @@ def chunk_file(f: LocalFile, chunker: Chunker, writer: PackWriter, progress: Pro
             writer.hash_in_order(hasher, [data])
             digest = writer.digest(hasher)
         return _Pending(f.path, mode, len(data), digest, [part])
-    parts: list[tuple[Future[list[Encoded]], tuple[int, ...]]] = []
+    parts: list[_Part] = []
     size = 0
     with open(f.abspath, "rb", buffering=0) as fh:
         for block, views in _blocks(fh, chunker):
             for start in range(0, len(views), BATCH_CHUNKS):
-                batch = views[start : start + BATCH_CHUNKS]
-                parts.append((writer.submit(batch), tuple(len(p) for p in batch)))
+                own = _Batch([])
+                parts.append(own.add(views[start : start + BATCH_CHUNKS]))
+                own.submit(writer)
             writer.hash_in_order(hasher, [block])
             size += len(block)
             progress.advance(len(block))
@@ -260,6 +297,7 @@ def build_entries(
         if settled is not None:
             settled(f, e)
 
+    batch = _Batch([])
     files.reverse()
     while files:
         f = files.pop()
@@ -269,9 +307,16 @@ def build_entries(
             waiting.append((f, entry))
             progress.advance(f.size)
         else:
-            waiting.append((f, chunk_file(f, chunker, writer, progress)))
+            if f.size > WHOLE_READ_LIMIT and batch.pieces:  # its chunks go after the batch's
+                batch.submit(writer)
+                batch = _Batch([])
+            waiting.append((f, chunk_file(f, chunker, writer, progress, batch)))
+            if batch.size >= BATCH:
+                batch.submit(writer)
+                batch = _Batch([])
         while waiting and (isinstance(waiting[0][1], FileEntry) or waiting[0][1].done()):
             settle(*waiting.popleft())
+    batch.submit(writer)
     while waiting:
         settle(*waiting.popleft())
     return entries
