@@ -191,6 +191,7 @@ class _Part:
 
 
 BATCH = 1 << 20  # chunks of small files handed over together; a smaller file hashed here
+BATCH_PIECES = 1024  # and at most this many, or files waiting (memory, with tiny files)
 
 
 def chunk_file(
@@ -311,9 +312,11 @@ def build_entries(
                 batch.submit(writer)
                 batch = _Batch([])
             waiting.append((f, chunk_file(f, chunker, writer, progress, batch)))
-            if batch.size >= BATCH:
-                batch.submit(writer)
-                batch = _Batch([])
+        if batch.pieces and (
+            batch.size >= BATCH or max(len(batch.pieces), len(waiting)) >= BATCH_PIECES
+        ):  # full, or files wait behind it (those known already, when few files changed)
+            batch.submit(writer)
+            batch = _Batch([])
         while waiting and (isinstance(waiting[0][1], FileEntry) or waiting[0][1].done()):
             settle(*waiting.popleft())
     batch.submit(writer)
