@@ -20,6 +20,7 @@ from collections.abc import Iterable
 ALIGN = 4096  # offsets and lengths of direct writes: a multiple of any disk's logical block
 BUFFER = 8 << 20
 O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 
 
 class AppendFile:
@@ -117,13 +118,23 @@ def open_direct(path: str) -> tuple[int, bool]:
     return os.open(path, os.O_RDONLY), False
 
 
-def read_into(fd: int, start: int, end: int, buf: mmap.mmap) -> memoryview | None:
+def read_into(
+    fd: int, start: int, end: int, buf: mmap.mmap, cached: int | None = None
+) -> memoryview | None:
     """Bytes ``[start, end)`` of the file, read into ``buf`` (page-aligned, at least
     ``end - start + 2 * ALIGN`` long) with whole aligned blocks, as ``O_DIRECT`` needs; a
-    view into ``buf``. None if the file ends before ``end``."""
+    view into ``buf``. None if the file ends before ``end``. With ``cached`` (a buffered
+    descriptor of the same file), bytes that are all in the page cache are copied from
+    there instead (``RWF_NOWAIT``: a read that would wait for the disk is refused)."""
     first = start - start % ALIGN
     last = -(-end // ALIGN) * ALIGN
     view = memoryview(buf)[: last - first]
+    if cached is not None and NOWAIT:
+        try:
+            if os.preadv(cached, [view[: end - first]], first, NOWAIT) == end - first:
+                return view[start - first : end - first]
+        except (BlockingIOError, OSError):
+            pass  # not all cached (or not supported): read from the disk
     got = 0
     while got < end - first:
         n = os.preadv(fd, [view[got:]], first + got)

@@ -107,20 +107,28 @@ def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.Monke
         os.fstat(fd)  # closed even so
 
 
+@pytest.mark.parametrize("cached", [False, True])
 @pytest.mark.parametrize("length", [1, ALIGN - 3, ALIGN, 5 * ALIGN + 11, 300_000])
-def test_read_into_gives_any_range(tmp_path: Path, length: int) -> None:
-    """Unaligned ranges come back exact through aligned (direct) reads; past the end: None."""
+def test_read_into_gives_any_range(tmp_path: Path, length: int, cached: bool) -> None:
+    """Unaligned ranges come back exact through aligned (direct) reads, or copied from the
+    page cache when a buffered descriptor is given (the file was just written: cached);
+    past the end: None."""
     data = random.Random(length).randbytes(400_000)
     path = tmp_path / "f"
     path.write_bytes(data)
     fd, _ = spool.open_direct(str(path))
+    other = os.open(path, os.O_RDONLY) if cached else None
     buf = mmap.mmap(-1, 400_000 + 2 * ALIGN)
     try:
         for start in (0, 1, ALIGN - 1, ALIGN, 12_345, len(data) - length):
-            view = spool.read_into(fd, start, start + length, buf)
+            buf[:] = b"\xee" * len(buf)  # nothing left from the last read
+            view = spool.read_into(fd, start, start + length, buf, other)
             assert view is not None and bytes(view) == data[start : start + length]
             del view
-        assert spool.read_into(fd, len(data) - length + 1, len(data) + 1, buf) is None
+        end = len(data) + 1
+        assert spool.read_into(fd, len(data) - length + 1, end, buf, other) is None
     finally:
         os.close(fd)
+        if other is not None:
+            os.close(other)
         buf.close()
