@@ -292,25 +292,27 @@ class ChunkStore:
                 raise CorruptObject(f"packs/{first.pack}", "pack is shorter than its index says")
             return buf, [view]
 
-        with ThreadPoolExecutor(1, thread_name_prefix="datavc-read") as pool:
-            ahead: deque[Future[tuple[mmap.mmap | None, list[Any]]]] = deque()
-            try:
-                for i in range(len(runs) + 2):
-                    if i < len(runs):
-                        ahead.append(pool.submit(fetch, runs[i]))
-                    if ahead and (len(ahead) > 2 or i >= len(runs)):
-                        buf, parts = ahead.popleft().result()
-                        for part in parts:
-                            use(memoryview(part))
-                        del parts
-                        if buf is not None:
-                            free.append(buf)
-            finally:
-                for future in ahead:
-                    future.cancel()
-        for fds in files.values():
-            for fd in fds:
-                os.close(fd)
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="datavc-read") as pool:
+                ahead: deque[Future[tuple[mmap.mmap | None, list[Any]]]] = deque()
+                try:
+                    for i in range(len(runs) + 2):
+                        if i < len(runs):
+                            ahead.append(pool.submit(fetch, runs[i]))
+                        if ahead and (len(ahead) > 2 or i >= len(runs)):
+                            buf, parts = ahead.popleft().result()
+                            for part in parts:
+                                use(memoryview(part))
+                            del parts
+                            if buf is not None:
+                                free.append(buf)
+                finally:
+                    for future in ahead:
+                        future.cancel()
+        finally:  # the reader thread has stopped: its descriptors can go
+            for fds in files.values():
+                for fd in fds:
+                    os.close(fd)
 
     def _read_ahead(
         self,

@@ -754,8 +754,20 @@ def test_stream_plain_gives_the_file_across_packs_and_codecs(
     key = f"packs/{last.pack}"
     whole = backend.read(key)
     backend.fs.pipe_file(backend.path(key), whole[: last.offset + 10])
+    damaged = reopen(store_url)
+    before = _open_fds()
     with pytest.raises((CorruptObject, ObjectNotFound)):
-        reopen(store_url).stream_plain(ids, lambda view: None)
+        damaged.stream_plain(ids, lambda view: None)
+    if before is not None and damaged.backend.is_local:  # the pack files it opened are
+        kept = damaged.backend._fs()._open.values()  # closed (the backend keeps some open)
+        assert _open_fds() - {str(fd) for fd in kept} <= before
+
+
+def _open_fds() -> set[str] | None:
+    """This process's open descriptors (Linux), or None."""
+    if not os.path.isdir("/proc/self/fd"):
+        return None
+    return set(os.listdir("/proc/self/fd"))
 
 
 # -- versions -------------------------------------------------------------------------------
