@@ -18,7 +18,7 @@ import os
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -46,7 +46,7 @@ from .packfile import (
 from .spool import ALIGN, AppendFile, open_direct, read_into
 
 STORE_FORMAT = 2
-_Plain = TypeVar("_Plain", bytes, bytes | memoryview)
+_T = TypeVar("_T")
 CONFIG_KEY = "datavc.json"
 DEFAULT_PACK_TARGET = 64 * 1024 * 1024
 WORKERS = 2
@@ -249,9 +249,11 @@ class ChunkStore:
         when there are several such runs, the next two are fetched while this one is used.
         With ``verify=False``, raw chunks read from the store itself are *not* checked:
         the caller checks the hash of the file they make before anyone sees the bytes."""
+        read: Callable[[list[tuple[ChunkId, Location]]], Sequence[bytes | memoryview]]
         read = self._read_run if verify else self._read_run_unchecked
-        for run in self._read_ahead(self._runs(ids), read):
-            yield from run
+        with contextlib.closing(self._read_ahead(self._runs(ids), read)) as fetched:
+            for run in fetched:
+                yield from run
 
     def stream_plain(self, ids: Iterable[ChunkId], use: Callable[[memoryview], None]) -> None:
         """Call ``use`` with the chunks' plain bytes in order, a run of neighbouring chunks
@@ -293,22 +295,13 @@ class ChunkStore:
             return buf, [view]
 
         try:
-            with ThreadPoolExecutor(1, thread_name_prefix="datavc-read") as pool:
-                ahead: deque[Future[tuple[mmap.mmap | None, list[Any]]]] = deque()
-                try:
-                    for i in range(len(runs) + 2):
-                        if i < len(runs):
-                            ahead.append(pool.submit(fetch, runs[i]))
-                        if ahead and (len(ahead) > 2 or i >= len(runs)):
-                            buf, parts = ahead.popleft().result()
-                            for part in parts:
-                                use(memoryview(part))
-                            del parts
-                            if buf is not None:
-                                free.append(buf)
-                finally:
-                    for future in ahead:
-                        future.cancel()
+            with contextlib.closing(self._read_ahead(runs, fetch)) as fetched:
+                for buf, parts in fetched:
+                    for part in parts:
+                        use(memoryview(part))
+                    del parts
+                    if buf is not None:
+                        free.append(buf)
         finally:  # the reader thread has stopped: its descriptors can go
             for fds in files.values():
                 for fd in fds:
@@ -317,13 +310,15 @@ class ChunkStore:
     def _read_ahead(
         self,
         runs: list[list[tuple[ChunkId, Location]]],
-        read: Callable[[list[tuple[ChunkId, Location]]], Sequence[_Plain]],
-    ) -> Iterator[Sequence[_Plain]]:
+        read: Callable[[list[tuple[ChunkId, Location]]], _T],
+    ) -> Generator[_T, None, None]:
+        """``read(run)`` for each run, in order, the next two on another thread while the
+        caller uses one (so at most three results exist at once)."""
         if len(runs) == 1:
             yield read(runs[0])
             return
         with ThreadPoolExecutor(1, thread_name_prefix="datavc-read") as pool:
-            ahead: deque[Future[Sequence[_Plain]]] = deque()
+            ahead: deque[Future[_T]] = deque()
             try:
                 for run in runs:
                     ahead.append(pool.submit(read, run))

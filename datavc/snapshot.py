@@ -190,7 +190,8 @@ class _Part:
         return zip(done, self.lengths, strict=True)
 
 
-BATCH = 1 << 20  # chunks of small files handed over together; a smaller file hashed here
+BATCH = 1 << 20  # chunks of small files handed to the writer's threads together
+HASH_HERE = 1 << 20  # a multi-chunk file smaller than this is hashed where it is read
 BATCH_PIECES = 1024  # and at most this many, or files waiting (memory, with tiny files)
 
 
@@ -210,7 +211,7 @@ def chunk_file(
         part = batch.add(cut)
         if len(cut) == 1:  # one chunk: its id is the file hash, computed once
             return _Pending(f.path, mode, len(data), None, [part])
-        if len(data) < BATCH:  # hashing it here is quicker than handing it over
+        if len(data) < HASH_HERE:  # hashing it here is quicker than handing it over
             digest: Future[bytes] = Future()
             digest.set_result(content_hash(data))
         else:
