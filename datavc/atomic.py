@@ -7,7 +7,6 @@ A reader sees the old file or the new one, never a part. Files get the mode a pl
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 
 
@@ -37,6 +36,8 @@ def write_atomic(
     exist (a hard link, which fails on an existing name): False if it did."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
+    import tempfile  # imported when used (~10 ms): a read-only command never needs it
+
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
         os.fchmod(fd, FILE_MODE)

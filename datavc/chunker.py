@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pyfastcdc.cy import FastCDC
-
 from .errors import CorruptObject
 
 
@@ -39,6 +37,8 @@ class Chunker:
     """Cuts buffers into chunks; one instance per thread (pyfastcdc is not thread-safe)."""
 
     def __init__(self, params: ChunkerParams) -> None:
+        from pyfastcdc.cy import FastCDC  # here, not at the top: commands that never cut
+
         self.params = params
         self._cdc = FastCDC(
             params.avg_size,

@@ -15,13 +15,11 @@ import contextlib
 import json
 import mmap
 import os
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .backend import Backend
 from .chunker import ChunkerParams
@@ -44,6 +42,9 @@ from .packfile import (
     pack_footer,
 )
 from .spool import ALIGN, AppendFile, open_direct, read_into
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future  # imported where threads start (see snapshot.py)
 
 STORE_FORMAT = 2
 _T = TypeVar("_T")
@@ -317,6 +318,8 @@ class ChunkStore:
         if len(runs) == 1:
             yield read(runs[0])
             return
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(1, thread_name_prefix="datavc-read") as pool:
             ahead: deque[Future[_T]] = deque()
             try:
@@ -460,6 +463,8 @@ class PackWriter:
         self._stored: list[ChunkId] = []  # stored by this upload, in the store's index table
         self._lock = threading.Lock()
         self._done = threading.Lock()
+        from concurrent.futures import ThreadPoolExecutor
+
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="datavc-chunk")
         self._packer = ThreadPoolExecutor(1, thread_name_prefix="datavc-pack")
         self._inflight: deque[tuple[Future[list[Encoded]], int]] = deque()
@@ -506,6 +511,8 @@ class PackWriter:
             self._drain(len(self._inflight) - 1)
         future: Future[list[Encoded]]
         if size < INLINE_CHUNK:
+            from concurrent.futures import Future
+
             future = Future()
             future.set_result([self._encode(p) for p in pieces])
         else:
@@ -564,6 +571,8 @@ class PackWriter:
         if self._has(cid):
             return False
         if self._spool is None:
+            import tempfile
+
             fd, path = tempfile.mkstemp(prefix=".tmp-pack-", dir=self.store.spool_dir())
             self._spool, self._spool_path = AppendFile(fd), path
             self._spools[path] = self._spool

@@ -15,8 +15,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .chunkstore import DEFAULT_PACK_TARGET
+from .entry import fail, status_lines
 from .errors import DatavcError, UsageError
-from .repository import ProgressFactory, Status, Workspace, init_workspace
+from .repository import ProgressFactory, Workspace, init_workspace
 from .snapshot import NoProgress
 from .snapshot import Progress as ProgressSink
 from .tree import FileEntry
@@ -177,18 +178,8 @@ def checkout(
 @app.command()
 def status() -> None:
     """Show which datasets differ from their pointer files, and how."""
-    rows = _workspace().status()
-    if not rows:
-        typer.echo("no tracked datasets")
-    for st in rows:
-        typer.echo(_status_line(st))
-
-
-def _status_line(st: Status) -> str:
-    d = st.diff
-    counts = f" ({len(d.added)} added, {len(d.modified)} modified, {len(d.removed)} removed)"
-    shown = counts if not d.empty else ""
-    return f"{st.name} ({st.path}): {st.state}{shown}: {st.detail}"
+    for line in status_lines(_workspace().status()):
+        typer.echo(line)
 
 
 @app.command()
@@ -257,17 +248,18 @@ def _ls_line(e: FileEntry) -> str:
 
 
 def main() -> None:
-    """Run the CLI: every error is one line on stderr with a documented exit code."""
+    """Run the CLI: every error is one line on stderr with a documented exit code.
+    (The command's entry point is ``entry.main``, which runs plain ``status`` itself.)"""
     try:
         app(standalone_mode=False)
     except DatavcError as err:
-        _fail(str(err), err.exit_code)
+        fail(str(err), err.exit_code)
     except (KeyboardInterrupt, typer.Abort):
-        _fail("interrupted", 130)
+        fail("interrupted", 130)
     except typer.Exit as err:
         sys.exit(err.exit_code)
     except OSError as err:
-        _fail(str(err), 1)
+        fail(str(err), 1)
     except Exception as err:
         code, message = getattr(err, "exit_code", None), getattr(err, "format_message", None)
         if not isinstance(code, int) or not callable(message):
@@ -276,10 +268,6 @@ def main() -> None:
         # means the help was printed (no arguments at all).
         text = message()
         if text:
-            _fail(f"{text} (see 'datavc --help')", code)
+            fail(f"{text} (see 'datavc --help')", code)
         sys.exit(code)
 
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"datavc: error: {message}", err=True)
-    sys.exit(code)

@@ -9,10 +9,7 @@ author, HEAD and pointer files of older revisions; a workspace need not be a git
 from __future__ import annotations
 
 import fcntl
-import getpass
 import os
-import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -60,6 +57,8 @@ def ignore_path(root: str, rel: str) -> None:
 
 def git(root: str, *args: str) -> str | None:
     """Stripped stdout of a git command run in ``root``, or None if it failed."""
+    import subprocess  # imported when used: most commands never run git
+
     try:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
     except OSError:
@@ -72,4 +71,7 @@ def git_author(root: str) -> str:
     email = git(root, "config", "user.email")
     if name:
         return f"{name} <{email}>" if email else name
+    import getpass
+    import socket
+
     return f"{getpass.getuser()}@{socket.gethostname()}"

@@ -13,10 +13,8 @@ import dataclasses
 import functools
 import json
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from . import versions
 from .atomic import write_text_atomic
@@ -359,7 +357,7 @@ class Workspace:
             stats.new_bytes + (carried.new_bytes if carried else 0),
             stats.new_chunks + (carried.new_chunks if carried else 0),
             stats.new_objects + (carried.new_objects if carried else 0),
-            uuid.uuid4().hex,
+            _nonce(),
             root,
         )
         if ds.pointer is not None and ds.pointer.snapshot == tree:
@@ -424,9 +422,9 @@ class Workspace:
             parent=ds.pointer.version if ds.pointer else None,
             message=message,
             author=git_author(self.root),
-            time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            time=_utc_now(),
             git_head=git(self.root, "rev-parse", "HEAD"),
-            nonce=staged.nonce or uuid.uuid4().hex,
+            nonce=staged.nonce or _nonce(),
             root=staged.root,
             stats=CommitStats(
                 staged.files, staged.bytes, staged.new_bytes, staged.new_chunks, staged.new_objects
@@ -661,6 +659,18 @@ class _Cursor:
             self._current = next(self._entries, None)
         current = self._current
         return current if current is not None and current.path == path else None
+
+
+def _nonce() -> str:
+    import uuid  # uuid and datetime are imported when a version is made, not by status
+
+    return uuid.uuid4().hex
+
+
+def _utc_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _reuse(cache: StatCache, previous: _Cursor, f: LocalFile) -> FileEntry | None:

@@ -12,12 +12,11 @@ import contextlib
 import os
 import shutil
 import stat as statmod
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from stat import S_ISDIR, S_ISLNK, S_ISREG
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .atomic import UMASK
 from .chunker import Chunker
@@ -37,6 +36,11 @@ from .tree import (
     split_pages,
 )
 
+if TYPE_CHECKING:
+    # concurrent.futures (with logging) costs ~10 ms to import: imported where threads start,
+    # so that status and ls do not pay for it
+    from concurrent.futures import Future
+
 WHOLE_READ_LIMIT = 8 * 1024 * 1024
 TMP_PREFIX = ".datavc-tmp-"
 STREAM_MIN = 1 << 20  # smaller files are read with their neighbours; larger ones streamed
@@ -51,9 +55,11 @@ class NoProgress:
         pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LocalFile:
-    """A file found in the workspace, with the stat fields the stat cache keys on.
+    """A file found in the workspace, with the stat fields the stat cache keys on. Not
+    changed once made (not frozen: a frozen dataclass takes 4x as long to build, which is
+    most of a scan of many files).
 
     ``base`` is the folder ``path`` is relative to: one string shared by every file of a
     scan (a million files should not mean a million absolute paths in memory)."""
@@ -99,17 +105,19 @@ def scan(root: str, kind: str, odd: list[str] | None = None) -> list[LocalFile]:
 def _walk(base: str, abspath: str, rel: str, out: list[LocalFile], odd: list[str] | None) -> None:
     with os.scandir(abspath) as it:
         for e in it:
-            relpath = f"{rel}{e.name}"
-            if not e.name.isascii():
+            name = e.name
+            if not name.isascii():
                 _check_utf8(e.path)
             st = e.stat(follow_symlinks=False)
-            if statmod.S_ISDIR(st.st_mode):
-                _walk(base, e.path, relpath + "/", out, odd)
-            elif statmod.S_ISREG(st.st_mode):
-                out.append(_local(relpath, base, st))
+            mode = st.st_mode
+            if S_ISREG(mode):
+                size, mtime, ctime, inode = st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+                out.append(LocalFile(rel + name, base, size, mode, mtime, ctime, inode))
+            elif S_ISDIR(mode):
+                _walk(base, e.path, f"{rel}{name}/", out, odd)
             elif odd is not None:
-                odd.append(relpath)
-            elif statmod.S_ISLNK(st.st_mode):
+                odd.append(rel + name)
+            elif S_ISLNK(mode):
                 raise BadInput(f"{e.path} is a symbolic link: datavc tracks regular files only")
             else:
                 raise BadInput(f"{e.path} is not a regular file")
@@ -212,6 +220,8 @@ def chunk_file(
         if len(cut) == 1:  # one chunk: its id is the file hash, computed once
             return _Pending(f.path, mode, len(data), None, [part])
         if len(data) < HASH_HERE:  # hashing it here is quicker than handing it over
+            from concurrent.futures import Future
+
             digest: Future[bytes] = Future()
             digest.set_result(content_hash(data))
         else:
@@ -452,6 +462,8 @@ def materialize(
     parent = os.path.dirname(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
     _remove_stale_stages(parent)
+    import tempfile
+
     stage = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=parent)
     try:
         if kind == "file":
@@ -494,6 +506,8 @@ def _fetch_all(store: ChunkStore, todo: list[tuple[str, FileEntry]], progress: P
     sit in pack order, so one ranged read serves many files) and handed in groups to two
     threads that check each file's hash and write it (creating a file is mostly kernel
     time, and two run at once); large files are streamed one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
     small = [(path, e) for path, e in todo if e.size < STREAM_MIN]
     folders: set[str] = set()
     ids = (c for _, e in small for c, _ in e.chunks)
@@ -660,6 +674,8 @@ def fetch_file(store: ChunkStore, e: FileEntry, tmp: str, progress: Progress) ->
         hasher = file_hasher()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(1, thread_name_prefix="datavc-write") as writer:
 
                 def use(block: memoryview) -> None:

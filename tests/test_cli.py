@@ -581,6 +581,58 @@ def test_add_folder_whose_name_starts_with_two_dots(repo: Path) -> None:
     assert tree_state(repo / "..data") == expected
 
 
+def run_typer_status(cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``datavc status`` through the typer app, not the entry point's own status."""
+    code = "import sys; sys.argv = ['datavc', 'status']; from datavc.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_plain_status_prints_what_the_typer_command_prints(
+    committed: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    repo, _ = committed
+    ds = repo / "data" / "ds"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run(empty, "init")
+
+    def both(cwd: Path) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
+        fast, full = run(cwd, "status", check=False), run_typer_status(cwd)
+        return (fast.returncode, fast.stdout, fast.stderr), (
+            full.returncode,
+            full.stdout,
+            full.stderr,
+        )
+
+    seen = set()
+    for step in ("clean", "modified", "staged", "missing"):
+        if step == "modified":
+            write(ds / "a.bin", rand("edit", 1000))
+        elif step == "staged":
+            run(repo, "add", "data/ds")
+        elif step == "missing":
+            shutil.rmtree(ds)
+        fast, full = both(repo)
+        assert fast == full, step
+        assert fast[0] == 0 and fast[1].startswith(f"ds (data/ds): {step}"), fast
+        seen.add(fast[1])
+    assert len(seen) == 4
+    assert both(empty) == ((0, "no tracked datasets\n", ""), (0, "no tracked datasets\n", ""))
+    fast, full = both(outside)
+    assert fast == full
+    assert fast[0] == 4 and fast[2].startswith("datavc: error: "), fast
+    assert "Traceback" not in fast[2]
+
+
 @pytest.mark.parametrize("cmd", [["status"], ["add", "data"], ["checkout"], ["log", "ds"]])
 def test_not_a_workspace(repo: Path, cmd: list[str]) -> None:
     write(repo / "data" / "f", b"x")
