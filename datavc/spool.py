@@ -118,23 +118,12 @@ def open_direct(path: str) -> tuple[int, bool]:
     return os.open(path, os.O_RDONLY), False
 
 
-def read_into(
-    fd: int, start: int, end: int, buf: mmap.mmap, cached: int | None = None
-) -> memoryview | None:
+def read_into(fd: int, start: int, end: int, buf: mmap.mmap) -> memoryview | None:
     """Bytes ``[start, end)`` of the file, read into ``buf`` (page-aligned, at least
     ``end - start + 2 * ALIGN`` long) with whole aligned blocks, as ``O_DIRECT`` needs; a
-    view into ``buf``. None if the file ends before ``end``. With ``cached`` (a buffered
-    descriptor of the same file), bytes that are all in the page cache are copied from
-    there instead (``RWF_NOWAIT``: a read that would wait for the disk is refused)."""
+    view into ``buf``. None if the file ends before ``end``."""
     first = start - start % ALIGN
-    last = -(-end // ALIGN) * ALIGN
-    view = memoryview(buf)[: last - first]
-    if cached is not None and NOWAIT:
-        try:
-            if os.preadv(cached, [view[: end - first]], first, NOWAIT) == end - first:
-                return view[start - first : end - first]
-        except (BlockingIOError, OSError):
-            pass  # not all cached (or not supported): read from the disk
+    view = memoryview(buf)[: -(-end // ALIGN) * ALIGN - first]
     got = 0
     while got < end - first:
         n = os.preadv(fd, [view[got:]], first + got)
@@ -142,3 +131,20 @@ def read_into(
             return None
         got += n
     return view[start - first : end - first]
+
+
+def read_cached(fd: int, start: int, end: int, buf: mmap.mmap) -> memoryview | None:
+    """Bytes ``[start, end)`` copied from the page cache into ``buf`` through ``fd`` (a
+    buffered descriptor), as a view into ``buf``; None unless all of them are cached
+    (``RWF_NOWAIT``: a read that would wait for the disk is refused) or where the flag is
+    not supported. A refused read still starts the kernel's readahead of the range: after
+    one, read that file with :func:`read_into`, or its bytes come from the disk twice."""
+    if not NOWAIT:
+        return None
+    view = memoryview(buf)[: end - start]
+    try:
+        if os.preadv(fd, [view], start, NOWAIT) == end - start:
+            return view
+    except OSError:  # BlockingIOError: not all cached; or not supported here
+        pass
+    return None

@@ -111,24 +111,53 @@ def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.Monke
 @pytest.mark.parametrize("length", [1, ALIGN - 3, ALIGN, 5 * ALIGN + 11, 300_000])
 def test_read_into_gives_any_range(tmp_path: Path, length: int, cached: bool) -> None:
     """Unaligned ranges come back exact through aligned (direct) reads, or copied from the
-    page cache when a buffered descriptor is given (the file was just written: cached);
-    past the end: None."""
+    page cache through a buffered descriptor (the file was just written: cached); past the
+    end: None (direct) or refused (cached)."""
     data = random.Random(length).randbytes(400_000)
     path = tmp_path / "f"
     path.write_bytes(data)
     fd, _ = spool.open_direct(str(path))
-    other = os.open(path, os.O_RDONLY) if cached else None
+    other = os.open(path, os.O_RDONLY)
     buf = mmap.mmap(-1, 400_000 + 2 * ALIGN)
     try:
         for start in (0, 1, ALIGN - 1, ALIGN, 12_345, len(data) - length):
             buf[:] = b"\xee" * len(buf)  # nothing left from the last read
-            view = spool.read_into(fd, start, start + length, buf, other)
+            if cached and spool.NOWAIT:
+                view = spool.read_cached(other, start, start + length, buf)
+            else:
+                view = spool.read_into(fd, start, start + length, buf)
             assert view is not None and bytes(view) == data[start : start + length]
             del view
         end = len(data) + 1
-        assert spool.read_into(fd, len(data) - length + 1, end, buf, other) is None
+        assert spool.read_into(fd, len(data) - length + 1, end, buf) is None
+        assert spool.read_cached(other, len(data) - length + 1, end, buf) is None
     finally:
         os.close(fd)
-        if other is not None:
-            os.close(other)
+        os.close(other)
+        buf.close()
+
+
+@pytest.mark.skipif(not spool.NOWAIT, reason="no RWF_NOWAIT here")
+def test_read_cached_refuses_bytes_not_in_the_page_cache(tmp_path: Path) -> None:
+    """A file dropped from the page cache is not read through it: the caller then reads
+    it from the disk (and stops asking for that file, see ChunkStore.stream_plain)."""
+    data = random.Random(7).randbytes(1 << 20)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    direct, is_direct = spool.open_direct(str(path))
+    fd = os.open(path, os.O_RDONLY)
+    buf = mmap.mmap(-1, len(data) + 2 * ALIGN)
+    try:
+        if not is_direct:
+            pytest.skip("no O_DIRECT: a memory filesystem (tmpfs), whose pages stay")
+        assert spool.read_cached(fd, 0, len(data), buf) is not None  # just written
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages are dropped
+        assert spool.read_cached(fd, 0, len(data), buf) is None
+        view = spool.read_into(direct, 0, len(data), buf)
+        assert view is not None and bytes(view) == data
+        del view
+    finally:
+        os.close(fd)
+        os.close(direct)
         buf.close()

@@ -730,12 +730,14 @@ def test_checkout_of_many_small_files_is_exact_and_a_damaged_one_changes_nothing
     assert folder_state(fresh) == folder_state(src)
 
 
+@pytest.mark.parametrize("evict", ["none", "some", "all"])
 def test_stream_plain_gives_the_file_across_packs_and_codecs(
-    store_url: str, backend: Backend, tmp_path: Path
+    store_url: str, backend: Backend, tmp_path: Path, evict: str
 ) -> None:
     """A file over several packs, with raw and compressed runs, streams back whole (direct
-    reads into reused buffers on a local store); a pack cut short is an error, not a short
-    file."""
+    reads into reused buffers on a local store, or copies from the page cache of packs that
+    are in it: here none, some or all of the packs are dropped from it first); a pack cut
+    short is an error, not a short file."""
     store = ChunkStore.create(backend, StoreConfig(PARAMS, pack_target=MIB))
     data = randbytes("a", 3 * MIB) + b"compressible row\n" * 100_000 + randbytes("b", 2 * MIB)
     src = tmp_path / "src"
@@ -745,6 +747,10 @@ def test_stream_plain_gives_the_file_across_packs_and_codecs(
     packs = {loc.pack for loc in map(store.location, ids) if loc is not None}
     assert len(packs) >= 4
     assert any(loc.codec != CODEC_RAW for loc in map(store.location, ids) if loc is not None)
+    if backend.is_local:
+        for i, pack in enumerate(sorted(packs)):
+            if evict == "all" or (evict == "some" and i % 2):
+                _drop_from_page_cache(backend.path(f"packs/{pack}"))
     got: list[bytes] = []
     reopen(store_url).stream_plain(ids, lambda view: got.append(bytes(view)))
     assert b"".join(got) == data
@@ -761,6 +767,15 @@ def test_stream_plain_gives_the_file_across_packs_and_codecs(
     if before is not None and damaged.backend.is_local:  # the pack files it opened are
         kept = damaged.backend._fs()._open.values()  # closed (the backend keeps some open)
         assert _open_fds() - {str(fd) for fd in kept} <= before
+
+
+def _drop_from_page_cache(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def _open_fds() -> set[str] | None:
