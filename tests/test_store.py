@@ -34,6 +34,7 @@ from datavc.hashing import FileHash, ObjectId, chunk_id
 from datavc.packfile import CODEC_RAW, encode_index, read_pack_footer
 from datavc.record import VersionRecord
 from datavc.snapshot import (
+    STREAM_MIN,
     TMP_PREFIX,
     LocalFile,
     NoProgress,
@@ -670,9 +671,13 @@ def test_flipped_byte_in_a_pack_is_detected(
         )
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("spot", [10, -10])
 def test_materialize_from_a_damaged_pack_changes_nothing(
-    store_url: str, store: ChunkStore, tmp_path: Path
+    store_url: str, store: ChunkStore, tmp_path: Path, compressed: bool, spot: int
 ) -> None:
+    """A damaged chunk of a streamed (large) file, stored raw or compressed, near its
+    start or its end: an error naming the pack, and the folder as it was."""
     src = tmp_path / "src"
     make_files(src, {"a.txt": b"unchanged\n", "data.bin": randbytes(8, MIB)})
     tree1, _, _ = commit(store, src)
@@ -682,14 +687,23 @@ def test_materialize_from_a_damaged_pack_changes_nothing(
     assert before == folder_state(src)
     packs_before = set(store.backend.list("packs"))
 
-    make_files(src, {"data.bin": randbytes(9, MIB), "new.bin": randbytes(10, 300 * KIB)})
+    rows = b"".join(b"%d,row,%d\n" % (i, i * 7 % 1000) for i in range(400_000))
+    make_files(
+        src,
+        {
+            "data.bin": rows if compressed else randbytes(9, MIB),
+            "new.bin": randbytes(10, 300 * KIB),
+        },
+    )
     tree2, _, entries = commit(store, src)
     (pack,) = set(store.backend.list("packs")) - packs_before
     data_entry = next(e for e in entries if e.path == "data.bin")
+    assert data_entry.size >= STREAM_MIN  # streamed, not read with its neighbours
     cid = data_entry.chunks[len(data_entry.chunks) // 2][0]  # written after half the file
     loc = store.location(cid)
     assert loc is not None and loc.pack == pack
-    flip_byte(store.backend, f"packs/{pack}", loc.offset + 10)
+    assert (loc.codec != CODEC_RAW) == compressed
+    flip_byte(store.backend, f"packs/{pack}", loc.offset + spot % loc.stored_length)
 
     with pytest.raises(IntegrityError) as info:
         checkout(reopen(store_url), tree2, dest)
@@ -752,7 +766,7 @@ def test_stream_plain_gives_the_file_across_packs_and_codecs(
             if evict == "all" or (evict == "some" and i % 2):
                 _drop_from_page_cache(backend.path(f"packs/{pack}"))
     got: list[bytes] = []
-    reopen(store_url).stream_plain(ids, lambda view: got.append(bytes(view)))
+    reopen(store_url).stream_plain(ids, lambda views: got.extend(bytes(v) for v in views))
     assert b"".join(got) == data
 
     last = store.location(ids[-1])
@@ -763,7 +777,7 @@ def test_stream_plain_gives_the_file_across_packs_and_codecs(
     damaged = reopen(store_url)
     before = _open_fds()
     with pytest.raises((CorruptObject, ObjectNotFound)):
-        damaged.stream_plain(ids, lambda view: None)
+        damaged.stream_plain(ids, lambda views: None)
     if before is not None and damaged.backend.is_local:  # the pack files it opened are
         kept = damaged.backend._fs()._open.values()  # closed (the backend keeps some open)
         assert _open_fds() - {str(fd) for fd in kept} <= before
