@@ -252,24 +252,59 @@ def _blocks(
     """Read a file a block at a time and cut it: each block with its chunks, views into
     it (so no chunk is copied). A block's last chunk may only end because the block does:
     it is cut again at the start of the next block, so the cuts are those of the whole file.
-    A block is a new buffer each time, and lives as long as a view into it."""
+    A block's buffer is reused once no view into it is left (see :class:`_Buffers`)."""
+    buffers = _Buffers(size + chunker.params.max_size)
     carry = memoryview(b"")
     while True:
-        buf = bytearray(len(carry) + size)
-        buf[: len(carry)] = carry
-        view = memoryview(buf)
+        buf = buffers.get()
+        view = memoryview(buf)[: len(carry) + size]
+        view[: len(carry)] = carry
         end = len(carry)
-        while end < len(buf) and (n := fh.readinto(view[end:])):
+        del carry
+        while end < len(view) and (n := fh.readinto(view[end:])):
             end += n
-        eof = end < len(buf)
+        eof = end < len(view)
         cut = list(chunker.cut(view[:end]))
-        if not eof and cut:
-            carry = cut.pop()
+        carry = cut.pop() if not eof and cut else memoryview(b"")
         if cut:
             done = sum(len(c) for c in cut)
             yield view[:done], cut
+        del view, cut
         if eof:
             return
+
+
+class _Buffers:
+    """Equal buffers for :func:`_blocks`, each reused once nothing refers to it any more (a
+    bytearray that still has a view cannot be resized: the test). A new 2 MiB buffer per
+    block cost ~10% of adding a large file's CPU, to zero it and fault its pages in. Up to
+    ``KEEP`` are kept; the oldest is the first to come free, as chunks are stored in order."""
+
+    KEEP = 64
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._used: deque[bytearray] = deque()
+
+    def get(self) -> bytearray:
+        if self._used and _unshared(self._used[0]):
+            buf = self._used.popleft()
+        else:
+            buf = bytearray(self.size)
+            if len(self._used) >= self.KEEP:
+                self._used.popleft()  # still in use: freed when its last view goes
+        self._used.append(buf)
+        return buf
+
+
+def _unshared(buf: bytearray) -> bool:
+    """True if no view of ``buf`` exists: resizing a bytearray that has one is refused."""
+    try:
+        buf.append(0)
+    except BufferError:
+        return False
+    del buf[-1]
+    return True
 
 
 def _read_whole(path: str, size: int) -> bytes:

@@ -905,6 +905,22 @@ def test_chunker_cuts_random_data(seed: int, size: int) -> None:
         assert streamed == chunks  # cut a block at a time, the same cuts as the whole file
 
 
+def test_block_buffers_are_reused_only_when_no_view_is_left() -> None:
+    data = randbytes(5, 24 * MIB)
+    block = 2 * PARAMS.max_size
+    held = list(_blocks(io.BytesIO(data), CHUNKER, block))  # every view kept
+    assert len({id(whole.obj) for whole, _ in held}) == len(held)
+    assert b"".join(bytes(whole) for whole, _ in held) == data  # none overwritten
+    assert [bytes(v) for _, views in held for v in views] == cut(data)
+    del held
+    buffers = set()
+    for whole, views in _blocks(io.BytesIO(data), CHUNKER, block):  # views dropped as used
+        buffers.add(id(whole.obj))
+        assert len(views) > 0
+        del whole, views
+    assert len(buffers) <= 3  # this block's, the one the carried chunk is in, one free
+
+
 @FAST
 @given(st.binary(max_size=1000), st.integers(0, 3 * PARAMS.max_size))
 @example(b"", 0)
