@@ -739,23 +739,23 @@ def fetch_file(store: ChunkStore, e: FileEntry, tmp: str, progress: Progress) ->
     os.chmod(tmp, 0o755 if e.executable else 0o644)
 
 
+WRITE_PIECE = 128 << 10
+
+
 def _write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data``, ``WRITE_PIECE`` bytes per call at most. Linux gives a buffered
+    write page-cache folios as large as the write allows (up to 2 MiB), and large free
+    blocks are the memory a VM's host takes back when it is free and is slow to touch
+    again: on the test machine one 1 GiB file written 8 MiB at a time took 0.61-2.3 s
+    (kernel time), 128 KiB at a time 0.41-0.46 s (dd, same file, alternating runs)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[os.write(fd, view[:WRITE_PIECE]) :]
 
 
 def _write_parts(fd: int, parts: list[memoryview]) -> None:
-    """Write ``parts`` in order, up to 512 in one ``writev`` (IOV_MAX is 1024 on Linux)."""
-    for i in range(0, len(parts), 512):
-        group = parts[i : i + 512]
-        done = os.writev(fd, group)
-        for part in group:  # a short write: the rest of it one part at a time
-            if done >= len(part):
-                done -= len(part)
-                continue
-            _write_all(fd, part[done:])
-            done = 0
+    for part in parts:
+        _write_all(fd, part)
 
 
 def _set_mode(target: str, e: FileEntry) -> None:
