@@ -53,6 +53,7 @@ DEFAULT_PACK_TARGET = 64 * 1024 * 1024
 WORKERS = 2
 MAX_INFLIGHT = 64  # batches of chunks being hashed and compressed at once
 MAX_INFLIGHT_BYTES = 32 << 20
+MAX_HASHING_BYTES = 16 << 20  # blocks waiting for the whole-file hash thread
 RUN_BYTES = 8 << 20
 BATCH_BYTES = 8 << 20  # chunks handed to the pack thread at a time
 MAX_TASKS = 8  # pack-thread tasks waiting at most (about 64 MiB of chunks)
@@ -507,6 +508,8 @@ class PackWriter:
         self._inflight_bytes = 0
         self._hashing = ThreadPoolExecutor(1, thread_name_prefix="datavc-hash")
         self._tasks: deque[Future[None]] = deque()
+        self._hash_queue: deque[tuple[Future[None], int]] = deque()
+        self._hash_bytes = 0
         self.new_chunks = 0
         self.new_bytes = 0
         self.new_objects = 0
@@ -558,8 +561,16 @@ class PackWriter:
         return future
 
     def hash_in_order(self, hasher: Any, blocks: Sequence[bytes | memoryview]) -> None:
-        """Feed ``blocks`` to ``hasher`` on the hashing thread, in call order."""
-        self._hashing.submit(_update, hasher, list(blocks))
+        """Feed ``blocks`` to ``hasher`` on the hashing thread, in call order. Waits while
+        ``MAX_HASHING_BYTES`` are queued: a reader that runs ahead of the hashing thread
+        (a file whose chunks are all stored already) must not pile its blocks up."""
+        size = sum(len(b) for b in blocks)
+        while self._hash_queue and self._hash_bytes + size > MAX_HASHING_BYTES:
+            done, n = self._hash_queue.popleft()
+            done.result()
+            self._hash_bytes -= n
+        self._hash_queue.append((self._hashing.submit(_update, hasher, list(blocks)), size))
+        self._hash_bytes += size
 
     def digest(self, hasher: Any) -> Future[bytes]:
         """The hasher's digest once every block handed to :meth:`hash_in_order` is in."""

@@ -278,17 +278,19 @@ class _Buffers:
     """Equal buffers for :func:`_blocks`, each reused once nothing refers to it any more (a
     bytearray that still has a view cannot be resized: the test). A new 2 MiB buffer per
     block cost ~10% of adding a large file's CPU, to zero it and fault its pages in. Up to
-    ``KEEP`` are kept; the oldest is the first to come free, as chunks are stored in order."""
+    ``KEEP`` are kept, so there are never more than were in use at once (or ``KEEP``)."""
 
-    KEEP = 64
+    KEEP = 32
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._used: deque[bytearray] = deque()
+        self._used: deque[bytearray] = deque()  # oldest first: usually the first to be free
 
     def get(self) -> bytearray:
-        if self._used and _unshared(self._used[0]):
-            buf = self._used.popleft()
+        for i, buf in enumerate(self._used):
+            if _unshared(buf):
+                del self._used[i]
+                break
         else:
             buf = bytearray(self.size)
             if len(self._used) >= self.KEEP:

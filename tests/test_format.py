@@ -919,6 +919,14 @@ def test_block_buffers_are_reused_only_when_no_view_is_left() -> None:
         assert len(views) > 0
         del whole, views
     assert len(buffers) <= 3  # this block's, the one the carried chunk is in, one free
+    buffers.clear()
+    kept = None
+    for whole, views in _blocks(io.BytesIO(data), CHUNKER, block):
+        buffers.add(id(whole.obj))
+        kept = kept or (whole, views)  # the first block stays in use to the end
+        del whole, views
+    assert kept is not None and bytes(kept[0]) == data[: len(kept[0])]
+    assert len(buffers) <= 4  # one more, not a new one per block
 
 
 @FAST

@@ -422,6 +422,39 @@ def test_many_small_files_share_few_objects(
         assert find_entry(reader, root, e.path) == e
 
 
+def test_blocks_waiting_for_the_whole_file_hash_are_bounded(store: ChunkStore) -> None:
+    """A reader that runs ahead of the hashing thread waits once MAX_HASHING_BYTES are
+    queued, so its blocks do not pile up in memory (a file whose chunks are all known)."""
+    from datavc.chunkstore import MAX_HASHING_BYTES
+
+    release = threading.Event()
+
+    class SlowHasher:
+        def __init__(self) -> None:
+            self.fed = 0
+
+        def update(self, block: bytes) -> None:
+            release.wait(30)
+            self.fed += len(block)
+
+        def digest(self) -> bytes:
+            return b"%d" % self.fed
+
+    block = bytes(MAX_HASHING_BYTES // 4)
+    hasher = SlowHasher()
+    with store.new_writer() as writer:
+        for _ in range(4):  # up to the limit: queued at once
+            writer.hash_in_order(hasher, [block])
+        more = threading.Thread(target=writer.hash_in_order, args=(hasher, [block]))
+        more.start()
+        more.join(0.3)
+        assert more.is_alive(), "a block over the limit must wait for the hashing thread"
+        release.set()
+        more.join(30)
+        assert not more.is_alive()
+        assert writer.digest(hasher).result(30) == b"%d" % (5 * len(block))
+
+
 def test_an_upload_that_fails_before_its_index_leaves_nothing_to_dedup_against(
     tmp_path: Path,
 ) -> None:
