@@ -696,6 +696,7 @@ class Session:
     def save_v1(self) -> None:
         before = tree_stats(self.tool.store())  # what init wrote (a config, keys)
         self.ds.install(0, self.tool.data(self.ds))
+        page_cache(self.tool.data(self.ds), True)
         os.sync()
         self.record_timing("save_v1", self.tool.save(self.ds, 1))
         after = self.record_store(1)
@@ -704,6 +705,9 @@ class Session:
     def save_next(self, version: int) -> None:
         before = tree_stats(self.tool.store())
         self.ds.install(version - 1, self.tool.data(self.ds))
+        # an edit is made in place, in a file a checkout "on disk" dropped from memory: add
+        # reads its input from memory, as right after writing it
+        page_cache(self.tool.data(self.ds), True)
         os.sync()
         self.record_timing(f"save_v{version}", self.tool.save(self.ds, version))
         after = self.record_store(version)
