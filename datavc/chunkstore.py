@@ -41,7 +41,7 @@ from .packfile import (
     encode_chunk,
     pack_footer,
 )
-from .spool import ALIGN, AppendFile, open_direct, read_cached, read_into
+from .spool import ALIGN, NOWAIT, AppendFile, open_direct, read_cached, read_into
 
 if TYPE_CHECKING:
     from concurrent.futures import Future  # imported where threads start (see snapshot.py)
@@ -264,9 +264,10 @@ class ChunkStore:
         at a time (one view for a raw run, else one per chunk), read ahead on another
         thread; the views are valid only during the call.
 
-        A run read from the local store itself is *not checked* chunk by chunk (raw chunks
-        as read, compressed ones as decompressed): the caller checks the whole file's hash
-        before anyone sees the bytes. Runs from a cache or a remote store are checked.
+        Runs of raw chunks from the store itself, and from a local store compressed ones
+        too (decompressed), are *not checked* chunk by chunk: the caller checks the whole
+        file's hash before anyone sees the bytes. Runs from a cache, and compressed runs
+        from a remote store, are decoded and checked.
 
         From a local store with no cache, runs are read into a few reused buffers: copied
         from the page cache if all of a run is there, else with ``O_DIRECT``, so neither the
@@ -291,17 +292,20 @@ class ChunkStore:
             if end - first.offset > RUN_BYTES:
                 return None, list(self._read_run(run))
             fds = files.get(first.pack)
+            probe = fds is None
             if fds is None:
                 path = self.backend.path(f"packs/{first.pack}")
                 try:
                     fds = files[first.pack] = [open_direct(path)[0], -1]
+                    if NOWAIT:
+                        fds[1] = os.open(path, os.O_RDONLY)
                 except FileNotFoundError:
                     return None, list(self._read_run(run))  # moved: found through the index
-                fds[1] = os.open(path, os.O_RDONLY)
-                if read_cached(fds[1], first.offset, first.offset + 1, free[-1]) is None:
-                    os.close(fds[1])  # a one-page probe: a refused one starts little readahead
-                    fds[1] = -1
             buf = free.pop()
+            start = first.offset
+            if probe and fds[1] >= 0 and read_cached(fds[1], start, start + 1, buf) is None:
+                os.close(fds[1])  # a one-page probe: a refused one starts little readahead
+                fds[1] = -1
             view = None
             if fds[1] >= 0:
                 view = read_cached(fds[1], first.offset, end, buf)

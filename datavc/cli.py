@@ -15,8 +15,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .chunkstore import DEFAULT_PACK_TARGET
-from .entry import fail, status_lines
-from .errors import DatavcError, UsageError
+from .console import errors_reported, fail, status_lines
+from .errors import UsageError
 from .repository import ProgressFactory, Workspace, init_workspace
 from .snapshot import NoProgress
 from .snapshot import Progress as ProgressSink
@@ -251,15 +251,12 @@ def main() -> None:
     """Run the CLI: every error is one line on stderr with a documented exit code.
     (The command's entry point is ``entry.main``, which runs plain ``status`` itself.)"""
     try:
-        app(standalone_mode=False)
-    except DatavcError as err:
-        fail(str(err), err.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
+        with errors_reported():
+            app(standalone_mode=False)
+    except typer.Abort:
         fail("interrupted", 130)
     except typer.Exit as err:
         sys.exit(err.exit_code)
-    except OSError as err:
-        fail(str(err), 1)
     except Exception as err:
         code, message = getattr(err, "exit_code", None), getattr(err, "format_message", None)
         if not isinstance(code, int) or not callable(message):

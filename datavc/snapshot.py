@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import stat as statmod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -91,10 +90,10 @@ def scan(root: str, kind: str, odd: list[str] | None = None) -> list[LocalFile]:
     except FileNotFoundError:
         raise PathNotFound(root) from None
     if kind == "file":
-        if not statmod.S_ISREG(st.st_mode):
+        if not S_ISREG(st.st_mode):
             raise BadInput(f"{root} is not a regular file")
         return [_local(os.path.basename(root), os.path.dirname(root), st)]
-    if not statmod.S_ISDIR(st.st_mode):
+    if not S_ISDIR(st.st_mode):
         raise BadInput(f"{root} is not a folder")
     found: list[LocalFile] = []
     _walk(root, root, "", found, odd)
@@ -111,8 +110,7 @@ def _walk(base: str, abspath: str, rel: str, out: list[LocalFile], odd: list[str
             st = e.stat(follow_symlinks=False)
             mode = st.st_mode
             if S_ISREG(mode):
-                size, mtime, ctime, inode = st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
-                out.append(LocalFile(rel + name, base, size, mode, mtime, ctime, inode))
+                out.append(_local(rel + name, base, st))
             elif S_ISDIR(mode):
                 _walk(base, e.path, f"{rel}{name}/", out, odd)
             elif odd is not None:
@@ -782,7 +780,7 @@ def _prepare_parent(dest: str, path: str) -> None:
         except FileNotFoundError:
             os.mkdir(current)
             continue
-        if not statmod.S_ISDIR(st.st_mode):
+        if not S_ISDIR(st.st_mode):
             os.unlink(current)
             os.mkdir(current)
 

@@ -581,17 +581,32 @@ def test_add_folder_whose_name_starts_with_two_dots(repo: Path) -> None:
     assert tree_state(repo / "..data") == expected
 
 
-def run_typer_status(cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_typer_status(
+    cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``datavc status`` through the typer app, not the entry point's own status."""
     code = "import sys; sys.argv = ['datavc', 'status']; from datavc.cli import main; main()"
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
         stdin=subprocess.DEVNULL,
     )
+
+
+def test_plain_status_prints_a_non_ascii_path_to_an_ascii_terminal(repo: Path) -> None:
+    """A C locale's ASCII stdout: both forms print the path (as UTF-8), no traceback."""
+    run(repo, "init")
+    make_data(repo / "data" / "caf\u00e9", "c")
+    run(repo, "add", "data/caf\u00e9", "--name", "cafe")
+    ascii_env = {"PYTHONIOENCODING": "ascii"}
+    fast = run(repo, "status", env=ascii_env, check=False)
+    full = run_typer_status(repo, ascii_env)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (0, full.stdout, full.stderr)
+    assert fast.stdout.startswith("cafe (data/caf\u00e9): new"), fast.stdout
 
 
 def test_plain_status_prints_what_the_typer_command_prints(

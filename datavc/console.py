@@ -1,0 +1,56 @@
+"""What the ``datavc`` command prints, shared by the typer app (``cli.py``) and the entry
+point's own plain ``status`` (``entry.py``), so that neither imports the other to load:
+the one error line with its exit code, and the status lines."""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import NoReturn
+
+from .errors import DatavcError
+from .repository import Status
+
+
+@contextlib.contextmanager
+def errors_reported() -> Iterator[None]:
+    """Turn a datavc error, an interrupt or an OS error into one line and its exit code."""
+    try:
+        yield
+    except DatavcError as err:
+        fail(str(err), err.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except OSError as err:
+        fail(str(err), 1)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print the one error line on stderr and exit with ``code``."""
+    print(f"datavc: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def utf8_if_ascii() -> None:
+    """Write UTF-8 to a stdout that says ASCII (a C locale), as click does for typer's
+    commands: a non-ASCII path must not fail the command."""
+    encoding = getattr(sys.stdout, "encoding", None)
+    if encoding and codecs.lookup(encoding).name == "ascii":
+        with contextlib.suppress(AttributeError, ValueError):
+            sys.stdout.reconfigure(encoding="utf-8", errors="replace")  # type: ignore[union-attr]
+
+
+def status_lines(rows: list[Status]) -> list[str]:
+    """What ``datavc status`` prints for the workspace's datasets."""
+    if not rows:
+        return ["no tracked datasets"]
+    return [_status_line(st) for st in rows]
+
+
+def _status_line(st: Status) -> str:
+    d = st.diff
+    counts = f" ({len(d.added)} added, {len(d.modified)} modified, {len(d.removed)} removed)"
+    shown = counts if not d.empty else ""
+    return f"{st.name} ({st.path}): {st.state}{shown}: {st.detail}"
