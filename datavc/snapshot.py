@@ -655,10 +655,13 @@ def _place(
     for path in odd + [p for p in present if p in folders]:
         _remove(os.path.join(dest, *path.split("/")))  # symlinks, specials, files in the way
         present.pop(path, None)
+    ready: set[str] = set()  # folders made or checked in this pass
+    made: set[str] = set()  # those made now: nothing is in the way in them
     for i, e in enumerate(todo):
         target = os.path.join(dest, *e.path.split("/"))
-        _prepare_parent(dest, e.path)
-        if os.path.isdir(target) and not os.path.islink(target):
+        _prepare_parent(dest, e.path, ready, made)
+        parent = e.path.rpartition("/")[0]
+        if parent not in made and os.path.isdir(target) and not os.path.islink(target):
             _remove(target)
         os.replace(os.path.join(stage, str(i)), target)
     fetched = {e.path for e in todo}
@@ -770,19 +773,26 @@ def _refuse_symlink(dest: str) -> None:
         raise UnsafePath(dest, "the dataset path is a symbolic link")
 
 
-def _prepare_parent(dest: str, path: str) -> None:
-    """Create the folders above ``path``; a symlink or file in the way is removed, not followed."""
-    current = dest
+def _prepare_parent(dest: str, path: str, ready: set[str], made: set[str]) -> None:
+    """Create the folders above ``path``; a symlink or file in the way is removed, not
+    followed. Folders in ``ready`` were done already; those made are added to ``made``."""
+    rel = ""
     for part in path.split("/")[:-1]:
-        current = os.path.join(current, part)
+        rel = f"{rel}/{part}" if rel else part
+        if rel in ready:
+            continue
+        current = os.path.join(dest, *rel.split("/"))
         try:
             st = os.lstat(current)
         except FileNotFoundError:
             os.mkdir(current)
-            continue
-        if not S_ISDIR(st.st_mode):
-            os.unlink(current)
-            os.mkdir(current)
+            made.add(rel)
+        else:
+            if not S_ISDIR(st.st_mode):
+                os.unlink(current)
+                os.mkdir(current)
+                made.add(rel)
+        ready.add(rel)
 
 
 def _remove(path: str) -> None:
