@@ -376,8 +376,7 @@ class ChunkStore:
         blobs = self._read_raw_run(run)
         if len(blobs) == len(run):
             return blobs  # decoded and checked
-        view, base = memoryview(blobs[0]), run[0][1].offset
-        return [view[loc.offset - base : loc.offset - base + loc.stored_length] for _, loc in run]
+        return _decode_unchecked(run, memoryview(blobs[0]))  # a raw run: split, not copied
 
     def _runs(self, ids: Iterable[ChunkId]) -> list[list[tuple[ChunkId, Location]]]:
         return _group((cid, self._locate(cid)) for cid in ids)

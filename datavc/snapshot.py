@@ -614,11 +614,10 @@ def _make_parent(path: str, made: set[str]) -> None:
 
 def _write_file(path: str, parts: list[bytes | memoryview], e: FileEntry) -> None:
     """Create ``path`` with ``parts`` as its content and the entry's mode."""
-    mode = 0o755 if e.executable else 0o644
+    mode = _mode(e)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        for part in parts:
-            _write_all(fd, part)
+        _write_parts(fd, parts)
         if mode & UMASK:  # the umask took bits the snapshot's mode has
             os.fchmod(fd, mode)
     finally:
@@ -727,7 +726,7 @@ def fetch_file(store: ChunkStore, e: FileEntry, tmp: str, progress: Progress) ->
         finally:
             os.close(fd)
         if hasher.digest() == e.hash:
-            os.chmod(tmp, 0o755 if e.executable else 0o644)
+            os.chmod(tmp, _mode(e))
             progress.advance(e.size)
             return
     hasher = file_hasher()
@@ -739,7 +738,7 @@ def fetch_file(store: ChunkStore, e: FileEntry, tmp: str, progress: Progress) ->
     got = hasher.digest()
     if got != e.hash:
         raise IntegrityError(f"file {e.path}", e.hash.hex(), got.hex(), what="file content")
-    os.chmod(tmp, 0o755 if e.executable else 0o644)
+    os.chmod(tmp, _mode(e))
 
 
 WRITE_PIECE = 128 << 10
@@ -756,13 +755,18 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view[:WRITE_PIECE]) :]
 
 
-def _write_parts(fd: int, parts: list[memoryview]) -> None:
+def _mode(e: FileEntry) -> int:
+    """The permission bits a checked-out file gets."""
+    return 0o755 if e.executable else 0o644
+
+
+def _write_parts(fd: int, parts: Sequence[bytes | memoryview]) -> None:
     for part in parts:
         _write_all(fd, part)
 
 
 def _set_mode(target: str, e: FileEntry) -> None:
-    want = 0o755 if e.executable else 0o644
+    want = _mode(e)
     current = os.stat(target).st_mode
     if bool(current & 0o111) != e.executable:
         os.chmod(target, want)
