@@ -17,7 +17,7 @@ import mmap
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -257,9 +257,7 @@ class ChunkStore:
             for run in fetched:
                 yield from run
 
-    def stream_plain(
-        self, ids: Iterable[ChunkId], use: Callable[[list[memoryview]], None]
-    ) -> None:
+    def stream_plain(self, ids: Iterable[ChunkId], use: Callable[[list[memoryview]], None]) -> None:
         """Call ``use`` with the chunks' plain bytes in order, a run of neighbouring chunks
         at a time (one view for a raw run, else one per chunk), read ahead on another
         thread; the views are valid only during the call.
@@ -335,20 +333,26 @@ class ChunkStore:
 
     def _read_ahead(
         self,
-        runs: list[list[tuple[ChunkId, Location]]],
+        runs: Iterable[list[tuple[ChunkId, Location]]],
         read: Callable[[list[tuple[ChunkId, Location]]], _T],
     ) -> Generator[_T, None, None]:
         """``read(run)`` for each run, in order, the next two on another thread while the
-        caller uses one (so at most three results exist at once)."""
-        if len(runs) == 1:
-            yield read(runs[0])
+        caller uses one (so at most three results exist at once). ``runs`` is taken lazily:
+        the first run is read while the rest are still being located."""
+        todo = iter(runs)
+        first = next(todo, None)
+        if first is None:
+            return
+        second = next(todo, None)
+        if second is None:
+            yield read(first)
             return
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1, thread_name_prefix="datavc-read") as pool:
-            ahead: deque[Future[_T]] = deque()
+            ahead: deque[Future[_T]] = deque([pool.submit(read, first), pool.submit(read, second)])
             try:
-                for run in runs:
+                for run in todo:
                     ahead.append(pool.submit(read, run))
                     if len(ahead) > 2:
                         yield ahead.popleft().result()
@@ -378,7 +382,8 @@ class ChunkStore:
             return blobs  # decoded and checked
         return _decode_unchecked(run, memoryview(blobs[0]))  # a raw run: split, not copied
 
-    def _runs(self, ids: Iterable[ChunkId]) -> list[list[tuple[ChunkId, Location]]]:
+    def _runs(self, ids: Iterable[ChunkId]) -> Iterator[list[tuple[ChunkId, Location]]]:
+        """The chunks' runs, each located as it is needed."""
         return _group((cid, self._locate(cid)) for cid in ids)
 
     def _relocated(self, run: list[tuple[ChunkId, Location]]) -> list[tuple[ChunkId, Location]]:
@@ -419,19 +424,22 @@ class ChunkStore:
         return _decode_run(run, self.backend.read_range(key, first.offset, end))
 
 
-def _group(located: Iterable[tuple[ChunkId, Location]]) -> list[list[tuple[ChunkId, Location]]]:
+def _group(
+    located: Iterable[tuple[ChunkId, Location]],
+) -> Iterator[list[tuple[ChunkId, Location]]]:
     """Group chunks into runs: contiguous in one pack, at most ``RUN_BYTES`` long."""
-    runs: list[list[tuple[ChunkId, Location]]] = []
+    run: list[tuple[ChunkId, Location]] = []
     for cid, loc in located:
-        run = runs[-1] if runs else None
-        if run is not None:
+        if run:
             last = run[-1][1]
             contiguous = last.pack == loc.pack and last.offset + last.stored_length == loc.offset
             if contiguous and loc.offset + loc.stored_length - run[0][1].offset <= RUN_BYTES:
                 run.append((cid, loc))
                 continue
-        runs.append([(cid, loc)])
-    return runs
+            yield run
+        run = [(cid, loc)]
+    if run:
+        yield run
 
 
 def _update(hasher: Any, blocks: list[bytes | memoryview]) -> None:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from .chunkstore import DEFAULT_PACK_TARGET
-from .console import errors_reported, fail, status_lines
+from .console import RichProgress, checkout_lines, errors_reported, fail, status_lines
 from .errors import UsageError
-from .repository import ProgressFactory, Workspace, init_workspace
-from .snapshot import NoProgress
-from .snapshot import Progress as ProgressSink
+from .repository import Workspace, init_workspace
 from .tree import FileEntry
 
 app = typer.Typer(
@@ -32,50 +30,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-class _Bar:
-    def __init__(self, progress: Any, task: Any) -> None:
-        self._progress = progress
-        self._task = task
-
-    def advance(self, n: int) -> None:
-        self._progress.advance(self._task, n)
-
-
-class RichProgress(ProgressFactory):
-    """Progress bars on stderr, only when it is a terminal (rich is imported only then)."""
-
-    def __init__(self) -> None:
-        self._progress: Any = None
-
-    def __call__(self, label: str, total: int) -> ProgressSink:
-        if not sys.stderr.isatty() or total < 32 << 20:
-            return NoProgress()
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self._progress.start()
-        return _Bar(self._progress, self._progress.add_task(label, total=total))
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
 
 
 def _workspace() -> Workspace:
@@ -168,11 +122,8 @@ def checkout(
     ] = False,
 ) -> None:
     """Materialize exact snapshots into their dataset paths."""
-    results = _workspace().checkout(list(specs or []), force)
-    for r in results:
-        typer.echo(f"{r.name}@v{r.version} -> {r.path} ({r.files} files, {r.written} written)")
-    if not results:
-        typer.echo("no tracked datasets")
+    for line in checkout_lines(_workspace().checkout(list(specs or []), force)):
+        typer.echo(line)
 
 
 @app.command()
@@ -267,4 +218,3 @@ def main() -> None:
         if text:
             fail(f"{text} (see 'datavc --help')", code)
         sys.exit(code)
-

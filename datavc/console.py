@@ -1,6 +1,7 @@
-"""What the ``datavc`` command prints, shared by the typer app (``cli.py``) and the entry
-point's own plain ``status`` (``entry.py``), so that neither imports the other to load:
-the one error line with its exit code, and the status lines."""
+"""What the ``datavc`` command shows, shared by the typer app (``cli.py``) and the entry
+point's own plain forms of ``status`` and ``checkout`` (``entry.py``), so that neither
+imports the other to load: the one error line with its exit code, the progress bars, and
+the status and checkout lines."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import codecs
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import DatavcError
-from .repository import Status
+from .repository import CheckoutResult, ProgressFactory, Status
+from .snapshot import NoProgress, Progress
 
 
 @contextlib.contextmanager
@@ -40,6 +42,59 @@ def utf8_if_ascii() -> None:
     if encoding and codecs.lookup(encoding).name == "ascii":
         with contextlib.suppress(AttributeError, ValueError):
             sys.stdout.reconfigure(encoding="utf-8", errors="replace")  # type: ignore[union-attr]
+
+
+class _Bar:
+    def __init__(self, progress: Any, task: Any) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+
+class RichProgress(ProgressFactory):
+    """Progress bars on stderr, only when it is a terminal (rich is imported only then)."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+
+    def __call__(self, label: str, total: int) -> Progress:
+        if not sys.stderr.isatty() or total < 32 << 20:
+            return NoProgress()
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self._progress.start()
+        return _Bar(self._progress, self._progress.add_task(label, total=total))
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def checkout_lines(results: list[CheckoutResult]) -> list[str]:
+    """What ``datavc checkout`` prints for what it materialized."""
+    if not results:
+        return ["no tracked datasets"]
+    return [
+        f"{r.name}@v{r.version} -> {r.path} ({r.files} files, {r.written} written)" for r in results
+    ]
 
 
 def status_lines(rows: list[Status]) -> list[str]:

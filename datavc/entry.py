@@ -1,25 +1,39 @@
 """The ``datavc`` command's entry point.
 
-``datavc status`` with no options is the command run most often (shell prompts, editors,
-scripts that poll) and its own work is small: one ``lstat`` per file. Importing typer and
-building the command line from the app costs ~60 ms of a ~0.2 s run, so that one form runs
-here without typer, printing what the typer command prints (``console.py``); every other
-command line, ``datavc status --help`` included, goes to the typer app in ``cli.py``.
+Importing typer and building the command line from the app costs ~30 ms of every command
+(measured: ~0.12 s from start to the first byte a checkout writes, 30 ms of it typer). Two
+command lines run here without it, printing what the typer commands print
+(``console.py``):
+
+- ``datavc status`` with no options, the command run most often (shell prompts, editors,
+  scripts that poll), whose own work is small: one ``lstat`` per file;
+- ``datavc checkout [SPEC...]`` with no options, the command that puts training data in
+  place and that a job runs before it starts.
+
+Every other command line (an option, ``--help``, ``--``, any other command) goes to the
+typer app in ``cli.py``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from .console import errors_reported, status_lines, utf8_if_ascii
+from .console import RichProgress, checkout_lines, errors_reported, status_lines, utf8_if_ascii
 from .repository import Workspace
 
 
 def main() -> None:
-    if sys.argv[1:] == ["status"]:
+    args = sys.argv[1:]
+    if args == ["status"]:
         with errors_reported():
             utf8_if_ascii()
             print("\n".join(status_lines(Workspace.find(".").status())))
+        return
+    if args[:1] == ["checkout"] and not any(a.startswith("-") for a in args[1:]):
+        with errors_reported():
+            utf8_if_ascii()
+            results = Workspace.find(".", RichProgress()).checkout(args[1:])
+            print("\n".join(checkout_lines(results)))
         return
     from .cli import main as typer_main
 

@@ -581,13 +581,13 @@ def test_add_folder_whose_name_starts_with_two_dots(repo: Path) -> None:
     assert tree_state(repo / "..data") == expected
 
 
-def run_typer_status(
-    cwd: Path, env: dict[str, str] | None = None
+def run_typer(
+    cwd: Path, args: list[str], env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``datavc status`` through the typer app, not the entry point's own status."""
-    code = "import sys; sys.argv = ['datavc', 'status']; from datavc.cli import main; main()"
+    """A ``datavc`` command line through the typer app, not the entry point's own forms."""
+    code = "import sys; sys.argv = ['datavc', *sys.argv[1:]]; from datavc.cli import main; main()"
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -604,7 +604,7 @@ def test_plain_status_prints_a_non_ascii_path_to_an_ascii_terminal(repo: Path) -
     run(repo, "add", "data/caf\u00e9", "--name", "cafe")
     ascii_env = {"PYTHONIOENCODING": "ascii"}
     fast = run(repo, "status", env=ascii_env, check=False)
-    full = run_typer_status(repo, ascii_env)
+    full = run_typer(repo, ["status"], ascii_env)
     assert (fast.returncode, fast.stdout, fast.stderr) == (0, full.stdout, full.stderr)
     assert fast.stdout.startswith("cafe (data/caf\u00e9): new"), fast.stdout
 
@@ -621,7 +621,7 @@ def test_plain_status_prints_what_the_typer_command_prints(
     run(empty, "init")
 
     def both(cwd: Path) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
-        fast, full = run(cwd, "status", check=False), run_typer_status(cwd)
+        fast, full = run(cwd, "status", check=False), run_typer(cwd, ["status"])
         return (fast.returncode, fast.stdout, fast.stderr), (
             full.returncode,
             full.stdout,
@@ -646,6 +646,64 @@ def test_plain_status_prints_what_the_typer_command_prints(
     assert fast == full
     assert fast[0] == 4 and fast[2].startswith("datavc: error: "), fast
     assert "Traceback" not in fast[2]
+
+
+def test_plain_checkout_does_what_the_typer_command_does(
+    committed: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    """``datavc checkout [SPEC...]`` without options runs without typer: the same files,
+    output, errors and exit codes as the typer command, for each form."""
+    repo, _ = committed
+    ds = repo / "data" / "ds"
+    expected = tree_state(ds)
+    write(ds / "a.bin", rand("v2", 1000))
+    run(repo, "add", "data/ds")
+    run(repo, "commit", "-m", "v2")
+    v2 = tree_state(ds)
+    assert v2 != expected
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run(empty, "init")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cases = [
+        (repo, ["checkout"], v2),  # what the pointer file says
+        (repo, ["checkout", "ds@v1"], expected),
+        (repo, ["checkout", "ds@v1", "ds@v2"], None),  # named twice
+        (repo, ["checkout", "nope@v1"], None),
+        (repo, ["checkout", "ds@v9"], None),
+        (repo, ["checkout", "ds@"], None),
+        (empty, ["checkout"], None),
+        (outside, ["checkout", "ds@v1"], None),
+    ]
+    codes = set()
+    for cwd, args, tree in cases:
+        outcomes = []
+        for how in ("fast", "typer"):
+            if tree is not None:
+                shutil.rmtree(ds)
+            done = run(cwd, *args, check=False) if how == "fast" else run_typer(cwd, args)
+            assert "Traceback" not in done.stderr, done.stderr
+            outcomes.append((done.returncode, done.stdout, done.stderr))
+            if tree is not None:
+                assert tree_state(ds) == tree, (args, how)
+        assert outcomes[0] == outcomes[1], args
+        codes.add(outcomes[0][0])
+    assert codes == {0, 3, 4, 8}, codes
+    # the plain form is served without importing typer; an option sends it to typer
+    plain = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "datavc", "checkout", "ds@v1"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    assert " datavc.repository\n" in plain.stderr and " typer\n" not in plain.stderr
+    shutil.rmtree(ds)
+    assert run(repo, "checkout", "--force", "ds@v1").returncode == 0
+    assert tree_state(ds) == expected
+    assert "Materialize" in run(repo, "checkout", "--help").stdout
 
 
 @pytest.mark.parametrize("cmd", [["status"], ["add", "data"], ["checkout"], ["log", "ds"]])

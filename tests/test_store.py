@@ -31,7 +31,7 @@ from datavc.errors import (
     StoreUnreachable,
     VersionNotFound,
 )
-from datavc.hashing import FileHash, ObjectId, chunk_id
+from datavc.hashing import ChunkId, FileHash, ObjectId, chunk_id
 from datavc.packfile import CODEC_RAW, encode_index, read_pack_footer
 from datavc.record import VersionRecord
 from datavc.snapshot import (
@@ -811,6 +811,38 @@ def test_stream_plain_gives_the_file_across_packs_and_codecs(
     if before is not None and damaged.backend.is_local:  # the pack files it opened are
         kept = damaged.backend._fs()._open.values()  # closed (the backend keeps some open)
         assert _open_fds() - {str(fd) for fd in kept} <= before
+
+
+def test_stream_plain_starts_before_every_chunk_is_located(
+    store_url: str, backend: Backend, tmp_path: Path
+) -> None:
+    """Runs are located as they are needed: the first one is used while most of a large
+    file's chunks are not looked up yet (a 1 GiB file has ~16,000), and all come back."""
+    store = ChunkStore.create(backend, StoreConfig(PARAMS, pack_target=MIB))
+    data = randbytes("lazy", 24 * MIB)
+    src = tmp_path / "src"
+    make_files(src, {"f.bin": data})
+    _, _, (entry,) = commit(store, src)
+    ids = [c for c, _ in entry.chunks]
+    pulled = 0
+
+    def counted() -> Iterator[ChunkId]:
+        nonlocal pulled
+        for cid in ids:
+            pulled += 1
+            yield cid
+
+    at_first_use: list[int] = []
+    got: list[bytes] = []
+
+    def use(views: list[memoryview]) -> None:
+        at_first_use.append(pulled)
+        got.extend(bytes(v) for v in views)
+
+    reopen(store_url).stream_plain(counted(), use)
+    assert b"".join(got) == data
+    assert len(at_first_use) > 3
+    assert at_first_use[0] < len(ids) // 2, (at_first_use[0], len(ids))
 
 
 @pytest.mark.parametrize("where", ["memory", "disk", "some packs", "half a pack"])
