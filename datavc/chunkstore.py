@@ -46,6 +46,8 @@ from .spool import ALIGN, NOWAIT, AppendFile, open_direct, read_cached, read_int
 if TYPE_CHECKING:
     from concurrent.futures import Future  # imported where threads start (see snapshot.py)
 
+    from .tree import Hints
+
 STORE_FORMAT = 2
 _T = TypeVar("_T")
 CONFIG_KEY = "datavc.json"
@@ -215,14 +217,13 @@ class ChunkStore:
             raise ObjectNotFound(f"chunk {cid.hex()} (not in the index)")
         return loc
 
-    def add_hints(self, hints: dict[ChunkId, Location]) -> None:
+    def add_hints(self, hints: Hints) -> None:
         """Chunk locations read from a tree page: used until the index is loaded, never
         for deduplication (a hint is where a chunk *was* put, not proof it is there)."""
         if self._indexes_loaded:
             return  # the index is loaded and is the authority
         with self._lock:
-            for cid, loc in hints.items():
-                self._hints.put(cid, loc)
+            self._hints.put_hints(hints.packs, hints.rows)
 
     def has_chunk(self, cid: ChunkId) -> bool:
         return cid in self._index

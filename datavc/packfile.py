@@ -194,6 +194,18 @@ class LocationTable:
             row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
             self._rows[cid] = _ROW.pack(*row, loc.codec)
 
+    def put_hints(
+        self, packs: list[ObjectId], rows: Iterable[tuple[ChunkId, int, int, int, int, int]]
+    ) -> None:
+        """Take in a tree page's hints as it stores them (``packs``: its pack table; each
+        row: chunk id, pack number in ``packs``, offset, stored and plain length, codec),
+        keeping locations already known."""
+        numbers = [self._number(p) for p in packs]
+        table, pack = self._rows, _ROW.pack
+        for cid, number, offset, stored, plain, codec in rows:
+            if cid not in table:
+                table[cid] = pack(numbers[number], offset, stored, plain, codec)
+
     def get(self, cid: ChunkId) -> Location | None:
         row = self._rows.get(cid)
         if row is None:

@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .errors import CorruptObject
 from .hashing import DIGEST_SIZE, ChunkId, FileHash, ObjectId, is_object_id, object_id
@@ -102,6 +102,40 @@ class TreeRoot:
         return [p for p in self.pages if p.last >= prefix and p.first[: len(prefix)] <= prefix]
 
 
+class Hints(Mapping[ChunkId, Location]):
+    """The location hints of a page's chunks as the page stores them: its pack table, and
+    per chunk a row (chunk id, pack number in ``packs``, offset, stored length, plain
+    length, codec). A store takes the rows as they are (``LocationTable.put_hints``: no
+    object per chunk); looking one up by chunk id builds a :class:`Location`."""
+
+    def __init__(
+        self, packs: list[ObjectId], rows: list[tuple[ChunkId, int, int, int, int, int]]
+    ) -> None:
+        self.packs = packs
+        self.rows = rows
+        self._by_id: dict[ChunkId, tuple[ChunkId, int, int, int, int, int]] | None = None
+
+    def _index(self) -> dict[ChunkId, tuple[ChunkId, int, int, int, int, int]]:
+        if self._by_id is None:
+            self._by_id = {}
+            for row in self.rows:
+                self._by_id.setdefault(row[0], row)
+        return self._by_id
+
+    def __getitem__(self, cid: ChunkId) -> Location:
+        _, number, offset, stored, plain, codec = self._index()[cid]
+        return Location(self.packs[number], offset, stored, plain, codec)
+
+    def __iter__(self) -> Iterator[ChunkId]:
+        return iter(self._index())
+
+    def __len__(self) -> int:
+        return len(self._index())
+
+
+NO_HINTS = Hints([], [])
+
+
 def encode_page(
     entries: Iterable[FileEntry], locate: Callable[[ChunkId], Location]
 ) -> tuple[bytes, ObjectId]:
@@ -131,14 +165,14 @@ def encode_page(
 
 def decode_page(
     data: bytes, obj: str, content: str | None = None, hints: bool = True
-) -> tuple[list[FileEntry], dict[ChunkId, Location]]:
+) -> tuple[list[FileEntry], Hints]:
     """The entries of a page, and the location hint of each chunk they name (none if
     ``hints`` is False). With ``content``, the page's content must hash to it (the root's
     record of the page)."""
     try:
         body, content_bytes = _page_body(data, obj, content)
         entries = list(_iter_page_body(content_bytes))
-        found = _decode_hints(body, _U32.size + len(content_bytes), entries) if hints else {}
+        found = _decode_hints(body, _U32.size + len(content_bytes), entries) if hints else NO_HINTS
         return entries, found
     except (struct.error, UnicodeDecodeError, IndexError):
         raise CorruptObject(obj, "tree page is truncated or malformed") from None
@@ -146,7 +180,7 @@ def decode_page(
 
 def find_in_page(
     data: bytes, obj: str, content: str | None, path: str
-) -> tuple[FileEntry | None, dict[ChunkId, Location]]:
+) -> tuple[FileEntry | None, Hints]:
     """One path's entry in a page (None if absent) and its chunks' hints, without building
     the page's other entries (a page can hold tens of thousands)."""
     try:
@@ -168,7 +202,7 @@ def find_in_page(
                 break  # entries are sorted by their UTF-8 bytes
             before += nchunks
             pos = end
-        return None, {}
+        return None, NO_HINTS
     except (struct.error, UnicodeDecodeError, IndexError, StopIteration):
         raise CorruptObject(obj, "tree page is truncated or malformed") from None
 
@@ -188,9 +222,7 @@ def _page_body(data: bytes, obj: str, content: str | None) -> tuple[bytes, bytes
     return body, content_bytes
 
 
-def _decode_hints(
-    body: bytes, pos: int, entries: list[FileEntry], skip: int = 0
-) -> dict[ChunkId, Location]:
+def _decode_hints(body: bytes, pos: int, entries: list[FileEntry], skip: int = 0) -> Hints:
     """Hints for ``entries``' chunks; ``skip``: how many recipe items of the page come
     before the first of them (the table has one hint per item, in order)."""
     (npacks,) = _U32.unpack_from(body, pos)
@@ -204,12 +236,15 @@ def _decode_hints(
     table = body[pos : pos + len(recipe) * _HINT.size]
     if len(table) != len(recipe) * _HINT.size:
         raise struct.error("short hints")
-    hints: dict[ChunkId, Location] = {}
-    for (cid, length), (number, offset, stored, codec) in zip(
-        recipe, _HINT.iter_unpack(table), strict=True
-    ):
-        hints[cid] = Location(packs[number], offset, stored, length, codec)
-    return hints
+    rows = [
+        (cid, number, offset, stored, length, codec)
+        for (cid, length), (number, offset, stored, codec) in zip(
+            recipe, _HINT.iter_unpack(table), strict=True
+        )
+    ]
+    if rows and max(row[1] for row in rows) >= npacks:
+        raise IndexError("a hint names a pack the page does not list")
+    return Hints(packs, rows)
 
 
 def _iter_page_body(body: bytes) -> Iterator[FileEntry]:
@@ -228,7 +263,8 @@ def _iter_entries_at(body: bytes, pos: int, count: int) -> Iterator[FileEntry]:
         end = pos + nchunks * _CHUNK.size
         if end > len(body):
             raise struct.error("short recipe")
-        chunks = tuple((ChunkId(c), n) for c, n in _CHUNK.iter_unpack(body[pos:end]))
+        # (chunk id, plain length) pairs as struct gives them: no call per chunk
+        chunks = cast(tuple[tuple[ChunkId, int], ...], tuple(_CHUNK.iter_unpack(body[pos:end])))
         pos = end
         yield FileEntry(path, mode, size, FileHash(fhash), chunks)
 

@@ -26,6 +26,7 @@ from datavc.packfile import (
     PACK_END,
     PACK_MAGIC,
     Location,
+    LocationTable,
     PackEntry,
     decode_chunk,
     decode_index,
@@ -42,6 +43,7 @@ from datavc.spec import VersionSpec, parse_spec
 from datavc.tree import (
     MODE_EXEC,
     MODE_FILE,
+    PAGE_MAGIC,
     PAGE_MAX_BYTES,
     PAGE_MAX_ENTRIES,
     FileEntry,
@@ -321,6 +323,9 @@ def check_page_round_trip(entries: list[FileEntry]) -> bytes:
                 want.codec,
             )
     assert {cid for e in entries for cid, _ in e.chunks} == set(hints)
+    table = LocationTable()  # what a store keeps: the rows as stored, the same places
+    table.put_hints(hints.packs, hints.rows)
+    assert {cid: table.get(cid) for cid in hints} == dict(hints)
     return data
 
 
@@ -383,6 +388,25 @@ def test_page_rejects_bad_magic_codec_and_path() -> None:
     raw = data[:8] + struct.pack("<BI", CODEC_RAW, len(body)) + body
     with pytest.raises(CorruptObject):
         decode_page(raw, "trees/t")
+
+
+def test_page_hint_naming_a_pack_not_in_its_table_is_corrupt() -> None:
+    cid = bytes(range(32))
+    content = struct.pack("<IH", 1, 1) + b"a" + struct.pack("<IQ32sI", MODE_FILE, 5, cid, 1)
+    content += struct.pack("<32sI", cid, 5)
+
+    def with_hint(number: int) -> bytes:
+        packs = struct.pack("<I", 1) + bytes(32)  # one pack: number 0
+        hint = struct.pack("<IQIB", number, 0, 5, CODEC_RAW)
+        body = struct.pack("<I", len(content)) + content + packs + hint
+        return PAGE_MAGIC + struct.pack("<BI", CODEC_RAW, len(body)) + body
+
+    _, hints = decode_page(with_hint(0), "trees/t")
+    assert hints[ChunkId(cid)] == Location(ObjectId("00" * 32), 0, 5, 5, CODEC_RAW)
+    with pytest.raises(CorruptObject, match="trees/t"):
+        decode_page(with_hint(1), "trees/t")
+    with pytest.raises(CorruptObject, match="trees/t"):
+        find_in_page(with_hint(1), "trees/t", None, "a")
 
 
 page_of = page
