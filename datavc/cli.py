@@ -200,10 +200,11 @@ def _ls_line(e: FileEntry) -> str:
 
 def main() -> None:
     """Run the CLI: every error is one line on stderr with a documented exit code.
-    (The command's entry point is ``entry.main``, which runs plain ``status`` itself.)"""
+    (The command's entry point is ``entry.main``, which runs plain ``status`` and plain
+    ``checkout`` itself.)"""
     try:
         with errors_reported():
-            app(standalone_mode=False)
+            code = app(standalone_mode=False)
     except typer.Abort:
         fail("interrupted", 130)
     except typer.Exit as err:
@@ -217,4 +218,10 @@ def main() -> None:
         text = message()
         if text:
             fail(f"{text} (see 'datavc --help')", code)
+        sys.exit(code)
+    # Outside standalone mode, typer returns the code of an exit instead of raising it: an
+    # interrupt (Ctrl-C) comes back as 130, which must not end the process with 0.
+    if code == 130:
+        fail("interrupted", 130)
+    if isinstance(code, int) and code:
         sys.exit(code)

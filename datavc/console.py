@@ -13,7 +13,8 @@ from typing import Any, NoReturn
 
 from .errors import DatavcError
 from .repository import CheckoutResult, ProgressFactory, Status
-from .snapshot import NoProgress, Progress
+from .snapshot import NoProgress
+from .snapshot import Progress as ProgressSink
 
 
 @contextlib.contextmanager
@@ -59,7 +60,7 @@ class RichProgress(ProgressFactory):
     def __init__(self) -> None:
         self._progress: Any = None
 
-    def __call__(self, label: str, total: int) -> Progress:
+    def __call__(self, label: str, total: int) -> ProgressSink:
         if not sys.stderr.isatty() or total < 32 << 20:
             return NoProgress()
         from rich.progress import (

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,7 +195,7 @@ class LocationTable:
             self._rows[cid] = _ROW.pack(*row, loc.codec)
 
     def put_hints(
-        self, packs: list[ObjectId], rows: Iterable[tuple[ChunkId, int, int, int, int, int]]
+        self, packs: Sequence[ObjectId], rows: Iterable[tuple[ChunkId, int, int, int, int, int]]
     ) -> None:
         """Take in a tree page's hints as it stores them (``packs``: its pack table; each
         row: chunk id, pack number in ``packs``, offset, stored and plain length, codec),

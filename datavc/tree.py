@@ -102,24 +102,30 @@ class TreeRoot:
         return [p for p in self.pages if p.last >= prefix and p.first[: len(prefix)] <= prefix]
 
 
-class Hints(Mapping[ChunkId, Location]):
-    """The location hints of a page's chunks as the page stores them: its pack table, and
-    per chunk a row (chunk id, pack number in ``packs``, offset, stored length, plain
-    length, codec). A store takes the rows as they are (``LocationTable.put_hints``: no
-    object per chunk); looking one up by chunk id builds a :class:`Location`."""
+HintRow = tuple[ChunkId, int, int, int, int, int]
+"""A chunk's hint as a page stores it: chunk id, pack number in the page's pack table,
+offset, stored length, plain length, codec."""
 
-    def __init__(
-        self, packs: list[ObjectId], rows: list[tuple[ChunkId, int, int, int, int, int]]
-    ) -> None:
+
+class Hints(Mapping[ChunkId, Location]):
+    """The location hints of a page's chunks as the page stores them: its pack table and
+    one :data:`HintRow` per chunk. A store takes the rows as they are
+    (``LocationTable.put_hints``: no object per chunk); looking one up by chunk id builds a
+    :class:`Location` (the first row of a chunk named twice)."""
+
+    __slots__ = ("_by_id", "packs", "rows")
+
+    def __init__(self, packs: tuple[ObjectId, ...], rows: tuple[HintRow, ...]) -> None:
         self.packs = packs
         self.rows = rows
-        self._by_id: dict[ChunkId, tuple[ChunkId, int, int, int, int, int]] | None = None
+        self._by_id: dict[ChunkId, HintRow] | None = None
 
-    def _index(self) -> dict[ChunkId, tuple[ChunkId, int, int, int, int, int]]:
+    def _index(self) -> dict[ChunkId, HintRow]:
         if self._by_id is None:
-            self._by_id = {}
+            by_id: dict[ChunkId, HintRow] = {}
             for row in self.rows:
-                self._by_id.setdefault(row[0], row)
+                by_id.setdefault(row[0], row)
+            self._by_id = by_id
         return self._by_id
 
     def __getitem__(self, cid: ChunkId) -> Location:
@@ -132,8 +138,11 @@ class Hints(Mapping[ChunkId, Location]):
     def __len__(self) -> int:
         return len(self._index())
 
+    def __bool__(self) -> bool:
+        return bool(self.rows)  # without building the lookup table
 
-NO_HINTS = Hints([], [])
+
+NO_HINTS = Hints((), ())
 
 
 def encode_page(
@@ -172,7 +181,9 @@ def decode_page(
     try:
         body, content_bytes = _page_body(data, obj, content)
         entries = list(_iter_page_body(content_bytes))
-        found = _decode_hints(body, _U32.size + len(content_bytes), entries) if hints else NO_HINTS
+        found = NO_HINTS
+        if hints:
+            found = _decode_hints(body, _U32.size + len(content_bytes), entries, obj)
         return entries, found
     except (struct.error, UnicodeDecodeError, IndexError):
         raise CorruptObject(obj, "tree page is truncated or malformed") from None
@@ -196,7 +207,7 @@ def find_in_page(
             end = start + plen + _ENTRY.size + nchunks * _CHUNK.size
             if name == target:
                 entry = next(_iter_entries_at(content_bytes, pos, 1))
-                table = _decode_hints(body, _U32.size + len(content_bytes), [entry], before)
+                table = _decode_hints(body, _U32.size + len(content_bytes), [entry], obj, before)
                 return entry, table
             if name > target:
                 break  # entries are sorted by their UTF-8 bytes
@@ -222,28 +233,30 @@ def _page_body(data: bytes, obj: str, content: str | None) -> tuple[bytes, bytes
     return body, content_bytes
 
 
-def _decode_hints(body: bytes, pos: int, entries: list[FileEntry], skip: int = 0) -> Hints:
+def _decode_hints(
+    body: bytes, pos: int, entries: list[FileEntry], obj: str, skip: int = 0
+) -> Hints:
     """Hints for ``entries``' chunks; ``skip``: how many recipe items of the page come
     before the first of them (the table has one hint per item, in order)."""
     (npacks,) = _U32.unpack_from(body, pos)
     pos += _U32.size
-    packs = [
+    packs = tuple(
         ObjectId(body[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
         for i in range(npacks)
-    ]
+    )
     pos += npacks * DIGEST_SIZE + skip * _HINT.size
     recipe = [c for e in entries for c in e.chunks]
     table = body[pos : pos + len(recipe) * _HINT.size]
     if len(table) != len(recipe) * _HINT.size:
         raise struct.error("short hints")
-    rows = [
+    rows = tuple(
         (cid, number, offset, stored, length, codec)
         for (cid, length), (number, offset, stored, codec) in zip(
             recipe, _HINT.iter_unpack(table), strict=True
         )
-    ]
+    )
     if rows and max(row[1] for row in rows) >= npacks:
-        raise IndexError("a hint names a pack the page does not list")
+        raise CorruptObject(obj, "a location hint names a pack the page does not list")
     return Hints(packs, rows)
 
 

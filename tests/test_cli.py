@@ -706,6 +706,28 @@ def test_plain_checkout_does_what_the_typer_command_does(
     assert "Materialize" in run(repo, "checkout", "--help").stdout
 
 
+@pytest.mark.parametrize(
+    "args", [["log", "ds"], ["checkout", "--force"], ["add", "data"], ["checkout"], ["status"]]
+)
+def test_an_interrupt_exits_130_with_one_line(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during any command, through typer or the entry point's plain forms: exit
+    130 and one line (typer returns 130 instead of raising it, which once exited 0)."""
+    from datavc import entry
+    from datavc.repository import Workspace
+
+    def interrupted(*_args: object, **_kwargs: object) -> Workspace:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Workspace, "find", interrupted)
+    monkeypatch.setattr(sys, "argv", ["datavc", *args])
+    with pytest.raises(SystemExit) as info:
+        entry.main()
+    assert info.value.code == 130
+    assert capsys.readouterr().err == "datavc: error: interrupted\n"
+
+
 @pytest.mark.parametrize("cmd", [["status"], ["add", "data"], ["checkout"], ["log", "ds"]])
 def test_not_a_workspace(repo: Path, cmd: list[str]) -> None:
     write(repo / "data" / "f", b"x")

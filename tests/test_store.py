@@ -819,7 +819,7 @@ def test_stream_plain_starts_before_every_chunk_is_located(
     """Runs are located as they are needed: the first one is used while most of a large
     file's chunks are not looked up yet (a 1 GiB file has ~16,000), and all come back."""
     store = ChunkStore.create(backend, StoreConfig(PARAMS, pack_target=MIB))
-    data = randbytes("lazy", 24 * MIB)
+    data = randbytes("lazy", 8 * MIB)  # 1 MiB packs: 8 runs or more
     src = tmp_path / "src"
     make_files(src, {"f.bin": data})
     _, _, (entry,) = commit(store, src)
@@ -843,6 +843,37 @@ def test_stream_plain_starts_before_every_chunk_is_located(
     assert b"".join(got) == data
     assert len(at_first_use) > 3
     assert at_first_use[0] < len(ids) // 2, (at_first_use[0], len(ids))
+
+
+def test_load_index_from_two_threads_reads_each_index_once(
+    store_url: str, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader locating runs and its read-ahead thread may both load the index: each
+    index object is read once, and both then see every chunk."""
+    store = ChunkStore.create(backend, StoreConfig(PARAMS))
+    entries = []
+    for i in range(3):  # three uploads: three index objects
+        src = tmp_path / f"src{i}"
+        make_files(src, {"f.bin": randbytes(f"ix{i}", 100 * KIB)})
+        entries += commit(store, src)[2]
+    reader = reopen(store_url)
+    read = reader.read_object
+    reads: list[str] = []
+
+    def slow_read(kind: str, name: str) -> bytes:
+        if kind == "index":
+            reads.append(name)
+            threading.Event().wait(0.05)  # the other thread arrives while this one reads
+        return read(kind, name)
+
+    monkeypatch.setattr(reader, "read_object", slow_read)
+    threads = [threading.Thread(target=reader.load_index) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reads) == len(set(reads)) == 3, reads
+    assert all(reader.location(c) is not None for e in entries for c, _ in e.chunks)
 
 
 @pytest.mark.parametrize("where", ["memory", "disk", "some packs", "half a pack"])
