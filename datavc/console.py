@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -34,6 +35,18 @@ def fail(message: str, code: int) -> NoReturn:
     """Print the one error line on stderr and exit with ``code``."""
     print(f"datavc: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def print_lines(lines: list[str]) -> None:
+    """Print the command's result lines. If the reader has gone (``datavc status | head``,
+    a closed pipe), end quietly with exit code 1, as click does for typer's commands."""
+    try:
+        print("\n".join(lines))
+        sys.stdout.flush()  # here, not at exit, where the error would print a traceback
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit finds a place to write
+        sys.exit(1)
 
 
 def utf8_if_ascii() -> None:

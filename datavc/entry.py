@@ -18,7 +18,14 @@ from __future__ import annotations
 
 import sys
 
-from .console import RichProgress, checkout_lines, errors_reported, status_lines, utf8_if_ascii
+from .console import (
+    RichProgress,
+    checkout_lines,
+    errors_reported,
+    print_lines,
+    status_lines,
+    utf8_if_ascii,
+)
 from .repository import Workspace
 
 
@@ -27,13 +34,13 @@ def main() -> None:
     if args == ["status"]:
         with errors_reported():
             utf8_if_ascii()
-            print("\n".join(status_lines(Workspace.find(".").status())))
+            print_lines(status_lines(Workspace.find(".").status()))
         return
     if args[:1] == ["checkout"] and not any(a.startswith("-") for a in args[1:]):
         with errors_reported():
             utf8_if_ascii()
             results = Workspace.find(".", RichProgress()).checkout(args[1:])
-            print("\n".join(checkout_lines(results)))
+            print_lines(checkout_lines(results))
         return
     from .cli import main as typer_main
 

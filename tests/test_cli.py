@@ -706,6 +706,33 @@ def test_plain_checkout_does_what_the_typer_command_does(
     assert "Materialize" in run(repo, "checkout", "--help").stdout
 
 
+@pytest.mark.parametrize("args", [["status"], ["checkout", "ds@v1"], ["log", "ds"]])
+def test_a_closed_pipe_ends_the_command_quietly(
+    committed: tuple[Path, dict[str, object]], args: list[str]
+) -> None:
+    """``datavc status | head``: when the reader has gone, the plain forms end as the typer
+    commands do, with exit code 1 and nothing on stderr (no error line, no traceback)."""
+    repo, _ = committed
+    shutil.rmtree(repo / "data" / "ds")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "datavc", *args],
+            cwd=repo,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=TIMEOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": ""},
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, "")
+    if args[0] == "checkout":
+        assert (repo / "data" / "ds").is_dir()  # the work was done before the printing
+
+
 @pytest.mark.parametrize(
     "args", [["log", "ds"], ["checkout", "--force"], ["add", "data"], ["checkout"], ["status"]]
 )
