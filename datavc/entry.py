@@ -17,6 +17,7 @@ typer app in ``cli.py``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from .console import (
     RichProgress,
@@ -32,16 +33,17 @@ from .repository import Workspace
 def main() -> None:
     args = sys.argv[1:]
     if args == ["status"]:
-        with errors_reported():
-            utf8_if_ascii()
-            print_lines(status_lines(Workspace.find(".").status()))
-        return
-    if args[:1] == ["checkout"] and not any(a.startswith("-") for a in args[1:]):
-        with errors_reported():
-            utf8_if_ascii()
-            results = Workspace.find(".", RichProgress()).checkout(args[1:])
-            print_lines(checkout_lines(results))
-        return
-    from .cli import main as typer_main
+        _plain(lambda: status_lines(Workspace.find(".").status()))
+    elif args[:1] == ["checkout"] and not any(a.startswith("-") for a in args[1:]):
+        _plain(lambda: checkout_lines(Workspace.find(".", RichProgress()).checkout(args[1:])))
+    else:
+        from .cli import main as typer_main
 
-    typer_main()
+        typer_main()
+
+
+def _plain(run: Callable[[], list[str]]) -> None:
+    """Run a plain form and print its lines, errors reported as the typer app does."""
+    with errors_reported():
+        utf8_if_ascii()
+        print_lines(run())

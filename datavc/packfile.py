@@ -171,6 +171,11 @@ def decode_index(data: bytes, obj: str) -> dict[ChunkId, Location]:
 _ROW = struct.Struct("<IQIIB")
 
 
+HintRow = tuple[ChunkId, int, int, int, int, int]
+"""A chunk's location hint as a tree page stores it: chunk id, pack number in the page's
+pack table, offset, stored length, plain length, codec."""
+
+
 class LocationTable:
     """Chunk id -> :class:`Location`, held compactly: 21 packed bytes per chunk (a Location
     object with its integers takes about 150), so a writer's view of a store with millions
@@ -194,9 +199,7 @@ class LocationTable:
             row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
             self._rows[cid] = _ROW.pack(*row, loc.codec)
 
-    def put_hints(
-        self, packs: Sequence[ObjectId], rows: Iterable[tuple[ChunkId, int, int, int, int, int]]
-    ) -> None:
+    def put_hints(self, packs: Sequence[ObjectId], rows: Iterable[HintRow]) -> None:
         """Take in a tree page's hints as it stores them (``packs``: its pack table; each
         row: chunk id, pack number in ``packs``, offset, stored and plain length, codec),
         keeping locations already known."""

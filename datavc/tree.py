@@ -43,7 +43,7 @@ from typing import Any, cast
 
 from .errors import CorruptObject
 from .hashing import DIGEST_SIZE, ChunkId, FileHash, ObjectId, is_object_id, object_id
-from .packfile import Location, decode_chunk, encode_chunk
+from .packfile import HintRow, Location, decode_chunk, encode_chunk
 
 PAGE_MAGIC = b"DVCTPG\x00\x02"
 TREE_FORMAT = 2
@@ -100,11 +100,6 @@ class TreeRoot:
         if not prefix:
             return list(self.pages)
         return [p for p in self.pages if p.last >= prefix and p.first[: len(prefix)] <= prefix]
-
-
-HintRow = tuple[ChunkId, int, int, int, int, int]
-"""A chunk's hint as a page stores it: chunk id, pack number in the page's pack table,
-offset, stored length, plain length, codec."""
 
 
 class Hints(Mapping[ChunkId, Location]):
