@@ -36,9 +36,11 @@ bench-quick: $(STAMP)
 bench-peers:
 	PYTHON=$(PYTHON) PEERS=$(VENV)/peers bash scripts/bench_peers.sh
 
+# ruff, mypy (strict) and the layer contract ([tool.importlinter] in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check datavc tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

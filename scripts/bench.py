@@ -475,7 +475,7 @@ class Tool:
 OPEN_PROBE = """
 import json, sys, time
 import datavc
-import datavc.api  # what datavc.open imports on first use (fsspec): part of "import"
+import datavc.fs  # what datavc.open imports on first use (fsspec): part of "import"
 from blake3 import blake3
 t0 = time.perf_counter()
 fs = datavc.open(sys.argv[1])

@@ -24,8 +24,8 @@ import pytest
 from blake3 import blake3
 from helpers import rand, tree_state, write
 
-from datavc.backend import Backend
-from datavc.pointer import decode_pointer
+from datavc.format.pointer import decode_pointer
+from datavc.store.backend import Backend
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -585,7 +585,9 @@ def run_typer(
     cwd: Path, args: list[str], env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """A ``datavc`` command line through the typer app, not the entry point's own forms."""
-    code = "import sys; sys.argv = ['datavc', *sys.argv[1:]]; from datavc.cli import main; main()"
+    code = (
+        "import sys; sys.argv = ['datavc', *sys.argv[1:]]; from datavc.cli.app import main; main()"
+    )
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=cwd,
@@ -699,7 +701,7 @@ def test_plain_checkout_does_what_the_typer_command_does(
         timeout=TIMEOUT,
         check=True,
     )
-    assert " datavc.repository\n" in plain.stderr and " typer\n" not in plain.stderr
+    assert " datavc.workspace.checkout\n" in plain.stderr and " typer\n" not in plain.stderr
     shutil.rmtree(ds)
     assert run(repo, "checkout", "--force", "ds@v1").returncode == 0
     assert tree_state(ds) == expected
@@ -741,8 +743,8 @@ def test_an_interrupt_exits_130_with_one_line(
 ) -> None:
     """Ctrl-C during any command, through typer or the entry point's plain forms: exit
     130 and one line (typer returns 130 instead of raising it, which once exited 0)."""
-    from datavc import entry
-    from datavc.repository import Workspace
+    from datavc.cli import entry
+    from datavc.workspace.core import Workspace
 
     def interrupted(*_args: object, **_kwargs: object) -> Workspace:
         raise KeyboardInterrupt

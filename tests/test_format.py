@@ -17,10 +17,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from datavc.chunker import Chunker, ChunkerParams
 from datavc.errors import BadInput, CorruptObject, DatavcError, UnsafePath
-from datavc.hashing import ChunkId, FileHash, ObjectId, chunk_id
-from datavc.packfile import (
+from datavc.format.chunker import Chunker, ChunkerParams
+from datavc.format.hashing import ChunkId, FileHash, ObjectId, chunk_id
+from datavc.format.packfile import (
     CODEC_RAW,
     CODEC_ZSTD,
     PACK_END,
@@ -35,12 +35,11 @@ from datavc.packfile import (
     pack_footer,
     read_pack_footer,
 )
-from datavc.paths import check_path, check_paths
-from datavc.pointer import Pointer, decode_pointer, encode_pointer
-from datavc.record import CommitStats, VersionRecord, decode_record, encode_record
-from datavc.snapshot import _blocks
-from datavc.spec import VersionSpec, parse_spec
-from datavc.tree import (
+from datavc.format.paths import check_path, check_paths
+from datavc.format.pointer import Pointer, decode_pointer, encode_pointer
+from datavc.format.record import CommitStats, VersionRecord, decode_record, encode_record
+from datavc.format.spec import VersionSpec, parse_spec
+from datavc.format.tree import (
     MODE_EXEC,
     MODE_FILE,
     PAGE_MAGIC,
@@ -57,6 +56,7 @@ from datavc.tree import (
     snapshot_id,
     split_pages,
 )
+from datavc.store.build import _blocks
 
 FAST = settings(max_examples=50, deadline=None)
 PARAMS = ChunkerParams()

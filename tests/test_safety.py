@@ -155,8 +155,9 @@ def test_gitignore_escapes_glob_characters(tmp_path: Path) -> None:
 def test_commit_retried_after_a_lost_answer_makes_no_duplicate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from datavc import versions
-    from datavc.repository import Workspace, init_workspace
+    from datavc.store import versions
+    from datavc.workspace.core import Workspace
+    from datavc.workspace.initialize import init_workspace
 
     root = tmp_path / "ws"
     (root / "data").mkdir(parents=True)
@@ -169,7 +170,7 @@ def test_commit_retried_after_a_lost_answer_makes_no_duplicate(
         raise OSError("crashed after the version record was created")
 
     with monkeypatch.context() as m:
-        m.setattr(Workspace, "_write_pointer", crash)
+        m.setattr(Workspace, "write_pointer", crash)
         with pytest.raises(OSError):
             Workspace(str(root)).commit([], "v1")
     records, unchanged = Workspace(str(root)).commit([], "v1 again")

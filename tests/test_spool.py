@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from datavc import spool
-from datavc.spool import ALIGN, BUFFER, AppendFile
+from datavc.store import spool
+from datavc.store.spool import ALIGN, BUFFER, AppendFile
 
 
 def _parts(seed: int) -> list[bytes]:

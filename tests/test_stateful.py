@@ -47,12 +47,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from datavc import statcache, versions
 from datavc.errors import PathNotFound, UsageError
-from datavc.hashing import file_hasher
-from datavc.pointer import decode_pointer
-from datavc.repository import Workspace, init_workspace
-from datavc.snapshot import TMP_PREFIX
+from datavc.format.hashing import file_hasher
+from datavc.format.pointer import decode_pointer
+from datavc.store import versions
+from datavc.store.files import TMP_PREFIX
+from datavc.workspace import statcache
+from datavc.workspace.core import Workspace
+from datavc.workspace.initialize import init_workspace
 
 NAME = "ds"
 DS_REL = "data/ds"
@@ -477,7 +479,7 @@ def _workspace(tmp_path: Path) -> tuple[Workspace, Path]:
 # it first renames a file into the dataset folder: after fetching, before putting in place.
 _KILLED_CHECKOUT = """
 import os, signal, sys
-from datavc.repository import Workspace
+from datavc.workspace.core import Workspace
 dataset = os.path.realpath(sys.argv[2])
 real_replace = os.replace
 def replace(src, dst, *args, **kwargs):

@@ -17,10 +17,6 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from datavc import versions
-from datavc.backend import Backend, BackendStats
-from datavc.chunker import ChunkerParams
-from datavc.chunkstore import ChunkStore, StoreConfig, UploadStats
 from datavc.errors import (
     BadInput,
     CorruptObject,
@@ -31,26 +27,22 @@ from datavc.errors import (
     StoreUnreachable,
     VersionNotFound,
 )
-from datavc.hashing import ChunkId, FileHash, ObjectId, chunk_id
-from datavc.packfile import CODEC_RAW, encode_index, read_pack_footer
-from datavc.record import VersionRecord
-from datavc.snapshot import (
-    STREAM_MIN,
-    TMP_PREFIX,
-    LocalFile,
-    NoProgress,
-    build_entries,
-    diff_entries,
-    diff_trees,
-    find_entry,
-    iter_entries,
-    materialize,
-    scan,
-    write_tree,
-)
-from datavc.spec import parse_spec
-from datavc.spool import AppendFile
-from datavc.tree import MODE_EXEC, MODE_FILE, FileEntry, TreeRoot, snapshot_id
+from datavc.format.chunker import ChunkerParams
+from datavc.format.hashing import ChunkId, FileHash, ObjectId, chunk_id
+from datavc.format.packfile import CODEC_RAW, encode_index, read_pack_footer
+from datavc.format.record import VersionRecord
+from datavc.format.spec import parse_spec
+from datavc.format.storeconfig import StoreConfig
+from datavc.format.tree import MODE_EXEC, MODE_FILE, FileEntry, TreeRoot, snapshot_id
+from datavc.store import versions
+from datavc.store.backend import Backend, BackendStats
+from datavc.store.build import build_entries
+from datavc.store.chunkstore import ChunkStore
+from datavc.store.files import TMP_PREFIX, LocalFile, NoProgress, scan
+from datavc.store.materialize import STREAM_MIN, materialize
+from datavc.store.packwriter import UploadStats
+from datavc.store.spool import AppendFile
+from datavc.store.trees import diff_entries, diff_trees, find_entry, iter_entries, write_tree
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -426,7 +418,7 @@ def test_many_small_files_share_few_objects(
 def test_blocks_waiting_for_the_whole_file_hash_are_bounded(tmp_path: Path) -> None:
     """A reader that runs ahead of the hashing thread waits once MAX_HASHING_BYTES are
     queued, so its blocks do not pile up in memory (a file whose chunks are all known)."""
-    from datavc.chunkstore import MAX_HASHING_BYTES
+    from datavc.store.packwriter import MAX_HASHING_BYTES
 
     store = ChunkStore.create(Backend(str(tmp_path / "s")), StoreConfig(PARAMS))
 
@@ -491,7 +483,7 @@ def test_a_pack_whose_write_failed_is_never_stored(
 ) -> None:
     """A write to a pack file that fails (a full disk) must not leave that pack stored
     under its id, nor a temporary file; the same chunks stored again read back right."""
-    monkeypatch.setattr("datavc.chunkstore.BATCH_BYTES", 8 * KIB)
+    monkeypatch.setattr("datavc.store.packwriter.BATCH_BYTES", 8 * KIB)
     store = ChunkStore.create(
         Backend(str(tmp_path / "s")), StoreConfig(ChunkerParams(), pack_target=64 * KIB)
     )
@@ -508,7 +500,7 @@ def test_a_pack_whose_write_failed_is_never_stored(
                 raise OSError(28, "No space left on device")
             super().writelines(parts)
 
-    monkeypatch.setattr("datavc.chunkstore.AppendFile", FailingFile)
+    monkeypatch.setattr("datavc.store.packwriter.AppendFile", FailingFile)
     with pytest.raises(OSError, match="No space"), store.new_writer() as writer:
         for b in blobs:
             writer.add(chunk_id(b), b)
@@ -588,7 +580,7 @@ def test_diff_trees_matches_a_diff_of_the_whole_lists(
 ) -> None:
     """The streaming, page-skipping diff agrees with comparing the two full file lists;
     pages equal in both trees are not read."""
-    monkeypatch.setattr("datavc.tree.PAGE_MAX_ENTRIES", 7)
+    monkeypatch.setattr("datavc.format.tree.PAGE_MAX_ENTRIES", 7)
     rng = random.Random(seed)
     writer = store.new_writer()
     blobs = [randbytes(f"d{seed}/{i}", 100 + i) for i in range(6)]
@@ -883,7 +875,7 @@ def test_stream_plain_reads_packs_in_memory_from_it_and_the_rest_from_disk(
     """A local store's runs are copied from the page cache while all of their pack is in
     it, and read with O_DIRECT from where a pack is not (from the first run that is not
     cached on); the file comes back exact every way."""
-    from datavc import chunkstore, spool
+    from datavc.store import reader, spool
 
     if not spool.NOWAIT:
         pytest.skip("no RWF_NOWAIT here")
@@ -917,8 +909,8 @@ def test_stream_plain_reads_packs_in_memory_from_it_and_the_rest_from_disk(
         counts["disk"] += 1
         return spool.read_into(fd, start, end, buf)
 
-    monkeypatch.setattr(chunkstore, "read_cached", cached)
-    monkeypatch.setattr(chunkstore, "read_into", direct)
+    monkeypatch.setattr(reader, "read_cached", cached)
+    monkeypatch.setattr(reader, "read_into", direct)
     got: list[bytes] = []
     ChunkStore.open(Backend(str(tmp_path / "s"))).stream_plain(
         ids, lambda views: got.extend(map(bytes, views))

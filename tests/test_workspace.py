@@ -1,4 +1,4 @@
-"""The Python workspace layer (datavc.repository) on every backend: memory, local folder, S3.
+"""The Python workspace layer (datavc.workspace) on every backend: memory, local folder, S3.
 
 Exactness of round trips, deduplication figures from the version records, integrity checks on
 read, and path safety of crafted trees. Data is random bytes from seeded generators, so
@@ -21,13 +21,15 @@ import fsspec
 import pytest
 from helpers import rand, tree_state, write
 
-from datavc import statcache, versions
 from datavc.errors import CorruptObject, IntegrityError, UnsafePath, UsageError
-from datavc.packfile import read_pack_footer
-from datavc.pointer import decode_pointer
-from datavc.record import CommitStats, VersionRecord
-from datavc.repository import Workspace, init_workspace
-from datavc.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page, snapshot_id
+from datavc.format.packfile import read_pack_footer
+from datavc.format.pointer import decode_pointer
+from datavc.format.record import CommitStats, VersionRecord
+from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page, snapshot_id
+from datavc.store import versions
+from datavc.workspace import statcache
+from datavc.workspace.core import Workspace
+from datavc.workspace.initialize import init_workspace
 
 MiB = 1 << 20
 
@@ -183,7 +185,7 @@ def test_symlinked_dataset_path_is_refused(ws: Workspace, tmp_path: Path) -> Non
 def test_many_small_files_share_packs_and_span_tree_pages(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("datavc.tree.PAGE_MAX_ENTRIES", 1000)  # pages of 1,000 files
+    monkeypatch.setattr("datavc.format.tree.PAGE_MAX_ENTRIES", 1000)  # pages of 1,000 files
     data = Path(ws.root) / "many"
     rng = random.Random("many")
     for i in range(2500):

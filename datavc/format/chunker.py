@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import CorruptObject
+from ..errors import CorruptObject
 
 
 @dataclass(frozen=True, slots=True)

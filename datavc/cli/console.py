@@ -1,5 +1,5 @@
-"""What the ``datavc`` command shows, shared by the typer app (``cli.py``) and the entry
-point's own plain forms of ``status`` and ``checkout`` (``entry.py``), so that neither
+"""What the ``datavc`` command shows, shared by the typer app (:mod:`.app`) and the entry
+point's own plain forms of ``status`` and ``checkout`` (:mod:`.entry`), so that neither
 imports the other to load: the one error line with its exit code, the progress bars, and
 the status and checkout lines."""
 
@@ -10,12 +10,16 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import DatavcError
-from .repository import CheckoutResult, ProgressFactory, Status
-from .snapshot import NoProgress
-from .snapshot import Progress as ProgressSink
+from ..errors import DatavcError
+from ..store.files import NoProgress
+from ..store.files import Progress as ProgressSink
+from ..workspace.core import ProgressFactory
+
+if TYPE_CHECKING:
+    from ..workspace.checkout import CheckoutResult
+    from ..workspace.status import Status
 
 
 @contextlib.contextmanager

@@ -41,19 +41,5 @@ def file_hasher() -> blake3:
     return blake3(max_threads=1)
 
 
-def hash_path(path: str, size: int) -> FileHash:
-    """BLAKE3 of a file's content, read in 8 MiB blocks (large files hashed on several
-    threads; no memory map, so resident memory stays small)."""
-    hasher = blake3(max_threads=blake3.AUTO if size >= 16 << 20 else 1)
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            hasher.update(block)
-    return FileHash(hasher.digest())
-
-
-def hex_of(digest: bytes) -> str:
-    return digest.hex()
-
-
 def is_object_id(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)

@@ -14,11 +14,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from .chunkstore import DEFAULT_PACK_TARGET
+from ..errors import UsageError
+from ..format.storeconfig import DEFAULT_PACK_TARGET
+from ..format.tree import FileEntry
+from ..workspace.core import Workspace
+from ..workspace.initialize import init_workspace
 from .console import RichProgress, checkout_lines, errors_reported, fail, status_lines
-from .errors import UsageError
-from .repository import Workspace, init_workspace
-from .tree import FileEntry
 
 app = typer.Typer(
     name="datavc",

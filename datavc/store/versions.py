@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from typing import TYPE_CHECKING
 
-from .chunkstore import ChunkStore
-from .errors import (
+from ..errors import (
     BadInput,
     Conflict,
     CorruptObject,
@@ -21,9 +21,12 @@ from .errors import (
     StoreUnreachable,
     VersionNotFound,
 )
-from .hashing import ObjectId
-from .record import VersionRecord, decode_record, encode_record
-from .spec import VersionSpec
+from ..format.hashing import ObjectId
+from ..format.record import VersionRecord, decode_record, encode_record
+from .chunkstore import ChunkStore
+
+if TYPE_CHECKING:
+    from ..format.spec import VersionSpec
 
 _RECORD_NAME = re.compile(r"(\d+)\.json")
 MAX_PUBLISH_TRIES = 100

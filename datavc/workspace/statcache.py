@@ -27,9 +27,9 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
-from .atomic import write_atomic
-from .hashing import FileHash, file_hasher
-from .snapshot import LocalFile
+from ..format.hashing import FileHash, file_hasher
+from ..store.atomic import write_atomic
+from ..store.files import LocalFile
 
 RACY_NS = 2_000_000_000
 HEADER = "datavc-statcache"

@@ -1,42 +1,16 @@
-"""The workspace's files outside the store: its lock, the root .gitignore, and git itself.
+"""The workspace and git: the root ``.gitignore``, and git itself.
 
-Commands that change a workspace hold an exclusive ``flock`` on ``.datavc/state/lock`` for
-their whole run (released by the kernel if the process dies). Tracked data paths are added
-to the root ``.gitignore``, anchored, with glob characters escaped. Git is asked for the
-author, HEAD and pointer files of older revisions; a workspace need not be a git repo.
+Tracked data paths are added to the root ``.gitignore``, anchored, with glob characters
+escaped. Git is asked for the author, HEAD and pointer files of older revisions; a
+workspace need not be a git repo.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from .atomic import write_text_atomic
-from .errors import LockHeld
-from .snapshot import TMP_PREFIX
-
-
-@contextmanager
-def workspace_lock(state: str) -> Iterator[None]:
-    """Hold the workspace lock, or fail at once naming the process that holds it."""
-    os.makedirs(state, exist_ok=True)
-    fd = os.open(os.path.join(state, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise LockHeld(
-                f"another datavc command (pid {holder}) is using this workspace; "
-                "wait for it to finish and try again"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+from ..store.atomic import write_text_atomic
+from ..store.files import TMP_PREFIX
 
 
 def ignore_path(root: str, rel: str) -> None:

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import DatavcError, ObjectNotFound, StoreUnreachable
 from .atomic import FILE_MODE, fsync_dir, write_atomic
-from .errors import DatavcError, ObjectNotFound, StoreUnreachable
 
 _MEMORY_LOCK = threading.Lock()
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from .errors import CorruptObject
+from ..errors import CorruptObject
 from .hashing import DIGEST_SIZE, ChunkId, FileHash, ObjectId, is_object_id, object_id
 from .packfile import HintRow, Location, decode_chunk, encode_chunk
 

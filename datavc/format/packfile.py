@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CorruptObject
+from ..errors import CorruptObject
 from .hashing import DIGEST_SIZE, ChunkId, ObjectId
 
 PACK_MAGIC = b"DVCPACK\x01"

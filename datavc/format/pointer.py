@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BadInput
+from ..errors import BadInput
 from .hashing import ObjectId, is_object_id
 from .paths import check_name
 

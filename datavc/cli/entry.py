@@ -3,7 +3,7 @@
 Importing typer and building the command line from the app costs ~30 ms of every command
 (measured: ~0.12 s from start to the first byte a checkout writes, 30 ms of it typer). Two
 command lines run here without it, printing what the typer commands print
-(``console.py``):
+(:mod:`.console`):
 
 - ``datavc status`` with no options, the command run most often (shell prompts, editors,
   scripts that poll), whose own work is small: one ``lstat`` per file;
@@ -11,7 +11,7 @@ command lines run here without it, printing what the typer commands print
   place and that a job runs before it starts.
 
 Every other command line (an option, ``--help``, ``--``, any other command) goes to the
-typer app in ``cli.py``.
+typer app in :mod:`.app`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from ..workspace.core import Workspace
 from .console import (
     RichProgress,
     checkout_lines,
@@ -27,7 +28,6 @@ from .console import (
     status_lines,
     utf8_if_ascii,
 )
-from .repository import Workspace
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     elif args[:1] == ["checkout"] and not any(a.startswith("-") for a in args[1:]):
         _plain(lambda: checkout_lines(Workspace.find(".", RichProgress()).checkout(args[1:])))
     else:
-        from .cli import main as typer_main
+        from .app import main as typer_main
 
         typer_main()
 

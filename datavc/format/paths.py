@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import BadInput, UnsafePath
+from ..errors import BadInput, UnsafePath
 
 _FORBIDDEN_PARTS = {"", ".", "..", ".git", ".datavc"}
 

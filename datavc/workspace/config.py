@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadInput, NotARepository
+from ..errors import BadInput, NotARepository
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -8,7 +8,7 @@
      "git_head": "<sha>" or null, "nonce": "<uuid hex>",
      "stats": {"files": N, "bytes": B, "new_bytes": b, "new_chunks": c, "new_objects": o}}
 
-``root`` is the snapshot's tree root (see :mod:`datavc.tree`) and ``tree`` its id, the
+``root`` is the snapshot's tree root (see :mod:`datavc.format.tree`) and ``tree`` its id, the
 snapshot id: a reader checks that the root hashes to it. Carrying the root here saves a
 read and an object per version. ``nonce`` is unique per commit attempt: after a lost
 response to an exclusive create, the writer reads the record back and recognises its own
@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadInput, CorruptObject
+from ..errors import BadInput, CorruptObject
 from .hashing import ObjectId, is_object_id
 from .tree import TreeRoot, root_doc, root_from_doc, snapshot_id
 

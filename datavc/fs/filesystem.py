@@ -9,23 +9,23 @@ and it reconnects to the store after a fork.
 
 from __future__ import annotations
 
-import bisect
 import os
-from collections import OrderedDict
 from typing import Any
 
-from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+from fsspec.spec import AbstractFileSystem
 
-from . import versions
-from .chunkstore import ChunkStore
-from .config import DOT, find_root, load_config, resolve_store_url
-from .errors import BadInput, NotARepository, PathNotFound
-from .hashing import hash_path
-from .record import VersionRecord
-from .repository import Workspace, open_store
-from .snapshot import LocalFile, NoProgress, find_entry, iter_entries, materialize
-from .spec import parse_spec
-from .tree import FileEntry, TreeRoot
+from ..errors import BadInput, NotARepository, PathNotFound
+from ..format.record import VersionRecord
+from ..format.spec import parse_spec
+from ..format.tree import FileEntry, TreeRoot
+from ..store import versions
+from ..store.chunkstore import ChunkStore
+from ..store.files import LocalFile, NoProgress, hash_path
+from ..store.materialize import materialize
+from ..store.trees import find_entry, iter_entries
+from ..workspace.config import DOT, find_root, load_config, resolve_store_url
+from ..workspace.core import Workspace, open_store
+from .file import DatavcFile
 
 PROTOCOL = "datavc"
 
@@ -230,43 +230,3 @@ def _rebuild(
     fs = DatavcFileSystem(store=url, storage_options=options, record=record)
     fs.spec = spec
     return fs
-
-
-class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
-    """A seekable file that fetches only the chunks each read covers."""
-
-    def __init__(self, fs: DatavcFileSystem, entry: FileEntry) -> None:
-        self.entry = entry
-        self._starts: list[int] = []
-        pos = 0
-        for _, length in entry.chunks:
-            self._starts.append(pos)
-            pos += length
-        self._decoded: OrderedDict[int, bytes] = OrderedDict()
-        super().__init__(fs, entry.path, mode="rb", cache_type="none", size=entry.size)
-
-    def _chunk(self, i: int) -> bytes:
-        data = self._decoded.get(i)
-        if data is None:
-            return b""
-        self._decoded.move_to_end(i)
-        return data
-
-    def _fetch_range(self, start: int, end: int) -> bytes:
-        end = min(end, self.entry.size)
-        if start >= end:
-            return b""
-        first = bisect.bisect_right(self._starts, start) - 1
-        last = bisect.bisect_right(self._starts, end - 1) - 1
-        missing = [i for i in range(first, last + 1) if i not in self._decoded]
-        if missing:
-            lo, hi = missing[0], missing[-1]
-            ids = [self.entry.chunks[i][0] for i in range(lo, hi + 1)]
-            for i, data in zip(range(lo, hi + 1), self.fs.chunks.read_chunks(ids), strict=True):
-                self._decoded[i] = data
-                self._decoded.move_to_end(i)
-        blob = b"".join(self._chunk(i) for i in range(first, last + 1))
-        while len(self._decoded) > max(8, last - first + 1):
-            self._decoded.popitem(last=False)
-        offset = self._starts[first]
-        return blob[start - offset : end - offset]

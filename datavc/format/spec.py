@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import BadInput
+from ..errors import BadInput
 from .paths import check_name
 
 _VERSION = re.compile(r"v(\d+)")

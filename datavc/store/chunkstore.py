@@ -1,0 +1,229 @@
+"""The chunk store: metadata objects, the index, location hints, reading chunks, and the
+local cache.
+
+Readers find a chunk through the location hints of the tree page that names it, or else
+through the index (loaded whole, once), and fetch it through a :class:`~.reader.ChunkReader`;
+writers store chunks through a :class:`~.packwriter.PackWriter`, which records here where
+each stored chunk is. Every chunk and metadata object read back is checked against its
+BLAKE3 id before use. The store
+config is read only when needed (by writers): reading a version needs only the record, a
+page and the packs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from ..errors import IntegrityError, NotARepository, ObjectNotFound
+from ..format.hashing import ChunkId, ObjectId, file_hasher, object_id
+from ..format.packfile import Location, LocationTable, PackEntry
+from .backend import Backend
+
+if TYPE_CHECKING:
+    from ..format.storeconfig import StoreConfig
+    from ..format.tree import Hints
+    from .packwriter import PackWriter
+    from .reader import ChunkReader
+
+
+class ChunkStore:
+    """Chunks and metadata objects of one store, with an optional local cache."""
+
+    def __init__(
+        self, backend: Backend, config: StoreConfig | None, cache: Backend | None = None
+    ) -> None:
+        self.backend = backend
+        self._config = config
+        self.cache = cache
+        self._index = LocationTable()
+        self._hints = LocationTable()
+        self._indexes_loaded: set[str] = set()
+        self._lock = threading.Lock()
+        self._loading = threading.Lock()  # one thread lists and reads index objects at a time
+        self._chunk_reader: ChunkReader | None = None
+
+    @classmethod
+    def create(
+        cls, backend: Backend, config: StoreConfig, cache: Backend | None = None
+    ) -> ChunkStore:
+        """Initialise a store, or open it if one already exists there (keeping its config)."""
+        from ..format.storeconfig import CONFIG_KEY
+
+        if not backend.create_exclusive(CONFIG_KEY, config.encode()):
+            store = cls.open(backend, cache)
+            _ = store.config  # joining a store: it must be one this datavc can write
+            return store
+        return cls(backend, config, cache)
+
+    @classmethod
+    def open(cls, backend: Backend, cache: Backend | None = None) -> ChunkStore:
+        """A store at ``backend``; its config is read on first use (see :attr:`config`)."""
+        return cls(backend, None, cache)
+
+    @property
+    def config(self) -> StoreConfig:
+        """The store config; raises NotARepository if there is no store here."""
+        if self._config is None:
+            from ..format.storeconfig import CONFIG_KEY, StoreConfig  # most readers never need it
+
+            try:
+                data = self.backend.read(CONFIG_KEY)
+            except ObjectNotFound:
+                raise NotARepository(
+                    f"no datavc store at {self.backend.url} (run 'datavc init' to create one)"
+                ) from None
+            self._config = StoreConfig.decode(data)
+        return self._config
+
+    # -- metadata objects -------------------------------------------------------------
+
+    def read_object(self, kind: str, oid: str) -> bytes:
+        """Read ``<kind>/<oid>`` (cache first) and check it hashes to ``oid``."""
+        key = f"{kind}/{oid}"
+        data = None
+        if self.cache is not None:
+            try:
+                data = self.cache.read(key)
+            except ObjectNotFound:
+                data = None
+            if data is not None and object_id(data) != oid:
+                data = None  # a damaged cache entry: fall back to the store
+        if data is None:
+            data = self.backend.read(key)
+            got = object_id(data)
+            if got != oid:
+                raise IntegrityError(key, oid, got)
+            if self.cache is not None:
+                self.cache.write(key, data)
+        return data
+
+    def write_object(self, kind: str, data: bytes | list[bytes]) -> ObjectId:
+        """Write an object (whole, or as parts) under the hash of its bytes."""
+        parts = [data] if isinstance(data, bytes) else data
+        hasher = file_hasher()
+        for part in parts:
+            hasher.update(part)
+        oid = ObjectId(hasher.hexdigest())
+        self.backend.write(f"{kind}/{oid}", parts)
+        if self.cache is not None:
+            self.cache.write(f"{kind}/{oid}", parts)
+        return oid
+
+    def put_pack(self, path: str, footer: bytes) -> ObjectId:
+        """Store the finished pack file at ``path`` (consumed) under its id: the BLAKE3 of
+        its footer, which names every chunk in it (each chunk is checked on read against
+        its own id, so hashing the whole pack again would add nothing but a pass)."""
+        oid = object_id(footer)
+        key = f"packs/{oid}"
+        if self.cache is not None:
+            self.backend.put_path(key, path, move=False)
+            self.cache.put_path(key, path, move=True)
+        else:
+            self.backend.put_path(key, path, move=True)
+        return oid
+
+    def spool_dir(self) -> str | None:
+        """Where a writer builds pack files: beside the packs of a local store or cache."""
+        return (self.cache or self.backend).spool_dir()
+
+    # -- index ------------------------------------------------------------------------
+
+    def load_index(self) -> None:
+        """Read the index objects not loaded yet (new ones appear as others upload). A
+        reader may ask from two threads at once (locating runs, and its read-ahead thread
+        finding a moved pack): the second waits, then reads only what is still new."""
+        with self._loading:
+            names = [n for n in self.backend.list("index") if n not in self._indexes_loaded]
+            for name in names:
+                if name.startswith("."):
+                    continue
+                data = self.read_object("index", name)
+                with self._lock:
+                    self._index.add_index(data, f"index/{name}")
+                    self._indexes_loaded.add(name)
+            if self._indexes_loaded:
+                self._hints = LocationTable()  # the index is loaded: hints are not needed
+
+    def location(self, cid: ChunkId) -> Location | None:
+        return self._index.get(cid)
+
+    def locate_stored(self, cid: ChunkId) -> Location:
+        """Where the index puts a chunk this process stored or found stored (writers)."""
+        loc = self._index.get(cid)
+        if loc is None:
+            raise ObjectNotFound(f"chunk {cid.hex()} (not in the index)")
+        return loc
+
+    def add_hints(self, hints: Hints) -> None:
+        """Chunk locations read from a tree page: used until the index is loaded, never
+        for deduplication (a hint is where a chunk *was* put, not proof it is there)."""
+        if self._indexes_loaded:
+            return  # the index is loaded and is the authority
+        with self._lock:
+            self._hints.put_hints(hints.packs, hints.rows)
+
+    def index_pack(self, pack: ObjectId, entries: Sequence[PackEntry]) -> None:
+        """Record where the chunks of a pack just stored are (usable for deduplication by
+        this process at once; by others once :meth:`write_index` names them)."""
+        with self._lock:
+            for e in entries:
+                loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
+                self._index.put(e.chunk, loc)
+
+    def unindex(self, ids: Iterable[ChunkId]) -> None:
+        """Forget chunks that were stored but that no index object will name (an upload that
+        failed): they must not be taken as stored by a later upload."""
+        with self._lock:
+            for cid in ids:
+                self._index.drop(cid)
+
+    def write_index(self, ids: Sequence[ChunkId]) -> tuple[ObjectId, int]:
+        """Write the index object of an upload's chunks (all recorded with
+        :meth:`index_pack`); return its id and size in bytes."""
+        index = self._index.encode_index(ids)
+        name = self.write_object("index", index)
+        with self._lock:
+            self._indexes_loaded.add(name)
+        return name, sum(len(part) for part in index)
+
+    def has_chunk(self, cid: ChunkId) -> bool:
+        return cid in self._index
+
+    def new_writer(self) -> PackWriter:
+        """A writer for an upload, deduplicating against every index in the store."""
+        from .packwriter import PackWriter  # it records what it stores here
+
+        self.load_index()
+        return PackWriter(self)
+
+    # -- reading chunks ---------------------------------------------------------------
+
+    def locate(self, cid: ChunkId) -> Location:
+        """Where a chunk is: the index, else a location hint, else the index loaded anew."""
+        loc = self._index.get(cid) or self._hints.get(cid)
+        if loc is None:
+            self.load_index()
+            loc = self._index.get(cid)
+        if loc is None:
+            raise ObjectNotFound(f"chunk {cid.hex()}")
+        return loc
+
+    def read_chunks(
+        self, ids: Iterable[ChunkId], verify: bool = True
+    ) -> Generator[bytes | memoryview, None, None]:
+        """Yield the plain bytes of each chunk in order (see :meth:`.ChunkReader.read_chunks`)."""
+        return self._reader().read_chunks(ids, verify)
+
+    def stream_plain(self, ids: Iterable[ChunkId], use: Callable[[list[memoryview]], None]) -> None:
+        """Call ``use`` with the chunks' plain bytes, a run at a time (see
+        :meth:`.ChunkReader.stream_plain`)."""
+        self._reader().stream_plain(ids, use)
+
+    def _reader(self) -> ChunkReader:
+        if self._chunk_reader is None:
+            from .reader import ChunkReader  # a command that reads no chunk never loads it
+
+            self._chunk_reader = ChunkReader(self)
+        return self._chunk_reader

@@ -1,0 +1,284 @@
+"""The pack writer: stores an upload's new chunks in packs, then writes its index.
+
+Chunks are hashed and compressed on a thread pool and appended, in the order they were
+submitted, to a pack file built on local disk (so memory does not grow with the pack size);
+each full pack (about ``pack_target`` bytes) is stored by a background thread while the next
+one fills. :meth:`PackWriter.finish` stores the last pack and then writes one index object
+for the packs of the upload: packs before index, so an index never names a missing pack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CorruptObject
+from ..format.hashing import ChunkId, chunk_id
+from ..format.packfile import CODEC_RAW, PACK_MAGIC, PackEntry, encode_chunk, pack_footer
+from .spool import AppendFile
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future  # imported where threads start (see build.py)
+
+    from .chunkstore import ChunkStore
+
+WORKERS = 2
+MAX_INFLIGHT = 64  # batches of chunks being hashed and compressed at once
+MAX_INFLIGHT_BYTES = 32 << 20
+MAX_HASHING_BYTES = 16 << 20  # blocks waiting for the whole-file hash thread
+BATCH_BYTES = 8 << 20  # chunks handed to the pack thread at a time
+MAX_TASKS = 8  # pack-thread tasks waiting at most (about 64 MiB of chunks)
+INLINE_CHUNK = 16 << 10  # smaller chunks are hashed and compressed without a thread hop
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStats:
+    new_chunks: int = 0
+    new_bytes: int = 0
+    new_objects: int = 0
+
+
+@dataclass(slots=True)
+class Encoded:
+    """A chunk after hashing and compression; ``stored`` is None once the chunk is in a
+    pack (or if the store had it), so a file's pending recipe never holds its bytes."""
+
+    cid: ChunkId
+    codec: int
+    stored: bytes | memoryview | None
+    plain_length: int
+
+
+class PackWriter:
+    """Stores new chunks: hashing and compression run on a thread pool; chunks are appended
+    to a pack file on local disk (so memory does not grow with the pack size), and full
+    packs are stored by a background thread while the next one fills; :meth:`finish`
+    stores the last pack and writes the index. Use as a context manager so the threads
+    always stop and unfinished pack files are removed."""
+
+    def __init__(self, store: ChunkStore, workers: int = WORKERS) -> None:
+        self.store = store
+        self._spool: AppendFile | None = None
+        self._spool_path = ""
+        self._spools: dict[str, AppendFile] = {}  # pack files not stored yet
+        self._failed: set[str] = set()  # pack files a write to failed
+        self._batch: list[bytes | memoryview] = []  # chunks not handed to the pack thread yet
+        self._batch_size = 0
+        self._entries: list[PackEntry] = []
+        self._size = len(PACK_MAGIC)
+        self._pending: set[ChunkId] = set()  # in a pack not stored yet (then in _stored)
+        self._stored: list[ChunkId] = []  # stored by this upload, in the store's index table
+        self._lock = threading.Lock()
+        self._done = threading.Lock()
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="datavc-chunk")
+        self._packer = ThreadPoolExecutor(1, thread_name_prefix="datavc-pack")
+        self._inflight: deque[tuple[Future[list[Encoded]], int]] = deque()
+        self._inflight_bytes = 0
+        self._hashing = ThreadPoolExecutor(1, thread_name_prefix="datavc-hash")
+        self._tasks: deque[Future[None]] = deque()
+        self._hash_queue: deque[tuple[Future[None], int]] = deque()
+        self._hash_bytes = 0
+        self.new_chunks = 0
+        self.new_bytes = 0
+        self.new_objects = 0
+
+    def __enter__(self) -> PackWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._hashing.shutdown(wait=True, cancel_futures=True)
+        self._packer.shutdown(wait=True, cancel_futures=True)
+        for path, spool in self._spools.items():  # never stored (an error stopped the upload)
+            spool.close()
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._spools.clear()
+        self._spool = None
+        self.store.unindex(self._stored)  # stored, but no index names them
+        self._stored = []
+
+    def submit(self, pieces: Sequence[bytes | memoryview]) -> Future[list[Encoded]]:
+        """Hash and compress a batch of chunks in the background; the future gives their
+        ids first. (A batch, not a chunk: one hand-off per chunk costs as much as
+        hashing it.)
+
+        Chunks enter packs in the order they were submitted (so a file's chunks stay
+        contiguous and read back in one range); at most ``MAX_INFLIGHT`` batches and
+        ``MAX_INFLIGHT_BYTES`` wait at once. A small batch is done at once on this thread."""
+        size = sum(len(p) for p in pieces)
+        while self._inflight and (
+            len(self._inflight) >= MAX_INFLIGHT or self._inflight_bytes + size > MAX_INFLIGHT_BYTES
+        ):
+            self._drain(len(self._inflight) - 1)
+        future: Future[list[Encoded]]
+        if size < INLINE_CHUNK:
+            from concurrent.futures import Future
+
+            future = Future()
+            future.set_result([self._encode(p) for p in pieces])
+        else:
+            future = self._pool.submit(self._encode_many, list(pieces))
+        self._inflight.append((future, size))
+        self._inflight_bytes += size
+        return future
+
+    def hash_in_order(self, hasher: Any, blocks: Sequence[bytes | memoryview]) -> None:
+        """Feed ``blocks`` to ``hasher`` on the hashing thread, in call order. Waits while
+        ``MAX_HASHING_BYTES`` are queued: a reader that runs ahead of the hashing thread
+        (a file whose chunks are all stored already) must not pile its blocks up."""
+        size = sum(len(b) for b in blocks)
+        while self._hash_queue and self._hash_bytes + size > MAX_HASHING_BYTES:
+            done, n = self._hash_queue.popleft()
+            done.result()
+            self._hash_bytes -= n
+        self._hash_queue.append((self._hashing.submit(_update, hasher, list(blocks)), size))
+        self._hash_bytes += size
+
+    def digest(self, hasher: Any) -> Future[bytes]:
+        """The hasher's digest once every block handed to :meth:`hash_in_order` is in."""
+        return self._hashing.submit(hasher.digest)
+
+    def _encode_many(self, pieces: list[bytes | memoryview]) -> list[Encoded]:
+        return [self._encode(p) for p in pieces]
+
+    def _encode(self, data: bytes | memoryview) -> Encoded:
+        cid = chunk_id(data)
+        if self._has(cid):
+            return Encoded(cid, CODEC_RAW, None, len(data))
+        codec, stored = encode_chunk(data)
+        return Encoded(cid, codec, stored, len(data))
+
+    def _drain(self, keep: int) -> None:
+        """Append finished chunks, oldest batch first, until at most ``keep`` batches are
+        in flight."""
+        while len(self._inflight) > keep:
+            future, size = self._inflight.popleft()
+            self._inflight_bytes -= size
+            for done in future.result():
+                if done.stored is not None:
+                    with self._lock:
+                        self._append(done.cid, done.codec, done.stored, done.plain_length)
+                    done.stored = None
+
+    def add(self, cid: ChunkId, data: bytes | memoryview) -> bool:
+        """Store a chunk now unless the store or this upload already has it; True if new."""
+        self._drain(0)
+        if self._has(cid):
+            return False
+        codec, stored = encode_chunk(data)
+        with self._lock:
+            return self._append(cid, codec, stored, len(data))
+
+    def _has(self, cid: ChunkId) -> bool:
+        """True if the store or this upload has the chunk. _pending is checked before
+        the store's index: a chunk moves from the first to the second, never back."""
+        return cid in self._pending or self.store.has_chunk(cid)
+
+    def _append(
+        self, cid: ChunkId, codec: int, stored: bytes | memoryview, plain_length: int
+    ) -> bool:
+        if self._has(cid):
+            return False
+        if self._spool is None:
+            import tempfile
+
+            fd, path = tempfile.mkstemp(prefix=".tmp-pack-", dir=self.store.spool_dir())
+            self._spool, self._spool_path = AppendFile(fd), path
+            self._spools[path] = self._spool
+            self._batch.append(PACK_MAGIC)
+        self._pending.add(cid)
+        self._entries.append(PackEntry(cid, self._size, len(stored), plain_length, codec))
+        self._batch.append(stored)
+        self._batch_size += len(stored)
+        self._size += len(stored)
+        self.new_chunks += 1
+        if self._size >= self.store.config.pack_target:
+            self._flush_locked()
+        elif self._batch_size >= BATCH_BYTES:
+            self._write_batch()
+        return True
+
+    def _write_batch(self) -> None:
+        """Hand the batched chunks to the pack thread, which writes them to the pack file
+        (so this thread never waits on the disk); at most ``MAX_TASKS`` wait."""
+        if self._spool is None or not self._batch:
+            return
+        task = self._packer.submit(self._write_parts, self._spool_path, self._spool, self._batch)
+        self._queue(task)
+        self._batch, self._batch_size = [], 0
+
+    def _write_parts(self, path: str, spool: AppendFile, parts: list[bytes | memoryview]) -> None:
+        try:
+            spool.writelines(parts)
+        except BaseException:
+            self._failed.add(path)  # this pack must never be stored
+            raise
+
+    def _queue(self, task: Future[None]) -> None:
+        self._tasks.append(task)
+        while len(self._tasks) > MAX_TASKS:
+            self._tasks.popleft().result()
+
+    def _flush_locked(self) -> None:
+        """Close the current pack: its last chunks and footer are written, then it is
+        stored, both on the pack thread, while the next pack fills."""
+        if not self._entries or self._spool is None:
+            return
+        footer = pack_footer(self._entries)
+        self._batch.append(footer)
+        self._write_batch()
+        path, entries, size = self._spool_path, self._entries, self._size + len(footer)
+        self._queue(self._packer.submit(self._store_pack, path, footer, entries, size))
+        self._spool, self._entries, self._size = None, [], len(PACK_MAGIC)
+
+    def _store_pack(self, path: str, footer: bytes, entries: list[PackEntry], size: int) -> None:
+        try:
+            self._spools[path].close()
+            if path in self._failed or os.path.getsize(path) != size:
+                raise CorruptObject(path, "a write to this pack file failed: not stored")
+            pack = self.store.put_pack(path, footer)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        finally:
+            self._spools.pop(path, None)
+        with self._done:  # not self._lock: a flush holds it while waiting for this thread
+            self.store.index_pack(pack, entries)
+            self._stored.extend(e.chunk for e in entries)
+            for e in entries:
+                self._pending.discard(e.chunk)
+            self.new_bytes += size
+            self.new_objects += 1
+
+    def finish(self) -> UploadStats:
+        """Wait for every chunk and pack, then write the index of this upload."""
+        self._drain(0)
+        with self._lock:
+            self._flush_locked()
+        while self._tasks:
+            self._tasks.popleft().result()
+        with self._lock, self._done:
+            if self._stored:
+                _, size = self.store.write_index(self._stored)
+                self.new_bytes += size
+                self.new_objects += 1
+                self._stored = []
+            self._pending.clear()
+        return UploadStats(self.new_chunks, self.new_bytes, self.new_objects)
+
+
+def _update(hasher: Any, blocks: list[bytes | memoryview]) -> None:
+    for block in blocks:
+        hasher.update(block)

@@ -1,0 +1,119 @@
+"""Snapshot trees in a store: write a tree's pages, read them back, find one file's entry,
+and diff two trees (reading only the pages that differ).
+
+Pages are read one at a time, so memory does not grow with the number of files; a page's
+location hints go to the chunk store, so reading its files' chunks needs no index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ..format.tree import (
+    FileEntry,
+    PageRef,
+    TreeRoot,
+    decode_page,
+    encode_page,
+    find_in_page,
+    split_pages,
+)
+from .chunkstore import ChunkStore
+
+
+def write_tree(store: ChunkStore, entries: list[FileEntry]) -> TreeRoot:
+    """Write the pages and return the root (its id is the snapshot id; the root itself is
+    stored in the version record). Every chunk named must be in the store already."""
+    pages: list[PageRef] = []
+    for page in split_pages(entries):
+        data, content = encode_page(page, store.locate_stored)
+        pid = store.write_object("trees", data)
+        size = sum(e.size for e in page)
+        pages.append(PageRef(pid, page[0].path, page[-1].path, len(page), size, content))
+    return TreeRoot(len(entries), sum(e.size for e in entries), tuple(pages))
+
+
+def load_page(store: ChunkStore, page: PageRef, hints: bool = True) -> list[FileEntry]:
+    """A page's entries; its chunks' location hints go to the store (unless ``hints`` is
+    False: the caller reads no chunks), so reading a file needs no index."""
+    data = store.read_object("trees", page.id)
+    entries, found = decode_page(data, f"trees/{page.id}", page.content, hints)
+    if found:
+        store.add_hints(found)
+    return entries
+
+
+def iter_entries(store: ChunkStore, root: TreeRoot, hints: bool = True) -> Iterator[FileEntry]:
+    for page in root.pages:
+        yield from load_page(store, page, hints)
+
+
+def find_entry(store: ChunkStore, root: TreeRoot, path: str) -> FileEntry | None:
+    """One file's entry: the one page that can hold it is read, only that entry decoded."""
+    for page in root.pages_for(path):
+        data = store.read_object("trees", page.id)
+        entry, hints = find_in_page(data, f"trees/{page.id}", page.content, path)
+        if entry is not None:
+            store.add_hints(hints)
+            return entry
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TreeDiff:
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    modified: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.modified)
+
+
+def diff_entries(old: Iterable[FileEntry], new: Iterable[FileEntry]) -> TreeDiff:
+    before = {e.path: (e.hash, e.mode) for e in old}
+    after = {e.path: (e.hash, e.mode) for e in new}
+    return TreeDiff(
+        tuple(sorted(p for p in after if p not in before)),
+        tuple(sorted(p for p in before if p not in after)),
+        tuple(sorted(p for p in after if p in before and after[p] != before[p])),
+    )
+
+
+def diff_trees(
+    store: ChunkStore, old: TreeRoot | None, new: TreeRoot
+) -> Iterator[tuple[str, FileEntry]]:
+    """What changed from ``old`` (None: empty) to ``new``, in path order: ("added", entry),
+    ("removed", entry) or ("modified", new entry); a new mode counts as a change.
+
+    Pages with the same content id in both trees hold the same entries, so they are skipped
+    unread; the rest are merged one page at a time, so memory does not grow with the
+    number of files."""
+    common = {p.content for p in new.pages} & {p.content for p in old.pages} if old else set()
+    before = _entries_of(store, [p for p in old.pages if p.content not in common] if old else [])
+    after = _entries_of(store, [p for p in new.pages if p.content not in common])
+    return merge_entries(before, after)
+
+
+def merge_entries(
+    before: Iterator[FileEntry], after: Iterator[FileEntry]
+) -> Iterator[tuple[str, FileEntry]]:
+    """The changes between two entry streams sorted by path (see :func:`diff_trees`)."""
+    a, b = next(before, None), next(after, None)
+    while a is not None or b is not None:
+        if a is not None and (b is None or a.path < b.path):
+            yield "removed", a
+            a = next(before, None)
+        elif b is not None and (a is None or b.path < a.path):
+            yield "added", b
+            b = next(after, None)
+        elif a is not None and b is not None:
+            if (a.hash, a.mode) != (b.hash, b.mode):
+                yield "modified", b
+            a, b = next(before, None), next(after, None)
+
+
+def _entries_of(store: ChunkStore, pages: list[PageRef]) -> Iterator[FileEntry]:
+    for page in pages:
+        yield from load_page(store, page, hints=False)

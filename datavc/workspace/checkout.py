@@ -1,0 +1,134 @@
+"""``datavc checkout``: materialize exact snapshots into their datasets' paths.
+
+Without specs, what every pointer file says (the step after ``git checkout``). Unless
+forced, it refuses to drop content found in no committed version of the dataset. Files
+already in place (by the stat cache, or by their hash) are kept; the rest are fetched and
+checked before any is renamed into place (:mod:`datavc.store.materialize`). Then the
+pointer file names the version checked out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import BadInput, DatasetNotFound, UsageError
+from ..format.hashing import FileHash
+from ..format.pointer import SUFFIX
+from ..format.record import VersionRecord
+from ..format.spec import parse_spec
+from ..format.tree import FileEntry, TreeRoot
+from ..store import versions
+from ..store.files import LocalFile, scan
+from ..store.materialize import materialize
+from .git import ignore_path
+from .lock import workspace_lock
+
+if TYPE_CHECKING:
+    from .core import Dataset, Workspace
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutResult:
+    name: str
+    version: int
+    path: str
+    written: int
+    files: int
+
+
+def checkout(ws: Workspace, specs: list[str], force: bool = False) -> list[CheckoutResult]:
+    with workspace_lock(ws.state):
+        known = ws.datasets()
+        plan: list[tuple[Dataset, VersionRecord]] = []
+        if not specs:
+            for ds in known.values():
+                if ds.pointer is not None:
+                    plan.append((ds, ws.pointed(ds.pointer, ds.path + SUFFIX)))
+        for text in specs:
+            spec = parse_spec(text)
+            if spec.name not in known:
+                raise DatasetNotFound(spec.name)
+            if any(ds.name == spec.name for ds, _ in plan):
+                raise BadInput(f"dataset {spec.name!r} is named twice")
+            plan.append((known[spec.name], ws.resolve(spec)))
+        loaded = [(ds, rec, ws.tree_entries(rec.root, hints=True)) for ds, rec in plan]
+        if not force:
+            for ds, _, entries in loaded:
+                _refuse_unsaved(ws, ds, entries)
+        return [_checkout_one(ws, ds, rec, entries) for ds, rec, entries in loaded]
+
+
+def _refuse_unsaved(ws: Workspace, ds: Dataset, target: list[FileEntry]) -> None:
+    """Refuse to lose content found in no committed version of the dataset: files in
+    the workspace, and files of a snapshot that was added but not committed."""
+    needed = _local_hashes(ws, ds)
+    if ds.staged is not None:
+        for e in ws.tree_entries(ds.staged.root):
+            needed.setdefault(f"{e.path} (added, not committed)", e.hash)
+    saved = {e.hash for e in target}
+    for root in _trees_to_compare(ws, ds):
+        if all(h in saved for h in needed.values()):
+            return
+        saved |= {e.hash for e in ws.tree_entries(root)}
+    for path, digest in needed.items():
+        if digest not in saved:
+            raise UsageError(
+                f"{ds.path}/{path} has changes that are not stored in any committed "
+                f"version: run 'datavc add {ds.path}' and commit, or checkout with "
+                "--force to discard them"
+            )
+
+
+def _local_hashes(ws: Workspace, ds: Dataset) -> dict[str, FileHash]:
+    absolute = ws.abs(ds.path)
+    if not os.path.lexists(absolute) or os.path.islink(absolute):
+        return {}  # nothing there, or a symlink that materialize refuses
+    kind = "dir" if os.path.isdir(absolute) else "file"
+    cache = ws.stat_cache(ds.name)
+    local = {f.path: ws.hash_of(cache, f) for f in scan(absolute, kind, odd=[])}
+    cache.save()
+    return local
+
+
+def _trees_to_compare(ws: Workspace, ds: Dataset) -> Iterator[TreeRoot]:
+    """The pointer's snapshot, then every version of the dataset, newest first.
+
+    A staged (added, not committed) snapshot does not count: checkout would drop it."""
+    if ds.pointer is not None:
+        yield ws.pointed(ds.pointer, ds.path + SUFFIX).root
+    for n in reversed(versions.version_numbers(ws.store, ds.name)):
+        yield versions.read_version(ws.store, ds.name, n).root
+
+
+def _checkout_one(
+    ws: Workspace, ds: Dataset, rec: VersionRecord, entries: list[FileEntry]
+) -> CheckoutResult:
+    ws.check_parents(ds.path)
+    if rec.kind != ds.kind and os.path.lexists(ws.abs(ds.path)):
+        raise BadInput(f"{rec.name}@v{rec.version} is a {rec.kind}, but {ds.path} is a {ds.kind}")
+    cache = ws.stat_cache(ds.name)
+    absolute = ws.abs(ds.path)
+
+    def unchanged(local: LocalFile, e: FileEntry) -> bool:
+        return local.size == e.size and ws.hash_of(cache, local) == e.hash
+
+    bar = ws.progress(f"checkout {rec.name}@v{rec.version}", sum(e.size for e in entries))
+    try:
+        written = materialize(ws.store, entries, absolute, rec.kind, unchanged, bar)
+    finally:
+        ws.progress.close()
+        cache.save()
+    hashes = {e.path: e.hash for e in entries}
+    for f in scan(absolute, rec.kind):
+        cache.put(f, hashes[f.path])
+    cache.retain({e.path for e in entries})
+    cache.mark(rec.tree)
+    cache.save()
+    if ds.pointer is None or ds.pointer.version != rec.version or ds.pointer.snapshot != rec.tree:
+        ws.write_pointer(ds.path, rec)
+    ws.unstage(ds.name)
+    ignore_path(ws.root, ds.path)
+    return CheckoutResult(ds.name, rec.version, ds.path, written, len(entries))

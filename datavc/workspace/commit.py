@@ -1,0 +1,81 @@
+"""``datavc commit``: publish a version of each dataset with staged changes.
+
+The version record is the last write, created exclusively under the next free number
+(:func:`datavc.store.versions.publish_version`); then the pointer file is written and the
+staged state dropped. ``-a`` re-adds every tracked dataset first, under the same lock.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from ..errors import BadInput, DatasetNotFound
+from ..format.record import CommitStats, VersionRecord
+from ..store import versions
+from .add import add_locked, new_nonce
+from .git import git, git_author
+from .lock import workspace_lock
+
+if TYPE_CHECKING:
+    from .core import Dataset, Staged, Workspace
+
+
+def commit(
+    ws: Workspace, names: list[str], message: str, all_tracked: bool = False
+) -> tuple[list[VersionRecord], list[str]]:
+    """Publish a version of each named (or every) dataset with staged changes.
+
+    Returns the new records and the names that had nothing to commit.
+    """
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput("the commit message is not valid UTF-8") from None
+    with workspace_lock(ws.state):
+        if all_tracked:
+            for ds in list(ws.datasets().values()):
+                wanted = not names or ds.name in names
+                if wanted and os.path.lexists(ws.abs(ds.path)):
+                    add_locked(ws, ds.path, ds.name)
+        known = ws.datasets()
+        for n in names:
+            if n not in known:
+                raise DatasetNotFound(n)
+        chosen = [known[n] for n in names] if names else list(known.values())
+        published, unchanged = [], []
+        for ds in chosen:
+            if ds.staged is None:
+                unchanged.append(ds.name)
+                continue
+            published.append(_publish(ws, ds, ds.staged, message))
+        return published, unchanged
+
+
+def _publish(ws: Workspace, ds: Dataset, staged: Staged, message: str) -> VersionRecord:
+    record = VersionRecord(
+        name=ds.name,
+        version=0,
+        kind=staged.kind,
+        tree=staged.tree,
+        parent=ds.pointer.version if ds.pointer else None,
+        message=message,
+        author=git_author(ws.root),
+        time=_utc_now(),
+        git_head=git(ws.root, "rev-parse", "HEAD"),
+        nonce=staged.nonce or new_nonce(),
+        root=staged.root,
+        stats=CommitStats(
+            staged.files, staged.bytes, staged.new_bytes, staged.new_chunks, staged.new_objects
+        ),
+    )
+    record = versions.publish_version(ws.store, record)
+    ws.write_pointer(staged.path, record)
+    ws.unstage(ds.name)
+    return record
+
+
+def _utc_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

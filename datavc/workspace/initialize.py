@@ -1,0 +1,37 @@
+"""``datavc init``: make a folder a workspace, and create (or join) its store."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import UsageError
+from ..format.chunker import ChunkerParams
+from ..format.storeconfig import DEFAULT_PACK_TARGET, StoreConfig
+from ..store.backend import Backend
+from ..store.chunkstore import ChunkStore
+from .config import DEFAULT_STORE, find_root, load_config, write_config
+
+
+def init_workspace(
+    root: str,
+    store: str | None,
+    force: bool = False,
+    pack_target: int = DEFAULT_PACK_TARGET,
+) -> tuple[str, ChunkStore]:
+    """Write the config and create (or join) the store; return the store's URL.
+
+    Refuses to re-point an existing workspace unless ``force``."""
+    root = os.path.abspath(root)
+    if find_root(root) == root and not force:
+        raise UsageError(
+            f"{root} is already a datavc workspace (store: {load_config(root).store}); "
+            "use --force to point it at another store"
+        )
+    url = store or DEFAULT_STORE
+    if "://" not in url and os.path.isabs(url) is False and store is not None:
+        url = os.path.relpath(os.path.abspath(url), root)
+    resolved = url if "://" in url else os.path.normpath(os.path.join(root, url))
+    backend = Backend(resolved)
+    chunks = ChunkStore.create(backend, StoreConfig(ChunkerParams(), pack_target))
+    write_config(root, url)
+    return resolved, chunks
