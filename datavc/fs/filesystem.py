@@ -18,7 +18,10 @@ from ..errors import BadInput, NotARepository, PathNotFound
 from ..format.record import VersionRecord
 from ..format.spec import parse_spec
 from ..format.tree import FileEntry, TreeRoot
-from ..store import versions
+from ..store import (
+    reader,  # noqa: F401 - loaded with the filesystem, not on its first read
+    versions,
+)
 from ..store.chunkstore import ChunkStore
 from ..store.files import LocalFile, NoProgress, hash_path
 from ..store.materialize import materialize
