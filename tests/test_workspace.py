@@ -21,6 +21,7 @@ import fsspec
 import pytest
 from helpers import rand, tree_state, write
 
+import datavc
 from datavc.errors import CorruptObject, IntegrityError, UnsafePath, UsageError
 from datavc.format.packfile import read_pack_footer
 from datavc.format.pointer import decode_pointer
@@ -374,6 +375,35 @@ def test_corrupt_pack_raises_and_leaves_no_half_written_file(ws: Workspace) -> N
 # -- path safety --------------------------------------------------------------------------
 
 
+def publish_crafted(ws: Workspace, name: str, entries: list[FileEntry]) -> VersionRecord:
+    """Publish a version whose one page holds ``entries`` as given (unsorted, duplicated,
+    unsafe: whatever a hostile writer puts there), with real chunk locations."""
+    store = ws.store
+    store.load_index()
+    page_bytes, content = encode_page(entries, store.locate_stored)
+    page_id = store.write_object("trees", page_bytes)
+    size = sum(e.size for e in entries)
+    page = PageRef(page_id, entries[0].path, entries[-1].path, len(entries), size, content)
+    root = TreeRoot(len(entries), size, (page,))
+    return versions.publish_version(
+        store,
+        VersionRecord(
+            name=name,
+            version=0,
+            kind="dir",
+            tree=snapshot_id(root),
+            root=root,
+            parent=1,
+            message="crafted",
+            author="attacker",
+            time="2026-01-01T00:00:00Z",
+            git_head=None,
+            nonce=uuid.uuid4().hex,
+            stats=CommitStats(len(entries), size, 0, 0, 0),
+        ),
+    )
+
+
 @pytest.mark.parametrize("bad", ["../evil", ".git/x"])
 def test_crafted_tree_with_unsafe_path_is_refused(ws: Workspace, tmp_path: Path, bad: str) -> None:
     data = Path(ws.root) / "data"
@@ -390,29 +420,7 @@ def test_crafted_tree_with_unsafe_path_is_refused(ws: Workspace, tmp_path: Path,
         FileEntry("a.bin", MODE_FILE, b.size, b.hash, b.chunks),
         FileEntry(bad, MODE_FILE, a.size, a.hash, a.chunks),
     ]
-    store = ws.store
-    store.load_index()
-    page_bytes, content = encode_page(crafted, store.locate_stored)
-    page_id = store.write_object("trees", page_bytes)
-    size = a.size + b.size
-    root = TreeRoot(2, size, (PageRef(page_id, "a.bin", bad, 2, size, content),))
-    rec = versions.publish_version(
-        store,
-        VersionRecord(
-            name="data",
-            version=0,
-            kind="dir",
-            tree=snapshot_id(root),
-            root=root,
-            parent=1,
-            message="crafted",
-            author="attacker",
-            time="2026-01-01T00:00:00Z",
-            git_head=None,
-            nonce=uuid.uuid4().hex,
-            stats=CommitStats(2, size, 0, 0, 0),
-        ),
-    )
+    rec = publish_crafted(ws, "data", crafted)
     assert rec.version == 2
     pointer_before = (Path(ws.root) / "data.datavc").read_bytes()
 
@@ -426,6 +434,32 @@ def test_crafted_tree_with_unsafe_path_is_refused(ws: Workspace, tmp_path: Path,
     assert not (data / ".git").exists()
     assert not (Path(ws.root) / ".git" / "x").exists()
     assert (Path(ws.root) / "data.datavc").read_bytes() == pointer_before
+
+
+def test_open_materialize_refuses_a_tree_with_a_path_twice(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``datavc.open(...).materialize()`` checks the paths as checkout does: a tree that names
+    one path twice (different contents) is refused, not silently collapsed to one of them."""
+    data = Path(ws.root) / "data"
+    write(data / "a.bin", rand("a", 100_000))
+    write(data / "b.bin", rand("b", 120_000))
+    v1 = commit(ws, data, "v1")
+    good = {e.path: e for e in ws.tree_entries(v1.root)}
+    a, b = good["a.bin"], good["b.bin"]
+    twice = [
+        FileEntry("a.bin", MODE_FILE, a.size, a.hash, a.chunks),
+        FileEntry("a.bin", MODE_FILE, b.size, b.hash, b.chunks),
+    ]
+    assert publish_crafted(ws, "data", twice).version == 2
+    monkeypatch.chdir(ws.root)
+    dest = tmp_path / "out"
+    with pytest.raises(UnsafePath, match="duplicate path"):
+        datavc.open("data@v2").materialize(str(dest))
+    assert not dest.exists()
+    with pytest.raises(UnsafePath, match="duplicate path"):
+        fresh(ws).checkout(["data@v2"], force=True)
+    assert datavc.open("data@v1").materialize(str(dest)) == 2
 
 
 def test_status_of_an_unchanged_folder_reads_no_cache_rows(

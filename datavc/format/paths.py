@@ -12,6 +12,16 @@ from collections.abc import Iterable
 from ..errors import BadInput, UnsafePath
 
 _FORBIDDEN_PARTS = {"", ".", "..", ".git", ".datavc"}
+PRIVATE_FOLDERS = (".git", ".datavc")  # git's and datavc's own: never written into
+
+
+def private_part(path: str) -> str | None:
+    """The first component of a "/" path that is ``.git`` or ``.datavc`` in any case form
+    (a case-insensitive file system takes ``.GIT`` for ``.git``); None if there is none."""
+    for part in path.split("/"):
+        if part.lower() in PRIVATE_FOLDERS:
+            return part
+    return None
 
 
 def check_path(path: str) -> None:

@@ -44,7 +44,31 @@ def encode_pointer(p: Pointer) -> str:
     )
 
 
+_CONFLICT_MARKERS = ("<<<<<<<", "|||||||", "=======", ">>>>>>>")
+
+
+def conflict_line(text: str) -> int | None:
+    """The number of the first line that is a merge-conflict marker (git's ``<<<<<<<``,
+    ``|||||||``, ``=======`` or ``>>>>>>>``, alone or followed by a space), or None."""
+    for number, line in enumerate(text.splitlines(), 1):
+        marker = line[:7]
+        if marker in _CONFLICT_MARKERS and line[7:8] in ("", " "):
+            return number
+    return None
+
+
+def check_no_conflict(text: str, where: str) -> None:
+    """Refuse a pointer file that git left with conflict markers, saying how to resolve it."""
+    number = conflict_line(text)
+    if number is not None:
+        raise BadInput(
+            f"{where} has merge-conflict markers (line {number}): keep the lines of the "
+            "version you want, delete the markers, then run 'datavc checkout'"
+        )
+
+
 def decode_pointer(text: str, where: str) -> Pointer:
+    check_no_conflict(text, where)
     fields: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()

@@ -14,7 +14,7 @@ from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
-from ..errors import BadInput, NotARepository, PathNotFound
+from ..errors import BadInput, NotARepository, PathNotFound, UnsafePath
 from ..format.record import VersionRecord
 from ..format.spec import parse_spec
 from ..format.tree import FileEntry, TreeRoot
@@ -116,7 +116,10 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _all(self) -> dict[str, FileEntry]:
         """Every entry, and each folder's children (built once, in one pass)."""
         if self._entries is None:
-            entries = {e.path: e for e in iter_entries(self.chunks, self.tree)}
+            entries: dict[str, FileEntry] = {}
+            for e in iter_entries(self.chunks, self.tree):
+                if entries.setdefault(e.path, e) is not e:  # never serve one of two silently
+                    raise UnsafePath(e.path, "duplicate path")
             children: dict[str, set[str]] = {"": set()}
             for p in entries:
                 child = p

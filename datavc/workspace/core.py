@@ -29,9 +29,9 @@ from ..errors import (
     VersionNotFound,
 )
 from ..format.hashing import FileHash, ObjectId
-from ..format.paths import check_name
+from ..format.paths import check_name, check_path, private_part
 from ..format.pointer import HEADER as POINTER_HEADER
-from ..format.pointer import SUFFIX, Pointer, decode_pointer, encode_pointer
+from ..format.pointer import SUFFIX, Pointer, check_no_conflict, decode_pointer, encode_pointer
 from ..format.tree import FileEntry, TreeRoot, root_doc, root_from_doc, snapshot_id
 from ..store.atomic import write_text_atomic
 from ..store.files import LocalFile, NoProgress, Progress, hash_path
@@ -87,6 +87,7 @@ def read_staged(path: str) -> Staged:
         if not all(isinstance(n, int) for n in ints) or staged.kind not in ("dir", "file"):
             raise TypeError("bad field")
         check_name(staged.name)
+        _check_pointer_path(staged.path, path)
         return staged
     except (ValueError, TypeError, KeyError, UnicodeDecodeError, CorruptObject):
         raise BadInput(f"{path} is damaged: delete it and run 'datavc add' again") from None
@@ -207,10 +208,14 @@ class Workspace:
         rel = os.path.relpath(os.path.abspath(path), self.root)
         if rel in (".", "..") or rel.startswith(".." + os.sep):
             raise BadInput(f"{path} is outside the workspace {self.root}")
-        parts = rel.split(os.sep)
-        if parts[0] in (".git", DOT):
-            raise BadInput(f"{path} is inside {parts[0]}: datavc cannot track it")
-        rel = "/".join(parts)
+        rel = "/".join(rel.split(os.sep))
+        inside = private_part(rel)
+        if inside is not None:
+            raise BadInput(f"{path} is inside {inside}: datavc cannot track it")
+        try:
+            check_path(rel)
+        except UnsafePath as err:
+            raise BadInput(f"{path} cannot be tracked: {err.reason}") from None
         self.check_parents(rel)
         return rel
 
@@ -250,16 +255,18 @@ class Workspace:
             rel_dir = os.path.relpath(current, self.root)
             prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
             tracked = {f[: -len(SUFFIX)] for f in files if f.endswith(SUFFIX)}
-            dirs[:] = sorted(d for d in dirs if d not in (".git", DOT) and d not in tracked)
+            dirs[:] = sorted(d for d in dirs if private_part(d) is None and d not in tracked)
             for f in sorted(files):
                 if not f.endswith(SUFFIX):
                     continue
                 with open(os.path.join(current, f), encoding="utf-8", errors="replace") as fh:
                     text = fh.read(1 << 16)
+                check_no_conflict(text, prefix + f)  # git's markers can hide the header
                 if not text.startswith(POINTER_HEADER):
                     continue  # some other tool's file that happens to end in .datavc
                 pointer = decode_pointer(text, prefix + f)
                 rel = prefix + f[: -len(SUFFIX)]
+                _check_pointer_path(rel, prefix + f)
                 if pointer.name in seen:
                     raise BadInput(
                         f"dataset {pointer.name!r} is tracked twice: {seen[pointer.name]} and {rel}"
@@ -365,3 +372,13 @@ class Workspace:
         if text is None:
             raise VersionNotFound(spec.name, f"git:{spec.value}")
         return self.pointed(decode_pointer(text, f"{spec.value}:{rel_in_git}"), str(spec))
+
+
+def _check_pointer_path(rel: str, where: str) -> None:
+    """A dataset path that comes from a pointer file's own path (or staged state) obeys the
+    rules of a typed one: relative, inside the workspace, never into ``.git`` or ``.datavc``
+    at any depth, in any case. A pointer file arrives with ``git pull``: it is not trusted."""
+    try:
+        check_path(rel)
+    except UnsafePath as err:
+        raise UnsafePath(where, f"it would track {rel!r} ({err.reason})") from None
