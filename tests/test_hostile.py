@@ -190,3 +190,49 @@ def test_a_pointer_file_with_conflict_markers_is_an_error_naming_it(
             "lines of the version you want, delete the markers, then run 'datavc checkout'"
         ]
     assert (root / "data" / "a.txt").read_bytes() == b"ours\n"
+
+
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\r\u202e"  # set the title, clear the screen, RTL override
+
+
+def test_what_a_store_says_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    """File names, authors and messages come from trees and records that anyone with write
+    access to the store may have written: every command prints them with control
+    characters escaped, one line per item."""
+    root = tmp_path / "repo"
+    names = [f"a{HOSTILE}b.txt", "new\nline.txt", "plain.txt"]
+    for i, name in enumerate(names):
+        (root / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "data" / name).write_bytes(b"%d\n" % i)
+    git(root, "init", "-q")
+    git(root, "config", "user.name", f"Mallory{HOSTILE}")
+    ok(root, "init")
+    ok(root, "add", "data")
+    ok(root, "commit", "-m", f"v1{HOSTILE}\nsecond line")
+    (root / "data" / names[0]).write_bytes(b"changed\n")
+    outputs = {}
+    for command in (["status"], ["ls", "data"], ["log", "data"], ["diff", "data"]):
+        done = run(root, *command)
+        assert done.returncode == 0, (command, done.stderr)
+        outputs[" ".join(command)] = done.stdout
+    ok(root, "add", "data")
+    ok(root, "commit", "-m", "v2")
+    outputs["diff v1 v2"] = run(root, "diff", "data@v1", "data@v2").stdout
+    outputs["checkout"] = run(root, "checkout", "data@v1").stdout
+    missing = run(root, "add", f"gone{HOSTILE}")
+    assert missing.returncode == 3
+    outputs["error"] = missing.stderr
+    for command, text in outputs.items():
+        for bad in ("\x1b", "\x07", "\r", "\u202e"):
+            assert bad not in text, (command, text)
+    shown = "\\x1b]0;owned\\x07\\x1b[2J\\x0d\\u202e"  # HOSTILE, escaped
+    assert shown in outputs["ls data"]
+    assert len(outputs["ls data"].splitlines()) == 1 + len(names)  # a header, a line a file
+    assert "new\\x0aline.txt" in outputs["ls data"]
+    log = outputs["log data"].splitlines()
+    assert (
+        len(log) == 3 and log[2] == "    v1\\x1b]0;owned\\x07\\x1b[2J\\x0d\\u202e\\x0asecond line"
+    )
+    assert "Mallory\\x1b]0;owned" in log[0]
+    assert outputs["diff v1 v2"].splitlines()[1] == f"M a{shown}b.txt"
+    assert len(outputs["error"].splitlines()) == 1

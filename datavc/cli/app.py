@@ -19,7 +19,7 @@ from ..format.storeconfig import DEFAULT_PACK_TARGET
 from ..format.tree import FileEntry
 from ..workspace.core import Workspace
 from ..workspace.initialize import init_workspace
-from .console import RichProgress, checkout_lines, errors_reported, fail, status_lines
+from .console import RichProgress, checkout_lines, errors_reported, fail, printable, status_lines
 
 app = typer.Typer(
     name="datavc",
@@ -123,15 +123,13 @@ def checkout(
     ] = False,
 ) -> None:
     """Materialize exact snapshots into their dataset paths."""
-    for line in checkout_lines(_workspace().checkout(list(specs or []), force)):
-        typer.echo(line)
+    _write_lines(checkout_lines(_workspace().checkout(list(specs or []), force)))
 
 
 @app.command()
 def status() -> None:
     """Show which datasets differ from their pointer files, and how."""
-    for line in status_lines(_workspace().status()):
-        typer.echo(line)
+    _write_lines(status_lines(_workspace().status()))
 
 
 @app.command()
@@ -139,10 +137,13 @@ def log(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
     """List a dataset's versions, newest first."""
     for rec in _workspace().log(name):
         s = rec.stats
-        typer.echo(
-            f"v{rec.version}  {rec.time}  {rec.author}\n"
-            f"    snapshot {rec.tree[:12]}  {s.files} files, {_size(s.bytes)}, "
-            f"new data stored {_size(s.new_bytes)}\n    {rec.message}"
+        _write_lines(
+            [
+                f"v{rec.version}  {rec.time}  {rec.author}",
+                f"    snapshot {rec.tree[:12]}  {s.files} files, {_size(s.bytes)}, "
+                f"new data stored {_size(s.new_bytes)}",
+                f"    {rec.message}",
+            ]
         )
 
 
@@ -150,7 +151,7 @@ def log(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
 def ls(spec: Annotated[str, typer.Argument(help="NAME or NAME@VERSION.")]) -> None:
     """List the files of a snapshot: mode, size, BLAKE3 hash, path."""
     rec, entries = _workspace().ls(spec)
-    typer.echo(f"{rec.name}@v{rec.version} snapshot {rec.tree}")
+    _write_lines([f"{rec.name}@v{rec.version} snapshot {rec.tree}"])
     _write_lines(_ls_line(e) for e in entries)
 
 
@@ -166,7 +167,7 @@ def diff(
     version, between its parent and it."""
     old, new, changes = _workspace().diff(spec, other)
     before = f"{old.name}@v{old.version}" if old else "(nothing)"
-    typer.echo(f"{before} -> {new.name}@v{new.version}")
+    _write_lines([f"{before} -> {new.name}@v{new.version}"])
     counts = {"added": 0, "modified": 0, "removed": 0}
 
     def lines() -> Iterator[str]:
@@ -184,10 +185,12 @@ _DIFF_MARK = {"added": "A", "modified": "M", "removed": "D"}
 
 
 def _write_lines(lines: Iterable[str], batch: int = 4096) -> None:
-    """Print many lines fast (a million-file listing), flushing every ``batch`` lines."""
+    """Print lines that hold what a store or a tree says (paths, authors, messages), each
+    made printable (:func:`~.console.printable`), and many of them fast (a million-file
+    listing): flushed every ``batch`` lines."""
     out: list[str] = []
     for line in lines:
-        out.append(line)
+        out.append(printable(line))
         if len(out) >= batch:
             typer.echo("\n".join(out))
             out.clear()

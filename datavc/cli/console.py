@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -35,9 +36,28 @@ def errors_reported() -> Iterator[None]:
         fail(str(err), 1)
 
 
+# What a terminal acts on instead of showing: C0 and C1 controls (escape sequences, newlines,
+# carriage returns, bells), DEL, line and paragraph separators, and bidirectional overrides.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an escape (``\x1b``,
+    ``\n``, ``\u202e``): paths, authors and messages come from trees and records that anyone
+    with write access to the store may have written."""
+    if text.isprintable():  # the common case, checked in C
+        return text
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def fail(message: str, code: int) -> NoReturn:
     """Print the one error line on stderr and exit with ``code``."""
-    print(f"datavc: error: {message}", file=sys.stderr)
+    print(f"datavc: error: {printable(message)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -45,7 +65,7 @@ def print_lines(lines: list[str]) -> None:
     """Print the command's result lines. If the reader has gone (``datavc status | head``,
     a closed pipe), end quietly with exit code 1, as click does for typer's commands."""
     try:
-        print("\n".join(lines))
+        print("\n".join(printable(line) for line in lines))
         sys.stdout.flush()  # here, not at exit, where the error would print a traceback
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
