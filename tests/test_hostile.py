@@ -236,3 +236,56 @@ def test_what_a_store_says_reaches_the_terminal_escaped(tmp_path: Path) -> None:
     assert "Mallory\\x1b]0;owned" in log[0]
     assert outputs["diff v1 v2"].splitlines()[1] == f"M a{shown}b.txt"
     assert len(outputs["error"].splitlines()) == 1
+
+
+SECRET = "se/cr+et"  # an AWS-style secret: it may hold "/" and "+"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"s3://AKIAEXAMPLE:{SECRET}@bucket/store",
+        f"https://host.example/store?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature={SECRET}",
+        f"az://container/store?sv=2024&sig={SECRET}",
+        f"memory://user:{SECRET}@x/store",
+    ],
+)
+def test_init_refuses_credentials_in_the_store_url(tmp_path: Path, url: str) -> None:
+    """The config is committed: a store URL with a password or a signature in it is refused
+    before anything is written, and the message says where credentials go."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    done = run(root, "init", "--store", url)
+    assert done.returncode == 8, (done.stdout, done.stderr)
+    assert len(done.stderr.splitlines()) == 1 and "config.local.toml" in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert not (root / ".datavc").exists()
+
+
+def test_a_store_url_with_credentials_is_never_printed(tmp_path: Path) -> None:
+    """A URL from the environment (or a hand-written config) may hold credentials: error
+    messages show it with them replaced by ``***``."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    ok(root, "init")
+    cases = {
+        f"memory://AKIAEXAMPLE:{SECRET}@nowhere/store": (4, "memory://AKIAEXAMPLE:***@nowhere"),
+        f"s3://AKIAEXAMPLE:{SECRET}@bucket/store": (5, "s3://AKIAEXAMPLE:***@bucket/store"),
+        f"s3://bucket/store?X-Amz-Signature={SECRET}": (5, "X-Amz-Signature=***"),
+    }
+    for url, (code, shown) in cases.items():
+        env = {**os.environ, "DATAVC_STORE": url, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        done = subprocess.run(
+            [sys.executable, "-m", "datavc", "log", "ds"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert done.returncode == code, (url, done.stderr)
+        assert shown in done.stderr and SECRET not in done.stdout + done.stderr, done.stderr

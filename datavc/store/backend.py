@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,40 @@ from ..errors import DatavcError, ObjectNotFound, StoreUnreachable
 from .atomic import FILE_MODE, fsync_dir, write_atomic
 
 _MEMORY_LOCK = threading.Lock()
+
+# A password in a URL's user part (``s3://KEY:SECRET@bucket``; a secret may hold "/"), and the
+# query parameters that sign or authorize a request (presigned S3 URLs, Azure SAS, tokens).
+_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*://[^/?#@]*:)([^@]*)@")
+_SIGNING = re.compile(
+    r"[?&](x-amz-[\w-]+|sig|signature|se|sp|sv|token|access_token|googleaccessid|secret|"
+    r"password|key)=",
+    re.IGNORECASE,
+)
+
+
+def url_credentials(url: str) -> str | None:
+    """What credential a store URL holds (a password, or a signed query string), or None.
+    Credentials never go into datavc's config, which is committed."""
+    if _USERINFO.search(url):
+        return "a password"
+    if "://" in url and _SIGNING.search(url):
+        return "a signed or authorizing query string"
+    return None
+
+
+def redacted(text: str, url: str) -> str:
+    """``text`` with every secret that ``url`` holds (its password, its query values)
+    replaced by ``***``: for error messages, which may quote the URL."""
+    secrets = []
+    found = _USERINFO.search(url)
+    if found and found.group(2):
+        secrets.append(found.group(2))
+    if "://" in url and "?" in url:
+        query = url.split("?", 1)[1].split("#", 1)[0]
+        secrets += [value for _, _, value in (p.partition("=") for p in query.split("&")) if value]
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 @dataclass(slots=True)
@@ -114,6 +149,7 @@ class Backend:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url.rstrip("/")
+        self.shown_url = redacted(self.url, self.url)  # for messages: no credentials
         self.storage_options = dict(storage_options or {})
         self.stats = BackendStats()
         self._pid = -1
@@ -133,7 +169,8 @@ class Backend:
             try:
                 self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
             except (ImportError, ValueError, TypeError) as err:
-                raise StoreUnreachable(self.url, f"cannot open this URL ({err})") from None
+                reason = redacted(f"cannot open this URL ({err})", self.url)
+                raise StoreUnreachable(self.shown_url, reason) from None
             self.root = self.root.rstrip("/")
         self._pid = os.getpid()
 
@@ -153,12 +190,12 @@ class Backend:
             raise
         except FileNotFoundError as err:
             if writing:  # a write cannot miss its object: the bucket or folder is missing
-                reason = f"the bucket or folder does not exist ({err})"
-                raise StoreUnreachable(self.url, reason) from None
+                reason = redacted(f"the bucket or folder does not exist ({err})", self.url)
+                raise StoreUnreachable(self.shown_url, reason) from None
             raise ObjectNotFound(key) from None
         except Exception as err:  # every backend failure becomes one clear error
-            reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-            raise StoreUnreachable(self.url, reason) from None
+            reason = redacted(f"{type(err).__name__}: {err}", self.url).splitlines()[0][:300]
+            raise StoreUnreachable(self.shown_url, reason) from None
 
     def read(self, key: str) -> bytes:
         with self._translate(key):

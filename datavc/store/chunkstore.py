@@ -72,7 +72,7 @@ class ChunkStore:
                 data = self.backend.read(CONFIG_KEY)
             except ObjectNotFound:
                 raise NotARepository(
-                    f"no datavc store at {self.backend.url} (run 'datavc init' to create one)"
+                    f"no datavc store at {self.backend.shown_url} (run 'datavc init' to create one)"
                 ) from None
             self._config = StoreConfig.decode(data)
         return self._config

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from ..errors import UsageError
+from ..errors import BadInput, UsageError
 from ..format.chunker import ChunkerParams
 from ..format.storeconfig import DEFAULT_PACK_TARGET, StoreConfig
-from ..store.backend import Backend
+from ..store.backend import Backend, url_credentials
 from ..store.chunkstore import ChunkStore
 from .config import DEFAULT_STORE, find_root, load_config, write_config
 
@@ -28,6 +28,13 @@ def init_workspace(
             "use --force to point it at another store"
         )
     url = store or DEFAULT_STORE
+    secret = url_credentials(url)
+    if secret is not None:
+        raise BadInput(
+            f"the store URL holds {secret}, and datavc's config is committed: give the URL "
+            "without it, and credentials through the environment (AWS_ACCESS_KEY_ID, "
+            "AWS_PROFILE, ...) or [storage_options] in .datavc/config.local.toml (not committed)"
+        )
     if "://" not in url and os.path.isabs(url) is False and store is not None:
         url = os.path.relpath(os.path.abspath(url), root)
     resolved = url if "://" in url else os.path.normpath(os.path.join(root, url))
