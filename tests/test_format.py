@@ -23,6 +23,7 @@ from datavc.format.hashing import ChunkId, FileHash, ObjectId, chunk_id
 from datavc.format.packfile import (
     CODEC_RAW,
     CODEC_ZSTD,
+    MAX_CHUNK,
     PACK_END,
     PACK_MAGIC,
     Location,
@@ -163,16 +164,16 @@ def test_pack_footer_rejects_entries_that_do_not_fit_the_pack() -> None:
 def index_maps(draw: st.DrawFn) -> dict[ChunkId, Location]:
     packs = draw(st.lists(object_ids, min_size=1, max_size=4, unique=True))
     ids = draw(st.lists(digests, max_size=30, unique=True))
-    return {
-        ChunkId(c): Location(
-            draw(st.sampled_from(packs)),
-            draw(u64),
-            draw(u32),
-            draw(u32),
-            draw(st.sampled_from([CODEC_RAW, CODEC_ZSTD])),
-        )
-        for c in ids
-    }
+    return {ChunkId(c): draw(locations(st.sampled_from(packs))) for c in ids}
+
+
+@st.composite
+def locations(draw: st.DrawFn, packs: st.SearchStrategy[ObjectId]) -> Location:
+    """A place a chunk can be: raw at its plain length, or compressed to at most it."""
+    plain = draw(st.integers(0, MAX_CHUNK))
+    codec = CODEC_ZSTD if plain and draw(st.booleans()) else CODEC_RAW
+    stored = draw(st.integers(1, plain)) if codec == CODEC_ZSTD else plain
+    return Location(draw(packs), draw(u64), stored, plain, codec)
 
 
 @FAST
@@ -286,22 +287,28 @@ paths_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, ma
 def file_entries(draw: st.DrawFn) -> list[FileEntry]:
     paths = draw(st.lists(paths_text, max_size=12, unique=True))
     paths.sort(key=lambda p: p.encode())
-    return [
-        FileEntry(
-            p,
-            draw(st.sampled_from([MODE_FILE, MODE_EXEC])),
-            draw(u64),
-            FileHash(draw(digests)),
-            tuple((ChunkId(c), n) for c, n in draw(st.lists(st.tuples(digests, u32), max_size=4))),
-        )
-        for p in paths
-    ]
+    entries = []
+    for p in paths:
+        chunks = tuple((ChunkId(c), length_of(c)) for c in draw(st.lists(digests, max_size=4)))
+        mode = draw(st.sampled_from([MODE_FILE, MODE_EXEC]))
+        size = sum(n for _, n in chunks)
+        entries.append(FileEntry(p, mode, size, FileHash(draw(digests)), chunks))
+    return entries
+
+
+def length_of(cid: bytes) -> int:
+    """A chunk's made-up plain length, derived from its id (so :func:`locate` knows it)."""
+    return int.from_bytes(cid[8:11], "little") % (MAX_CHUNK + 1)
 
 
 def locate(cid: ChunkId) -> Location:
-    """A made-up place for a chunk, derived from its id (a few packs, varied fields)."""
+    """A made-up place for a chunk, derived from its id (a few packs, varied fields): raw
+    at its plain length (:func:`length_of`), or compressed to at most it."""
     pack = ObjectId(hashlib.sha256(bytes([cid[0] % 3])).hexdigest())
-    return Location(pack, int.from_bytes(cid[1:6], "little"), cid[6] * 1000 + 1, 0, cid[7] % 2)
+    plain = length_of(cid)
+    codec = cid[7] % 2 if plain else CODEC_RAW
+    stored = plain if codec == CODEC_RAW else 1 + cid[6] * 1000 % plain
+    return Location(pack, int.from_bytes(cid[1:6], "little"), stored, plain, codec)
 
 
 def page(entries: list[FileEntry]) -> bytes:
@@ -331,7 +338,8 @@ def check_page_round_trip(entries: list[FileEntry]) -> bytes:
 
 def entry(path: str, nchunks: int = 0, seed: int = 0) -> FileEntry:
     rnd = random.Random(f"{path}/{seed}")
-    chunks = tuple((ChunkId(rnd.randbytes(32)), rnd.randrange(1, 2**20)) for _ in range(nchunks))
+    ids = [ChunkId(rnd.randbytes(32)) for _ in range(nchunks)]
+    chunks = tuple((cid, length_of(cid)) for cid in ids)
     return FileEntry(
         path, MODE_FILE, sum(n for _, n in chunks), FileHash(rnd.randbytes(32)), chunks
     )
@@ -701,8 +709,24 @@ def test_spec_text_round_trip(name: str, kind_value: tuple[str, str]) -> None:
 # -- version records ------------------------------------------------------------------------
 
 EMPTY_ROOT = TreeRoot(0, 0, ())
-page_refs = st.builds(PageRef, object_ids, texts, texts, u32, u64, object_ids)
-roots = st.builds(TreeRoot, u64, u64, st.lists(page_refs, max_size=3).map(tuple))
+
+
+@st.composite
+def roots(draw: st.DrawFn) -> TreeRoot:
+    """A consistent root: pages in path order with disjoint ranges, totals their sums."""
+    bounds = sorted(set(draw(st.lists(texts, max_size=6))))
+    pages = tuple(
+        PageRef(
+            draw(object_ids),
+            first,
+            last,
+            draw(st.integers(1, 2**20)),
+            draw(st.integers(0, 2**62)),
+            draw(object_ids),
+        )
+        for first, last in zip(bounds[::2], bounds[1::2], strict=False)
+    )
+    return TreeRoot(sum(p.files for p in pages), sum(p.bytes for p in pages), pages)
 
 
 def record(*args: object, root: TreeRoot = EMPTY_ROOT, **kw: object) -> VersionRecord:
@@ -715,7 +739,7 @@ records = st.builds(
     name=names,
     version=st.integers(1, 10**9),
     kind=st.sampled_from(["dir", "file"]),
-    root=roots,
+    root=roots(),
     parent=st.none() | st.integers(1, 10**9),
     message=texts,
     author=texts,

@@ -33,7 +33,7 @@ from datavc.format.packfile import CODEC_RAW, encode_index, read_pack_footer
 from datavc.format.record import VersionRecord
 from datavc.format.spec import parse_spec
 from datavc.format.storeconfig import StoreConfig
-from datavc.format.tree import MODE_EXEC, MODE_FILE, FileEntry, TreeRoot, snapshot_id
+from datavc.format.tree import MODE_EXEC, MODE_FILE, FileEntry, PageRef, TreeRoot, snapshot_id
 from datavc.store import versions
 from datavc.store.backend import Backend, BackendStats
 from datavc.store.build import build_entries
@@ -1029,7 +1029,8 @@ def two_roots_with_a_common_prefix(digits: int) -> tuple[TreeRoot, TreeRoot]:
     """Two snapshot roots whose ids share their first ``digits`` hex digits (a search)."""
     seen: dict[str, TreeRoot] = {}
     for i in range(1, 10**6):
-        root = TreeRoot(i, 0, ())
+        page = PageRef(ObjectId("1" * 64), "a", "a", 1, i, ObjectId("2" * 64))
+        root = TreeRoot(1, i, (page,))
         prefix = snapshot_id(root)[:digits]
         if prefix in seen:
             return seen[prefix], root
@@ -1039,7 +1040,7 @@ def two_roots_with_a_common_prefix(digits: int) -> tuple[TreeRoot, TreeRoot]:
 
 def test_resolve(store: ChunkStore) -> None:
     one, two = two_roots_with_a_common_prefix(6)
-    other = TreeRoot(0, 1, ())
+    other = TreeRoot(0, 0, ())
     roots = [one, two, other, one]
     recs = [versions.publish_version(store, record("ds", root=r)) for r in roots]
     common = snapshot_id(one)[:6]

@@ -376,8 +376,8 @@ def test_corrupt_pack_raises_and_leaves_no_half_written_file(ws: Workspace) -> N
 
 
 def publish_crafted(ws: Workspace, name: str, entries: list[FileEntry]) -> VersionRecord:
-    """Publish a version whose one page holds ``entries`` as given (unsorted, duplicated,
-    unsafe: whatever a hostile writer puts there), with real chunk locations."""
+    """Publish a version whose one page holds ``entries`` as given (duplicated, unsafe:
+    whatever a hostile writer puts there), with real chunk locations."""
     store = ws.store
     store.load_index()
     page_bytes, content = encode_page(entries, store.locate_stored)
@@ -420,6 +420,7 @@ def test_crafted_tree_with_unsafe_path_is_refused(ws: Workspace, tmp_path: Path,
         FileEntry("a.bin", MODE_FILE, b.size, b.hash, b.chunks),
         FileEntry(bad, MODE_FILE, a.size, a.hash, a.chunks),
     ]
+    crafted.sort(key=lambda e: e.path)  # a page in order: only its paths are wrong
     rec = publish_crafted(ws, "data", crafted)
     assert rec.version == 2
     pointer_before = (Path(ws.root) / "data.datavc").read_bytes()
@@ -436,11 +437,11 @@ def test_crafted_tree_with_unsafe_path_is_refused(ws: Workspace, tmp_path: Path,
     assert (Path(ws.root) / "data.datavc").read_bytes() == pointer_before
 
 
-def test_open_materialize_refuses_a_tree_with_a_path_twice(
+def test_a_tree_with_a_path_twice_is_refused_by_open_and_checkout(
     ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``datavc.open(...).materialize()`` checks the paths as checkout does: a tree that names
-    one path twice (different contents) is refused, not silently collapsed to one of them."""
+    """A tree page that names one path twice (different contents) is corrupt: neither
+    ``datavc.open(...).materialize()`` nor checkout writes one of the two contents."""
     data = Path(ws.root) / "data"
     write(data / "a.bin", rand("a", 100_000))
     write(data / "b.bin", rand("b", 120_000))
@@ -454,11 +455,13 @@ def test_open_materialize_refuses_a_tree_with_a_path_twice(
     assert publish_crafted(ws, "data", twice).version == 2
     monkeypatch.chdir(ws.root)
     dest = tmp_path / "out"
-    with pytest.raises(UnsafePath, match="duplicate path"):
+    with pytest.raises(CorruptObject, match=r"not in order at 'a\.bin'"):
         datavc.open("data@v2").materialize(str(dest))
     assert not dest.exists()
-    with pytest.raises(UnsafePath, match="duplicate path"):
+    before = tree_state(data)
+    with pytest.raises(CorruptObject, match=r"not in order at 'a\.bin'"):
         fresh(ws).checkout(["data@v2"], force=True)
+    assert tree_state(data) == before
     assert datavc.open("data@v1").materialize(str(dest)) == 2
 
 

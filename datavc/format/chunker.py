@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import CorruptObject
+from .jsondoc import Malformed, integer, string
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +27,42 @@ class ChunkerParams:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ChunkerParams:
-        params = cls(**data)
-        if params.algorithm != "fastcdc2020":
-            raise CorruptObject("datavc.json", f"unknown chunker {params.algorithm!r}")
+    def from_json(cls, doc: Any) -> ChunkerParams:
+        """The parameters in ``datavc.json``: no key but the six, each within the range
+        FastCDC allows (:data:`LIMITS`), ``min_size <= avg_size <= max_size``; a key that is
+        not given takes its default."""
+        try:
+            if not isinstance(doc, dict) or set(doc) - {"algorithm", *LIMITS}:
+                raise Malformed("not an object of the six chunker keys")
+            if string(doc, "algorithm") != "fastcdc2020":
+                raise Malformed(f"unknown chunker {doc['algorithm']!r}")
+            default = cls()
+
+            def size(key: str) -> int:  # a key not given takes its default
+                value: int = getattr(default, key)
+                return integer(doc, key, *LIMITS[key]) if key in doc else value
+
+            params = cls(
+                avg_size=size("avg_size"),
+                min_size=size("min_size"),
+                max_size=size("max_size"),
+                normalization=size("normalization"),
+                seed=size("seed"),
+            )
+            if not params.min_size <= params.avg_size <= params.max_size:
+                raise Malformed("chunk sizes must be min_size <= avg_size <= max_size")
+        except Malformed as err:
+            raise CorruptObject("datavc.json", f"chunker parameters: {err}") from None
         return params
+
+
+LIMITS = {  # FastCDC's (the crate's) own bounds, and a seed that fits its u64
+    "min_size": (64, 1 << 20),
+    "avg_size": (256, 4 << 20),
+    "max_size": (1 << 10, 16 << 20),
+    "normalization": (0, 3),
+    "seed": (0, (1 << 64) - 1),
+}
 
 
 class Chunker:

@@ -35,6 +35,7 @@ PACK_END = b"DVCPEND\x01"
 INDEX_MAGIC = b"DVCIDX\x00\x01"
 CODEC_RAW = 0
 CODEC_ZSTD = 1
+MAX_CHUNK = 16 << 20  # the largest plain length of a chunk (the chunker's own limit)
 
 _PACK_ENTRY = struct.Struct("<32sQIIB")
 _INDEX_ENTRY = struct.Struct("<32sIQIIB")
@@ -100,19 +101,45 @@ def encode_chunk(data: bytes | memoryview) -> tuple[int, bytes | memoryview]:
     return CODEC_RAW, data
 
 
-def decode_chunk(codec: int, stored: bytes | memoryview, plain_length: int, obj: str) -> bytes:
-    """Undo :func:`encode_chunk`; the caller checks the result against the chunk id."""
+def decode_chunk(
+    codec: int, stored: bytes | memoryview, plain_length: int, obj: str, limit: int = MAX_CHUNK
+) -> bytes:
+    """Undo :func:`encode_chunk`; the caller checks the result against the chunk id. No
+    more than ``plain_length`` bytes are produced, and ``plain_length`` must be within
+    ``limit`` (a small zstd frame can declare any size: memory follows the limit)."""
+    if not 0 <= plain_length <= limit:
+        raise CorruptObject(obj, f"chunk says {plain_length} bytes, over the limit of {limit}")
     if codec == CODEC_RAW:
+        if len(stored) != plain_length:
+            raise CorruptObject(obj, f"raw chunk of {len(stored)} bytes says {plain_length}")
         return bytes(stored)
     if codec != CODEC_ZSTD:
         raise CorruptObject(obj, f"unknown codec {codec}")
+    import zstandard
+
     try:
+        # A frame that states its size is decoded into a buffer of that size, whatever
+        # max_output_size says: the stated size must be the one we expect.
+        declared = zstandard.frame_content_size(stored)  # -1: not stated
+        if declared not in (plain_length, -1, zstandard.CONTENTSIZE_UNKNOWN):
+            raise CorruptObject(obj, f"chunk says {declared} bytes, not {plain_length}")
         out: bytes = _decompressor().decompress(stored, max_output_size=plain_length)
-    except Exception as err:  # zstandard.ZstdError, or a frame that says it is larger
+    except zstandard.ZstdError as err:  # not a frame, damaged, or larger than allowed
         raise CorruptObject(obj, f"chunk does not decompress ({err})") from None
     if len(out) != plain_length:
         raise CorruptObject(obj, f"chunk decompresses to {len(out)} bytes, not {plain_length}")
     return out
+
+
+def plausible(stored_length: int, plain_length: int, codec: int) -> bool:
+    """Whether a chunk's stored form can be as a location says: a known codec, a plain
+    length of at most ``MAX_CHUNK`` bytes, stored raw at that length or compressed to at
+    most it (so nothing read or decoded for one chunk exceeds ``MAX_CHUNK``)."""
+    if not 0 <= plain_length <= MAX_CHUNK:
+        return False
+    if codec == CODEC_RAW:
+        return stored_length == plain_length
+    return codec == CODEC_ZSTD and 0 < stored_length <= plain_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +174,7 @@ def read_pack_footer(data: bytes, obj: str) -> list[PackEntry]:
     ]
     expected = len(PACK_MAGIC)
     for e in entries:
-        if e.offset != expected or e.codec not in (CODEC_RAW, CODEC_ZSTD):
+        if e.offset != expected or not plausible(e.stored_length, e.plain_length, e.codec):
             raise CorruptObject(obj, f"pack footer entry at offset {e.offset} does not fit")
         expected += e.stored_length
     if expected != start:
@@ -261,6 +288,8 @@ class LocationTable:
             pos = len(INDEX_MAGIC)
             (npacks,) = _U32.unpack_from(data, pos)
             pos += _U32.size
+            if pos + npacks * DIGEST_SIZE > len(data):
+                raise CorruptObject(obj, "index is truncated")
             numbers = [
                 self._number(
                     ObjectId(data[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
@@ -275,6 +304,8 @@ class LocationTable:
                 raise CorruptObject(obj, "index is truncated")
             rows = self._rows
             for c, p, off, sl, pl, codec in _INDEX_ENTRY.iter_unpack(body):
+                if not plausible(sl, pl, codec):
+                    raise CorruptObject(obj, f"index entry of chunk {c.hex()[:16]} is impossible")
                 if c not in rows:
                     rows[ChunkId(c)] = _ROW.pack(numbers[p], off, sl, pl, codec)
         except (struct.error, IndexError):

@@ -23,6 +23,15 @@ from typing import Any
 
 from ..errors import BadInput, CorruptObject
 from .hashing import ObjectId, is_object_id
+from .jsondoc import (
+    Malformed,
+    integer,
+    load_document,
+    member,
+    optional_integer,
+    optional_string,
+    string,
+)
 from .tree import TreeRoot, root_doc, root_from_doc, snapshot_id
 
 RECORD_FORMAT = 2
@@ -84,28 +93,34 @@ def encode_record(r: VersionRecord) -> bytes:
 
 
 def decode_record(data: bytes, obj: str) -> VersionRecord:
+    """A version record, checked: strict JSON (:mod:`.jsondoc`) with every field of its
+    type and range, and a tree root that hashes to ``tree``."""
     try:
-        doc = json.loads(data)
+        doc = load_document(data)
         if doc.get("type") != "datavc-version" or doc.get("format") != RECORD_FORMAT:
             raise CorruptObject(obj, "not a datavc version record of a known format")
+        stats = member(doc, "stats")
         rec = VersionRecord(
-            name=str(doc["name"]),
-            version=int(doc["version"]),
-            kind=str(doc["kind"]),
-            tree=ObjectId(doc["tree"]),
-            parent=None if doc["parent"] is None else int(doc["parent"]),
-            message=str(doc["message"]),
-            author=str(doc["author"]),
-            time=str(doc["time"]),
-            git_head=doc.get("git_head"),
-            nonce=str(doc["nonce"]),
-            root=root_from_doc(doc["root"], obj),
-            stats=CommitStats(**{k: int(v) for k, v in doc["stats"].items()}),
+            name=string(doc, "name"),
+            version=integer(doc, "version", 1),
+            kind=string(doc, "kind"),
+            tree=ObjectId(string(doc, "tree")),
+            parent=optional_integer(doc, "parent", 1),
+            message=string(doc, "message"),
+            author=string(doc, "author"),
+            time=string(doc, "time"),
+            git_head=optional_string(doc, "git_head"),
+            nonce=string(doc, "nonce"),
+            root=root_from_doc(member(doc, "root"), obj),
+            stats=CommitStats(*(integer(stats, k) for k in _STATS)),
         )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise CorruptObject(obj, "version record is malformed") from None
+    except Malformed as err:
+        raise CorruptObject(obj, f"version record is malformed: {err}") from None
     if not is_object_id(rec.tree) or rec.kind not in ("dir", "file"):
         raise CorruptObject(obj, "version record names no valid tree")
     if snapshot_id(rec.root) != rec.tree:
         raise CorruptObject(obj, "the tree root in the version record does not hash to its id")
     return rec
+
+
+_STATS = ("files", "bytes", "new_bytes", "new_chunks", "new_objects")

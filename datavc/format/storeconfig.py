@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 from ..errors import CorruptObject
 from .chunker import ChunkerParams
+from .jsondoc import Malformed, integer, load_document, member
 
 STORE_FORMAT = 2
 CONFIG_KEY = "datavc.json"
 DEFAULT_PACK_TARGET = 64 * 1024 * 1024
+PACK_TARGET_LIMITS = (4 << 10, 1 << 30)  # init --pack-size takes 1 MiB to 1 GiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +41,15 @@ class StoreConfig:
 
     @classmethod
     def decode(cls, data: bytes) -> StoreConfig:
+        """The store config, checked: strict JSON, the chunker parameters in their ranges,
+        the pack target within ``PACK_TARGET_LIMITS``."""
         try:
-            doc = json.loads(data)
+            doc = load_document(data)
             if doc.get("type") != "datavc-store":
                 raise CorruptObject(CONFIG_KEY, "not a datavc store config")
             if doc.get("format") != STORE_FORMAT:
                 raise CorruptObject(CONFIG_KEY, f"unsupported store format {doc.get('format')}")
-            return cls(ChunkerParams.from_json(doc["chunker"]), int(doc["pack_target"]))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise CorruptObject(CONFIG_KEY, "store config is malformed") from None
+            chunker = ChunkerParams.from_json(member(doc, "chunker"))
+            return cls(chunker, integer(doc, "pack_target", *PACK_TARGET_LIMITS))
+        except Malformed as err:
+            raise CorruptObject(CONFIG_KEY, f"store config is malformed: {err}") from None

@@ -35,22 +35,26 @@ any store.
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ..errors import CorruptObject
+from ..errors import BadInput, CorruptObject
 from .hashing import DIGEST_SIZE, ChunkId, FileHash, ObjectId, is_object_id, object_id
-from .packfile import HintRow, Location, decode_chunk, encode_chunk
+from .jsondoc import Malformed, array, integer, load_document, member, string
+from .packfile import MAX_CHUNK, HintRow, Location, decode_chunk, encode_chunk, plausible
 
 PAGE_MAGIC = b"DVCTPG\x00\x02"
 TREE_FORMAT = 2
 MODE_FILE = 0o100644
 MODE_EXEC = 0o100755
-PAGE_MAX_ENTRIES = 65536
-PAGE_MAX_BYTES = 4 << 20
+PAGE_MAX_ENTRIES = 65536  # a writer cuts a page at this many entries
+PAGE_MAX_BYTES = 4 << 20  # or at about this many bytes
+PAGE_LIMIT_ENTRIES = 1 << 20  # what a reader accepts in one page
+PAGE_LIMIT_BODY = 128 << 20  # and the largest decoded page body (one file's recipe can be long)
 
 _HEAD = struct.Struct("<BI")
 _ENTRY = struct.Struct("<IQ32sI")
@@ -161,6 +165,13 @@ def encode_page(
             hints += _HINT.pack(number, loc.offset, loc.stored_length, loc.codec)
     table = b"".join([_U32.pack(len(packs)), *(bytes.fromhex(p) for p in packs)])
     body = b"".join([_U32.pack(len(content)), content, table, hints])
+    if len(body) > PAGE_LIMIT_BODY:  # what a reader would refuse is never written
+        largest = max(rows, key=lambda e: len(e.chunks))
+        raise BadInput(
+            f"{largest.path}: {len(largest.chunks)} chunks are more than a tree page holds "
+            f"({PAGE_LIMIT_BODY >> 20} MiB of recipe and hints): a file of this size is not "
+            "supported"
+        )
     content_id = object_id(content)
     del content, hints
     codec, stored = encode_chunk(body)
@@ -180,6 +191,8 @@ def decode_page(
         if hints:
             found = _decode_hints(body, _U32.size + len(content_bytes), entries, obj)
         return entries, found
+    except _BadEntry as err:
+        raise CorruptObject(obj, f"tree page entry {err}") from None
     except (struct.error, UnicodeDecodeError, IndexError):
         raise CorruptObject(obj, "tree page is truncated or malformed") from None
 
@@ -209,6 +222,8 @@ def find_in_page(
             before += nchunks
             pos = end
         return None, NO_HINTS
+    except _BadEntry as err:
+        raise CorruptObject(obj, f"tree page entry {err}") from None
     except (struct.error, UnicodeDecodeError, IndexError, StopIteration):
         raise CorruptObject(obj, "tree page is truncated or malformed") from None
 
@@ -218,7 +233,8 @@ def _page_body(data: bytes, obj: str, content: str | None) -> tuple[bytes, bytes
     if not data.startswith(PAGE_MAGIC):
         raise CorruptObject(obj, "not a datavc tree page of a known format")
     codec, plain = _HEAD.unpack_from(data, len(PAGE_MAGIC))
-    body = decode_chunk(codec, memoryview(data)[len(PAGE_MAGIC) + _HEAD.size :], plain, obj)
+    stored = memoryview(data)[len(PAGE_MAGIC) + _HEAD.size :]
+    body = decode_chunk(codec, stored, plain, obj, limit=PAGE_LIMIT_BODY)
     (size,) = _U32.unpack_from(body, 0)
     content_bytes = body[_U32.size : _U32.size + size]
     if len(content_bytes) != size:
@@ -235,6 +251,8 @@ def _decode_hints(
     before the first of them (the table has one hint per item, in order)."""
     (npacks,) = _U32.unpack_from(body, pos)
     pos += _U32.size
+    if pos + npacks * DIGEST_SIZE > len(body):
+        raise struct.error("short pack table")
     packs = tuple(
         ObjectId(body[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
         for i in range(npacks)
@@ -252,6 +270,8 @@ def _decode_hints(
     )
     if rows and max(row[1] for row in rows) >= npacks:
         raise CorruptObject(obj, "a location hint names a pack the page does not list")
+    if not all(plausible(row[3], row[4], row[5]) for row in rows):
+        raise CorruptObject(obj, "a location hint is impossible for its chunk")
     return Hints(packs, rows)
 
 
@@ -274,7 +294,29 @@ def _iter_entries_at(body: bytes, pos: int, count: int) -> Iterator[FileEntry]:
         # (chunk id, plain length) pairs as struct gives them: no call per chunk
         chunks = cast(tuple[tuple[ChunkId, int], ...], tuple(_CHUNK.iter_unpack(body[pos:end])))
         pos = end
+        _check_entry(path, mode, size, chunks)
         yield FileEntry(path, mode, size, FileHash(fhash), chunks)
+
+
+class _BadEntry(ValueError):
+    pass
+
+
+def _check_entry(path: str, mode: int, size: int, chunks: tuple[tuple[ChunkId, int], ...]) -> None:
+    """An entry's mode is one of the two, and its size is exactly the sum of its recipe's
+    plain lengths, each at most ``MAX_CHUNK`` bytes: a reader never writes or holds more
+    than an entry says (a 10-byte entry cannot name a gigabyte of chunks)."""
+    if mode != MODE_FILE and mode != MODE_EXEC:
+        raise _BadEntry(f"{path!r} has mode {mode:o}")
+    if len(chunks) == 1:  # most files: no list to build
+        total = longest = chunks[0][1]
+    else:
+        lengths = [length for _, length in chunks]
+        total, longest = sum(lengths), max(lengths, default=0)
+    if total != size:
+        raise _BadEntry(f"{path!r} says {size} bytes, its chunks {total}")
+    if longest > MAX_CHUNK:
+        raise _BadEntry(f"{path!r} names a chunk longer than {MAX_CHUNK} bytes")
 
 
 def split_pages(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
@@ -329,32 +371,63 @@ def _canonical(doc: dict[str, Any]) -> bytes:
 
 
 def root_from_doc(doc: Any, obj: str) -> TreeRoot:
+    """A tree root from its JSON document, checked (see :func:`check_root`)."""
     try:
-        if doc.get("type") != "datavc-tree":
+        if member(doc, "type") != "datavc-tree":
             raise CorruptObject(obj, "not a datavc tree root")
-        if doc.get("format") != TREE_FORMAT:
+        if member(doc, "format") != TREE_FORMAT:
             raise CorruptObject(obj, f"unsupported tree format {doc.get('format')}")
-        pages = tuple(
-            PageRef(
-                ObjectId(p["id"]),
-                p["first"],
-                p["last"],
-                int(p["files"]),
-                int(p["bytes"]),
-                ObjectId(p["content"]),
-            )
-            for p in doc["pages"]
-        )
-        if not all(is_object_id(p.id) and is_object_id(p.content) for p in pages):
-            raise CorruptObject(obj, "tree root names a page by an invalid id")
-        return TreeRoot(int(doc["files"]), int(doc["bytes"]), pages)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise CorruptObject(obj, "tree root is malformed") from None
+        pages = tuple(_page_ref(p) for p in array(doc, "pages"))
+        root = TreeRoot(integer(doc, "files"), integer(doc, "bytes"), pages)
+    except Malformed as err:
+        raise CorruptObject(obj, f"tree root is malformed: {err}") from None
+    check_root(root, obj)
+    return root
+
+
+def _page_ref(doc: Any) -> PageRef:
+    ref = PageRef(
+        ObjectId(string(doc, "id")),
+        string(doc, "first"),
+        string(doc, "last"),
+        integer(doc, "files", 1, PAGE_LIMIT_ENTRIES),
+        integer(doc, "bytes"),
+        ObjectId(string(doc, "content")),
+    )
+    if not (is_object_id(ref.id) and is_object_id(ref.content)):
+        raise Malformed("a page is named by an invalid id")
+    return ref
+
+
+def check_root(root: TreeRoot, obj: str) -> None:
+    """A root's totals are the sums of its pages', and its pages' path ranges are in order
+    and do not overlap (a forged root can carry wrong totals and still hash correctly)."""
+    if root.files != sum(p.files for p in root.pages):
+        raise CorruptObject(obj, "tree root's file count is not the sum of its pages'")
+    if root.bytes != sum(p.bytes for p in root.pages):
+        raise CorruptObject(obj, "tree root's byte count is not the sum of its pages'")
+    last = None
+    for page in root.pages:
+        if page.first > page.last or (last is not None and page.first <= last):
+            raise CorruptObject(obj, "tree root's pages are not in path order")
+        last = page.last
+
+
+def check_page(entries: list[FileEntry], ref: PageRef, obj: str) -> None:
+    """A page's entries against the root's record of it: the count, the bytes, the first
+    and last paths; and its paths strictly increasing (sorted, none twice)."""
+    if len(entries) != ref.files or sum(e.size for e in entries) != ref.bytes:
+        raise CorruptObject(obj, "tree page does not hold what the tree root says")
+    if entries[0].path != ref.first or entries[-1].path != ref.last:
+        raise CorruptObject(obj, "tree page's paths are not the range the tree root says")
+    for before, after in itertools.pairwise(entries):
+        if before.path >= after.path:
+            raise CorruptObject(obj, f"tree page's paths are not in order at {after.path!r}")
 
 
 def decode_root(data: bytes, obj: str) -> TreeRoot:
     try:
-        doc = json.loads(data)
-    except ValueError:
-        raise CorruptObject(obj, "tree root is malformed") from None
+        doc = load_document(data)
+    except Malformed as err:
+        raise CorruptObject(obj, f"tree root is malformed: {err}") from None
     return root_from_doc(doc, obj)

@@ -14,7 +14,7 @@ from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
-from ..errors import BadInput, NotARepository, PathNotFound, UnsafePath
+from ..errors import BadInput, NotARepository, PathNotFound
 from ..format.record import VersionRecord
 from ..format.spec import parse_spec
 from ..format.tree import FileEntry, TreeRoot
@@ -116,10 +116,8 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _all(self) -> dict[str, FileEntry]:
         """Every entry, and each folder's children (built once, in one pass)."""
         if self._entries is None:
-            entries: dict[str, FileEntry] = {}
-            for e in iter_entries(self.chunks, self.tree):
-                if entries.setdefault(e.path, e) is not e:  # never serve one of two silently
-                    raise UnsafePath(e.path, "duplicate path")
+            # pages are checked sorted, none twice (load_page): no path can hide another
+            entries = {e.path: e for e in iter_entries(self.chunks, self.tree)}
             children: dict[str, set[str]] = {"": set()}
             for p in entries:
                 child = p

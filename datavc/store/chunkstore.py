@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError, NotARepository, ObjectNotFound
-from ..format.hashing import ChunkId, ObjectId, file_hasher, object_id
+from ..format.hashing import ChunkId, ObjectId, file_hasher, is_object_id, object_id
 from ..format.packfile import Location, LocationTable, PackEntry
 from .backend import Backend
 
@@ -137,8 +137,8 @@ class ChunkStore:
         with self._loading:
             names = [n for n in self.backend.list("index") if n not in self._indexes_loaded]
             for name in names:
-                if name.startswith("."):
-                    continue
+                if not is_object_id(name):
+                    continue  # not an index object (a temporary file, a stray): fsck's job
                 data = self.read_object("index", name)
                 with self._lock:
                     self._index.add_index(data, f"index/{name}")

@@ -34,17 +34,23 @@ Run = list[tuple[ChunkId, Location]]
 def group(
     located: Iterable[tuple[ChunkId, Location]],
 ) -> Iterator[Run]:
-    """Group chunks into runs: contiguous in one pack, at most ``RUN_BYTES`` long."""
+    """Group chunks into runs: contiguous in one pack, at most ``RUN_BYTES`` long both as
+    stored and decoded (so decoding a run of small zstd frames that each declare a large
+    plain length never holds more than that, plus one chunk)."""
     run: Run = []
+    plain = 0
     for cid, loc in located:
         if run:
             last = run[-1][1]
             contiguous = last.pack == loc.pack and last.offset + last.stored_length == loc.offset
-            if contiguous and loc.offset + loc.stored_length - run[0][1].offset <= RUN_BYTES:
+            stored = loc.offset + loc.stored_length - run[0][1].offset
+            if contiguous and stored <= RUN_BYTES and plain + loc.plain_length <= RUN_BYTES:
                 run.append((cid, loc))
+                plain += loc.plain_length
                 continue
             yield run
         run = [(cid, loc)]
+        plain = loc.plain_length
     if run:
         yield run
 

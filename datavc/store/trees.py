@@ -14,6 +14,7 @@ from ..format.tree import (
     FileEntry,
     PageRef,
     TreeRoot,
+    check_page,
     decode_page,
     encode_page,
     find_in_page,
@@ -39,6 +40,7 @@ def load_page(store: ChunkStore, page: PageRef, hints: bool = True) -> list[File
     False: the caller reads no chunks), so reading a file needs no index."""
     data = store.read_object("trees", page.id)
     entries, found = decode_page(data, f"trees/{page.id}", page.content, hints)
+    check_page(entries, page, f"trees/{page.id}")
     if found:
         store.add_hints(found)
     return entries

@@ -29,6 +29,7 @@ from ..errors import (
     VersionNotFound,
 )
 from ..format.hashing import FileHash, ObjectId
+from ..format.jsondoc import MAX_DOCUMENT, load_document
 from ..format.paths import check_name, check_path, private_part
 from ..format.pointer import HEADER as POINTER_HEADER
 from ..format.pointer import SUFFIX, Pointer, check_no_conflict, decode_pointer, encode_pointer
@@ -77,8 +78,8 @@ def write_staged(path: str, staged: Staged) -> None:
 def read_staged(path: str) -> Staged:
     """Parse a staged-state file; a damaged one is reported, not a traceback."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        with open(path, "rb") as fh:
+            doc = load_document(fh.read(MAX_DOCUMENT + 1))
         root = root_from_doc(doc.pop("root"), path)
         staged = Staged(**doc, root=root)
         if snapshot_id(root) != staged.tree:
