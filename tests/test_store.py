@@ -521,6 +521,41 @@ def test_a_pack_whose_write_failed_is_never_stored(
         assert b"".join(fresh.read_chunks([chunk_id(b)])) == b
 
 
+def test_a_full_disk_during_add_removes_every_temporary_pack_and_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while writing a pack, and again while closing each pack file in cleanup: every
+    temporary pack file is removed all the same (before, the first failed close stopped the
+    cleanup and left the rest), and the error names the file it happened to."""
+    monkeypatch.setattr("datavc.store.packwriter.BATCH_BYTES", 8 * KIB)
+    store = ChunkStore.create(
+        Backend(str(tmp_path / "s")), StoreConfig(ChunkerParams(), pack_target=64 * KIB)
+    )
+    blobs = [randbytes(f"f{i}", 6 * KIB) for i in range(40)]
+    calls = {"n": 0}
+
+    class FullDisk(AppendFile):
+        def writelines(self, parts: Iterable[bytes | memoryview]) -> None:
+            calls["n"] += 1
+            if calls["n"] >= 4:
+                raise OSError(28, "No space left on device")
+            super().writelines(parts)
+
+        def close(self) -> None:
+            super().close()
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("datavc.store.packwriter.AppendFile", FullDisk)
+    full = pytest.raises(OSError, match=r"No space left on device: '.*\.tmp-pack-")
+    with full, store.new_writer() as writer:
+        for b in blobs:
+            writer.add(chunk_id(b), b)
+        writer.finish()
+    packs_dir = tmp_path / "s" / "packs"
+    assert calls["n"] >= 4
+    assert not [p for p in os.listdir(packs_dir) if p.startswith(".tmp-pack-")]
+
+
 def test_same_files_same_snapshot_id_in_any_store(store: ChunkStore, tmp_path: Path) -> None:
     """The snapshot id depends on the files only, not on where their chunks were put."""
     src, mixed = tmp_path / "src", tmp_path / "mixed"

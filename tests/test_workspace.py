@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import time
 import types
 import uuid
@@ -28,6 +29,7 @@ from datavc.format.pointer import decode_pointer
 from datavc.format.record import CommitStats, VersionRecord
 from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page, snapshot_id
 from datavc.store import versions
+from datavc.store.files import TMP_PREFIX
 from datavc.workspace import statcache
 from datavc.workspace.core import Workspace
 from datavc.workspace.initialize import init_workspace
@@ -463,6 +465,40 @@ def test_a_tree_with_a_path_twice_is_refused_by_open_and_checkout(
         fresh(ws).checkout(["data@v2"], force=True)
     assert tree_state(data) == before
     assert datavc.open("data@v1").materialize(str(dest)) == 2
+
+
+def test_ctrl_c_while_files_are_placed_waits_for_the_placement(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt that comes while checkout renames files into place is held until the
+    folder is wholly the new version and the pointer file says so, then raised (before, the
+    folder was left half v1 and half v2)."""
+    data = Path(ws.root) / "data"
+    for i in range(12):
+        write(data / f"f{i:02d}.bin", rand(f"one{i}", 3000))
+    commit(ws, data, "v1")
+    for i in range(12):
+        write(data / f"f{i:02d}.bin", rand(f"two{i}", 3000))
+    write(data / "new.bin", rand("new", 100))
+    commit(ws, data, "v2")
+    v2 = tree_state(data)
+    assert fresh(ws).checkout(["data@v1"])[0].written == 12
+    replace, calls = os.replace, {"n": 0}
+
+    def interrupted(src: str, dst: str) -> None:
+        if os.path.basename(os.path.dirname(src)).startswith(TMP_PREFIX):  # placing a file
+            calls["n"] += 1
+            if calls["n"] == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+        replace(src, dst)
+
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(os, "replace", interrupted)
+        fresh(ws).checkout(["data@v2"])
+    assert calls["n"] > 3  # the placement went on after the interrupt
+    assert tree_state(data) == v2
+    assert decode_pointer((Path(ws.root) / "data.datavc").read_text(), "p").version == 2
+    assert [s.state for s in fresh(ws).status()] == ["clean"]
 
 
 def test_status_of_an_unchanged_folder_reads_no_cache_rows(

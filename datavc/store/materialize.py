@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from stat import S_ISDIR
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ def materialize(
     kind: str,
     unchanged: Callable[[LocalFile, FileEntry], bool],
     progress: Progress,
+    placed: Callable[[], None] | None = None,
 ) -> int:
     """Make ``dest`` equal the snapshot; return the number of files written.
 
@@ -45,6 +46,11 @@ def materialize(
     failure in the first phase (a damaged chunk, an unreachable store) leaves ``dest``
     untouched. ``unchanged(local, entry)`` says whether a file already in place has the
     entry's content (the caller answers from its stat cache or by hashing).
+
+    ``placed()`` runs right after the second phase (the caller records what ``dest`` now
+    holds). An interrupt (Ctrl-C) that comes during the second phase or ``placed`` is held
+    until both are done, then raised: ``dest`` is never left half one version and half
+    another, and never disagrees with what the caller recorded.
     """
     check_paths(e.path for e in entries)
     if kind == "file" and len(entries) != 1:
@@ -58,15 +64,45 @@ def materialize(
     stage = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=parent)
     try:
         if kind == "file":
-            return _materialize_file(store, entries[0], dest, stage, unchanged, progress)
+            staged = _stage_file(store, entries[0], dest, stage, unchanged, progress)
+            with interrupts_held():
+                if staged is not None:
+                    os.replace(staged, dest)
+                if placed is not None:
+                    placed()
+            return 0 if staged is None else 1
         present, odd = _present(dest)
         todo = [e for e in entries if not _in_place(present.get(e.path), e, unchanged)]
         _fetch_all(store, [(os.path.join(stage, str(i)), e) for i, e in enumerate(todo)], progress)
-        _place(dest, entries, present, odd, todo, stage)
+        with interrupts_held():
+            _place(dest, entries, present, odd, todo, stage)
+            if placed is not None:
+                placed()
         progress.advance(sum(e.size for e in entries) - sum(e.size for e in todo))
         return len(todo)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C) back while the block runs, and raise it as KeyboardInterrupt
+    when the block has ended (unless the block raised). Signals reach only the main thread,
+    so elsewhere nothing needs holding."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _remove_stale_stages(parent: str) -> None:
@@ -237,24 +273,25 @@ def _folders_of(paths: Iterable[str]) -> set[str]:
     return folders
 
 
-def _materialize_file(
+def _stage_file(
     store: ChunkStore,
     e: FileEntry,
     dest: str,
     stage: str,
     unchanged: Callable[[LocalFile, FileEntry], bool],
     progress: Progress,
-) -> int:
+) -> str | None:
+    """A single-file snapshot's file, fetched into ``stage``; None if ``dest`` holds it
+    already (its mode set)."""
     if os.path.isdir(dest):
         raise BadInput(f"{dest} is a folder, but the snapshot is a single file")
     if os.path.isfile(dest) and unchanged(scan(dest, "file")[0], e):
         _set_mode(dest, e)
         progress.advance(e.size)
-        return 0
+        return None
     tmp = os.path.join(stage, "file")
     fetch_file(store, e, tmp, progress)
-    os.replace(tmp, dest)
-    return 1
+    return tmp
 
 
 def fetch_file(store: ChunkStore, e: FileEntry, tmp: str, progress: Progress) -> None:

@@ -100,9 +100,13 @@ class PackWriter:
         self._hashing.shutdown(wait=True, cancel_futures=True)
         self._packer.shutdown(wait=True, cancel_futures=True)
         for path, spool in self._spools.items():  # never stored (an error stopped the upload)
-            spool.close()
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            try:
+                spool.close()  # may fail too (a full disk): the file goes all the same
+            except OSError:
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         self._spools.clear()
         self._spool = None
         self.store.unindex(self._stored)  # stored, but no index names them
@@ -221,9 +225,9 @@ class PackWriter:
     def _write_parts(self, path: str, spool: AppendFile, parts: list[bytes | memoryview]) -> None:
         try:
             spool.writelines(parts)
-        except BaseException:
+        except BaseException as err:
             self._failed.add(path)  # this pack must never be stored
-            raise
+            raise _naming(err, path) from None
 
     def _queue(self, task: Future[None]) -> None:
         self._tasks.append(task)
@@ -244,7 +248,10 @@ class PackWriter:
 
     def _store_pack(self, path: str, footer: bytes, entries: list[PackEntry], size: int) -> None:
         try:
-            self._spools[path].close()
+            try:
+                self._spools[path].close()
+            except OSError as err:
+                raise _naming(err, path) from None
             if path in self._failed or os.path.getsize(path) != size:
                 raise CorruptObject(path, "a write to this pack file failed: not stored")
             pack = self.store.put_pack(path, footer)
@@ -282,3 +289,11 @@ class PackWriter:
 def _update(hasher: Any, blocks: list[bytes | memoryview]) -> None:
     for block in blocks:
         hasher.update(block)
+
+
+def _naming(err: BaseException, path: str) -> BaseException:
+    """An OS error that names the pack file it happened to (a full disk said only "No space
+    left on device"); other errors as they are."""
+    if isinstance(err, OSError) and err.filename is None:
+        return OSError(err.errno, err.strerror, path)
+    return err

@@ -115,20 +115,23 @@ def _checkout_one(
     def unchanged(local: LocalFile, e: FileEntry) -> bool:
         return local.size == e.size and ws.hash_of(cache, local) == e.hash
 
+    def placed() -> None:  # with the files: an interrupt waits for both
+        hashes = {e.path: e.hash for e in entries}
+        for f in scan(absolute, rec.kind):
+            cache.put(f, hashes[f.path])
+        cache.retain({e.path for e in entries})
+        cache.mark(rec.tree)
+        cache.save()
+        pointer = ds.pointer
+        if pointer is None or pointer.version != rec.version or pointer.snapshot != rec.tree:
+            ws.write_pointer(ds.path, rec)
+        ws.unstage(ds.name)
+        ignore_path(ws.root, ds.path)
+
     bar = ws.progress(f"checkout {rec.name}@v{rec.version}", sum(e.size for e in entries))
     try:
-        written = materialize(ws.store, entries, absolute, rec.kind, unchanged, bar)
+        written = materialize(ws.store, entries, absolute, rec.kind, unchanged, bar, placed)
     finally:
         ws.progress.close()
         cache.save()
-    hashes = {e.path: e.hash for e in entries}
-    for f in scan(absolute, rec.kind):
-        cache.put(f, hashes[f.path])
-    cache.retain({e.path for e in entries})
-    cache.mark(rec.tree)
-    cache.save()
-    if ds.pointer is None or ds.pointer.version != rec.version or ds.pointer.snapshot != rec.tree:
-        ws.write_pointer(ds.path, rec)
-    ws.unstage(ds.name)
-    ignore_path(ws.root, ds.path)
     return CheckoutResult(ds.name, rec.version, ds.path, written, len(entries))
