@@ -36,9 +36,7 @@ def write_atomic(
     exist (a hard link, which fails on an existing name): False if it did."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    import tempfile  # imported when used (~10 ms): a read-only command never needs it
-
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    fd, tmp = _new_temp(folder)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -60,6 +58,20 @@ def write_atomic(
     finally:
         if tmp:
             os.unlink(tmp)
+
+
+def _new_temp(folder: str) -> tuple[int, str]:
+    """A new, empty file in ``folder`` under a random ``.tmp-`` name, created exclusively
+    (as ``tempfile.mkstemp`` does, without importing tempfile, which brings shutil and
+    random: 13 modules and ~3 ms of every command that saves a stat cache)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        path = os.path.join(folder, f".tmp-{os.urandom(8).hex()}")
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
 
 
 def write_text_atomic(path: str, text: str) -> None:
