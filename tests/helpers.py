@@ -1,11 +1,16 @@
-"""Helpers shared by the test modules: seeded data, writing files, a folder's exact state."""
+"""Helpers shared by the test modules: seeded data, writing files, a folder's exact state,
+forged version records."""
 
 from __future__ import annotations
 
 import os
 import random
 import stat
+import uuid
 from pathlib import Path
+
+from datavc.format.record import CommitStats, VersionRecord
+from datavc.format.tree import TreeRoot, snapshot_id
 
 
 def rand(seed: object, n: int) -> bytes:
@@ -35,3 +40,22 @@ def tree_state(root: Path) -> dict[str, object]:
                 bool(st.st_mode & 0o111),
             )
     return state
+
+
+def forged_record(name: str, root: TreeRoot) -> VersionRecord:
+    """A version record (number 0: publishing numbers it) whose tree is ``root`` as given,
+    whatever a hostile writer put in it; its id is the root's, as a real record's is."""
+    return VersionRecord(
+        name=name,
+        version=0,
+        kind="dir",
+        tree=snapshot_id(root),
+        root=root,
+        parent=1,
+        message="forged",
+        author="attacker",
+        time="2026-01-01T00:00:00Z",
+        git_head=None,
+        nonce=uuid.uuid4().hex,
+        stats=CommitStats(root.files, root.bytes, 0, 0, 0),
+    )

@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from helpers import rand, tree_state, write
+from helpers import forged_record, rand, tree_state, write
 
 from datavc.format.chunker import LIMITS
 from datavc.format.hashing import ChunkId, FileHash, chunk_id
@@ -30,8 +29,8 @@ from datavc.format.packfile import (
     PackEntry,
     pack_footer,
 )
-from datavc.format.record import CommitStats, VersionRecord, encode_record
-from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page, snapshot_id
+from datavc.format.record import encode_record
+from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page
 from datavc.store import versions
 from datavc.workspace.core import Workspace
 
@@ -78,23 +77,10 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-def publish(root: Path, tree: TreeRoot, **fields: object) -> int:
+def publish(root: Path, tree: TreeRoot) -> int:
     """Publish a version of ``data`` whose record carries ``tree`` as given; its number."""
-    record = VersionRecord(
-        name="data",
-        version=0,
-        kind="dir",
-        tree=snapshot_id(tree),
-        root=tree,
-        parent=1,
-        message="forged",
-        author="attacker",
-        time="2026-01-01T00:00:00Z",
-        git_head=None,
-        nonce=uuid.uuid4().hex,
-        stats=CommitStats(tree.files, tree.bytes, 0, 0, 0),
-    )
-    return versions.publish_version(Workspace(str(root)).store, record).version
+    store = Workspace(str(root)).store
+    return versions.publish_version(store, forged_record("data", tree)).version
 
 
 def one_page(root: Path, entries: list[FileEntry], ref_files: int | None = None) -> TreeRoot:

@@ -14,20 +14,19 @@ import shutil
 import signal
 import time
 import types
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
 import pytest
-from helpers import rand, tree_state, write
+from helpers import forged_record, rand, tree_state, write
 
 import datavc
 from datavc.errors import CorruptObject, IntegrityError, UnsafePath, UsageError
 from datavc.format.packfile import read_pack_footer
 from datavc.format.pointer import decode_pointer
-from datavc.format.record import CommitStats, VersionRecord
-from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page, snapshot_id
+from datavc.format.record import VersionRecord
+from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page
 from datavc.store import versions
 from datavc.store.files import TMP_PREFIX
 from datavc.workspace import statcache
@@ -387,23 +386,7 @@ def publish_crafted(ws: Workspace, name: str, entries: list[FileEntry]) -> Versi
     size = sum(e.size for e in entries)
     page = PageRef(page_id, entries[0].path, entries[-1].path, len(entries), size, content)
     root = TreeRoot(len(entries), size, (page,))
-    return versions.publish_version(
-        store,
-        VersionRecord(
-            name=name,
-            version=0,
-            kind="dir",
-            tree=snapshot_id(root),
-            root=root,
-            parent=1,
-            message="crafted",
-            author="attacker",
-            time="2026-01-01T00:00:00Z",
-            git_head=None,
-            nonce=uuid.uuid4().hex,
-            stats=CommitStats(len(entries), size, 0, 0, 0),
-        ),
-    )
+    return versions.publish_version(store, forged_record(name, root))
 
 
 @pytest.mark.parametrize("bad", ["../evil", ".git/x"])
