@@ -12,14 +12,16 @@ import io
 import json
 import random
 import struct
+import sys
 
 import pytest
+from blake3 import blake3
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from datavc.errors import BadInput, CorruptObject, DatavcError, UnsafePath
 from datavc.format.chunker import Chunker, ChunkerParams
-from datavc.format.hashing import ChunkId, FileHash, ObjectId, chunk_id
+from datavc.format.hashing import ChunkId, FileHash, ObjectId, chunk_id, object_id
 from datavc.format.packfile import (
     CODEC_RAW,
     CODEC_ZSTD,
@@ -1054,3 +1056,83 @@ def test_chunker_params_round_trip_and_reject_unknown_algorithm() -> None:
     assert ChunkerParams.from_json(params.to_json()) == params
     with pytest.raises(CorruptObject):
         ChunkerParams.from_json({**params.to_json(), "algorithm": "rabin"})
+
+
+# -- test vectors quoted in docs/FORMAT.md -------------------------------------------------
+
+
+def test_vector_canonical_root_and_snapshot_id() -> None:
+    """Control characters, DEL, U+2028, ``<&>/`` and non-ASCII in page paths: escaped as
+    FORMAT.md says (only what JSON requires), so another encoder can match the id."""
+    first, last = 'a\x01\t\n"\\b\x7f', "z\u2028<&>/é日本"
+    root = TreeRoot(
+        3,
+        30,
+        (
+            PageRef(ObjectId("1" * 64), first, "m", 2, 20, ObjectId("2" * 64)),
+            PageRef(ObjectId("3" * 64), "n", last, 1, 10, ObjectId("4" * 64)),
+        ),
+    )
+    expected = (
+        '{"bytes":30,"files":3,"format":2,"pages":[{"bytes":20,"content":"' + "2" * 64 + '",'
+        '"files":2,"first":"a\\u0001\\t\\n\\"\\\\b\x7f","last":"m"},{"bytes":10,"content":"'
+        + "4" * 64
+        + '","files":1,"first":"n","last":"z\u2028<&>/é日本"}],"type":"datavc-tree"}'
+    ).encode("utf-8")
+    assert snapshot_id(root) == object_id(expected)
+    assert snapshot_id(root) == "f4239a6ab38508337867ca3b5e3ae62ab885a9a667390bee83cb20e859e9b949"
+
+
+def test_vector_chunker_cut_points() -> None:
+    data = random.Random(20261204).randbytes(1 << 20)
+    cuts = [len(c) for c in Chunker(ChunkerParams()).cut(data)]
+    assert cuts == [
+        *(36991, 39179, 76416, 44617, 95331, 34692, 108411, 53655),
+        *(91772, 45404, 75848, 133463, 32676, 70970, 24929, 84222),
+    ]
+    small = ChunkerParams(avg_size=8192, min_size=2048, max_size=32768, seed=3)
+    assert [len(c) for c in Chunker(small).cut(data[:65536])] == [
+        9191,
+        9834,
+        4958,
+        12273,
+        9007,
+        13110,
+        7163,
+    ]
+
+
+def test_vector_chunker_tables() -> None:
+    """The installed chunker's tables are the ones whose digests FORMAT.md gives."""
+    from pyfastcdc.py import constants
+
+    assert sys.byteorder == "little"
+    assert len(constants.MASKS) == 26 and len(constants.GEAR) == 256
+    masks = blake3(constants.MASKS.tobytes()).hexdigest()
+    gear = blake3(constants.GEAR.tobytes()).hexdigest()
+    assert masks == "8a09367a994a4fd8758a1376acf240b45d3066e2aa4cc0b6f9e62cb6d64ba904"
+    assert gear == "9af822d1e10df25d0157a43ccd0a73b56d1c1d0a5d77acb4e6e979522d0fe149"
+
+
+def test_vector_pack_with_a_raw_and_a_zstd_chunk() -> None:
+    """A reader of FORMAT.md's pack: its footer, each chunk decoded and checked, its id."""
+    raw = b"datavc raw chunk\n" * 2
+    text = b"datavc zstd chunk, compressible: " + b"abc" * 2000
+    frame = bytes.fromhex(
+        "28b52ffd6091166d01004402646174617663207a737464206368756e6b2c20636f6d707265737369"
+        "626c653a206162630100543b7bf704"
+    )
+    footer = pack_footer(
+        [
+            PackEntry(chunk_id(raw), 8, len(raw), len(raw), CODEC_RAW),
+            PackEntry(chunk_id(text), 8 + len(raw), len(frame), len(text), CODEC_ZSTD),
+        ]
+    )
+    pack = PACK_MAGIC + raw + frame + footer
+    assert len(pack) == 207
+    entries = read_pack_footer(pack, "packs/v")
+    for e, plain in zip(entries, (raw, text), strict=True):
+        stored = pack[e.offset : e.offset + e.stored_length]
+        assert decode_chunk(e.codec, stored, e.plain_length, "packs/v") == plain
+        assert chunk_id(plain) == e.chunk
+    assert object_id(footer) == "a46968e1e50e89d75160d4b72a7fd119aa58a05b70702fddcf2fceaf551634d9"

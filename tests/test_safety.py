@@ -178,3 +178,36 @@ def test_commit_retried_after_a_lost_answer_makes_no_duplicate(
     assert unchanged == []
     assert versions.version_numbers(Workspace(str(root)).store, "data") == [1]
     assert (root / "data.datavc").exists()
+
+
+def test_checkout_writes_exact_modes_whatever_the_umask(repo: Path) -> None:
+    """FORMAT.md: a file checkout writes is exactly 0644 or 0755, whatever the umask (here
+    077); a file in place with the right content keeps its bits unless its execute bit
+    differs from the entry's."""
+    data = repo / "data" / "images"
+    for name, executable in (("plain.txt", False), ("tool.sh", True), ("kept.txt", False)):
+        (data / name).write_bytes(name.encode() + b"\n")
+        (data / name).chmod(0o755 if executable else 0o644)
+    (data / "flipped.sh").write_bytes(b"#!/bin/sh\n")
+    (data / "flipped.sh").chmod(0o755)
+    run(repo, "add", "data/images")
+    run(repo, "commit", "-m", "v2")
+    (data / "plain.txt").unlink()
+    (data / "tool.sh").unlink()
+    (data / "kept.txt").chmod(0o600)  # the right content, bits of its own
+    (data / "flipped.sh").chmod(0o600)  # the right content, the execute bit lost
+    subprocess.run(
+        ["sh", "-c", f"umask 077 && exec {sys.executable} -m datavc checkout --force images@v2"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.iterdir()}
+    assert modes == {
+        "a.txt": 0o644,
+        "plain.txt": 0o644,
+        "tool.sh": 0o755,
+        "kept.txt": 0o600,
+        "flipped.sh": 0o755,
+    }

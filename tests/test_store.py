@@ -1073,6 +1073,18 @@ def two_roots_with_a_common_prefix(digits: int) -> tuple[TreeRoot, TreeRoot]:
     raise AssertionError("no two roots share a prefix")
 
 
+def test_only_canonical_version_keys_are_versions(store: ChunkStore) -> None:
+    """``versions/<name>/<N>.json`` has no leading zero: a planted ``01.json`` or
+    ``0.json`` is not a version (before, ``01.json`` was read as a second v1)."""
+    one = versions.publish_version(store, record("ds"))
+    two = versions.publish_version(store, record("ds"))
+    for key in ("01.json", "0.json", "002.json", "3.json.tmp", "v4.json"):
+        store.backend.write(f"versions/ds/{key}", b"{}")
+    assert versions.version_numbers(store, "ds") == [1, 2]
+    assert versions.resolve(store, parse_spec("ds@latest")) == two
+    assert versions.read_version(store, "ds", 1) == one
+
+
 def test_resolve(store: ChunkStore) -> None:
     one, two = two_roots_with_a_common_prefix(6)
     other = TreeRoot(0, 0, ())

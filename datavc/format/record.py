@@ -112,7 +112,7 @@ def decode_record(data: bytes, obj: str) -> VersionRecord:
             git_head=optional_string(doc, "git_head"),
             nonce=string(doc, "nonce"),
             root=root_from_doc(member(doc, "root"), obj),
-            stats=CommitStats(*(integer(stats, k) for k in _STATS)),
+            stats=_stats(stats),
         )
     except Malformed as err:
         raise CorruptObject(obj, f"version record is malformed: {err}") from None
@@ -124,3 +124,10 @@ def decode_record(data: bytes, obj: str) -> VersionRecord:
 
 
 _STATS = ("files", "bytes", "new_bytes", "new_chunks", "new_objects")
+
+
+def _stats(doc: Any) -> CommitStats:
+    """A record's stats: a missing field reads as 0, an unknown one is an error."""
+    if not isinstance(doc, dict) or set(doc) - set(_STATS):
+        raise Malformed("'stats' holds a field other than " + ", ".join(_STATS))
+    return CommitStats(*(integer(doc, k) if k in doc else 0 for k in _STATS))

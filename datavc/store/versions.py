@@ -28,7 +28,7 @@ from .chunkstore import ChunkStore
 if TYPE_CHECKING:
     from ..format.spec import VersionSpec
 
-_RECORD_NAME = re.compile(r"(\d+)\.json")
+_RECORD_NAME = re.compile(r"([1-9][0-9]*)\.json")  # no leading zero: "01.json" is no record
 MAX_PUBLISH_TRIES = 100
 CREATE_RETRIES = 4
 RECENT = 8  # how many newest records a publish checks for its own nonce
