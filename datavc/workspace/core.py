@@ -88,7 +88,7 @@ def read_staged(path: str) -> Staged:
         if not all(isinstance(n, int) for n in ints) or staged.kind not in ("dir", "file"):
             raise TypeError("bad field")
         check_name(staged.name)
-        _check_pointer_path(staged.path, path)
+        _check_dataset_path(staged.path, path)
         return staged
     except (ValueError, TypeError, KeyError, UnicodeDecodeError, CorruptObject):
         raise BadInput(f"{path} is damaged: delete it and run 'datavc add' again") from None
@@ -267,7 +267,7 @@ class Workspace:
                     continue  # some other tool's file that happens to end in .datavc
                 pointer = decode_pointer(text, prefix + f)
                 rel = prefix + f[: -len(SUFFIX)]
-                _check_pointer_path(rel, prefix + f)
+                _check_dataset_path(rel, prefix + f)
                 if pointer.name in seen:
                     raise BadInput(
                         f"dataset {pointer.name!r} is tracked twice: {seen[pointer.name]} and {rel}"
@@ -375,10 +375,11 @@ class Workspace:
         return self.pointed(decode_pointer(text, f"{spec.value}:{rel_in_git}"), str(spec))
 
 
-def _check_pointer_path(rel: str, where: str) -> None:
-    """A dataset path that comes from a pointer file's own path (or staged state) obeys the
-    rules of a typed one: relative, inside the workspace, never into ``.git`` or ``.datavc``
-    at any depth, in any case. A pointer file arrives with ``git pull``: it is not trusted."""
+def _check_dataset_path(rel: str, where: str) -> None:
+    """A dataset path read from a file (a pointer file's own path, or staged state) obeys
+    the rules of a typed one: relative, inside the workspace, never into ``.git`` or
+    ``.datavc`` at any depth, in any case. A pointer file arrives with ``git pull``: it is
+    not trusted. ``where`` names the file in the error."""
     try:
         check_path(rel)
     except UnsafePath as err:
