@@ -184,6 +184,39 @@ def diff(
 _DIFF_MARK = {"added": "A", "modified": "M", "removed": "D"}
 
 
+@app.command()
+def fsck(
+    specs: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(help="Versions to check (NAME@vN, ...). Default: every version."),
+    ] = None,
+    read_data: Annotated[
+        bool, typer.Option("--read-data", help="Also read every chunk and check its hash.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check the store: every index, pack footer, version record and tree page, and that
+    every chunk a version needs is stored. Names each damaged object and the versions and
+    files it damages; exits 6 if anything is wrong."""
+    report = _workspace().fsck(list(specs or []), read_data)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report.as_json(), indent=1, ensure_ascii=True))
+    else:
+        _write_lines(f"{p.line()}" for p in report.problems.values())
+        _write_lines(f"note: {n}" for n in report.notes)
+        c = report.counts
+        verdict = "no problems" if report.ok else f"{len(report.problems)} damaged objects"
+        typer.echo(
+            f"fsck: {verdict}; checked {c['versions']} versions, {c['pages']} tree pages, "
+            f"{c['indexes']} indexes, {c['packs']} packs ({c['chunks']} chunks)"
+            + (f", read {_size(c['bytes_read'])}" if read_data else "")
+        )
+    if not report.ok:
+        raise typer.Exit(6)
+
+
 def _write_lines(lines: Iterable[str], batch: int = 4096) -> None:
     """Print lines that hold what a store or a tree says (paths, authors, messages), each
     made printable (:func:`~.console.printable`), and many of them fast (a million-file

@@ -40,7 +40,7 @@ MAX_CHUNK = 16 << 20  # the largest plain length of a chunk (the chunker's own l
 _PACK_ENTRY = struct.Struct("<32sQIIB")
 _INDEX_ENTRY = struct.Struct("<32sIQIIB")
 _U32 = struct.Struct("<I")
-_TRAILER_SIZE = _U32.size + len(PACK_END)
+TRAILER_SIZE = _U32.size + len(PACK_END)
 # Compression must save at least this fraction of a chunk to be kept.
 _MIN_SAVING = 1 / 8
 _PROBE = 4096
@@ -161,16 +161,41 @@ def pack_footer(entries: Iterable[PackEntry]) -> bytes:
 
 def read_pack_footer(data: bytes, obj: str) -> list[PackEntry]:
     """Parse the entries of a whole pack (used by checks and repair tools)."""
-    if not data.startswith(PACK_MAGIC) or not data.endswith(PACK_END):
+    if not data.startswith(PACK_MAGIC):
         raise CorruptObject(obj, "not a datavc pack")
-    (count,) = _U32.unpack_from(data, len(data) - _TRAILER_SIZE)
-    start = len(data) - _TRAILER_SIZE - count * _PACK_ENTRY.size
-    if start < len(PACK_MAGIC):
+    if len(data) < len(PACK_MAGIC) + TRAILER_SIZE:
+        raise CorruptObject(obj, "pack is shorter than its trailer")
+    count = footer_count(data[-TRAILER_SIZE:], len(data), obj)
+    return parse_footer(data[len(data) - footer_size(count) :], len(data), obj)
+
+
+def footer_size(count: int) -> int:
+    """The bytes of a footer of ``count`` entries, trailer included."""
+    return count * _PACK_ENTRY.size + TRAILER_SIZE
+
+
+def footer_count(trailer: bytes, pack_size: int, obj: str) -> int:
+    """The entry count a pack's last ``TRAILER_SIZE`` bytes state, checked against the pack's
+    size (so a reader never fetches or allocates more than the pack holds)."""
+    if len(trailer) != TRAILER_SIZE or not trailer.endswith(PACK_END):
+        raise CorruptObject(obj, "not a datavc pack (no end magic)")
+    count: int = _U32.unpack_from(trailer, 0)[0]
+    if len(PACK_MAGIC) + footer_size(count) > pack_size:
         raise CorruptObject(obj, "pack footer is longer than the pack")
-    table = data[start : start + count * _PACK_ENTRY.size]
+    return count
+
+
+def parse_footer(footer: bytes, pack_size: int, obj: str) -> list[PackEntry]:
+    """The entries of a pack's footer (its last ``footer_size(count)`` bytes), checked to
+    tile the pack's blobs exactly: the first at offset 8, each where the one before ends,
+    the last ending where the footer starts; every entry a possible chunk."""
+    count = footer_count(footer[-TRAILER_SIZE:], pack_size, obj)
+    if len(footer) != footer_size(count):
+        raise CorruptObject(obj, "pack footer is truncated")
+    start = pack_size - len(footer)
     entries = [
         PackEntry(ChunkId(c), off, sl, pl, codec)
-        for c, off, sl, pl, codec in _PACK_ENTRY.iter_unpack(table)
+        for c, off, sl, pl, codec in _PACK_ENTRY.iter_unpack(footer[: count * _PACK_ENTRY.size])
     ]
     expected = len(PACK_MAGIC)
     for e in entries:
@@ -180,6 +205,19 @@ def read_pack_footer(data: bytes, obj: str) -> list[PackEntry]:
     if expected != start:
         raise CorruptObject(obj, "pack footer does not match the chunks before it")
     return entries
+
+
+def footer_row(cid: ChunkId, loc: Location) -> bytes:
+    """The footer entry a pack holding the chunk at ``loc`` has, byte for byte."""
+    return _PACK_ENTRY.pack(cid, loc.offset, loc.stored_length, loc.plain_length, loc.codec)
+
+
+def footer_rows(footer: bytes) -> frozenset[bytes]:
+    """A parsed footer's entries as raw rows (see :func:`footer_row`): compact, for checking
+    many locations against one pack."""
+    size = _PACK_ENTRY.size
+    n = (len(footer) - TRAILER_SIZE) // size
+    return frozenset(footer[i * size : (i + 1) * size] for i in range(n))
 
 
 def encode_index(locations: dict[ChunkId, Location]) -> bytes:
@@ -206,11 +244,14 @@ pack table, offset, stored length, plain length, codec."""
 class LocationTable:
     """Chunk id -> :class:`Location`, held compactly: 21 packed bytes per chunk (a Location
     object with its integers takes about 150), so a writer's view of a store with millions
-    of chunks stays small. A chunk put twice keeps its first location. Not thread-safe:
-    the chunk store changes its tables under its own lock."""
+    of chunks stays small. A chunk put twice keeps its first location as the one
+    :meth:`get` gives, and other places as alternatives (:meth:`locations`), so that a
+    reader whose first place for a chunk is gone can use another. Not thread-safe: the
+    chunk store changes its tables under its own lock."""
 
     def __init__(self) -> None:
         self._rows: dict[ChunkId, bytes] = {}
+        self._more: dict[ChunkId, list[bytes]] = {}  # other places of a chunk (rare)
         self._packs: list[ObjectId] = []
         self._numbers: dict[ObjectId, int] = {}
 
@@ -222,9 +263,37 @@ class LocationTable:
         return n
 
     def put(self, cid: ChunkId, loc: Location) -> None:
-        if cid not in self._rows:
-            row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
-            self._rows[cid] = _ROW.pack(*row, loc.codec)
+        row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
+        self._put_row(cid, _ROW.pack(*row, loc.codec))
+
+    def _put_row(self, cid: ChunkId, row: bytes) -> None:
+        first = self._rows.setdefault(cid, row)
+        if first != row:
+            more = self._more.setdefault(cid, [])
+            if row not in more:
+                more.append(row)
+
+    def prefer(self, cid: ChunkId, loc: Location) -> None:
+        """Make ``loc`` (put already) the place :meth:`get` gives for ``cid``."""
+        row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
+        wanted = _ROW.pack(*row, loc.codec)
+        first = self._rows.get(cid)
+        if first is None or first == wanted:
+            return
+        more = self._more.setdefault(cid, [])
+        if wanted in more:
+            more.remove(wanted)
+        more.insert(0, first)
+        self._rows[cid] = wanted
+
+    def locations(self, cid: ChunkId) -> list[Location]:
+        """Every place known for ``cid``, the one :meth:`get` gives first."""
+        rows = [self._rows[cid], *self._more.get(cid, ())] if cid in self._rows else []
+        return [self._location(row) for row in rows]
+
+    def _location(self, row: bytes) -> Location:
+        n, offset, stored, plain, codec = _ROW.unpack(row)
+        return Location(self._packs[n], offset, stored, plain, codec)
 
     def put_hints(self, packs: Sequence[ObjectId], rows: Iterable[HintRow]) -> None:
         """Take in a tree page's hints as it stores them (``packs``: its pack table; each
@@ -238,13 +307,12 @@ class LocationTable:
 
     def get(self, cid: ChunkId) -> Location | None:
         row = self._rows.get(cid)
-        if row is None:
-            return None
-        n, offset, stored, plain, codec = _ROW.unpack(row)
-        return Location(self._packs[n], offset, stored, plain, codec)
+        return None if row is None else self._location(row)
 
     def drop(self, cid: ChunkId) -> None:
+        """Forget every place of ``cid``."""
         self._rows.pop(cid, None)
+        self._more.pop(cid, None)
 
     def __contains__(self, cid: object) -> bool:
         return cid in self._rows
@@ -302,11 +370,12 @@ class LocationTable:
             body = data[pos : pos + count * _INDEX_ENTRY.size]
             if len(body) != count * _INDEX_ENTRY.size:
                 raise CorruptObject(obj, "index is truncated")
-            rows = self._rows
+            rows, put = self._rows, self._put_row
             for c, p, off, sl, pl, codec in _INDEX_ENTRY.iter_unpack(body):
                 if not plausible(sl, pl, codec):
                     raise CorruptObject(obj, f"index entry of chunk {c.hex()[:16]} is impossible")
-                if c not in rows:
-                    rows[ChunkId(c)] = _ROW.pack(numbers[p], off, sl, pl, codec)
+                row = _ROW.pack(numbers[p], off, sl, pl, codec)
+                if rows.setdefault(ChunkId(c), row) != row:
+                    put(ChunkId(c), row)
         except (struct.error, IndexError):
             raise CorruptObject(obj, "index is truncated") from None

@@ -65,10 +65,15 @@ def check_paths(paths: Iterable[str]) -> None:
         raise UnsafePath(sorted(clash)[0], "is both a file and a folder")
 
 
+def valid_name(name: str) -> bool:
+    """Whether ``name`` is a dataset name (see :func:`check_name`)."""
+    ok = bool(name) and len(name) <= 128 and name[0].isalnum()
+    return ok and all(c.isalnum() or c in "-_." for c in name) and ".." not in name
+
+
 def check_name(name: str) -> None:
     """Dataset names go into object keys: keep them to a safe alphabet."""
-    ok = name and len(name) <= 128 and name[0].isalnum()
-    if not ok or any(not (c.isalnum() or c in "-_.") for c in name) or ".." in name:
+    if not valid_name(name):
         raise BadInput(
             f"invalid dataset name {name!r}: use letters, digits, '-', '_' and '.', "
             "starting with a letter or digit"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -216,6 +217,26 @@ class Backend:
         with self._translate(key):
             return bool(self._fs().exists(self.path(key)))
 
+    def list_detail(self, prefix: str) -> list[ObjectInfo]:
+        """Objects directly under ``prefix`` with their size and modification time (the
+        store's clock: S3 ``LastModified``, a file's mtime); folders are left out."""
+        with self.stats.lock:
+            self.stats.lists += 1
+        with self._translate(prefix):
+            if self.is_local:
+                return _list_local(self.path(prefix))
+            try:
+                entries = self._fs().ls(self.path(prefix), detail=True)
+            except FileNotFoundError:
+                return []
+        out = []
+        for e in entries:
+            if e.get("type") == "directory":
+                continue
+            name = str(e["name"]).rstrip("/").rsplit("/", 1)[-1]
+            out.append(ObjectInfo(name, int(e.get("size") or 0), _mtime(e)))
+        return sorted(out)
+
     def list(self, prefix: str) -> list[str]:
         """Names directly under ``prefix`` (a folder key); empty if there is none."""
         with self.stats.lock:
@@ -227,6 +248,13 @@ class Backend:
             except FileNotFoundError:
                 return []
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    def size(self, key: str) -> int:
+        """An object's size in bytes."""
+        with self._translate(key):
+            if self.is_local:
+                return os.path.getsize(self.path(key))
+            return int(self._fs().size(self.path(key)))
 
     def write(self, key: str, data: bytes | Sequence[bytes]) -> None:
         """Store an immutable object (bytes, or parts written one after another, so a
@@ -314,6 +342,45 @@ class Backend:
         if how == "once" and os.path.exists(path):
             return False
         return write_atomic(path, data, durable=True, exclusive=how == "exclusive")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ObjectInfo:
+    name: str
+    size: int
+    mtime: float | None  # seconds since the epoch, by the store's clock; None: not known
+
+
+def _list_local(folder: str) -> list[ObjectInfo]:
+    out = []
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for name in names:
+        try:
+            st = os.lstat(os.path.join(folder, name))
+        except FileNotFoundError:
+            continue  # deleted since listed
+        if stat.S_ISREG(st.st_mode):
+            out.append(ObjectInfo(name, st.st_size, st.st_mtime))
+    return sorted(out)
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """The modification time in an fsspec listing entry (each filesystem names it its own
+    way); None if it gives none (gc never deletes such an object: its age is unknown)."""
+    for key in ("LastModified", "mtime", "last_modified", "created", "updated"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 def _move_local(src: str, path: str) -> bool:

@@ -24,6 +24,7 @@ from .backend import Backend
 if TYPE_CHECKING:
     from ..format.storeconfig import StoreConfig
     from ..format.tree import Hints
+    from .packs import Footers
     from .packwriter import PackWriter
     from .reader import ChunkReader
 
@@ -43,6 +44,7 @@ class ChunkStore:
         self._lock = threading.Lock()
         self._loading = threading.Lock()  # one thread lists and reads index objects at a time
         self._chunk_reader: ChunkReader | None = None
+        self._footers: Footers | None = None
 
     @classmethod
     def create(
@@ -167,10 +169,12 @@ class ChunkStore:
     def index_pack(self, pack: ObjectId, entries: Sequence[PackEntry]) -> None:
         """Record where the chunks of a pack just stored are (usable for deduplication by
         this process at once; by others once :meth:`write_index` names them)."""
+        self.footers().trust(pack, list(entries))
         with self._lock:
             for e in entries:
                 loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
                 self._index.put(e.chunk, loc)
+                self._index.prefer(e.chunk, loc)  # where this upload put it: checked
 
     def unindex(self, ids: Iterable[ChunkId]) -> None:
         """Forget chunks that were stored but that no index object will name (an upload that
@@ -189,7 +193,41 @@ class ChunkStore:
         return name, sum(len(part) for part in index)
 
     def has_chunk(self, cid: ChunkId) -> bool:
-        return cid in self._index
+        """Whether the store holds the chunk (writers): only if the index names a place
+        for it where the pack's footer lists it. The index alone is not believed: its pack
+        may be gone, or it may name a place where the chunk is not. A chunk with no such
+        place is forgotten here, so the writer stores it again (which heals a store that
+        lost a pack) and its new place is the one the tree's hints name."""
+        with self._lock:
+            places = self._index.locations(cid)
+        if not places:
+            return False
+        footers = self.footers()
+        for loc in places:
+            if footers.holds(cid, loc):
+                if loc != places[0]:
+                    with self._lock:
+                        self._index.prefer(cid, loc)
+                return True
+        with self._lock:
+            if self._index.locations(cid) == places:  # not stored again meanwhile
+                self._index.drop(cid)
+        return False
+
+    def footers(self) -> Footers:
+        """The footers of this store's packs, read as they are needed."""
+        if self._footers is None:
+            from .packs import Footers
+
+            with self._lock:
+                if self._footers is None:
+                    self._footers = Footers(self.backend)
+        return self._footers
+
+    def locations(self, cid: ChunkId) -> list[Location]:
+        """Every place the loaded indexes name for a chunk."""
+        with self._lock:
+            return self._index.locations(cid)
 
     def new_writer(self) -> PackWriter:
         """A writer for an upload, deduplicating against every index in the store."""

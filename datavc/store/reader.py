@@ -258,23 +258,31 @@ class ChunkReader:
         """The chunks' runs, each located as it is needed."""
         return group((cid, self.store.locate(cid)) for cid in ids)
 
-    def _relocated(self, run: Run) -> Run:
-        """After a pack named by location hints was not found: where the index puts the
-        run's chunks. Raises ObjectNotFound if the index knows no other place."""
+    def _relocated(self, run: Run, gone: set[ObjectId]) -> Run:
+        """After a pack was not found: where else the index puts the run's chunks (a
+        chunk can be in several packs). Raises ObjectNotFound if it knows no place that is
+        not ``gone``."""
         self.store.load_index()
         moved = []
         for cid, loc in run:
-            now = self.store.location(cid)
-            if now is None or now.pack == loc.pack:
+            elsewhere = [p for p in self.store.locations(cid) if p.pack not in gone]
+            if not elsewhere:
                 raise ObjectNotFound(f"packs/{loc.pack}")
-            moved.append((cid, now))
+            moved.append((cid, elsewhere[0]))
         return moved
 
     def _read_run(self, run: Run) -> list[bytes]:
-        try:
-            return self._read_run_at(run)
-        except ObjectNotFound:
-            return [b for r in group(self._relocated(run)) for b in self._read_run_at(r)]
+        out: list[bytes] = []
+        gone: set[ObjectId] = set()
+        todo = deque([run])
+        while todo:
+            part = todo.popleft()
+            try:
+                out.extend(self._read_run_at(part))
+            except ObjectNotFound:
+                gone.add(part[0][1].pack)
+                todo.extendleft(reversed(list(group(self._relocated(part, gone)))))
+        return out
 
     def _read_run_at(self, run: Run) -> list[bytes]:
         """Fetch one contiguous run of chunks: from the cache if it has the pack and its

@@ -43,6 +43,7 @@ from .statcache import StatCache
 if TYPE_CHECKING:
     from ..format.record import VersionRecord
     from ..format.spec import VersionSpec
+    from ..store.check import Report
     from ..store.chunkstore import ChunkStore
     from .add import AddResult
     from .checkout import CheckoutResult
@@ -201,6 +202,11 @@ class Workspace:
         from .history import diff
 
         return diff(self, text, against)
+
+    def fsck(self, specs: list[str], read_data: bool = False) -> Report:
+        from .maintenance import fsck
+
+        return fsck(self, specs, read_data)
 
     # -- paths ------------------------------------------------------------------------
 

@@ -1,0 +1,393 @@
+"""fsck: check that a store holds every version it lists, and name what is damaged.
+
+Every index, pack footer (ranged reads), version record and tree page is read and parsed,
+then cross-checked: each index entry must point where its pack's footer lists the chunk;
+each chunk a tree needs must be in a pack whose footer lists it, with the plain length the
+recipe says, and some index must list it there; each location hint must be right or stale
+(its pack gone), never wrong. With ``read_data`` every chunk of every pack is read and
+hashed too. Each problem names the object at fault and the versions and files it damages.
+
+What an interrupted upload leaves (temporary files, packs and indexes no version needs) is
+not a problem: the write order makes it harmless. It is reported as a note (gc removes it).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..errors import CorruptObject, DatavcError, IntegrityError, NotARepository, ObjectNotFound
+from ..format.hashing import ChunkId, ObjectId, is_object_id
+from ..format.packfile import PACK_MAGIC, Location, LocationTable, decode_index, footer_row
+from ..format.paths import valid_name
+from ..format.record import VersionRecord
+from ..format.tree import check_page, decode_page
+from .backend import ObjectInfo
+from .chunkstore import ChunkStore
+from .packs import footer_entries
+from .reader import decode_run, group
+from .versions import read_version, version_numbers
+
+TOP_LEVEL = {"datavc.json", "packs", "index", "trees", "versions", "tags", "gc"}
+MAX_FILES_NAMED = 20  # per problem; the count says how many more
+
+
+@dataclass
+class Problem:
+    """One damaged or missing object, and what it damages."""
+
+    key: str  # the object at fault (a store key), or "chunk <id>"
+    message: str
+    versions: set[str] = field(default_factory=set)
+    files: list[str] = field(default_factory=list)
+    file_count: int = 0
+    _last: str = ""
+
+    def affects(self, version: str, path: str | None = None) -> None:
+        self.versions.add(version)
+        if path is None:
+            return
+        where = f"{version}:{path}"
+        if where == self._last:
+            return  # another chunk of the same file (a file's chunks come one after another)
+        self._last = where
+        self.file_count += 1
+        if len(self.files) < MAX_FILES_NAMED:
+            self.files.append(where)
+
+    def line(self) -> str:
+        text = f"{self.key}: {self.message}"
+        if self.versions:
+            text += f"; damages {', '.join(sorted(self.versions, key=_version_key))}"
+        if self.file_count:
+            more = self.file_count - len(self.files)
+            text += f" ({self.file_count} files: {', '.join(self.files)}"
+            text += f", and {more} more)" if more else ")"
+        return text
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "object": self.key,
+            "message": self.message,
+            "versions": sorted(self.versions, key=_version_key),
+            "files": self.files,
+            "file_count": self.file_count,
+        }
+
+
+@dataclass
+class Report:
+    problems: dict[str, Problem] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def problem(self, obj: str, message: str) -> Problem:
+        """The problem of ``obj`` (the first message given for it is kept)."""
+        found = self.problems.get(obj)
+        if found is None:
+            found = self.problems[obj] = Problem(obj, message)
+        return found
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "problems": [p.as_json() for p in self.problems.values()],
+            "notes": self.notes,
+            "checked": dict(self.counts),
+        }
+
+
+def _version_key(v: str) -> tuple[str, int]:
+    name, _, number = v.rpartition("@v")
+    return (name, int(number)) if number.isdigit() else (v, 0)
+
+
+class _Check:
+    def __init__(self, store: ChunkStore, report: Report, tick: Callable[[str], None]) -> None:
+        self.store = store
+        self.backend = store.backend
+        self.report = report
+        self.tick = tick
+        self.packs: dict[ObjectId, int] = {}  # pack -> size, as listed
+        self.footers: dict[ObjectId, frozenset[bytes]] = {}  # packs whose footer checks out
+        self.bad_packs: set[ObjectId] = set()  # missing or damaged footer
+        self.held = LocationTable()  # chunk -> places, as good footers say
+        self.indexed: set[ChunkId] = set()  # chunks some index places where a footer agrees
+        self.bad_chunks: dict[ChunkId, ObjectId] = {}  # read_data: failed its check, in pack
+        self.used_packs: set[ObjectId] = set()
+
+    # -- listings -------------------------------------------------------------------
+
+    def listing(self, folder: str, valid: Callable[[str], bool]) -> list[ObjectInfo]:
+        """``folder``'s objects with valid names; others are reported (temporary files as
+        leftovers, anything else as a stray object)."""
+        good, leftovers = [], []
+        for info in self.backend.list_detail(folder):
+            if valid(info.name):
+                good.append(info)
+            elif info.name.startswith(".tmp-"):
+                leftovers.append(info)
+            else:
+                self.report.problem(
+                    f"{folder}/{info.name}", "stray object: not a name the store format defines"
+                )
+        if leftovers:
+            size = sum(i.size for i in leftovers)
+            self.report.notes.append(
+                f"{folder}/: {len(leftovers)} temporary files ({size} bytes) left by "
+                "interrupted writes (gc removes them)"
+            )
+        return good
+
+    def top_level(self) -> None:
+        for name in self.backend.list(""):
+            if name not in TOP_LEVEL and not name.startswith(".tmp-"):
+                self.report.problem(name, "stray object: not a name the store format defines")
+
+    # -- packs and indexes ----------------------------------------------------------
+
+    def check_packs(self) -> None:
+        for info in self.listing("packs", is_object_id):
+            pack = ObjectId(info.name)
+            self.packs[pack] = info.size
+            key = f"packs/{pack}"
+            self.tick(key)
+            try:
+                entries = footer_entries(self.backend, pack, info.size)
+                if self.backend.read_range(key, 0, len(PACK_MAGIC)) != PACK_MAGIC:
+                    raise CorruptObject(key, "not a datavc pack (no magic)")
+            except (IntegrityError, ObjectNotFound) as err:
+                self.bad_packs.add(pack)
+                self.report.problem(key, _reason(err, key))
+                continue
+            rows = set()
+            for e in entries:
+                loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
+                self.held.put(e.chunk, loc)
+                rows.add(footer_row(e.chunk, loc))
+            self.footers[pack] = frozenset(rows)
+            self.report.counts["packs"] += 1
+            self.report.counts["chunks"] += len(entries)
+
+    def read_data(self) -> None:
+        """Read every chunk of every good pack, a run at a time, and check it."""
+        for pack in sorted(self.footers):
+            key = f"packs/{pack}"
+            self.tick(key)
+            entries = footer_entries(self.backend, pack, self.packs[pack])
+            located = [
+                (e.chunk, Location(pack, e.offset, e.stored_length, e.plain_length, e.codec))
+                for e in entries
+            ]
+            for run in group(located):
+                first, last = run[0][1], run[-1][1]
+                try:
+                    blob = self.backend.read_range(
+                        key, first.offset, last.offset + last.stored_length
+                    )
+                    self.report.counts["bytes_read"] += len(blob)
+                    decode_run(run, blob)
+                except (IntegrityError, ObjectNotFound):
+                    for cid, _ in run:  # find which of the run's chunks are bad
+                        if not self._chunk_ok(key, cid, run):
+                            self.bad_chunks[cid] = pack
+            bad = [c for c, p in self.bad_chunks.items() if p == pack]
+            if bad:
+                self.report.problem(
+                    key, f"{len(bad)} chunks do not match their ids (damaged bytes)"
+                )
+
+    def _chunk_ok(self, key: str, cid: ChunkId, run: list[tuple[ChunkId, Location]]) -> bool:
+        one = [(c, loc) for c, loc in run if c == cid][:1]
+        loc = one[0][1]
+        try:
+            decode_run(
+                one, self.backend.read_range(key, loc.offset, loc.offset + loc.stored_length)
+            )
+        except (IntegrityError, ObjectNotFound):
+            return False
+        return True
+
+    def check_indexes(self) -> None:
+        for info in self.listing("index", is_object_id):
+            key = f"index/{info.name}"
+            self.tick(key)
+            try:
+                data = self.store.read_object("index", info.name)
+                places = decode_index(data, key)
+            except (IntegrityError, ObjectNotFound) as err:
+                self.report.problem(key, _reason(err, key))
+                continue
+            self.report.counts["indexes"] += 1
+            missing: dict[ObjectId, int] = defaultdict(int)
+            wrong: dict[ObjectId, int] = defaultdict(int)
+            for cid, loc in places.items():
+                rows = self.footers.get(loc.pack)
+                if rows is None:
+                    if loc.pack not in self.bad_packs:
+                        missing[loc.pack] += 1
+                elif footer_row(cid, loc) in rows:
+                    self.indexed.add(cid)
+                else:
+                    wrong[loc.pack] += 1
+            for pack, n in missing.items():
+                self.report.problem(f"packs/{pack}", "missing (an index names it)")
+                self.report.problem(key, f"names packs/{pack[:16]}…, which is missing ({n} chunks)")
+            for pack, n in wrong.items():
+                self.report.problem(
+                    key, f"places {n} chunks in packs/{pack[:16]}… where its footer does not"
+                )
+
+    # -- versions and trees ---------------------------------------------------------
+
+    def check_versions(self, wanted: dict[str, list[int]] | None) -> None:
+        names = self.backend.list("versions")
+        for name in names:
+            if not valid_name(name):
+                self.report.problem(f"versions/{name}", "stray object: not a dataset name")
+        if wanted is None:
+            wanted = {n: version_numbers(self.store, n) for n in names if valid_name(n)}
+            for n in names:
+                if valid_name(n):
+                    self.listing(f"versions/{n}", lambda s: s.endswith(".json"))
+        for name, numbers in sorted(wanted.items()):
+            for number in numbers:
+                self.check_version(name, number)
+
+    def check_version(self, name: str, number: int) -> None:
+        key = f"versions/{name}/{number}.json"
+        label = f"{name}@v{number}"
+        self.tick(key)
+        try:
+            rec = read_version(self.store, name, number)
+        except (IntegrityError, ObjectNotFound) as err:
+            self.report.problem(key, _reason(err, key)).affects(label)
+            return
+        except DatavcError as err:  # a record that does not parse is damaged
+            self.report.problem(key, str(err)).affects(label)
+            return
+        self.report.counts["versions"] += 1
+        self.check_tree(rec, label)
+
+    def check_tree(self, rec: VersionRecord, label: str) -> None:
+        for page in rec.root.pages:
+            key = f"trees/{page.id}"
+            try:
+                data = self.store.read_object("trees", page.id)
+                entries, hints = decode_page(data, key, page.content)
+                check_page(entries, page, key)
+            except (IntegrityError, ObjectNotFound) as err:
+                problem = self.report.problem(key, _reason(err, key))
+                problem.affects(label)
+                problem.file_count += page.files
+                continue
+            self.report.counts["pages"] += 1
+            for entry in entries:
+                for cid, length in entry.chunks:
+                    self.check_chunk(cid, length, hints.get(cid), label, entry.path, key)
+
+    def check_chunk(
+        self,
+        cid: ChunkId,
+        length: int,
+        hint: Location | None,
+        label: str,
+        path: str,
+        page: str,
+    ) -> None:
+        places = [p for p in self.held.locations(cid) if p.plain_length == length]
+        good = [p for p in places if cid not in self.bad_chunks or self.bad_chunks[cid] != p.pack]
+        rows = self.footers.get(hint.pack) if hint is not None else None
+        if hint is not None and rows is not None and footer_row(cid, hint) not in rows:
+            self.report.problem(
+                page,
+                f"a location hint names a place in packs/{hint.pack[:16]}… that does "
+                "not hold its chunk",
+            ).affects(label, path)
+        if not good:
+            culprit = self._culprit(cid, hint)
+            self.report.problem(culprit, self._why(culprit, cid)).affects(label, path)
+            return
+        self.used_packs.update(p.pack for p in good)
+        if cid not in self.indexed:
+            self.report.problem(
+                f"packs/{good[0].pack}", "holds chunks that no index lists (run datavc repair)"
+            ).affects(label, path)
+
+    def _culprit(self, cid: ChunkId, hint: Location | None) -> str:
+        """The object to blame for a chunk that no good pack holds."""
+        if cid in self.bad_chunks:
+            return f"packs/{self.bad_chunks[cid]}"
+        places = self.held.locations(cid)
+        for loc in [*places, *([hint] if hint is not None else [])]:
+            if loc.pack in self.bad_packs or loc.pack not in self.packs:
+                return f"packs/{loc.pack}"
+        return f"chunk {cid.hex()}"
+
+    def _why(self, culprit: str, cid: ChunkId) -> str:
+        if culprit.startswith("chunk "):
+            return "in no pack of the store"
+        pack = ObjectId(culprit.split("/", 1)[1])
+        if pack not in self.packs:
+            return "missing"
+        return "damaged"
+
+    def unreferenced(self, full: bool) -> None:
+        if not full:
+            return
+        spare = [p for p in self.footers if p not in self.used_packs]
+        if spare:
+            size = sum(self.packs[p] for p in spare)
+            self.report.notes.append(
+                f"packs/: {len(spare)} packs ({size} bytes) hold no chunk a version needs "
+                "(left by interrupted adds, or by forgotten versions: gc removes them)"
+            )
+
+
+def _reason(err: DatavcError, key: str) -> str:
+    text = str(err)
+    if isinstance(err, ObjectNotFound):
+        return "missing"
+    for prefix in (f"corrupt object {key}: ", f"integrity check failed in {key}: "):
+        if text.startswith(prefix):
+            return "damaged: " + text[len(prefix) :]
+    return "damaged: " + text
+
+
+def fsck(
+    store: ChunkStore,
+    versions: dict[str, list[int]] | None = None,
+    read_data: bool = False,
+    tick: Callable[[str], None] = lambda key: None,
+) -> Report:
+    """Check the store (only ``versions``, {name: [numbers]}, if given; every index and
+    pack always). Raises NotARepository if there is no store at all."""
+    report = Report()
+    try:
+        _ = store.config
+    except NotARepository:
+        raise
+    except DatavcError as err:
+        report.problem("datavc.json", _reason(err, "datavc.json"))
+    check = _Check(store, report, tick)
+    check.top_level()
+    check.check_packs()
+    if read_data:
+        check.read_data()
+    check.check_indexes()
+    check.listing("trees", is_object_id)
+    check.check_versions(versions)
+    check.unreferenced(versions is None)
+    return report
+
+
+def affected_versions(report: Report) -> Iterable[str]:
+    seen: set[str] = set()
+    for p in report.problems.values():
+        seen |= p.versions
+    return sorted(seen, key=_version_key)
