@@ -43,6 +43,17 @@ class VersionNotFound(NotFoundError):
         self.spec = spec
 
 
+class VersionForgotten(VersionNotFound):
+    """The version existed and ``datavc forget`` removed it."""
+
+    def __init__(self, name: str, number: int, when: str) -> None:
+        NotFoundError.__init__(
+            self, f"{name}@v{number} was forgotten ({when}): its data may be deleted by gc"
+        )
+        self.name = name
+        self.spec = f"v{number}"
+
+
 class ObjectNotFound(NotFoundError):
     """An object the metadata refers to is missing from the store."""
 

@@ -217,7 +217,109 @@ def fsck(
         raise typer.Exit(6)
 
 
-def _write_lines(lines: Iterable[str], batch: int = 4096) -> None:
+@app.command()
+def repair(
+    paths: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(help="Files or folders that may hold lost data (besides the datasets)."),
+    ] = None,
+) -> None:
+    """Rebuild indexes from pack footers, salvage the sound chunks of damaged packs, and
+    store again every missing chunk that local files still hold (the tracked datasets'
+    folders and PATHs). Reads every pack. Exits 6 if data is still missing."""
+    r = _workspace().repair(list(paths or []))
+    typer.echo(
+        f"restored {r.restored_chunks} chunks ({_size(r.restored_bytes)}) from "
+        f"{r.files_read} files read; salvaged {r.salvaged_chunks} chunks from damaged packs; "
+        f"new index of {r.index_entries} chunks, {r.deleted_indexes} unsound indexes and "
+        f"{r.deleted_packs} damaged packs deleted"
+    )
+    _write_lines(f"kept (still holds lost data): {k}" for k in r.kept_damaged)
+    if r.ok:
+        typer.echo("the store holds every version whole")
+        return
+    _write_lines(f"still damaged: {p.line()}" for p in r.missing.problems.values())
+    raise typer.Exit(6)
+
+
+@app.command()
+def forget(
+    specs: Annotated[
+        list[str],
+        typer.Argument(help="NAME@vN... to forget; with --keep-last, dataset NAMEs."),
+    ],
+    keep_last: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--keep-last", min=1, help="Forget all but the N newest versions of NAME."),
+    ] = None,
+) -> None:
+    """Remove versions from log, ls and spec resolution; gc then deletes the data that only
+    they needed. Version numbers are never reused."""
+    done, warnings = _workspace().forget(specs, keep_last)
+    _write_lines(f"forgot {v}" for v in done)
+    if not done:
+        typer.echo("nothing to forget")
+    _write_lines((f"warning: {w}" for w in warnings), err=True)
+
+
+@app.command()
+def gc(
+    grace: Annotated[
+        str,
+        typer.Option(
+            help="Delete only what has been garbage for this long (e.g. 24h, 30m, 2d, 0): "
+            "longer than any add and commit on any machine takes."
+        ),
+    ] = "24h",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be condemned; change nothing.")
+    ] = False,
+) -> None:
+    """Delete packs and tree pages that no live version needs, in two phases: a run
+    condemns them, a run after the grace period deletes what is still garbage; packs that
+    are mostly garbage are repacked."""
+    r = _workspace().gc(_duration(grace), dry_run)
+    verb = "would condemn" if dry_run else "garbage"
+    typer.echo(
+        f"{r.live_versions} live versions, {r.forgotten_versions} forgotten; {verb}: "
+        f"{r.condemned_packs} packs ({_size(r.condemned_bytes)}), {r.condemned_pages} tree pages"
+        + (
+            f"; repacked {r.repacked_packs} packs ({_size(r.repacked_bytes)} kept)"
+            if r.repacked_packs
+            else ""
+        )
+    )
+    if not dry_run:
+        typer.echo(
+            f"deleted {r.deleted_packs} packs ({_size(r.deleted_bytes)}), {r.deleted_pages} tree "
+            f"pages, {r.deleted_leftovers} temporary files; replaced {r.replaced_indexes} "
+            f"indexes; {r.waiting} objects wait for the grace period"
+        )
+    if r.young_pages:
+        typer.echo(
+            f"note: {r.young_pages} tree pages no live version names are younger than the grace "
+            "period (adds in flight or not committed): what they need is kept"
+        )
+    _write_lines(f"note: {n}" for n in r.notes)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(text: str) -> float:
+    t = text.strip().lower()
+    unit = _UNITS.get(t[-1:]) if t else None
+    number = t[:-1] if unit is not None else t
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1
+    if not number or value < 0 or value != value or value > 10 * 365 * 86400:
+        raise UsageError(f"invalid duration {text!r}: use a number and s, m, h, d or w (24h)")
+    return value * (unit or 1)
+
+
+def _write_lines(lines: Iterable[str], batch: int = 4096, err: bool = False) -> None:
     """Print lines that hold what a store or a tree says (paths, authors, messages), each
     made printable (:func:`~.console.printable`), and many of them fast (a million-file
     listing): flushed every ``batch`` lines."""
@@ -225,10 +327,10 @@ def _write_lines(lines: Iterable[str], batch: int = 4096) -> None:
     for line in lines:
         out.append(printable(line))
         if len(out) >= batch:
-            typer.echo("\n".join(out))
+            typer.echo("\n".join(out), err=err)
             out.clear()
     if out:
-        typer.echo("\n".join(out))
+        typer.echo("\n".join(out), err=err)
 
 
 def _ls_line(e: FileEntry) -> str:

@@ -92,11 +92,62 @@ def encode_record(r: VersionRecord) -> bytes:
         raise BadInput("a version record must be valid UTF-8 (message or author)") from None
 
 
-def decode_record(data: bytes, obj: str) -> VersionRecord:
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What ``forget`` leaves at a version record's key: the number stays taken, and the
+    tree and nonce of the version it was are kept (a publish that lost its response still
+    recognises its nonce), but the root is gone: nothing keeps the version's data."""
+
+    name: str
+    version: int
+    tree: ObjectId
+    nonce: str
+    time: str  # when it was forgotten
+    author: str  # who forgot it
+
+
+def encode_forgotten(f: Forgotten) -> bytes:
+    doc = {
+        "type": "datavc-forgotten",
+        "format": RECORD_FORMAT,
+        "name": f.name,
+        "version": f.version,
+        "tree": f.tree,
+        "nonce": f.nonce,
+        "time": f.time,
+        "author": f.author,
+    }
+    return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def decode_version(data: bytes, obj: str) -> VersionRecord | Forgotten:
+    """What is at a version record's key: the record, or what ``forget`` left there."""
+    try:
+        doc = load_document(data)
+        if doc.get("type") != "datavc-forgotten":
+            return decode_record(data, obj, doc)
+        if doc.get("format") != RECORD_FORMAT:
+            raise CorruptObject(obj, "not a datavc version record of a known format")
+        gone = Forgotten(
+            name=string(doc, "name"),
+            version=integer(doc, "version", 1),
+            tree=ObjectId(string(doc, "tree")),
+            nonce=string(doc, "nonce"),
+            time=string(doc, "time"),
+            author=string(doc, "author"),
+        )
+    except Malformed as err:
+        raise CorruptObject(obj, f"version record is malformed: {err}") from None
+    if not is_object_id(gone.tree):
+        raise CorruptObject(obj, "version record names no valid tree")
+    return gone
+
+
+def decode_record(data: bytes, obj: str, parsed: dict[str, Any] | None = None) -> VersionRecord:
     """A version record, checked: strict JSON (:mod:`.jsondoc`) with every field of its
     type and range, and a tree root that hashes to ``tree``."""
     try:
-        doc = load_document(data)
+        doc = load_document(data) if parsed is None else parsed
         if doc.get("type") != "datavc-version" or doc.get("format") != RECORD_FORMAT:
             raise CorruptObject(obj, "not a datavc version record of a known format")
         stats = member(doc, "stats")

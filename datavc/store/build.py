@@ -138,6 +138,13 @@ BLOCK = 2 << 20  # a large file is read this much at a time (measured: 1-2 MiB b
 BATCH_CHUNKS = 16  # chunks of a large file handed to the writer's threads at a time
 
 
+def file_chunks(path: str, chunker: Chunker) -> Iterator[memoryview]:
+    """Every chunk of a file, cut as ``add`` cuts it; each view is valid until the next."""
+    with open(path, "rb", buffering=0) as fh:
+        for _, views in _blocks(fh, chunker):
+            yield from views
+
+
 def _blocks(
     fh: Any, chunker: Chunker, size: int = BLOCK
 ) -> Iterator[tuple[memoryview, list[memoryview]]]:

@@ -21,13 +21,13 @@ from ..errors import CorruptObject, DatavcError, IntegrityError, NotARepository,
 from ..format.hashing import ChunkId, ObjectId, is_object_id
 from ..format.packfile import PACK_MAGIC, Location, LocationTable, decode_index, footer_row
 from ..format.paths import valid_name
-from ..format.record import VersionRecord
+from ..format.record import Forgotten, VersionRecord
 from ..format.tree import check_page, decode_page
 from .backend import ObjectInfo
 from .chunkstore import ChunkStore
 from .packs import footer_entries
 from .reader import decode_run, group
-from .versions import read_version, version_numbers
+from .versions import read_entry, version_numbers
 
 TOP_LEVEL = {"datavc.json", "packs", "index", "trees", "versions", "tags", "gc"}
 MAX_FILES_NAMED = 20  # per problem; the count says how many more
@@ -243,6 +243,19 @@ class _Check:
                     key, f"places {n} chunks in packs/{pack[:16]}… where its footer does not"
                 )
 
+    def check_gc_records(self) -> None:
+        from ..format.gcrecord import decode_gc_record
+
+        waiting = 0
+        for info in self.listing("gc", is_object_id):
+            key = f"gc/{info.name}"
+            try:
+                waiting += len(decode_gc_record(self.store.read_object("gc", info.name), key).packs)
+            except (IntegrityError, ObjectNotFound) as err:
+                self.report.problem(key, _reason(err, key))
+        if waiting:
+            self.report.notes.append(f"gc/: {waiting} packs condemned, to be deleted by a later gc")
+
     # -- versions and trees ---------------------------------------------------------
 
     def check_versions(self, wanted: dict[str, list[int]] | None) -> None:
@@ -264,13 +277,16 @@ class _Check:
         label = f"{name}@v{number}"
         self.tick(key)
         try:
-            rec = read_version(self.store, name, number)
+            rec = read_entry(self.store, name, number)
         except (IntegrityError, ObjectNotFound) as err:
             self.report.problem(key, _reason(err, key)).affects(label)
             return
         except DatavcError as err:  # a record that does not parse is damaged
             self.report.problem(key, str(err)).affects(label)
             return
+        if isinstance(rec, Forgotten):
+            self.report.counts["forgotten"] += 1
+            return  # its data is gc's to delete
         self.report.counts["versions"] += 1
         self.check_tree(rec, label)
 
@@ -381,6 +397,7 @@ def fsck(
         check.read_data()
     check.check_indexes()
     check.listing("trees", is_object_id)
+    check.check_gc_records()
     check.check_versions(versions)
     check.unreferenced(versions is None)
     return report

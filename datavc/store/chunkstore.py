@@ -12,6 +12,7 @@ page and the packs.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -45,6 +46,8 @@ class ChunkStore:
         self._loading = threading.Lock()  # one thread lists and reads index objects at a time
         self._chunk_reader: ChunkReader | None = None
         self._footers: Footers | None = None
+        self._condemned_trees: frozenset[ObjectId] = frozenset()
+        self.written: set[str] = set()  # keys of the objects this process wrote
 
     @classmethod
     def create(
@@ -108,7 +111,10 @@ class ChunkStore:
         for part in parts:
             hasher.update(part)
         oid = ObjectId(hasher.hexdigest())
+        if kind == "trees" and oid in self._condemned_trees:
+            self._refresh(f"{kind}/{oid}")
         self.backend.write(f"{kind}/{oid}", parts)
+        self.written.add(f"{kind}/{oid}")
         if self.cache is not None:
             self.cache.write(f"{kind}/{oid}", parts)
         return oid
@@ -119,12 +125,20 @@ class ChunkStore:
         its own id, so hashing the whole pack again would add nothing but a pass)."""
         oid = object_id(footer)
         key = f"packs/{oid}"
+        if self._footers is not None and oid in self._footers.condemned:
+            self._refresh(key)
         if self.cache is not None:
             self.backend.put_path(key, path, move=False)
             self.cache.put_path(key, path, move=True)
         else:
             self.backend.put_path(key, path, move=True)
         return oid
+
+    def _refresh(self, key: str) -> None:
+        """An object gc has condemned is needed again: it is deleted so that writing it
+        makes it new (gc deletes only objects older than its grace period)."""
+        with contextlib.suppress(ObjectNotFound):
+            self.backend.delete(key)
 
     def spool_dir(self) -> str | None:
         """Where a writer builds pack files: beside the packs of a local store or cache."""
@@ -231,8 +245,12 @@ class ChunkStore:
 
     def new_writer(self) -> PackWriter:
         """A writer for an upload, deduplicating against every index in the store."""
+        from .gc import read_condemned
         from .packwriter import PackWriter  # it records what it stores here
 
+        condemned = read_condemned(self)
+        self.footers().condemned = condemned.packs  # never reuse what gc will delete
+        self._condemned_trees = condemned.trees
         self.load_index()
         return PackWriter(self)
 

@@ -67,6 +67,7 @@ class Footers:
         self._rows: dict[ObjectId, frozenset[bytes]] = {}
         self._lock = threading.Lock()
         self.condemned = condemned  # packs a gc will delete: holding nothing for writers
+        self.stored: set[ObjectId] = set()  # packs this process stored
         self.reads = 0
 
     def trust(self, pack: ObjectId, entries: list[PackEntry]) -> None:
@@ -77,6 +78,7 @@ class Footers:
         )
         with self._lock:
             self._rows[pack] = rows
+            self.stored.add(pack)
 
     def holds(self, cid: ChunkId, loc: Location) -> bool:
         """Whether the pack ``loc`` names exists and its footer lists ``cid`` at ``loc``."""

@@ -19,10 +19,17 @@ from ..errors import (
     DatasetNotFound,
     ObjectNotFound,
     StoreUnreachable,
+    VersionForgotten,
     VersionNotFound,
 )
 from ..format.hashing import ObjectId
-from ..format.record import VersionRecord, decode_record, encode_record
+from ..format.record import (
+    Forgotten,
+    VersionRecord,
+    decode_version,
+    encode_forgotten,
+    encode_record,
+)
 from .chunkstore import ChunkStore
 
 if TYPE_CHECKING:
@@ -44,6 +51,15 @@ def dataset_names(store: ChunkStore) -> list[str]:
 
 
 def read_version(store: ChunkStore, name: str, number: int) -> VersionRecord:
+    """Version ``number`` of ``name``; VersionForgotten if ``forget`` removed it."""
+    rec = read_entry(store, name, number)
+    if isinstance(rec, Forgotten):
+        raise VersionForgotten(name, number, f"by {rec.author} at {rec.time}")
+    return rec
+
+
+def read_entry(store: ChunkStore, name: str, number: int) -> VersionRecord | Forgotten:
+    """What is at version ``number``'s key: its record, or what ``forget`` left there."""
     key = f"versions/{name}/{number}.json"
     try:
         data = store.backend.read(key)
@@ -52,10 +68,36 @@ def read_version(store: ChunkStore, name: str, number: int) -> VersionRecord:
         if not version_numbers(store, name):
             raise DatasetNotFound(name) from None
         raise VersionNotFound(name, f"v{number}") from None
-    rec = decode_record(data, key)
+    return _checked(decode_version(data, key), name, number, key)
+
+
+def _checked(
+    rec: VersionRecord | Forgotten, name: str, number: int, key: str
+) -> VersionRecord | Forgotten:
     if rec.name != name or rec.version != number:
         raise CorruptObject(key, f"it holds {rec.name}@v{rec.version}")
     return rec
+
+
+def live_versions(store: ChunkStore, name: str) -> list[VersionRecord]:
+    """Every version of ``name`` that is not forgotten, oldest first."""
+    out = []
+    for n in version_numbers(store, name):
+        rec = read_entry(store, name, n)
+        if isinstance(rec, VersionRecord):
+            out.append(rec)
+    return out
+
+
+def forget_version(store: ChunkStore, name: str, number: int, who: str, when: str) -> bool:
+    """Replace version ``number``'s record with what ``forget`` leaves (keeping its number,
+    tree and nonce); False if it was forgotten already."""
+    rec = read_entry(store, name, number)
+    if isinstance(rec, Forgotten):
+        return False
+    gone = Forgotten(rec.name, rec.version, rec.tree, rec.nonce, when, who)
+    store.backend.replace(f"versions/{name}/{number}.json", encode_forgotten(gone))
+    return True
 
 
 def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
@@ -67,9 +109,9 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
     _ = store.config  # a store this datavc can write (and not a bare folder)
     numbers = version_numbers(store, record.name)
     for n in reversed(numbers[-RECENT:]):
-        earlier = read_version(store, record.name, n)
-        if earlier.nonce == record.nonce:
-            return earlier  # published before, by an attempt whose answer was lost
+        earlier = read_entry(store, record.name, n)
+        if earlier.nonce == record.nonce:  # published before, by an attempt whose answer was lost
+            return _published(earlier)
     number = (numbers[-1] + 1) if numbers else 1
     for _ in range(MAX_PUBLISH_TRIES):
         candidate = dataclasses.replace(record, version=number)
@@ -77,13 +119,19 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
         if _create_with_retries(store, key, encode_record(candidate)):
             return candidate
         try:
-            existing = decode_record(store.backend.read(key), key)
+            existing = decode_version(store.backend.read(key), key)
         except ObjectNotFound:
             continue  # vanished between create and read: try the same number again
         if existing.nonce == record.nonce:
-            return existing
+            return _published(existing)
         number += 1
     raise Conflict(f"could not publish a version of {record.name!r}: too many concurrent writers")
+
+
+def _published(rec: VersionRecord | Forgotten) -> VersionRecord:
+    if isinstance(rec, Forgotten):  # published, then forgotten by someone else meanwhile
+        raise VersionForgotten(rec.name, rec.version, f"by {rec.author} at {rec.time}")
+    return rec
 
 
 def _create_with_retries(store: ChunkStore, key: str, data: bytes) -> bool:
@@ -106,7 +154,11 @@ def resolve(store: ChunkStore, spec: VersionSpec) -> VersionRecord:
         _ = store.config  # no store at all: say that, not "no such dataset"
         raise DatasetNotFound(spec.name)
     if spec.kind in ("none", "latest"):
-        return read_version(store, spec.name, numbers[-1])
+        for n in reversed(numbers):
+            rec = read_entry(store, spec.name, n)
+            if isinstance(rec, VersionRecord):
+                return rec
+        raise VersionNotFound(spec.name, "latest (every version is forgotten)")
     if spec.kind == "ref":
         tagged = read_tag(store, spec.name, spec.value)
         if tagged is not None:
@@ -119,7 +171,9 @@ def resolve(store: ChunkStore, spec: VersionSpec) -> VersionRecord:
 def _by_snapshot_prefix(store: ChunkStore, spec: VersionSpec, numbers: list[int]) -> VersionRecord:
     matches: dict[ObjectId, VersionRecord] = {}
     for n in reversed(numbers):
-        rec = read_version(store, spec.name, n)
+        rec = read_entry(store, spec.name, n)
+        if isinstance(rec, Forgotten):
+            continue
         if rec.tree.startswith(spec.value):
             matches.setdefault(rec.tree, rec)  # the newest version with that snapshot
     if len(matches) > 1:

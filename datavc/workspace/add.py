@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import BadInput, PathNotFound
+from ..errors import BadInput, PathNotFound, VersionForgotten
 from ..format.paths import check_name
-from ..format.tree import FileEntry, snapshot_id
+from ..format.pointer import SUFFIX
+from ..format.tree import FileEntry, TreeRoot, snapshot_id
 from ..store.build import build_entries
 from ..store.files import LocalFile, scan
 from ..store.trees import TreeDiff, iter_entries, merge_entries, write_tree
@@ -60,7 +61,7 @@ def add_locked(ws: Workspace, path: str, name: str | None) -> AddResult:
     _check_nesting(rel, existing)
     files = scan(absolute, kind)
     ds = known or Dataset(name, rel, kind, None, None)
-    reference = ws.reference_root(ds)
+    reference = _reference(ws, ds)
     cache = ws.stat_cache(name, files)
     cache.load()  # before build_entries empties the scan list
     store = ws.store
@@ -151,3 +152,19 @@ def _default_name(rel: str, kind: str) -> str:
     if kind == "file" and "." in base.lstrip("."):
         base = base.rsplit(".", 1)[0]
     return base
+
+
+def _reference(ws: Workspace, ds: Dataset) -> TreeRoot | None:
+    """The snapshot whose entries this add may reuse: staged, else the pointer's. Staged
+    pages that gc has removed since (staged long ago) are skipped, and so is a pointer
+    that names a forgotten version."""
+    if ds.staged is not None:
+        root = ds.staged.root
+        if all(ws.store.backend.exists(f"trees/{p.id}") for p in root.pages):
+            return root
+    if ds.pointer is None:
+        return None
+    try:
+        return ws.pointed(ds.pointer, ds.path + SUFFIX).root
+    except VersionForgotten:
+        return None

@@ -9,12 +9,13 @@ pointer file names the version checked out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import BadInput, DatasetNotFound, UsageError
+from ..errors import BadInput, DatasetNotFound, UsageError, VersionForgotten
 from ..format.hashing import FileHash
 from ..format.pointer import SUFFIX
 from ..format.record import VersionRecord
@@ -98,9 +99,15 @@ def _trees_to_compare(ws: Workspace, ds: Dataset) -> Iterator[TreeRoot]:
 
     A staged (added, not committed) snapshot does not count: checkout would drop it."""
     if ds.pointer is not None:
-        yield ws.pointed(ds.pointer, ds.path + SUFFIX).root
+        pointed = None
+        with contextlib.suppress(VersionForgotten):  # forgotten: its content is saved no more
+            pointed = ws.pointed(ds.pointer, ds.path + SUFFIX)
+        if pointed is not None:
+            yield pointed.root
     for n in reversed(versions.version_numbers(ws.store, ds.name)):
-        yield versions.read_version(ws.store, ds.name, n).root
+        rec = versions.read_entry(ws.store, ds.name, n)
+        if isinstance(rec, VersionRecord):
+            yield rec.root
 
 
 def _checkout_one(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from ..errors import BadInput, DatasetNotFound
+from ..errors import BadInput, DatasetNotFound, UsageError
 from ..format.record import CommitStats, VersionRecord
 from ..store import versions
 from .add import add_locked, new_nonce
@@ -53,6 +53,7 @@ def commit(
 
 
 def _publish(ws: Workspace, ds: Dataset, staged: Staged, message: str) -> VersionRecord:
+    _check_still_stored(ws, ds.name, staged)
     record = VersionRecord(
         name=ds.name,
         version=0,
@@ -73,6 +74,32 @@ def _publish(ws: Workspace, ds: Dataset, staged: Staged, message: str) -> Versio
     ws.write_pointer(staged.path, record)
     ws.unstage(ds.name)
     return record
+
+
+def _check_still_stored(ws: Workspace, name: str, staged: Staged) -> None:
+    """A staged snapshot is published only if gc has neither deleted nor condemned what it
+    needs: its pages, and the packs their hints name (which add checked when it staged
+    them), unless written anew since they were condemned. Staged long ago, before a gc
+    run, it must be added again (which stores anew what is gone). One listing of the packs
+    and one of the pages."""
+    from ..format.tree import decode_page
+    from ..store.gc import read_condemned
+
+    store = ws.store
+    condemned = read_condemned(store)
+    packs = {i.name: i for i in store.backend.list_detail("packs")}
+    pages = {i.name: i for i in store.backend.list_detail("trees")}
+    for page in staged.root.pages:
+        gone = condemned.at_risk(page.id, pages.get(page.id))
+        if not gone:
+            key = f"trees/{page.id}"
+            _, hints = decode_page(store.read_object("trees", page.id), key, page.content)
+            gone = any(condemned.at_risk(p, packs.get(p)) for p in hints.packs)
+        if gone:
+            raise UsageError(
+                f"{name}: data staged by add has since been removed or condemned by gc: "
+                f"run 'datavc add {staged.path}' again, then commit"
+            )
 
 
 def _utc_now() -> str:

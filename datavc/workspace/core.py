@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from ..format.spec import VersionSpec
     from ..store.check import Report
     from ..store.chunkstore import ChunkStore
+    from ..store.gc import GcReport
+    from ..store.repair import RepairReport
     from .add import AddResult
     from .checkout import CheckoutResult
     from .status import Status
@@ -207,6 +209,21 @@ class Workspace:
         from .maintenance import fsck
 
         return fsck(self, specs, read_data)
+
+    def forget(self, specs: list[str], keep_last: int | None = None) -> tuple[list[str], list[str]]:
+        from .maintenance import forget
+
+        return forget(self, specs, keep_last)
+
+    def repair(self, paths: list[str]) -> RepairReport:
+        from .maintenance import repair
+
+        return repair(self, paths)
+
+    def gc(self, grace: float, dry_run: bool = False) -> GcReport:
+        from .maintenance import collect
+
+        return collect(self, grace, dry_run)
 
     # -- paths ------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ def log(ws: Workspace, name: str) -> list[VersionRecord]:
     if not numbers:
         _ = ws.store.config  # no store at all: say that, not "no such dataset"
         raise DatasetNotFound(name)
-    return [versions.read_version(ws.store, name, n) for n in reversed(numbers)]
+    return list(reversed(versions.live_versions(ws.store, name)))
 
 
 def ls(ws: Workspace, text: str) -> tuple[VersionRecord, Iterator[FileEntry]]:
@@ -44,7 +44,8 @@ def diff(
     if against is None:
         old, new = None, first
         if first.parent is not None:
-            old = versions.read_version(ws.store, first.name, first.parent)
+            parent = versions.read_entry(ws.store, first.name, first.parent)
+            old = parent if isinstance(parent, VersionRecord) else None  # forgotten: nothing
     else:
         old, new = first, ws.resolve(parse_spec(against))
     return old, new, diff_trees(ws.store, old.root if old else None, new.root)
