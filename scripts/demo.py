@@ -111,6 +111,8 @@ def main() -> None:
         if fingerprint(data) != v1:
             raise SystemExit("demo failed: checkout from the pointer file does not match v1")
         print("verified: 'datavc checkout' from the pointer file rebuilt v1 from scratch")
+        run("datavc", "fsck", "--read-data", cwd=repo)
+        print("verified: fsck read every chunk of the store back and found no damage")
 
         print("\ndedup figures")
         print(f"  dataset size          {total / 1e6:8.1f} MB")

@@ -181,6 +181,23 @@ print(runs, deleted)
 
 
 def test_gc_while_another_process_commits(repo: Path, tmp_path: Path) -> None:
+    gc_race(repo, tmp_path, grace=3, seconds=22)
+
+
+@pytest.mark.stress
+def test_gc_while_another_process_commits_on_s3(tmp_path: Path, s3_env: str) -> None:
+    import uuid
+
+    from conftest import BUCKET
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    run(root, "init", "--store", f"s3://{BUCKET}/{uuid.uuid4().hex}")
+    gc_race(root, tmp_path, grace=8, seconds=60)
+
+
+def gc_race(repo: Path, tmp_path: Path, grace: int, seconds: int) -> None:
     """A writer commits versions that alternate between two contents (so each one's chunks
     are garbage, then needed again), each with a file of its own (garbage for good once
     forgotten), and forgets all but the newest, while gc runs in a loop
@@ -188,12 +205,12 @@ def test_gc_while_another_process_commits(repo: Path, tmp_path: Path) -> None:
     checks out, fsck is clean, and gc did delete packs meanwhile. A commit whose staged
     data gc condemned meanwhile is refused (exit 2), and adding again fixes it."""
     contents = [
-        {"x.bin": rand("X", 600_000), "s.bin": rand("S", 100_000)},
-        {"y.bin": rand("Y", 600_000), "s.bin": rand("S", 100_000)},
+        {"x.bin": rand("X", 300_000), "s.bin": rand("S", 50_000)},
+        {"y.bin": rand("Y", 300_000), "s.bin": rand("S", 50_000)},
     ]
     commit_files(repo, contents[0], "v1")
     gc_proc = subprocess.Popen(
-        [sys.executable, "-c", GC_LOOP, "25", "3s"],
+        [sys.executable, "-c", GC_LOOP, str(seconds + 3), f"{grace}s"],
         cwd=repo,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -202,7 +219,7 @@ def test_gc_while_another_process_commits(repo: Path, tmp_path: Path) -> None:
     refused = 0
     last: dict[str, object] = {}
     try:
-        deadline = time.monotonic() + 22
+        deadline = time.monotonic() + seconds
         i = 0
         while time.monotonic() < deadline:
             i += 1
@@ -210,6 +227,7 @@ def test_gc_while_another_process_commits(repo: Path, tmp_path: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
             for name, data in contents[i % 2].items():
                 write(folder / name, data)
+            write(folder / "u.bin", rand(("U", i), 1_200_000))  # garbage for good later
             run(repo, "add", "data/d")
             while run(repo, "commit", "-m", f"round {i}", code=None).returncode == 2:
                 refused += 1

@@ -81,16 +81,21 @@ def _check_still_stored(ws: Workspace, name: str, staged: Staged) -> None:
     needs: its pages, and the packs their hints name (which add checked when it staged
     them), unless written anew since they were condemned. Staged long ago, before a gc
     run, it must be added again (which stores anew what is gone). One listing of the packs
-    and one of the pages."""
+    and gc records, one existence check per page."""
     from ..format.tree import decode_page
     from ..store.gc import read_condemned
 
     store = ws.store
     condemned = read_condemned(store)
     packs = {i.name: i for i in store.backend.list_detail("packs")}
-    pages = {i.name: i for i in store.backend.list_detail("trees")}
+    pages = None  # listed only if a gc record names one of the staged pages (rare)
     for page in staged.root.pages:
-        gone = condemned.at_risk(page.id, pages.get(page.id))
+        if page.id in condemned.since:
+            if pages is None:
+                pages = {i.name: i for i in store.backend.list_detail("trees")}
+            gone = condemned.at_risk(page.id, pages.get(page.id))
+        else:
+            gone = not store.backend.exists(f"trees/{page.id}")
         if not gone:
             key = f"trees/{page.id}"
             _, hints = decode_page(store.read_object("trees", page.id), key, page.content)
