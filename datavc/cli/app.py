@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from typing import Annotated, Optional
+from collections.abc import Callable, Iterable, Iterator
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ..errors import UsageError
+from ..format.record import VersionRecord
 from ..format.storeconfig import DEFAULT_PACK_TARGET
 from ..format.tree import FileEntry
 from ..workspace.core import Workspace
@@ -30,7 +31,49 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
 )
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose usage line shows required arguments as plain names (``SPEC``), as
+    click and man pages do, not in braces."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces: list[str] = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+def _command() -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return app.command(cls=_Command)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"datavc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print datavc's version and exit.",
+            callback=_show_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Version datasets next to your Git code: chunked, deduplicated snapshots in any
+    object store, tracked by small pointer files that you commit to Git."""
+
+
+JSON_OPTION = typer.Option("--json", help="Print JSON (schema: README, 'JSON output').")
 
 
 def _workspace() -> Workspace:
@@ -46,19 +89,23 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-@app.command()
+@_command()
 def init(
     store: Annotated[
         Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
         typer.Option(
+            metavar="URL",
             help="Store URL (s3://bucket/prefix, /path, memory://...). "
-            "Default: the embedded local store .datavc/store."
+            "Default: the embedded local store .datavc/store.",
         ),
     ] = None,
     pack_size: Annotated[
         int,
         typer.Option(
-            min=1, max=1024, help="Target pack size in MiB for a new store (fixed at creation)."
+            min=1,
+            max=1024,
+            metavar="MiB",
+            help="Target pack size of a new store, 1 to 1024 MiB (fixed at creation).",
         ),
     ] = DEFAULT_PACK_TARGET >> 20,
     force: Annotated[
@@ -70,12 +117,15 @@ def init(
     typer.echo(f"initialised datavc workspace in {os.path.abspath('.')}; store: {url}")
 
 
-@app.command()
+@_command()
 def add(
-    path: Annotated[str, typer.Argument(help="Folder or file to track.")],
+    path: Annotated[str, typer.Argument(metavar="PATH", help="Folder or file to track.")],
     name: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(help="Dataset name (default: the path's last part without extension)."),
+        typer.Option(
+            metavar="NAME",
+            help="Dataset name (default: the path's last part without extension).",
+        ),
     ] = None,
 ) -> None:
     """Track a folder or file: chunk it, store new data, stage it for the next commit."""
@@ -88,10 +138,17 @@ def add(
     )
 
 
-@app.command()
+@_command()
 def commit(
-    names: Annotated[Optional[list[str]], typer.Argument(help="Datasets (default: all).")] = None,  # noqa: UP045
-    message: Annotated[str, typer.Option("-m", "--message", help="What changed and why.")] = "",
+    names: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(
+            metavar="[NAME]...", help="Datasets (default: every one with staged changes)."
+        ),
+    ] = None,
+    message: Annotated[
+        str, typer.Option("-m", "--message", metavar="MESSAGE", help="What changed and why.")
+    ] = "",
     all_: Annotated[
         bool, typer.Option("-a", "--all", help="Re-add every tracked dataset first.")
     ] = False,
@@ -109,37 +166,69 @@ def commit(
         typer.echo(f"{name}: nothing to commit (no staged changes)")
 
 
-@app.command()
+@_command()
 def checkout(
     specs: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Argument(
-            help="NAME@vN, NAME@latest, NAME@<tag>, NAME@<snapshot prefix>, "
-            "NAME@git:<rev>. Default: what every pointer file says."
+            metavar="[SPEC]...",
+            help="NAME@vN, NAME@latest, NAME@TAG, NAME@SNAPSHOT-PREFIX or NAME@git:REV. "
+            "Default: what every pointer file says.",
         ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Discard changes that are not stored.")
     ] = False,
 ) -> None:
-    """Materialize exact snapshots into their dataset paths."""
+    """Materialize exact snapshots into their dataset paths.
+
+    Every file is fetched and checked first; only then are files put in place."""
     _write_lines(checkout_lines(_workspace().checkout(list(specs or []), force)))
 
 
-@app.command()
-def status() -> None:
+@_command()
+def status(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
     """Show which datasets differ from their pointer files, and how."""
-    _write_lines(status_lines(_workspace().status()))
+    rows = _workspace().status()
+    if as_json:
+        _print_json(
+            [
+                {
+                    "name": st.name,
+                    "path": st.path,
+                    "state": st.state,
+                    "detail": st.detail,
+                    "added": list(st.diff.added),
+                    "modified": list(st.diff.modified),
+                    "removed": list(st.diff.removed),
+                }
+                for st in rows
+            ]
+        )
+        return
+    _write_lines(status_lines(rows))
 
 
-@app.command()
-def log(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
-    """List a dataset's versions, newest first."""
-    for rec in _workspace().log(name):
+@_command()
+def log(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Dataset name.")],
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """List a dataset's versions, newest first, with their tags."""
+    ws = _workspace()
+    records = ws.log(name)
+    tags: dict[int, list[str]] = {}
+    for tag_name, number in sorted(ws.tags(name).get(name, {}).items()):
+        tags.setdefault(number, []).append(tag_name)
+    if as_json:
+        _print_json([_record_doc(rec, tags.get(rec.version, [])) for rec in records])
+        return
+    for rec in records:
         s = rec.stats
+        tagged = f"  (tags: {', '.join(tags[rec.version])})" if rec.version in tags else ""
         _write_lines(
             [
-                f"v{rec.version}  {rec.time}  {rec.author}",
+                f"v{rec.version}  {rec.time}  {rec.author}{tagged}",
                 f"    snapshot {rec.tree[:12]}  {s.files} files, {_size(s.bytes)}, "
                 f"new data stored {_size(s.new_bytes)}",
                 f"    {rec.message}",
@@ -147,26 +236,63 @@ def log(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
         )
 
 
-@app.command()
-def ls(spec: Annotated[str, typer.Argument(help="NAME or NAME@VERSION.")]) -> None:
+@_command()
+def ls(
+    spec: Annotated[
+        str,
+        typer.Argument(metavar="SPEC", help="NAME@VERSION, or NAME: what its pointer file says."),
+    ],
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
     """List the files of a snapshot: mode, size, BLAKE3 hash, path."""
     rec, entries = _workspace().ls(spec)
+    if as_json:
+        import json
+
+        head = {"name": rec.name, "version": rec.version, "snapshot": rec.tree}
+        typer.echo(json.dumps(head, ensure_ascii=True)[:-1] + ', "files": [')
+        rows = (
+            json.dumps(
+                {"path": e.path, "mode": f"{e.mode:o}", "size": e.size, "hash": e.hash.hex()},
+                ensure_ascii=True,
+            )
+            for e in entries
+        )
+        _write_json_rows(rows)
+        typer.echo("]}")
+        return
     _write_lines([f"{rec.name}@v{rec.version} snapshot {rec.tree}"])
     _write_lines(_ls_line(e) for e in entries)
 
 
-@app.command()
+@_command()
 def diff(
-    spec: Annotated[str, typer.Argument(help="NAME@VERSION (default: what the pointer says).")],
+    spec: Annotated[
+        str,
+        typer.Argument(metavar="SPEC", help="NAME@VERSION, or NAME: what its pointer file says."),
+    ],
     other: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Argument(help="A second NAME@VERSION: show the changes from SPEC to it."),
+        typer.Argument(metavar="[SPEC2]", help="Show the changes from SPEC to this version."),
     ] = None,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
-    """Show the files added (A), modified (M) and removed (D) between two versions; with one
-    version, between its parent and it."""
+    """Show the files added (A), modified (M) and removed (D) between two versions.
+
+    With one version: between its parent and it."""
     old, new, changes = _workspace().diff(spec, other)
     before = f"{old.name}@v{old.version}" if old else "(nothing)"
+    if as_json:
+        import json
+
+        head = {"from": before if old else None, "to": f"{new.name}@v{new.version}"}
+        typer.echo(json.dumps(head, ensure_ascii=True)[:-1] + ', "changes": [')
+        rows = (
+            json.dumps({"change": kind, "path": e.path}, ensure_ascii=True) for kind, e in changes
+        )
+        _write_json_rows(rows)
+        typer.echo("]}")
+        return
     _write_lines([f"{before} -> {new.name}@v{new.version}"])
     counts = {"added": 0, "modified": 0, "removed": 0}
 
@@ -184,25 +310,27 @@ def diff(
 _DIFF_MARK = {"added": "A", "modified": "M", "removed": "D"}
 
 
-@app.command()
+@_command()
 def fsck(
     specs: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Argument(help="Versions to check (NAME@vN, ...). Default: every version."),
+        typer.Argument(
+            metavar="[SPEC]...", help="Versions to check (NAME@vN, ...). Default: every version."
+        ),
     ] = None,
     read_data: Annotated[
         bool, typer.Option("--read-data", help="Also read every chunk and check its hash.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
-    """Check the store: every index, pack footer, version record and tree page, and that
-    every chunk a version needs is stored. Names each damaged object and the versions and
-    files it damages; exits 6 if anything is wrong."""
+    """Check the store for damage; exit 6 if anything is wrong.
+
+    Reads every index, pack footer, version record and tree page, and checks that every
+    chunk a version needs is stored. Names each damaged object and the versions and files
+    it damages."""
     report = _workspace().fsck(list(specs or []), read_data)
     if as_json:
-        import json
-
-        typer.echo(json.dumps(report.as_json(), indent=1, ensure_ascii=True))
+        _print_json(report.as_json())
     else:
         _write_lines(f"{p.line()}" for p in report.problems.values())
         _write_lines(f"note: {n}" for n in report.notes)
@@ -217,16 +345,21 @@ def fsck(
         raise typer.Exit(6)
 
 
-@app.command()
+@_command()
 def repair(
     paths: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Argument(help="Files or folders that may hold lost data (besides the datasets)."),
+        typer.Argument(
+            metavar="[PATH]...",
+            help="Files or folders that may hold lost data (besides the datasets).",
+        ),
     ] = None,
 ) -> None:
-    """Rebuild indexes from pack footers, salvage the sound chunks of damaged packs, and
-    store again every missing chunk that local files still hold (the tracked datasets'
-    folders and PATHs). Reads every pack. Exits 6 if data is still missing."""
+    """Put back lost data from local files; exit 6 if some is still missing.
+
+    Rebuilds indexes from pack footers, salvages the sound chunks of damaged packs, and
+    stores again every missing chunk that local files still hold (the tracked datasets'
+    folders and PATHs). Reads every pack."""
     r = _workspace().repair(list(paths or []))
     typer.echo(
         f"restored {r.restored_chunks} chunks ({_size(r.restored_bytes)}) from "
@@ -242,19 +375,24 @@ def repair(
     raise typer.Exit(6)
 
 
-@app.command()
+@_command()
 def forget(
     specs: Annotated[
         list[str],
-        typer.Argument(help="NAME@vN... to forget; with --keep-last, dataset NAMEs."),
+        typer.Argument(
+            metavar="SPEC...", help="NAME@vN... to forget; with --keep-last, dataset NAMEs."
+        ),
     ],
     keep_last: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("--keep-last", min=1, help="Forget all but the N newest versions of NAME."),
+        typer.Option(
+            "--keep-last", min=1, metavar="N", help="Forget all but the N newest versions of NAME."
+        ),
     ] = None,
 ) -> None:
-    """Remove versions from log, ls and spec resolution; gc then deletes the data that only
-    they needed. Version numbers are never reused."""
+    """Remove versions from log, ls and spec resolution.
+
+    gc then deletes the data that only they needed. Version numbers are never reused."""
     done, warnings = _workspace().forget(specs, keep_last)
     _write_lines(f"forgot {v}" for v in done)
     if not done:
@@ -262,22 +400,24 @@ def forget(
     _write_lines((f"warning: {w}" for w in warnings), err=True)
 
 
-@app.command()
+@_command()
 def gc(
     grace: Annotated[
         str,
         typer.Option(
-            help="Delete only what has been garbage for this long (e.g. 24h, 30m, 2d, 0): "
-            "longer than any add and commit on any machine takes."
+            metavar="DURATION",
+            help="Delete only what has been garbage for this long (24h, 30m, 2d, 0): "
+            "longer than any add and commit on any machine takes.",
         ),
     ] = "24h",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would be condemned; change nothing.")
     ] = False,
 ) -> None:
-    """Delete packs and tree pages that no live version needs, in two phases: a run
-    condemns them, a run after the grace period deletes what is still garbage; packs that
-    are mostly garbage are repacked."""
+    """Delete data that no live version needs.
+
+    Two phases: a run condemns garbage, a run after the grace period deletes what is still
+    garbage; packs that are mostly garbage are repacked."""
     r = _workspace().gc(_duration(grace), dry_run)
     verb = "would condemn" if dry_run else "garbage"
     typer.echo(
@@ -301,6 +441,95 @@ def gc(
             "period (adds in flight or not committed): what they need is kept"
         )
     _write_lines(f"note: {n}" for n in r.notes)
+
+
+@_command()
+def tag(
+    args: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(
+            metavar="[SPEC TAG | NAME [TAG]]",
+            help="Tag: SPEC and TAG. --list: an optional NAME. --delete: NAME and TAG.",
+        ),
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", "-l", help="List tags.")] = False,
+    delete: Annotated[bool, typer.Option("--delete", "-d", help="Delete a tag.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Move a tag that names another version.")
+    ] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """Name a version (NAME@TAG), list tags, or delete one.
+
+    datavc tag images@v3 prod; datavc tag --list [images]; datavc tag --delete images prod."""
+    words = list(args or [])
+    ws = _workspace()
+    if list_ and not delete and len(words) <= 1:
+        found = ws.tags(words[0] if words else None)
+        if as_json:
+            _print_json(found)
+            return
+        _write_lines(
+            f"{name}@{t} -> v{n}"
+            for name, tags in sorted(found.items())
+            for t, n in sorted(tags.items())
+        )
+        return
+    if delete and not list_ and len(words) == 2:
+        number = ws.delete_tag(words[0], words[1])
+        typer.echo(f"deleted tag {words[0]}@{words[1]} (was v{number})")
+        return
+    if not list_ and not delete and len(words) == 2:
+        name, number, before = ws.tag(words[0], words[1], force)
+        moved = f" (moved from v{before})" if before not in (None, number) else ""
+        typer.echo(f"{name}@{words[1]} -> v{number}{moved}")
+        return
+    raise UsageError(
+        "use: datavc tag NAME@SPEC TAG [--force] | tag --list [NAME] | tag --delete NAME TAG"
+    )
+
+
+def _record_doc(rec: VersionRecord, tags: list[str]) -> dict[str, object]:
+    s = rec.stats
+    return {
+        "name": rec.name,
+        "version": rec.version,
+        "snapshot": rec.tree,
+        "parent": rec.parent,
+        "time": rec.time,
+        "author": rec.author,
+        "message": rec.message,
+        "git_head": rec.git_head,
+        "tags": tags,
+        "stats": {
+            "files": s.files,
+            "bytes": s.bytes,
+            "new_bytes": s.new_bytes,
+            "new_chunks": s.new_chunks,
+            "new_objects": s.new_objects,
+        },
+    }
+
+
+def _print_json(doc: object) -> None:
+    """One JSON document, ASCII only (every control character escaped by JSON)."""
+    import json
+
+    typer.echo(json.dumps(doc, indent=1, ensure_ascii=True))
+
+
+def _write_json_rows(rows: Iterable[str], batch: int = 4096) -> None:
+    """The rows of a JSON array, comma-separated, written in batches (a million files)."""
+    out: list[str] = []
+    first = True
+    for row in rows:
+        out.append(row if first else "," + row)
+        first = False
+        if len(out) >= batch:
+            typer.echo("\n".join(out))
+            out.clear()
+    if out:
+        typer.echo("\n".join(out))
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -343,7 +572,7 @@ def main() -> None:
     ``checkout`` itself.)"""
     try:
         with errors_reported():
-            code = app(standalone_mode=False)
+            code = app(standalone_mode=False, prog_name="datavc")
     except typer.Abort:
         fail("interrupted", 130)
     except typer.Exit as err:

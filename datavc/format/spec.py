@@ -69,3 +69,17 @@ def parse_spec(text: str) -> VersionSpec:
             "(letters, digits, '.', '_', '-') or a snapshot-id prefix"
         )
     return VersionSpec(name, "ref", rest)
+
+
+def check_tag(tag: str) -> None:
+    """A tag name a spec can reach: the ref form, and not ``vN``, ``latest`` or something
+    that reads as a snapshot-id prefix (those would be ambiguous)."""
+    if not _TAG.fullmatch(tag) or ".." in tag:
+        raise BadInput(
+            f"invalid tag {tag!r}: 1-128 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    if _VERSION.fullmatch(tag) or tag == "latest" or _HEX.fullmatch(tag):
+        raise BadInput(
+            f"invalid tag {tag!r}: it reads as a version number, 'latest' or a snapshot-id prefix"
+        )

@@ -17,8 +17,10 @@ from ..errors import (
     Conflict,
     CorruptObject,
     DatasetNotFound,
+    NotFoundError,
     ObjectNotFound,
     StoreUnreachable,
+    UsageError,
     VersionForgotten,
     VersionNotFound,
 )
@@ -47,7 +49,10 @@ def version_numbers(store: ChunkStore, name: str) -> list[int]:
 
 
 def dataset_names(store: ChunkStore) -> list[str]:
-    return store.backend.list("versions")
+    """The datasets the store has versions of (names that are no dataset name are skipped)."""
+    from ..format.paths import valid_name
+
+    return [n for n in store.backend.list("versions") if valid_name(n)]
 
 
 def read_version(store: ChunkStore, name: str, number: int) -> VersionRecord:
@@ -181,6 +186,47 @@ def _by_snapshot_prefix(store: ChunkStore, spec: VersionSpec, numbers: list[int]
     if not matches:
         raise VersionNotFound(spec.name, spec.value)
     return next(iter(matches.values()))
+
+
+def list_tags(store: ChunkStore, name: str) -> dict[str, int]:
+    """A dataset's tags and the version each names (names that are no tag are skipped)."""
+    from ..format.spec import check_tag
+
+    out = {}
+    for tag in store.backend.list(f"tags/{name}"):
+        try:
+            check_tag(tag)
+        except BadInput:
+            continue  # a temporary file, or a stray: not a tag
+        number = read_tag(store, name, tag)
+        if number is not None:
+            out[tag] = number
+    return out
+
+
+def write_tag(store: ChunkStore, name: str, tag: str, number: int, force: bool) -> int | None:
+    """Point ``NAME@tag`` at version ``number``; return the version it named before (None if
+    new). An existing tag that names another version is moved only with ``force``."""
+    key = f"tags/{name}/{tag}"
+    data = f"{number}\n".encode()
+    if store.backend.create_exclusive(key, data):
+        return None
+    before = read_tag(store, name, tag)
+    if before == number:
+        return before
+    if not force:
+        raise UsageError(f"tag {name}@{tag} names v{before}: use --force to move it to v{number}")
+    store.backend.replace(key, data)
+    return before
+
+
+def delete_tag(store: ChunkStore, name: str, tag: str) -> int:
+    """Remove a tag; return the version it named."""
+    number = read_tag(store, name, tag)
+    if number is None:
+        raise NotFoundError(f"no tag {name}@{tag}")
+    store.backend.delete(f"tags/{name}/{tag}")
+    return number
 
 
 def read_tag(store: ChunkStore, name: str, tag: str) -> int | None:

@@ -205,6 +205,21 @@ class Workspace:
 
         return diff(self, text, against)
 
+    def tag(self, spec: str, name: str, force: bool = False) -> tuple[str, int, int | None]:
+        from .tags import tag
+
+        return tag(self, spec, name, force)
+
+    def tags(self, dataset: str | None = None) -> dict[str, dict[str, int]]:
+        from .tags import list_tags
+
+        return list_tags(self, dataset)
+
+    def delete_tag(self, dataset: str, name: str) -> int:
+        from .tags import delete_tag
+
+        return delete_tag(self, dataset, name)
+
     def fsck(self, specs: list[str], read_data: bool = False) -> Report:
         from .maintenance import fsck
 
