@@ -51,9 +51,9 @@ def _command() -> Callable[[Callable[..., None]], Callable[..., None]]:
 
 def _show_version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from importlib.metadata import version  # not datavc.__version__: cli never imports fs
 
-        typer.echo(f"datavc {__version__}")
+        typer.echo(f"datavc {version('datavc')}")
         raise typer.Exit()
 
 
