@@ -489,6 +489,15 @@ def tag(
     )
 
 
+def _register_hooks() -> None:
+    from .hook_cmds import hook_app
+
+    app.add_typer(hook_app, name="hook")
+
+
+_register_hooks()
+
+
 def _record_doc(rec: VersionRecord, tags: list[str]) -> dict[str, object]:
     s = rec.stats
     return {

@@ -408,3 +408,36 @@ def affected_versions(report: Report) -> Iterable[str]:
     for p in report.problems.values():
         seen |= p.versions
     return sorted(seen, key=_version_key)
+
+
+def version_holes(store: ChunkStore, rec: VersionRecord, limit: int = 20) -> list[str]:
+    """What the store lacks of a version, from listings, indexes and footers (no chunk is
+    read): tree pages missing or damaged, files with a chunk in no pack whose footer lists
+    it. At most ``limit`` lines."""
+    from ..format.tree import check_page, decode_page
+
+    label = f"{rec.name}@v{rec.version}"
+    store.load_index()
+    footers = store.footers()
+    packs = set(store.backend.list("packs"))
+    holes: list[str] = []
+    for page in rec.root.pages:
+        key = f"trees/{page.id}"
+        try:
+            entries, hints = decode_page(store.read_object("trees", page.id), key, page.content)
+            check_page(entries, page, key)
+        except DatavcError as err:
+            holes.append(f"{label}: tree page {key} is {_reason(err, key)}")
+            continue
+        for e in entries:
+            for cid, _ in e.chunks:
+                places = store.locations(cid)
+                hint = hints.get(cid)
+                if hint is not None:
+                    places.append(hint)
+                if not any(p.pack in packs and footers.holds(cid, p) for p in places):
+                    holes.append(f"{label}: {e.path} has data in no pack of the store")
+                    break
+            if len(holes) >= limit:
+                return holes
+    return holes
