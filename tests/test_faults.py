@@ -15,7 +15,11 @@ fsck, not problems: the write order makes them harmless.
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,10 +48,10 @@ NAME = "data"
 # -- checks shared by the tests ------------------------------------------------------------
 
 
-def checkout_state(url: str, name: str, number: int, dest: Path) -> dict[str, object]:
+def checkout_state(url: str | Backend, name: str, number: int, dest: Path) -> dict[str, object]:
     """``name@v<number>`` materialized into the fresh folder ``dest`` by a fresh store
     object (nothing cached from the run under test), as :func:`tree_state` sees it."""
-    store = ChunkStore.open(Backend(url))
+    store = ChunkStore.open(url if isinstance(url, Backend) else Backend(url))
     rec = read_version(store, name, number)
     entries = list(iter_entries(store, rec.root))
     materialize(store, entries, str(dest), rec.kind, lambda f, e: False, NoProgress())
@@ -259,3 +263,166 @@ def test_a_truncated_write_is_never_referenced(
     memory_cleanup.append(case.url)
     failures = after_fault(case, Fault("truncate", n), tmp_path / "run")
     assert not failures, "\n".join(failures)
+
+
+# -- 2. SIGKILL at random moments of add+commit ----------------------------------------------
+
+TIMEOUT = 180
+
+
+def dvc(cwd: Path, *args: str, code: int | None = 0) -> subprocess.CompletedProcess[str]:
+    """Run ``datavc`` in ``cwd``; with ``code``, require that exit code and no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "datavc", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    if code is not None:
+        assert proc.returncode == code, (args, proc.returncode, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    return proc
+
+
+ADD_COMMIT = '"$0" -m datavc add data && "$0" -m datavc commit -m "$1"'
+
+
+def add_commit_cli(root: Path, message: str) -> int | None:
+    """``datavc add data`` then ``datavc commit``, each must succeed: the version published
+    (None: nothing to commit)."""
+    proc = subprocess.run(
+        ["sh", "-c", ADD_COMMIT, sys.executable, message],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return published(proc.stdout)
+
+
+def published(stdout: str) -> int | None:
+    """The version a commit's output says it published (``NAME@vN  snapshot ...``)."""
+    for line in stdout.splitlines():
+        head = line.split("  snapshot ", 1)[0]
+        if head.startswith(f"{NAME}@v") and " snapshot " in line:
+            return int(head.split("@v", 1)[1])
+    assert "nothing to commit" in stdout, stdout
+    return None
+
+
+def change_data(data: Path, run: int) -> dict[str, object]:
+    """Run ``run``'s content: two of the four 1 MB files rewritten (two new packs at a
+    1 MiB pack size), one small file added; the content as :func:`tree_state` sees it."""
+    for j in (run % 4, (run + 1) % 4):
+        write(data / f"big{j}.bin", rand(f"run{run}-{j}", 1_000_000 + run))
+    write(data / "small" / f"{run}.txt", f"run {run}\n".encode())
+    return tree_state(data)
+
+
+def killed_add_commit(root: Path, message: str, delay: float) -> bool:
+    """Start add+commit and SIGKILL it (the shell and datavc: their process group) after
+    ``delay`` seconds; True if it was killed, False if it had finished."""
+    proc = subprocess.Popen(
+        ["sh", "-c", ADD_COMMIT, sys.executable, message],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert "Traceback" not in err, err
+    return proc.returncode != 0
+
+
+def version_list(root: Path) -> list[int]:
+    """The versions ``datavc log`` lists."""
+    lines = dvc(root, "log", NAME).stdout.splitlines()
+    return sorted(int(line.split()[0][1:]) for line in lines if line.startswith("v"))
+
+
+def store_url_of(root: Path, url: str) -> str:
+    return url if "://" in url else str(Path(url).resolve())
+
+
+def outcome(killed: bool, published: bool, staged: bool) -> str:
+    """Where a kill landed, as far as its traces tell."""
+    if not killed:
+        return "finished"
+    if published:
+        return "published"
+    return "staged" if staged else "in add"
+
+
+def sigkill_runs(tmp_path: Path, url: str, runs: int) -> None:
+    """``runs`` add+commits, each SIGKILLed after a seeded delay (stratified over the
+    measured duration of one, so the kills spread over start-up, chunking, pack uploads,
+    the index, the pages and the commit), each followed by the checks and a rerun."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "--store", url, "--pack-size", "1")
+    url = store_url_of(root, url)
+    checker = Backend(url)  # one connection for the checks (an S3 session costs ~0.2 s)
+    data = root / "data"
+    expected: dict[int, dict[str, object]] = {}
+    change_data(data, 0)
+    expected[1] = change_data(data, 2)  # four 1 MB files, two small ones
+    assert add_commit_cli(root, "v1") == 1
+    duration = float("inf")
+    for n in (2, 3):  # the duration of an add+commit: the shorter of two
+        expected[n] = change_data(data, n - 1)
+        start = time.monotonic()
+        assert add_commit_cli(root, f"v{n}") == n
+        duration = min(duration, time.monotonic() - start)
+    rng = random.Random(f"sigkill-{runs}-{url.split(':', 1)[0]}")
+    delays = [(i + rng.random()) / runs * 0.95 * duration for i in range(runs)]
+    rng.shuffle(delays)
+    outcomes = []
+    for i, delay in enumerate(delays):
+        before = set(expected)
+        content = change_data(data, 10 + i)
+        killed = killed_add_commit(root, f"run {i}", delay)
+        fsck_run = dvc(root, "fsck", code=None)
+        assert fsck_run.returncode == 0, (i, delay, fsck_run.stdout, fsck_run.stderr)
+        listed = version_list(root)
+        assert before <= set(listed), (i, delay, sorted(before), listed)  # nothing lost
+        for n in sorted(set(listed) - before):
+            expected[n] = content  # published by the killed run
+        staged = (root / ".datavc" / "state" / "staged" / f"{NAME}.json").exists()
+        outcomes.append(outcome(killed, len(listed) > len(before), staged))
+        for n in listed:
+            got = checkout_state(checker, NAME, n, tmp_path / f"check-{i}-v{n}")
+            assert got == expected[n], (i, delay, n)
+        n = add_commit_cli(root, f"run {i} again")
+        if n is not None:
+            expected[n] = content
+        latest = max(version_numbers(ChunkStore.open(checker), NAME))
+        assert expected[latest] == content, (i, delay, latest)
+        assert checkout_state(checker, NAME, latest, tmp_path / f"rerun-{i}") == content
+    assert fsck_problems(url) == []
+    assert sum(o != "finished" for o in outcomes) >= runs // 2, outcomes  # most were killed
+    print(f"SIGKILL outcomes over {duration:.2f} s: {outcomes}")
+
+
+def test_sigkill_during_add_commit(tmp_path: Path, shared_store_url: str) -> None:
+    """Four kills at seeded moments of ``datavc add; datavc commit`` (local store and S3):
+    after each, ``datavc fsck`` passes, every version checks out byte-exact, ``datavc log``
+    still lists every version, and add+commit run again completes."""
+    sigkill_runs(tmp_path, shared_store_url, 4)
+
+
+@pytest.mark.stress
+def test_sigkill_during_add_commit_20_times(tmp_path: Path, shared_store_url: str) -> None:
+    """As :func:`test_sigkill_during_add_commit`, 20 kills."""
+    sigkill_runs(tmp_path, shared_store_url, 20)
