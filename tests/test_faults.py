@@ -426,3 +426,75 @@ def test_sigkill_during_add_commit(tmp_path: Path, shared_store_url: str) -> Non
 def test_sigkill_during_add_commit_20_times(tmp_path: Path, shared_store_url: str) -> None:
     """As :func:`test_sigkill_during_add_commit`, 20 kills."""
     sigkill_runs(tmp_path, shared_store_url, 20)
+
+
+# -- 3. four writers, one dataset, one S3 store -----------------------------------------------
+
+WRITERS = 4
+COMMITS = 5
+
+
+def writer_loop(
+    clone: Path, who: int, published_by: dict[int, tuple[int, dict[str, object]]]
+) -> None:
+    """Commit ``COMMITS`` versions of ``ds`` from one clone, each with content of its own
+    (plus a file every writer shares, so the same chunks are uploaded at once), with
+    ``commit -a`` (one process an add+commit); record which content the commit output
+    says went into which version."""
+    ds = clone / "data" / "ds"
+    for j in range(COMMITS):
+        write(ds / "own.bin", rand(f"writer{who}-{j}", 150_000 + j))
+        write(ds / "shared.bin", rand(f"shared-{j}", 120_000))  # the same in every clone
+        write(ds / "notes" / f"{who}-{j}.txt", f"writer {who} commit {j}\n".encode())
+        content = tree_state(ds)
+        if j == 0:
+            dvc(clone, "add", "data/ds")  # then tracked: commit -a adds it again
+        out = dvc(clone, "commit", "-a", "-m", f"writer {who} commit {j}").stdout
+        number = published(out.replace("ds@v", f"{NAME}@v"))
+        assert number is not None, out
+        assert number not in published_by, (number, who, j)  # dict ops are atomic
+        published_by[number] = (who, content)
+
+
+def test_four_writers_commit_to_one_dataset_on_s3(tmp_path: Path, s3_env: str) -> None:
+    """Four clones sharing one S3 store commit five versions each of the same dataset at
+    once: 20 distinct version numbers, each one byte-exact what its writer committed, and
+    fsck clean."""
+    import threading
+
+    from conftest import BUCKET
+
+    url = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=origin, check=True)
+    dvc(origin, "init", "--store", url)
+    subprocess.run(["git", "add", "-A"], cwd=origin, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "datavc"], cwd=origin, check=True)
+    clones = [tmp_path / f"clone{i}" for i in range(WRITERS)]
+    for clone in clones:
+        subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+    published_by: dict[int, tuple[int, dict[str, object]]] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            writer_loop(clones[i], i, published_by)
+        except BaseException as err:  # reported by the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(WRITERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=TIMEOUT * COMMITS)
+    assert not errors, errors
+    assert sorted(published_by) == list(range(1, WRITERS * COMMITS + 1))
+    assert {who for who, _ in published_by.values()} == set(range(WRITERS))
+    checker = Backend(url)
+    assert version_numbers(ChunkStore.open(checker), "ds") == sorted(published_by)
+    for n, (who, content) in sorted(published_by.items()):
+        got = checkout_state(checker, "ds", n, tmp_path / f"check-v{n}")
+        assert got == content, (n, who)
+    out = dvc(clones[0], "fsck").stdout
+    assert "fsck: no problems; checked 20 versions" in out, out
