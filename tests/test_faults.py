@@ -388,7 +388,8 @@ def sigkill_runs(tmp_path: Path, url: str, runs: int) -> None:
     rng = random.Random(f"sigkill-{runs}-{url.split(':', 1)[0]}")
     delays = [(i + rng.random()) / runs * 0.95 * duration for i in range(runs)]
     rng.shuffle(delays)
-    outcomes = []
+    outcomes = []  # where each kill landed; "+notes": fsck notes new leftovers or spare packs
+    seen_notes: set[str] = set()
     for i, delay in enumerate(delays):
         before = set(expected)
         content = change_data(data, 10 + i)
@@ -400,7 +401,10 @@ def sigkill_runs(tmp_path: Path, url: str, runs: int) -> None:
         for n in sorted(set(listed) - before):
             expected[n] = content  # published by the killed run
         staged = (root / ".datavc" / "state" / "staged" / f"{NAME}.json").exists()
-        outcomes.append(outcome(killed, len(listed) > len(before), staged))
+        notes = {line for line in fsck_run.stdout.splitlines() if line.startswith("note:")}
+        label = outcome(killed, len(listed) > len(before), staged)
+        outcomes.append(label + (" +notes" if notes - seen_notes else ""))
+        seen_notes |= notes
         for n in listed:
             got = checkout_state(checker, NAME, n, tmp_path / f"check-{i}-v{n}")
             assert got == expected[n], (i, delay, n)
