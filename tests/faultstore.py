@@ -12,10 +12,12 @@ memory), with every public operation counted. One :class:`Fault` can be armed at
 - ``lost``: a write (write, replace, put_path, create_exclusive, delete) is done, then
   raises ``StoreUnreachable``: the request succeeded but its answer never arrived;
 - ``truncate``: a write stores only the first half of its bytes and reports success, as a
-  store that lies would.
+  store that lies would;
+- ``crash``: the operation is done, then :class:`Crash` (not an ``Exception``) is raised,
+  as if the process died right after it: nothing else reaches the store.
 
-``unreachable`` and ``inner`` count every operation; ``lost`` and ``truncate`` count only
-writes, so index N always names a write.
+``unreachable``, ``inner`` and ``crash`` count every operation; ``lost`` and ``truncate``
+count only writes, so index N always names a write.
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from datavc.errors import StoreUnreachable
 from datavc.store.backend import Backend, ObjectInfo
 
+T = TypeVar("T")
 WRITES = ("write", "replace", "put_path", "create_exclusive", "delete")
-KINDS = ("unreachable", "inner", "lost", "truncate")
+KINDS = ("unreachable", "inner", "lost", "truncate", "crash")
+
+
+class Crash(BaseException):
+    """The process "dies": raised after an operation, caught only by the test."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,72 +108,69 @@ class FaultyBackend(Backend):
             self.calls.fired.append((f, "fs." + name, ""))
         raise ConnectionResetError(104, f"injected fault in fs.{name}")
 
-    def _lost(self, name: str, key: str) -> StoreUnreachable:
-        return StoreUnreachable(self.shown_url, f"injected: answer to {name} {key} lost")
+    def _do(self, name: str, key: str, action: Callable[[str | None], T]) -> T:
+        """Count the operation and do it (``action`` gets the fault's kind if it hits),
+        then lose its answer or crash if that is the fault."""
+        fault = self._hit(name, key)
+        result = action(fault)
+        if fault == "lost":
+            raise StoreUnreachable(self.shown_url, f"injected: answer to {name} {key} lost")
+        if fault == "crash":
+            raise Crash(f"injected: the process died after {name} {key}")
+        return result
 
     # -- reads ----------------------------------------------------------------------
 
     def read(self, key: str) -> bytes:
-        self._hit("read", key)
-        return super().read(key)
+        return self._do("read", key, lambda f: Backend.read(self, key))
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
-        self._hit("read_range", key)
-        return super().read_range(key, start, end)
+        return self._do("read_range", key, lambda f: Backend.read_range(self, key, start, end))
 
     def exists(self, key: str) -> bool:
-        self._hit("exists", key)
-        return super().exists(key)
+        return self._do("exists", key, lambda f: Backend.exists(self, key))
 
     def list_detail(self, prefix: str) -> list[ObjectInfo]:
-        self._hit("list_detail", prefix)
-        return super().list_detail(prefix)
+        return self._do("list_detail", prefix, lambda f: Backend.list_detail(self, prefix))
 
     def list(self, prefix: str) -> list[str]:
-        self._hit("list", prefix)
-        return super().list(prefix)
+        return self._do("list", prefix, lambda f: Backend.list(self, prefix))
 
     def size(self, key: str) -> int:
-        self._hit("size", key)
-        return super().size(key)
+        return self._do("size", key, lambda f: Backend.size(self, key))
 
-    # -- writes ---------------------------------------------------------------------
+    # -- writes (``truncate`` stores the first half) ------------------------------------
 
     def write(self, key: str, data: bytes | Sequence[bytes]) -> None:
-        fault = self._hit("write", key)
-        whole = data if isinstance(data, bytes) else b"".join(data)
-        super().write(key, whole[: len(whole) // 2] if fault == "truncate" else data)
-        if fault == "lost":
-            raise self._lost("write", key)
+        def action(fault: str | None) -> None:
+            whole = data if isinstance(data, bytes) else b"".join(data)
+            Backend.write(self, key, whole[: len(whole) // 2] if fault == "truncate" else data)
+
+        self._do("write", key, action)
 
     def replace(self, key: str, data: bytes) -> None:
-        fault = self._hit("replace", key)
-        super().replace(key, data[: len(data) // 2] if fault == "truncate" else data)
-        if fault == "lost":
-            raise self._lost("replace", key)
+        def action(fault: str | None) -> None:
+            Backend.replace(self, key, data[: len(data) // 2] if fault == "truncate" else data)
+
+        self._do("replace", key, action)
 
     def put_path(self, key: str, src: str, move: bool) -> None:
-        fault = self._hit("put_path", key)
-        if fault == "truncate":
-            os.truncate(src, os.path.getsize(src) // 2)
-        super().put_path(key, src, move)
-        if fault == "lost":
-            raise self._lost("put_path", key)
+        def action(fault: str | None) -> None:
+            if fault == "truncate":
+                os.truncate(src, os.path.getsize(src) // 2)
+            Backend.put_path(self, key, src, move)
+
+        self._do("put_path", key, action)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
-        fault = self._hit("create_exclusive", key)
-        created = super().create_exclusive(
-            key, data[: len(data) // 2] if fault == "truncate" else data
-        )
-        if fault == "lost":
-            raise self._lost("create_exclusive", key)
-        return created
+        def action(fault: str | None) -> bool:
+            half = data[: len(data) // 2]
+            return Backend.create_exclusive(self, key, half if fault == "truncate" else data)
+
+        return self._do("create_exclusive", key, action)
 
     def delete(self, key: str) -> None:
-        fault = self._hit("delete", key)
-        super().delete(key)
-        if fault == "lost":
-            raise self._lost("delete", key)
+        self._do("delete", key, lambda f: Backend.delete(self, key))
 
 
 class _CountingFs:
