@@ -420,7 +420,9 @@ def sigkill_runs(tmp_path: Path, url: str, runs: int) -> None:
         n = add_commit_cli(root, f"run {i} again")
         if n is not None:
             expected[n] = content
-        latest = max(version_numbers(ChunkStore.open(checker), NAME))
+        numbers = version_numbers(ChunkStore.open(checker), NAME)
+        assert len(set(numbers) - before) == 1, (i, delay, sorted(before), numbers)  # once
+        latest = max(numbers)
         assert expected[latest] == content, (i, delay, latest)
         assert checkout_state(checker, NAME, latest, tmp_path / f"rerun-{i}") == content
     assert fsck_problems(url) == []
@@ -431,7 +433,8 @@ def sigkill_runs(tmp_path: Path, url: str, runs: int) -> None:
 def test_sigkill_during_add_commit(tmp_path: Path, shared_store_url: str) -> None:
     """Four kills at seeded moments of ``datavc add; datavc commit`` (local store and S3):
     after each, ``datavc fsck`` passes, every version checks out byte-exact, ``datavc log``
-    still lists every version, and add+commit run again completes."""
+    still lists every version, and add+commit run again completes, leaving the run's
+    content published exactly once."""
     sigkill_runs(tmp_path, shared_store_url, 4)
 
 
