@@ -94,7 +94,7 @@ def add_locked(ws: Workspace, path: str, name: str | None) -> AddResult:
         stats.new_bytes + (carried.new_bytes if carried else 0),
         stats.new_chunks + (carried.new_chunks if carried else 0),
         stats.new_objects + (carried.new_objects if carried else 0),
-        new_nonce(),
+        carried.nonce if carried and carried.tree == tree else new_nonce(),
         root,
     )
     if ds.pointer is not None and ds.pointer.snapshot == tree:
@@ -131,7 +131,10 @@ class _Cursor:
 
 
 def new_nonce() -> str:
-    """A commit's nonce: fixed when the data is added, so a retried commit is recognised."""
+    """A commit's nonce: fixed when the data is added, so a retried commit is recognised.
+    An add that stages the snapshot already staged keeps its nonce: after a commit that
+    died between creating its record and writing the pointer file, add+commit run again
+    finds that record instead of publishing the same snapshot a second time."""
     import uuid  # uuid and datetime are imported when a version is made, not by status
 
     return uuid.uuid4().hex
