@@ -2,14 +2,16 @@
 
 Publishing is the last write of a commit. The record for version N is created with an
 exclusive create; if it exists, the writer reads it back: its own nonce means an earlier try
-succeeded (a lost response), anything else means another writer won N, so it tries N+1.
+succeeded (a lost response), anything else means another writer won N, so it tries N+1. A
+create that fails in a way that passes (a reset, a timeout, a 5xx) is tried again on the same
+N by the backend (:mod:`.retry`); if the lost attempt had in fact created the record, the
+retry finds it there, and it is recognised by its nonce.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from typing import TYPE_CHECKING
 
 from ..errors import (
@@ -18,7 +20,6 @@ from ..errors import (
     CorruptObject,
     DatasetNotFound,
     ObjectNotFound,
-    StoreUnreachable,
     VersionNotFound,
 )
 from ..format.hashing import ObjectId
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 _RECORD_NAME = re.compile(r"([1-9][0-9]*)\.json")  # no leading zero: "01.json" is no record
 MAX_PUBLISH_TRIES = 100
-CREATE_RETRIES = 4
 RECENT = 8  # how many newest records a publish checks for its own nonce
 
 
@@ -61,8 +61,9 @@ def read_version(store: ChunkStore, name: str, number: int) -> VersionRecord:
 def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
     """Create the record under the next free number; return it with that number.
 
-    A failed create is retried on the same number; if it had in fact succeeded, the retry
-    finds the record and recognises it by its nonce, so a lost response is no conflict.
+    A create that fails in passing is retried on the same number (by the backend); if it had
+    in fact succeeded, the retry finds the record and recognises it by its nonce, so a lost
+    response is no conflict.
     """
     _ = store.config  # a store this datavc can write (and not a bare folder)
     numbers = version_numbers(store, record.name)
@@ -74,7 +75,7 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
     for _ in range(MAX_PUBLISH_TRIES):
         candidate = dataclasses.replace(record, version=number)
         key = f"versions/{record.name}/{number}.json"
-        if _create_with_retries(store, key, encode_record(candidate)):
+        if store.backend.create_exclusive(key, encode_record(candidate)):
             return candidate
         try:
             existing = decode_record(store.backend.read(key), key)
@@ -84,17 +85,6 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
             return existing
         number += 1
     raise Conflict(f"could not publish a version of {record.name!r}: too many concurrent writers")
-
-
-def _create_with_retries(store: ChunkStore, key: str, data: bytes) -> bool:
-    for attempt in range(CREATE_RETRIES):
-        try:
-            return store.backend.create_exclusive(key, data)
-        except StoreUnreachable:
-            if attempt == CREATE_RETRIES - 1:
-                raise
-            time.sleep(0.2 * 2**attempt)
-    return False
 
 
 def resolve(store: ChunkStore, spec: VersionSpec) -> VersionRecord:
