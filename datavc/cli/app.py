@@ -19,7 +19,15 @@ from ..format.storeconfig import DEFAULT_PACK_TARGET
 from ..format.tree import FileEntry
 from ..workspace.core import Workspace
 from ..workspace.initialize import init_workspace
-from .console import RichProgress, checkout_lines, errors_reported, fail, printable, status_lines
+from .console import (
+    RichProgress,
+    checkout_lines,
+    errors_reported,
+    fail,
+    printable,
+    show_retries,
+    status_lines,
+)
 
 app = typer.Typer(
     name="datavc",
@@ -31,6 +39,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show on stderr each store request that failed in passing and is tried again.",
+        ),
+    ] = False,
+) -> None:
+    """Options for every command."""
+    if verbose:
+        show_retries()
 
 
 def _workspace() -> Workspace:

@@ -142,6 +142,22 @@ def status_lines(rows: list[Status]) -> list[str]:
     return [_status_line(st) for st in rows]
 
 
+def show_retries() -> None:
+    """Show the store's retries (logger ``datavc.store``, level INFO) on stderr, each line
+    made printable: it quotes what the store answered."""
+    import logging
+
+    class Printable(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return printable(super().format(record))
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Printable("datavc: %(message)s"))
+    logger = logging.getLogger("datavc.store")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def _status_line(st: Status) -> str:
     d = st.diff
     counts = f" ({len(d.added)} added, {len(d.modified)} modified, {len(d.removed)} removed)"
