@@ -26,7 +26,7 @@ from .console import (
     fail,
     printable,
     show_retries,
-    status_lines,
+    show_status,
 )
 
 app = typer.Typer(
@@ -153,7 +153,7 @@ def checkout(
 @app.command()
 def status() -> None:
     """Show which datasets differ from their pointer files, and how."""
-    _write_lines(status_lines(_workspace().status()))
+    show_status(_workspace().status(), _write_lines)
 
 
 @app.command()

@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import DatavcError
@@ -140,6 +140,15 @@ def status_lines(rows: list[Status]) -> list[str]:
     if not rows:
         return ["no tracked datasets"]
     return [_status_line(st) for st in rows]
+
+
+def show_status(rows: list[Status], write: Callable[[list[str]], None]) -> None:
+    """Write the status lines; then, if a dataset's state needed the store and the store
+    was unreachable, raise that error (one line, exit code 5) after them."""
+    write(status_lines(rows))
+    for row in rows:
+        if row.error is not None:
+            raise row.error
 
 
 def show_retries() -> None:
