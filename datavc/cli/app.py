@@ -20,7 +20,15 @@ from ..format.storeconfig import DEFAULT_PACK_TARGET
 from ..format.tree import FileEntry
 from ..workspace.core import Workspace
 from ..workspace.initialize import init_workspace
-from .console import RichProgress, checkout_lines, errors_reported, fail, printable, status_lines
+from .console import (
+    RichProgress,
+    checkout_lines,
+    errors_reported,
+    fail,
+    printable,
+    show_retries,
+    show_status,
+)
 
 app = typer.Typer(
     name="datavc",
@@ -68,9 +76,19 @@ def _options(
             is_eager=True,
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show on stderr each store request that failed in passing and is tried again.",
+        ),
+    ] = False,
 ) -> None:
     """Version datasets next to your Git code: chunked, deduplicated snapshots in any
     object store, tracked by small pointer files that you commit to Git."""
+    if verbose:
+        show_retries()
 
 
 JSON_OPTION = typer.Option("--json", help="Print JSON (schema: README, 'JSON output').")
@@ -205,8 +223,11 @@ def status(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
                 for st in rows
             ]
         )
+        for st in rows:
+            if st.error is not None:
+                raise st.error  # after the document: one error line, exit 5
         return
-    _write_lines(status_lines(rows))
+    show_status(rows, _write_lines)
 
 
 @_command()

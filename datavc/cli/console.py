@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import DatavcError
@@ -140,6 +140,31 @@ def status_lines(rows: list[Status]) -> list[str]:
     if not rows:
         return ["no tracked datasets"]
     return [_status_line(st) for st in rows]
+
+
+def show_status(rows: list[Status], write: Callable[[list[str]], None]) -> None:
+    """Write the status lines; then, if a dataset's state needed the store and the store
+    was unreachable, raise that error (one line, exit code 5) after them."""
+    write(status_lines(rows))
+    for row in rows:
+        if row.error is not None:
+            raise row.error
+
+
+def show_retries() -> None:
+    """Show the store's retries (logger ``datavc.store``, level INFO) on stderr, each line
+    made printable: it quotes what the store answered."""
+    import logging
+
+    class Printable(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return printable(super().format(record))
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Printable("datavc: %(message)s"))
+    logger = logging.getLogger("datavc.store")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _status_line(st: Status) -> str:

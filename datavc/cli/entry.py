@@ -25,7 +25,7 @@ from .console import (
     checkout_lines,
     errors_reported,
     print_lines,
-    status_lines,
+    show_status,
     utf8_if_ascii,
 )
 
@@ -33,17 +33,21 @@ from .console import (
 def main() -> None:
     args = sys.argv[1:]
     if args == ["status"]:
-        _plain(lambda: status_lines(Workspace.find(".").status()))
+        _plain(lambda: show_status(Workspace.find(".").status(), print_lines))
     elif args[:1] == ["checkout"] and not any(a.startswith("-") for a in args[1:]):
-        _plain(lambda: checkout_lines(Workspace.find(".", RichProgress()).checkout(args[1:])))
+        _plain(lambda: _checkout(args[1:]))
     else:
         from .app import main as typer_main
 
         typer_main()
 
 
-def _plain(run: Callable[[], list[str]]) -> None:
-    """Run a plain form and print its lines, errors reported as the typer app does."""
+def _checkout(specs: list[str]) -> None:
+    print_lines(checkout_lines(Workspace.find(".", RichProgress()).checkout(specs)))
+
+
+def _plain(run: Callable[[], None]) -> None:
+    """Run a plain form, which prints its lines; errors reported as the typer app does."""
     with errors_reported():
         utf8_if_ascii()
-        print_lines(run())
+        run()

@@ -25,8 +25,9 @@ from ..store import (
 from ..store.chunkstore import ChunkStore
 from ..store.files import LocalFile, NoProgress, hash_path
 from ..store.materialize import materialize
+from ..store.retry import RetryPolicy
 from ..store.trees import find_entry, iter_entries
-from ..workspace.config import DOT, find_root, load_config, resolve_store_url
+from ..workspace.config import DOT, find_root, load_config, resolve_store_url, retry_from_env
 from ..workspace.core import Workspace, open_store
 from .file import DatavcFile
 
@@ -42,20 +43,23 @@ def open(
 
 def _locate_store(
     store: str | None, storage_options: dict[str, Any] | None
-) -> tuple[str, dict[str, Any], str | None]:
-    """Store URL, options and cache folder: argument, then DATAVC_STORE, then the workspace."""
+) -> tuple[str, dict[str, Any], str | None, RetryPolicy]:
+    """Store URL, options, cache folder and retry policy: argument, then DATAVC_STORE (with
+    the environment's DATAVC_TIMEOUT and DATAVC_RETRIES), then the workspace's config."""
     root = find_root(os.getcwd())
     options = dict(storage_options or {})
     if store:
-        return resolve_store_url(store, os.getcwd()), options, None
+        return resolve_store_url(store, os.getcwd()), options, None, retry_from_env()
     if os.environ.get("DATAVC_STORE"):
-        return resolve_store_url(os.environ["DATAVC_STORE"], os.getcwd()), options, None
+        url = resolve_store_url(os.environ["DATAVC_STORE"], os.getcwd())
+        return url, options, None, retry_from_env()
     if root is None:
         raise NotARepository(
             "no store: pass store=URL, set DATAVC_STORE, or run inside a datavc workspace"
         )
     cfg = load_config(root)
-    return cfg.store, {**cfg.storage_options, **options}, os.path.join(root, DOT, "cache")
+    cache = os.path.join(root, DOT, "cache")
+    return cfg.store, {**cfg.storage_options, **options}, cache, cfg.retry
 
 
 class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
@@ -72,14 +76,16 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         store: str | None = None,
         storage_options: dict[str, Any] | None = None,
         record: VersionRecord | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__()
         if spec is None and record is None:
             raise BadInput("datavc.open needs a spec such as NAME@v3")
-        url, options, cache_dir = _locate_store(store, storage_options)
+        url, options, cache_dir, located = _locate_store(store, storage_options)
         self.store_url = url
         self.store_options = options
-        self.chunks: ChunkStore = open_store(url, options, cache_dir)
+        self.store_retry = retry or located
+        self.chunks: ChunkStore = open_store(url, options, cache_dir, self.store_retry)
         if record is None:
             record = self._resolve(spec or "")
         self.record = record
@@ -104,7 +110,7 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return versions.resolve(self.chunks, spec)
 
     def __reduce__(self) -> Any:
-        state = (self.store_url, self.store_options, self.record, self.spec)
+        state = (self.store_url, self.store_options, self.record, self.spec, self.store_retry)
         return (_rebuild, state)
 
     # -- metadata -------------------------------------------------------------------
@@ -229,8 +235,12 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
 
 def _rebuild(
-    url: str, options: dict[str, Any], record: VersionRecord, spec: str | None = None
+    url: str,
+    options: dict[str, Any],
+    record: VersionRecord,
+    spec: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> DatavcFileSystem:
-    fs = DatavcFileSystem(store=url, storage_options=options, record=record)
+    fs = DatavcFileSystem(store=url, storage_options=options, record=record, retry=retry)
     fs.spec = spec
     return fs

@@ -3,8 +3,9 @@
 A :class:`Backend` stores whole immutable objects under string keys relative to the store
 root ("packs/<id>", "versions/images/3.json"). It gives datavc what fsspec leaves to each
 implementation: atomic writes on local disk (temp file, fsync, rename), a truly exclusive
-create on every supported protocol, ranged reads, and one translation of errors into
-:mod:`datavc.errors`. It counts its I/O so tests and the benchmark can check access patterns.
+create on every supported protocol, ranged reads, transient failures of a remote store tried
+again (:mod:`.retry`), and one translation of errors into :mod:`datavc.errors`. It counts
+its I/O so tests and the benchmark can check access patterns.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import DatavcError, ObjectNotFound, StoreUnreachable
 from .atomic import FILE_MODE, fsync_dir, write_atomic
+from .retry import RetryPolicy, failure_kind
+
+T = TypeVar("T")
 
 _MEMORY_LOCK = threading.Lock()
 
@@ -69,6 +73,7 @@ class BackendStats:
     writes: int = 0
     bytes_written: int = 0
     lists: int = 0
+    retries: int = 0
     read_keys: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -85,11 +90,27 @@ class BackendStats:
             self.bytes_written += n
 
 
-def _default_options(protocol: str) -> dict[str, Any]:
-    if protocol in ("s3", "s3a"):
-        # Other writers change the store behind our back: never trust a cached listing.
-        return {"use_listings_cache": False, "skip_instance_cache": True}
-    return {}
+_S3 = ("s3", "s3a")
+
+
+def _options(protocol: str, given: dict[str, Any], policy: RetryPolicy) -> dict[str, Any]:
+    """The storage options for ``protocol``: datavc's defaults, ``given`` winning (inside
+    ``config_kwargs`` too, key by key)."""
+    if protocol not in _S3:
+        return dict(given)
+    # botocore's timeouts, and no retries of its own: s3fs and botocore each retry some
+    # failures (5 x 5 attempts of a SlowDown, measured: 47 s), the backend retries all.
+    botocore: dict[str, Any] = {
+        "connect_timeout": policy.timeout,
+        "read_timeout": policy.timeout,
+        "retries": {"total_max_attempts": 1},
+    }
+    mine = given.get("config_kwargs", {})
+    # Other writers change the store behind our back: never trust a cached listing.
+    options = {"use_listings_cache": False, "skip_instance_cache": True, **given}
+    if isinstance(mine, dict):  # else not ours to fix: s3fs says what is wrong with it
+        options["config_kwargs"] = {**botocore, **mine}
+    return options
 
 
 class LocalFiles:
@@ -146,13 +167,21 @@ class LocalFiles:
 
 class Backend:
     """Objects under one store URL (fsspec, or plain files for a local folder).
-    Thread-safe; reconnects after a fork."""
+    Thread-safe; reconnects after a fork. A remote store's transient failures are tried
+    again under ``retry`` (:mod:`.retry`)."""
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.shown_url = redacted(self.url, self.url)  # for messages: no credentials
         self.storage_options = dict(storage_options or {})
+        self.retry = retry or RetryPolicy()
         self.stats = BackendStats()
+        self.answered = False  # the store has answered a request in this process
         self._pid = -1
         self._connect()
 
@@ -166,13 +195,15 @@ class Backend:
         else:
             import fsspec
 
-            options = {**_default_options(protocol), **self.storage_options}
+            options = _options(protocol, self.storage_options, self.retry)
             try:
                 self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
             except (ImportError, ValueError, TypeError) as err:
                 reason = redacted(f"cannot open this URL ({err})", self.url)
                 raise StoreUnreachable(self.shown_url, reason) from None
             self.root = self.root.rstrip("/")
+            if protocol in _S3:
+                self.fs.retries = 1  # s3fs's own loop: one pass (the backend retries)
         self._pid = os.getpid()
 
     def _fs(self) -> Any:
@@ -183,52 +214,98 @@ class Backend:
     def path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
 
-    @contextmanager
-    def _translate(self, key: str, writing: bool = False) -> Iterator[None]:
-        try:
-            yield
-        except DatavcError:
-            raise
-        except FileNotFoundError as err:
-            if writing:  # a write cannot miss its object: the bucket or folder is missing
-                reason = redacted(f"the bucket or folder does not exist ({err})", self.url)
-                raise StoreUnreachable(self.shown_url, reason) from None
-            raise ObjectNotFound(key) from None
-        except Exception as err:  # every backend failure becomes one clear error
-            reason = redacted(f"{type(err).__name__}: {err}", self.url).splitlines()[0][:300]
-            raise StoreUnreachable(self.shown_url, reason) from None
+    def _run(self, what: str, key: str, call: Callable[[], T], writing: bool = False) -> T:
+        """``call()``; on a remote store tried again after a transient failure (:mod:`.retry`).
+        A failure that stays is translated into :mod:`datavc.errors` here, for every call."""
+        started = time.monotonic()
+        first_failure = 0.0
+        retry = 0
+        while True:
+            try:
+                result = call()
+            except DatavcError:
+                raise
+            except Exception as err:
+                now = time.monotonic()
+                first_failure = first_failure or now
+                wait = self._wait(err, retry + 1, now - started, now - first_failure)
+                if wait is None:
+                    raise self._failure(err, key, writing, retry, now - started) from None
+                retry += 1
+                self._log_retry(what, key, err, retry, wait)
+                time.sleep(wait)
+            else:
+                self.answered = True
+                return result
+
+    def _wait(self, err: Exception, retry: int, running: float, failing: float) -> float | None:
+        """How long to wait before trying again after ``err``; None: do not."""
+        if isinstance(err, FileNotFoundError):
+            self.answered = True  # a definite answer
+            return None
+        kind = None if self.is_local else failure_kind(err)
+        return self.retry.next_wait(kind, retry, running, failing, self.answered)
+
+    def _failure(
+        self, err: Exception, key: str, writing: bool, retries: int, running: float
+    ) -> DatavcError:
+        """The datavc error for a backend failure that stays."""
+        if isinstance(err, FileNotFoundError) and not writing:
+            return ObjectNotFound(key)
+        if isinstance(err, FileNotFoundError):  # a write cannot miss its object
+            reason = self._one_line(f"the bucket or folder does not exist ({err})")
+        else:
+            reason = self._one_line(f"{type(err).__name__}: {err}")
+        if retries:
+            reason += f" ({retries + 1} attempts in {running:.1f} s)"
+        return StoreUnreachable(self.shown_url, reason)
+
+    def _one_line(self, text: str) -> str:
+        """``text`` without the URL's secrets, its first line, at most 300 characters."""
+        return (redacted(text, self.url).splitlines() or [""])[0][:300]
+
+    def _log_retry(self, what: str, key: str, err: Exception, retry: int, wait: float) -> None:
+        import logging  # only when a retry happens: start-up cost
+
+        with self.stats.lock:
+            self.stats.retries += 1
+        logging.getLogger("datavc.store").info(
+            "store %s: %s %s failed (%s); retry %d of %d in %.2f s",
+            self.shown_url,
+            what,
+            key,
+            self._one_line(f"{type(err).__name__}: {err}"),
+            retry,
+            self.retry.retries,
+            wait,
+        )
 
     def read(self, key: str) -> bytes:
-        with self._translate(key):
-            data: bytes = self._fs().cat_file(self.path(key))
+        data: bytes = self._run("read", key, lambda: self._fs().cat_file(self.path(key)))
         self.stats.count_read(key, len(data), ranged=False)
         return data
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of an object."""
-        with self._translate(key):
-            data: bytes = self._fs().cat_file(self.path(key), start=start, end=end)
+        data: bytes = self._run(
+            "read", key, lambda: self._fs().cat_file(self.path(key), start=start, end=end)
+        )
         if len(data) != end - start:
             raise ObjectNotFound(f"{key} (range {start}-{end} past its end)")
         self.stats.count_read(key, len(data), ranged=True)
         return data
 
     def exists(self, key: str) -> bool:
-        with self._translate(key):
-            return bool(self._fs().exists(self.path(key)))
+        return bool(self._run("check", key, lambda: self._fs().exists(self.path(key))))
 
     def list_detail(self, prefix: str) -> list[ObjectInfo]:
         """Objects directly under ``prefix`` with their size and modification time (the
         store's clock: S3 ``LastModified``, a file's mtime); folders are left out."""
         with self.stats.lock:
             self.stats.lists += 1
-        with self._translate(prefix):
-            if self.is_local:
-                return _list_local(self.path(prefix))
-            try:
-                entries = self._fs().ls(self.path(prefix), detail=True)
-            except FileNotFoundError:
-                return []
+        if self.is_local:
+            return self._run("list", prefix, lambda: _list_local(self.path(prefix)))
+        entries = self._run("list", prefix, lambda: self._ls(prefix, detail=True))
         out = []
         for e in entries:
             if e.get("type") == "directory":
@@ -241,20 +318,21 @@ class Backend:
         """Names directly under ``prefix`` (a folder key); empty if there is none."""
         with self.stats.lock:
             self.stats.lists += 1
-        with self._translate(prefix):
-            fs = self._fs()
-            try:
-                entries = fs.ls(self.path(prefix), detail=False)
-            except FileNotFoundError:
-                return []
+        entries = self._run("list", prefix, lambda: self._ls(prefix))
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
     def size(self, key: str) -> int:
         """An object's size in bytes."""
-        with self._translate(key):
-            if self.is_local:
-                return os.path.getsize(self.path(key))
-            return int(self._fs().size(self.path(key)))
+        if self.is_local:
+            return self._run("size", key, lambda: os.path.getsize(self.path(key)))
+        return self._run("size", key, lambda: int(self._fs().size(self.path(key))))
+
+    def _ls(self, prefix: str, detail: bool = False) -> Sequence[Any]:
+        try:
+            entries: Sequence[Any] = self._fs().ls(self.path(prefix), detail=detail)
+            return entries
+        except FileNotFoundError:
+            return []
 
     def write(self, key: str, data: bytes | Sequence[bytes]) -> None:
         """Store an immutable object (bytes, or parts written one after another, so a
@@ -268,13 +346,14 @@ class Backend:
 
     def _put(self, key: str, data: bytes | Sequence[bytes], how: str) -> None:
         size = len(data) if isinstance(data, bytes) else sum(len(p) for p in data)
-        with self._translate(key, writing=True):
-            if self.is_local:
-                written = self._write_local(self.path(key), data, how)
-            else:
-                whole = data if isinstance(data, bytes) else b"".join(data)
-                self._fs().pipe_file(self.path(key), whole)
-                written = True
+        if self.is_local:
+            written = self._run(
+                "write", key, lambda: self._write_local(self.path(key), data, how), writing=True
+            )
+        else:
+            whole = data if isinstance(data, bytes) else b"".join(data)
+            self._run("write", key, lambda: self._fs().pipe_file(self.path(key), whole), True)
+            written = True
         if written:
             self.stats.count_write(size)
 
@@ -291,37 +370,38 @@ class Backend:
         """Store the local file ``src`` as the immutable object ``key``; with ``move`` the
         file is consumed (renamed into place on a local store, deleted after upload)."""
         size = os.path.getsize(src)
-        with self._translate(key, writing=True):
-            path = self.path(key)
-            if self.is_local:
-                if not move:
-                    raise ValueError("a local put must move its file")
-                written = _move_local(src, path)
-            else:
-                self._fs().put_file(src, path)
-                written = True
-                if move:
-                    os.unlink(src)
+        path = self.path(key)
+        if self.is_local:
+            if not move:
+                raise StoreUnreachable(self.shown_url, "a local put must move its file")
+            written = self._run("write", key, lambda: _move_local(src, path), writing=True)
+        else:
+            self._run("write", key, lambda: self._fs().put_file(src, path), writing=True)
+            written = True
+            if move:
+                os.unlink(src)
         if written:
             self.stats.count_write(size)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
-        """Create ``key`` only if it does not exist; False if it already did."""
-        with self._translate(key, writing=True):
-            path = self.path(key)
-            if self.is_local:
-                created = self._write_local(path, data, "exclusive")
-            elif self.is_memory:
-                created = self._create_memory(path, data)
-            else:
-                created = self._create_remote(path, data)
+        """Create ``key`` only if it does not exist; False if it already did. A retried
+        create whose first attempt succeeded but whose answer was lost returns False: the
+        caller tells its own object by what it holds (a version record's nonce)."""
+        path = self.path(key)
+        created = self._run("create", key, lambda: self._create(path, data), writing=True)
         if created:
             self.stats.count_write(len(data))
         return created
 
     def delete(self, key: str) -> None:
-        with self._translate(key):
-            self._fs().rm_file(self.path(key))
+        self._run("delete", key, lambda: self._fs().rm_file(self.path(key)))
+
+    def _create(self, path: str, data: bytes) -> bool:
+        if self.is_local:
+            return self._write_local(path, data, "exclusive")
+        if self.is_memory:
+            return self._create_memory(path, data)
+        return self._create_remote(path, data)
 
     def _create_memory(self, path: str, data: bytes) -> bool:
         with _MEMORY_LOCK:

@@ -2,14 +2,16 @@
 
 Publishing is the last write of a commit. The record for version N is created with an
 exclusive create; if it exists, the writer reads it back: its own nonce means an earlier try
-succeeded (a lost response), anything else means another writer won N, so it tries N+1.
+succeeded (a lost response), anything else means another writer won N, so it tries N+1. A
+create that fails in a way that passes (a reset, a timeout, a 5xx) is tried again on the same
+N by the backend (:mod:`.retry`); if the lost attempt had in fact created the record, the
+retry finds it there, and it is recognised by its nonce.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from typing import TYPE_CHECKING
 
 from ..errors import (
@@ -19,7 +21,6 @@ from ..errors import (
     DatasetNotFound,
     NotFoundError,
     ObjectNotFound,
-    StoreUnreachable,
     UsageError,
     VersionForgotten,
     VersionNotFound,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 _RECORD_NAME = re.compile(r"([1-9][0-9]*)\.json")  # no leading zero: "01.json" is no record
 MAX_PUBLISH_TRIES = 100
-CREATE_RETRIES = 4
 RECENT = 8  # how many newest records a publish checks for its own nonce
 
 
@@ -108,8 +108,9 @@ def forget_version(store: ChunkStore, name: str, number: int, who: str, when: st
 def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
     """Create the record under the next free number; return it with that number.
 
-    A failed create is retried on the same number; if it had in fact succeeded, the retry
-    finds the record and recognises it by its nonce, so a lost response is no conflict.
+    A create that fails in passing is retried on the same number (by the backend); if it had
+    in fact succeeded, the retry finds the record and recognises it by its nonce, so a lost
+    response is no conflict.
     """
     _ = store.config  # a store this datavc can write (and not a bare folder)
     numbers = version_numbers(store, record.name)
@@ -121,7 +122,7 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
     for _ in range(MAX_PUBLISH_TRIES):
         candidate = dataclasses.replace(record, version=number)
         key = f"versions/{record.name}/{number}.json"
-        if _create_with_retries(store, key, encode_record(candidate)):
+        if store.backend.create_exclusive(key, encode_record(candidate)):
             return candidate
         try:
             existing = decode_version(store.backend.read(key), key)
@@ -137,17 +138,6 @@ def _published(rec: VersionRecord | Forgotten) -> VersionRecord:
     if isinstance(rec, Forgotten):  # published, then forgotten by someone else meanwhile
         raise VersionForgotten(rec.name, rec.version, f"by {rec.author} at {rec.time}")
     return rec
-
-
-def _create_with_retries(store: ChunkStore, key: str, data: bytes) -> bool:
-    for attempt in range(CREATE_RETRIES):
-        try:
-            return store.backend.create_exclusive(key, data)
-        except StoreUnreachable:
-            if attempt == CREATE_RETRIES - 1:
-                raise
-            time.sleep(0.2 * 2**attempt)
-    return False
 
 
 def resolve(store: ChunkStore, spec: VersionSpec) -> VersionRecord:

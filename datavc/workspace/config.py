@@ -4,12 +4,15 @@
 
     [core]
     store = ".datavc/store"        # any fsspec URL; a relative path is relative to the repo root
+    timeout = 3                    # seconds a remote request may wait (connect, read); optional
+    retries = 5                    # how often a request that failed in passing is tried again
 
     [storage_options]              # passed to fsspec (no secrets here: use env or profiles)
     endpoint_url = "http://127.0.0.1:9000"
 
 ``config.local.toml`` (ignored by git) has the same shape and wins over ``config.toml``.
-``DATAVC_STORE`` in the environment wins over both for the store URL.
+``DATAVC_STORE``, ``DATAVC_TIMEOUT`` and ``DATAVC_RETRIES`` in the environment win over both.
+The files come with ``git pull``: every value is checked for its type and range.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BadInput, NotARepository
+from ..store.retry import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    RETRIES_RANGE,
+    TIMEOUT_RANGE,
+    RetryPolicy,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +48,7 @@ IGNORED = ("store/", "cache/", "state/", LOCAL_CONFIG)
 class Config:
     store: str
     storage_options: dict[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 def find_root(start: str) -> str | None:
@@ -80,7 +91,60 @@ def load_config(root: str) -> Config:
     )
     if not store or not isinstance(store, str):
         raise NotARepository(f"no store configured in {os.path.join(root, DOT, CONFIG)}")
-    return Config(resolve_store_url(store, root), options)
+    retry = _retry_policy(root, shared.get("core", {}), local.get("core", {}))
+    return Config(resolve_store_url(store, root), options, retry)
+
+
+def _retry_policy(root: str, shared: dict[str, Any], local: dict[str, Any]) -> RetryPolicy:
+    """``timeout`` and ``retries``: config.local.toml's, else config.toml's, else the
+    defaults; then the environment's."""
+    timeout, retries = DEFAULT_TIMEOUT, DEFAULT_RETRIES
+    for core, name in ((shared, CONFIG), (local, LOCAL_CONFIG)):
+        where = f"{os.path.join(root, DOT, name)}: [core]"
+        if "timeout" in core:
+            timeout = _seconds(core["timeout"], f"{where} timeout")
+        if "retries" in core:
+            retries = _count(core["retries"], f"{where} retries")
+    return retry_from_env(RetryPolicy(timeout, retries))
+
+
+def retry_from_env(policy: RetryPolicy | None = None) -> RetryPolicy:
+    """``policy`` (else the defaults) with ``DATAVC_TIMEOUT`` and ``DATAVC_RETRIES`` applied."""
+    policy = policy or RetryPolicy()
+    timeout = _env("DATAVC_TIMEOUT", float)
+    retries = _env("DATAVC_RETRIES", int)
+    return RetryPolicy(
+        policy.timeout if timeout is None else _seconds(timeout, "DATAVC_TIMEOUT"),
+        policy.retries if retries is None else _count(retries, "DATAVC_RETRIES"),
+    )
+
+
+def _env(name: str, parse: type[float] | type[int]) -> object:
+    """The environment variable ``name`` parsed, its text if it does not parse (for the
+    check to refuse), or None if it is unset or empty."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except ValueError:
+        return text
+
+
+def _seconds(value: object, where: str) -> float:
+    """A timeout: a number (TOML integer or float; not a bool) in ``TIMEOUT_RANGE``."""
+    low, high = TIMEOUT_RANGE
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise BadInput(f"{where} must be a number of seconds from {low:g} to {high:g}: {value!r}")
+    return float(value)
+
+
+def _count(value: object, where: str) -> int:
+    """A number of retries: an integer (not a bool) in ``RETRIES_RANGE``."""
+    low, high = RETRIES_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadInput(f"{where} must be an integer from {low} to {high}: {value!r}")
+    return value
 
 
 def resolve_store_url(url: str, base: str) -> str:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ..store.chunkstore import ChunkStore
     from ..store.gc import GcReport
     from ..store.repair import RepairReport
+    from ..store.retry import RetryPolicy
     from .add import AddResult
     from .checkout import CheckoutResult
     from .status import Status
@@ -116,15 +117,21 @@ class ProgressFactory:
         pass
 
 
-def open_store(url: str, storage_options: dict[str, object], cache_dir: str | None) -> ChunkStore:
-    """The chunk store at ``url``, with a local cache in ``cache_dir`` if it is remote.
+def open_store(
+    url: str,
+    storage_options: dict[str, object],
+    cache_dir: str | None,
+    retry: RetryPolicy | None = None,
+) -> ChunkStore:
+    """The chunk store at ``url``, with a local cache in ``cache_dir`` if it is remote;
+    ``retry``: how long a remote request may take, and how often it is tried again.
 
     The store modules are imported here, when a command first needs the store: ``status``
     of an unchanged folder never does."""
     from ..store.backend import Backend
     from ..store.chunkstore import ChunkStore
 
-    backend = Backend(url, dict(storage_options))
+    backend = Backend(url, dict(storage_options), retry)
     cache = None
     if cache_dir is not None and not backend.is_local:
         cache = Backend(cache_dir)
@@ -159,9 +166,8 @@ class Workspace:
     def store(self) -> ChunkStore:
         if self._store is None:
             cfg = self.config
-            self._store = open_store(
-                cfg.store, cfg.storage_options, os.path.join(self.dot, "cache")
-            )
+            cache = os.path.join(self.dot, "cache")
+            self._store = open_store(cfg.store, cfg.storage_options, cache, cfg.retry)
         return self._store
 
     # -- the commands, each in a module of its own -----------------------------------

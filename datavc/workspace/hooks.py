@@ -143,6 +143,8 @@ def _workspace_problems(ws: Workspace, top: str) -> list[str]:
                 f"and 'datavc commit', then git add {_quote(pointer)} (or 'datavc checkout "
                 f"{st.name}' to drop the changes)"
             )
+        elif st.error is not None:
+            out.append(f"{st.path}: cannot be compared with its pointer file: {st.error}")
         elif st.state in ("new", "staged"):
             out.append(
                 f"{st.path}: added but not committed: run 'datavc commit', then git add "

@@ -9,7 +9,7 @@ from ..format.chunker import ChunkerParams
 from ..format.storeconfig import DEFAULT_PACK_TARGET, StoreConfig
 from ..store.backend import Backend, url_credentials
 from ..store.chunkstore import ChunkStore
-from .config import DEFAULT_STORE, find_root, load_config, write_config
+from .config import DEFAULT_STORE, find_root, load_config, retry_from_env, write_config
 
 
 def init_workspace(
@@ -38,7 +38,7 @@ def init_workspace(
     if "://" not in url and os.path.isabs(url) is False and store is not None:
         url = os.path.relpath(os.path.abspath(url), root)
     resolved = url if "://" in url else os.path.normpath(os.path.join(root, url))
-    backend = Backend(resolved)
+    backend = Backend(resolved, retry=retry_from_env())
     chunks = ChunkStore.create(backend, StoreConfig(ChunkerParams(), pack_target))
     write_config(root, url)
     return resolved, chunks

@@ -2,51 +2,74 @@
 
 A folder is compared with its staged snapshot, else its pointer's. When the stat cache says
 every file is unchanged and the folder matched that snapshot when last checked, the snapshot
-is not read at all: one ``lstat`` per file. Nothing here changes the workspace but the stat
-cache.
+is not read at all: one ``lstat`` per file, and the store is not contacted. Nothing here
+changes the workspace but the stat cache.
+
+When a comparison needs the store and the store is unreachable, every dataset is still
+reported: those whose state needs the store as ``unknown`` (or ``staged`` without counts),
+each carrying the store's error, which the command reports after the lines (exit code 5).
+The store is tried once: after it failed, the other datasets do not wait for it again.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from ..errors import StoreUnreachable
 from ..format.pointer import SUFFIX
 from ..format.tree import FileEntry
 from ..store.files import LocalFile, file_mode, scan
 from ..store.trees import TreeDiff, diff_entries
 
 if TYPE_CHECKING:
+    from ..format.pointer import Pointer
+    from ..format.tree import TreeRoot
     from .core import Dataset, Workspace
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
     name: str
     path: str
-    state: str  # "clean", "staged", "modified", "missing", "new"
+    state: str  # "clean", "staged", "modified", "missing", "new", "unknown"
     diff: TreeDiff
     detail: str
+    error: StoreUnreachable | None = None  # the store was needed, and unreachable
+
+
+EMPTY = TreeDiff((), (), ())
 
 
 def status(ws: Workspace) -> list[Status]:
-    return [_status_one(ws, ds) for ds in sorted(ws.datasets().values(), key=lambda d: d.path)]
+    rows: list[Status] = []
+    for ds in sorted(ws.datasets().values(), key=lambda d: d.path):
+        failed = next((r.error for r in rows if r.error is not None), None)
+        rows.append(_status_one(ws, ds, failed))
+    return rows
 
 
-def _status_one(ws: Workspace, ds: Dataset) -> Status:
+def _status_one(ws: Workspace, ds: Dataset, failed: StoreUnreachable | None) -> Status:
+    """``failed``: the store was found unreachable for an earlier dataset (not tried again)."""
     absolute = ws.abs(ds.path)
     ref = ws.reference_tree(ds)
-    empty = TreeDiff((), (), ())
     if not os.path.lexists(absolute):
         return Status(
-            ds.name, ds.path, "missing", empty, "not in the workspace: run datavc checkout"
+            ds.name, ds.path, "missing", EMPTY, "not in the workspace: run datavc checkout"
         )
     local = scan(absolute, ds.kind)
     cache = ws.stat_cache(ds.name, local)
-    diff = empty
+    diff = EMPTY
     if ref is None or cache.matches != ref or not cache.covers(local):
-        entries = ws.reference_entries(ds)
+        try:
+            entries = _from_store(failed, lambda: ws.reference_entries(ds))
+        except StoreUnreachable as err:
+            detail = f"cannot compare with {_reference(ds)}: the store is unreachable"
+            return Status(ds.name, ds.path, "unknown", EMPTY, detail, err)
         current = [FileEntry(f.path, _mode(f), f.size, ws.hash_of(cache, f), ()) for f in local]
         diff = diff_entries(entries, current)
         cache.mark(ref if diff.empty else None)
@@ -56,14 +79,37 @@ def _status_one(ws: Workspace, ds: Dataset) -> Status:
     if ds.staged is not None and ds.pointer is None:
         return Status(ds.name, ds.path, "new", diff, "added, not committed yet")
     if ds.staged is not None and ds.pointer is not None:
-        staged_diff = diff_entries(
-            ws.tree_entries(ws.pointed(ds.pointer, ds.path + SUFFIX).root),
-            ws.tree_entries(ds.staged.root),
-        )
-        return Status(ds.name, ds.path, "staged", staged_diff, "added, not committed yet")
+        return _staged(ws, ds, ds.staged.root, ds.pointer, failed)
     return Status(
         ds.name, ds.path, "clean", diff, f"matches v{ds.pointer.version if ds.pointer else '?'}"
     )
+
+
+def _staged(
+    ws: Workspace, ds: Dataset, staged: TreeRoot, pointer: Pointer, failed: StoreUnreachable | None
+) -> Status:
+    """A dataset added since its pointer's version: the changes from that version."""
+    detail = "added, not committed yet"
+    try:
+        pointed = _from_store(failed, lambda: ws.pointed(pointer, ds.path + SUFFIX))
+        diff = diff_entries(ws.tree_entries(pointed.root), ws.tree_entries(staged))
+    except StoreUnreachable as err:
+        detail += " (the store is unreachable: changes not counted)"
+        return Status(ds.name, ds.path, "staged", EMPTY, detail, err)
+    return Status(ds.name, ds.path, "staged", diff, detail)
+
+
+def _from_store(failed: StoreUnreachable | None, read: Callable[[], T]) -> T:
+    """``read()``, which needs the store; if the store already failed, that failure."""
+    if failed is not None:
+        raise failed
+    return read()
+
+
+def _reference(ds: Dataset) -> str:
+    if ds.staged is not None:
+        return "the staged snapshot"
+    return f"v{ds.pointer.version}" if ds.pointer else "its snapshot"
 
 
 def _mode(f: LocalFile) -> int:
