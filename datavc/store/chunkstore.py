@@ -13,11 +13,12 @@ page and the packs.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import IntegrityError, NotARepository, ObjectNotFound
+from ..errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFound
 from ..format.hashing import ChunkId, ObjectId, file_hasher, is_object_id, object_id
 from ..format.packfile import Location, LocationTable, PackEntry
 from .backend import Backend
@@ -111,10 +112,18 @@ class ChunkStore:
         for part in parts:
             hasher.update(part)
         oid = ObjectId(hasher.hexdigest())
+        key = f"{kind}/{oid}"
         if kind == "trees" and oid in self._condemned_trees:
-            self._refresh(f"{kind}/{oid}")
-        self.backend.write(f"{kind}/{oid}", parts)
-        self.written.add(f"{kind}/{oid}")
+            self._refresh(key)
+        size = sum(len(p) for p in parts)
+        self.backend.write(key, parts)
+        if not self._kept(key, size):  # a store that kept part of it, or an old damaged copy
+            self._refresh(key)
+            self.backend.write(key, parts)
+            if not self._kept(key, size):
+                self._refresh(key)
+                raise CorruptObject(key, f"the store did not keep the {size} bytes written")
+        self.written.add(key)
         if self.cache is not None:
             self.cache.write(f"{kind}/{oid}", parts)
         return oid
@@ -127,12 +136,24 @@ class ChunkStore:
         key = f"packs/{oid}"
         if self._footers is not None and oid in self._footers.condemned:
             self._refresh(key)
+        size = os.path.getsize(path)
         if self.cache is not None:
             self.backend.put_path(key, path, move=False)
             self.cache.put_path(key, path, move=True)
         else:
             self.backend.put_path(key, path, move=True)
+        if not self._kept(key, size):
+            self._refresh(key)
+            raise CorruptObject(key, f"the store did not keep the {size} bytes of this pack")
         return oid
+
+    def _kept(self, key: str, size: int) -> bool:
+        """Whether the object just written has the size written: a store that says it
+        stored an object but kept part of it must not have it referenced (one HEAD)."""
+        try:
+            return self.backend.size(key) == size
+        except ObjectNotFound:
+            return False
 
     def _refresh(self, key: str) -> None:
         """An object gc has condemned is needed again: it is deleted so that writing it

@@ -19,8 +19,10 @@ from ..errors import (
     Conflict,
     CorruptObject,
     DatasetNotFound,
+    DatavcError,
     NotFoundError,
     ObjectNotFound,
+    StoreUnreachable,
     UsageError,
     VersionForgotten,
     VersionNotFound,
@@ -122,7 +124,18 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
     for _ in range(MAX_PUBLISH_TRIES):
         candidate = dataclasses.replace(record, version=number)
         key = f"versions/{record.name}/{number}.json"
-        if store.backend.create_exclusive(key, encode_record(candidate)):
+        data = encode_record(candidate)
+        try:
+            created = store.backend.create_exclusive(key, data)
+        except StoreUnreachable:
+            # The backend's retries are spent, but the create may have succeeded with only
+            # its answer lost: one look settles it (our nonce there means it did).
+            mine = _own_record(store, key, record.nonce)
+            if mine is None:
+                raise
+            return mine
+        if created:
+            _check_kept(store, key, data)
             return candidate
         try:
             existing = decode_version(store.backend.read(key), key)
@@ -132,6 +145,33 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
             return _published(existing)
         number += 1
     raise Conflict(f"could not publish a version of {record.name!r}: too many concurrent writers")
+
+
+def _own_record(store: ChunkStore, key: str, nonce: str) -> VersionRecord | None:
+    """The record at ``key`` if this publish created it (its nonce), else None; None too
+    if it cannot be read."""
+    try:
+        existing = decode_version(store.backend.read(key), key)
+    except DatavcError:
+        return None
+    return _published(existing) if existing.nonce == nonce else None
+
+
+def _check_kept(store: ChunkStore, key: str, data: bytes) -> None:
+    """Read back a record just created: a store that kept part of it (and said it kept
+    it all) gets the whole record written over its own damaged one, once. (If it cannot
+    be read back now, the create's success stands.)"""
+    for attempt in range(2):
+        try:
+            if store.backend.read(key) == data:
+                return
+        except ObjectNotFound:
+            pass
+        except StoreUnreachable:
+            return
+        if attempt == 0:
+            store.backend.replace(key, data)
+    raise CorruptObject(key, "the store did not keep the version record written")
 
 
 def _published(rec: VersionRecord | Forgotten) -> VersionRecord:
