@@ -62,3 +62,28 @@ def test_an_index_that_lies_is_not_believed(tmp_path: Path) -> None:
     report = fsck(ChunkStore.open(b))
     assert list(report.problems) == [f"index/{lie}"], [p.line() for p in report.problems.values()]
     assert "where its footer does not" in report.problems[f"index/{lie}"].message
+
+
+def test_a_damaged_index_or_record_does_not_stop_later_commits(tmp_path: Path) -> None:
+    """One damaged index, and one damaged record among the newest: add and commit go on
+    (the index is skipped, its chunks stored again if needed; the record is no nonce of
+    ours), fsck names both, repair replaces the index."""
+    repo = make_repo(tmp_path, str(tmp_path / "store"))
+    b = backend(repo)
+    fake = "ab" * 32
+    b.write(f"index/{fake}", b"DVCIDX\x00\x01 not what its name says")
+    write(repo / "data" / "d" / "more.bin", rand("more", 100_000))
+    run(repo, "add", "data/d")
+    run(repo, "commit", "-m", "v2")
+    b.write("versions/d/3.json", b'{"type": "datavc-version"')  # cut short
+    write(repo / "data" / "d" / "more.bin", rand("more2", 100_000))
+    run(repo, "add", "data/d")
+    assert "d@v4" in run(repo, "commit", "-m", "v4").stdout
+    report = fsck(ChunkStore.open(b))
+    assert sorted(report.problems) == [f"index/{fake}", "versions/d/3.json"], report.problems
+    out = run(repo, "repair", code=6).stdout  # a damaged record is not repair's to rewrite
+    assert "still damaged: versions/d/3.json" in out and fake not in out
+    assert fake not in b.list("index")
+    shutil.rmtree(repo / "data" / "d")
+    run(repo, "checkout", "d@v4")
+    assert (repo / "data" / "d" / "more.bin").read_bytes() == rand("more2", 100_000)

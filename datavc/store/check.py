@@ -60,7 +60,9 @@ class Problem:
         text = f"{self.key}: {self.message}"
         if self.versions:
             text += f"; damages {', '.join(sorted(self.versions, key=_version_key))}"
-        if self.file_count:
+        if self.file_count and not self.files:
+            text += f" ({self.file_count} files)"
+        elif self.file_count:
             more = self.file_count - len(self.files)
             text += f" ({self.file_count} files: {', '.join(self.files)}"
             text += f", and {more} more)" if more else ")"

@@ -49,6 +49,7 @@ class ChunkStore:
         self._footers: Footers | None = None
         self._condemned_trees: frozenset[ObjectId] = frozenset()
         self.written: set[str] = set()  # keys of the objects this process wrote
+        self.damaged_indexes: set[str] = set()  # skipped by load_index
 
     @classmethod
     def create(
@@ -176,9 +177,18 @@ class ChunkStore:
             for name in names:
                 if not is_object_id(name):
                     continue  # not an index object (a temporary file, a stray): fsck's job
-                data = self.read_object("index", name)
+                try:
+                    data = self.read_object("index", name)
+                    with self._lock:
+                        self._index.add_index(data, f"index/{name}")
+                except IntegrityError:
+                    # A damaged index is skipped (fsck names it, repair replaces it): a
+                    # writer stores its chunks again (the entries it took in before the
+                    # damage are checked against footers, as every entry is), a reader
+                    # finds them another way or fails on the chunk. It must not stop every
+                    # later add.
+                    self.damaged_indexes.add(name)
                 with self._lock:
-                    self._index.add_index(data, f"index/{name}")
                     self._indexes_loaded.add(name)
             if self._indexes_loaded:
                 self._hints = LocationTable()  # the index is loaded: hints are not needed

@@ -20,6 +20,7 @@ from ..errors import (
     CorruptObject,
     DatasetNotFound,
     DatavcError,
+    IntegrityError,
     NotFoundError,
     ObjectNotFound,
     StoreUnreachable,
@@ -117,7 +118,10 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
     _ = store.config  # a store this datavc can write (and not a bare folder)
     numbers = version_numbers(store, record.name)
     for n in reversed(numbers[-RECENT:]):
-        earlier = read_entry(store, record.name, n)
+        try:
+            earlier = read_entry(store, record.name, n)
+        except IntegrityError:
+            continue  # a damaged record (fsck names it) must not stop every later commit
         if earlier.nonce == record.nonce:  # published before, by an attempt whose answer was lost
             return _published(earlier)
     number = (numbers[-1] + 1) if numbers else 1
