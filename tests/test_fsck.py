@@ -277,3 +277,60 @@ def test_repair_names_what_it_cannot_restore(tmp_path: Path) -> None:
     shutil.rmtree(repo / "data" / "images")  # and the files are gone too
     proc = run(repo, "repair", code=6)
     assert "still damaged:" in proc.stdout and "images@v1" in proc.stdout, proc.stdout
+
+
+def test_repair_salvages_a_pack_whose_footer_is_damaged(tmp_path: Path) -> None:
+    """Only the footer is damaged: every chunk is intact, found through the index and the
+    pages' hints, and stored again; the workspace holds nothing (moved away)."""
+    repo = images_repo(tmp_path, str(tmp_path / "store"))
+    want = {p.name: p.read_bytes() for p in (repo / "data" / "images").iterdir()}
+    b = backend(repo)
+    shared = packs_by_age(b)[0]
+    data = bytearray(b.read(f"packs/{shared}"))
+    data[-30] ^= 1
+    replace(b, f"packs/{shared}", bytes(data))
+    shutil.move(repo / "data" / "images", tmp_path / "aside")
+    out = run(repo, "repair").stdout
+    assert "salvaged" in out and "the store holds every version whole" in out, out
+    assert fsck_json(repo, "--read-data", code=0)["ok"] is True
+    run(repo, "checkout", "images@v2")
+    assert {p.name: p.read_bytes() for p in (repo / "data" / "images").iterdir()} == want
+
+
+def test_repair_racing_an_add_leaves_the_store_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An add and commit land while repair reads the packs: their new pack is not in
+    repair's listing, but their index must not be judged unsound and deleted."""
+    from datavc.store import check as check_module
+    from datavc.store.repair import repair
+    from datavc.workspace.core import Workspace
+
+    repo = images_repo(tmp_path, str(tmp_path / "store"))
+    write(repo / "data" / "images" / "late.bin", rand("late", 150_000))
+    real = check_module._Check.read_data
+
+    def add_meanwhile(self: check_module._Check) -> None:
+        ws = Workspace.find(str(repo))
+        ws.add(str(repo / "data" / "images"))
+        ws.commit([], "v3 while repair runs")
+        real(self)
+
+    monkeypatch.setattr(check_module._Check, "read_data", add_meanwhile)
+    report = repair(ChunkStore.open(backend(repo)), [])
+    assert report.ok, [p.line() for p in report.missing.problems.values()]
+    assert report.deleted_indexes == 0 and report.restored_chunks == 0
+    assert fsck(ChunkStore.open(backend(repo))).ok
+
+
+def test_folders_where_objects_belong(tmp_path: Path) -> None:
+    repo = images_repo(tmp_path, str(tmp_path / "store"))
+    store = tmp_path / "store"
+    (store / "index" / ("ef" * 32)).mkdir()
+    (store / "packs" / "sub").mkdir()
+    write(repo / "data" / "images" / "more.bin", rand("more", 50_000))
+    run(repo, "add", "data/images")  # the folder in index/ stops no add
+    run(repo, "commit", "-m", "v3")
+    found = problems(fsck_json(repo, code=6))
+    assert set(found) == {f"index/{'ef' * 32}", "packs/sub"}, found
+    assert all("stray folder" in str(p["message"]) for p in found.values())

@@ -5,6 +5,7 @@ what a live version, an add in flight or a concurrent commit needs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -104,6 +105,7 @@ def test_gc_reclaims_what_only_forgotten_versions_used(repo: Path, tmp_path: Pat
     b = backend(repo)
     before = pack_bytes(b)
     run(repo, "forget", "d@v1")
+    age(repo / ".datavc" / "store", 10)  # stores date to the second: gc keeps what is newer
     dry = run(repo, "gc", "--grace", "0", "--dry-run").stdout
     assert pack_bytes(b) == before, "a dry run deletes nothing"
     assert "would condemn" in dry
@@ -244,3 +246,77 @@ def gc_race(repo: Path, tmp_path: Path, grace: int, seconds: int) -> None:
     report = fsck(ChunkStore.open(backend(repo)), read_data=True)
     assert report.ok, [p.line() for p in report.problems.values()]
     checks_out(repo, "d@latest", last, tmp_path)
+
+
+# -- regressions from a hostile review ------------------------------------------------------
+
+
+def test_repack_never_counts_a_pack_no_index_names(repo: Path, tmp_path: Path) -> None:
+    """A pack that an add killed before its index left behind holds a live chunk: the
+    repack must still copy that chunk (readers could not find it in an unindexed pack)."""
+    store_root = repo / ".datavc" / "store"
+    write(repo / "data" / "d" / "a.bin", rand("a", 300_000))
+    run(repo, "add", "data/d")
+    for p in (store_root / "index").iterdir():
+        p.unlink()  # as if the add was killed after storing its pack, before its index
+    for p in (repo / ".datavc" / "state" / "staged").iterdir():
+        p.unlink()
+    write(repo / "data" / "d" / "b.bin", rand("b", 3_000_000))
+    run(repo, "add", "data/d")
+    run(repo, "commit", "-m", "v1")
+    (repo / "data" / "d" / "b.bin").unlink()
+    v2 = commit_files(repo, {"a.bin": rand("a", 300_000)}, "v2")
+    run(repo, "forget", "d@v1")
+    age(store_root, 10)
+    run(repo, "gc", "--grace", "0")
+    checks_out(repo, "d@v2", v2, tmp_path)
+
+
+def test_gc_leaves_a_pack_whose_chunks_are_all_live(repo: Path) -> None:
+    store_root = repo / ".datavc" / "store"
+    commit_files(repo, {"x.txt": b"x\n"}, "v1")
+    age(store_root, 10)
+    (pack,) = (store_root / "packs").iterdir()
+    before = pack.stat()
+    for _ in range(2):
+        out = run(repo, "gc", "--grace", "0").stdout
+        assert "garbage: 0 packs" in out and "repacked" not in out, out
+    after = pack.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_gc_refuses_a_store_without_its_versions(repo: Path) -> None:
+    store_root = repo / ".datavc" / "store"
+    commit_files(repo, {"x.bin": rand("x", 100_000)}, "v1")
+    age(store_root, 10)
+    shutil.move(store_root / "versions", repo / "versions-aside")
+    (store_root / "versions").write_text("not a folder")
+    packs = sorted(p.name for p in (store_root / "packs").iterdir())
+    err = run(repo, "gc", "--grace", "0", code=2).stderr
+    assert "versions is a file where the store has a folder" in err
+    doc = json.loads(run(repo, "fsck", "--json", code=6).stdout)
+    assert {p["object"]: p["message"] for p in doc["problems"]} == {
+        "versions": "a file where the store has a folder"
+    }
+    (store_root / "versions").unlink()
+    err = run(repo, "gc", "--grace", "0", code=2).stderr
+    assert "packs but no version record" in err
+    assert sorted(p.name for p in (store_root / "packs").iterdir()) == packs
+
+
+def test_a_bad_gc_record_or_young_page_stops_nothing(repo: Path) -> None:
+    from datavc.format.hashing import object_id
+
+    commit_files(repo, {"x.bin": rand("x", 100_000)}, "v1")
+    b = backend(repo)
+    junk = b'{"format": 2, "packs": ["nothex"], "time": "t", "trees": [], "type": "datavc-gc"}'
+    b.write(f"gc/{object_id(junk)}", junk)
+    page = "cd" * 32
+    b.write(f"trees/{page}", b"junk")
+    commit_files(repo, {"y.bin": rand("y", 100_000)}, "v2")  # add and commit go on
+    out = run(repo, "gc").stdout
+    assert f"trees/{page}: young, and cannot be read" in out
+    found = {
+        p["object"] for p in json.loads(run(repo, "fsck", "--json", code=6).stdout)["problems"]
+    }
+    assert found == {f"gc/{object_id(junk)}", f"trees/{page}"}, found

@@ -240,7 +240,7 @@ class Backend:
 
     def _wait(self, err: Exception, retry: int, running: float, failing: float) -> float | None:
         """How long to wait before trying again after ``err``; None: do not."""
-        if isinstance(err, FileNotFoundError):
+        if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
             self.answered = True  # a definite answer
             return None
         kind = None if self.is_local else failure_kind(err)
@@ -252,6 +252,8 @@ class Backend:
         """The datavc error for a backend failure that stays."""
         if isinstance(err, FileNotFoundError) and not writing:
             return ObjectNotFound(key)
+        if isinstance(err, (IsADirectoryError, NotADirectoryError)) and not writing:
+            return ObjectNotFound(f"{key} (a folder where an object belongs, or the reverse)")
         if isinstance(err, FileNotFoundError):  # a write cannot miss its object
             reason = self._one_line(f"the bucket or folder does not exist ({err})")
         else:

@@ -122,6 +122,8 @@ class _Check:
         self.indexed: set[ChunkId] = set()  # chunks some index places where a footer agrees
         self.bad_chunks: dict[ChunkId, ObjectId] = {}  # read_data: failed its check, in pack
         self.used_packs: set[ObjectId] = set()
+        self.late_missing: set[ObjectId] = set()
+        self.pages_seen: set[str] = set()
 
     # -- listings -------------------------------------------------------------------
 
@@ -129,7 +131,14 @@ class _Check:
         """``folder``'s objects with valid names; others are reported (temporary files as
         leftovers, anything else as a stray object)."""
         good, leftovers = [], []
-        for info in self.backend.list_detail(folder):
+        details = self.backend.list_detail(folder)
+        files = {i.name for i in details}
+        for name in self.backend.list(folder):
+            if name not in files:  # a folder where the store has only objects
+                self.report.problem(
+                    f"{folder}/{name}", "stray folder: the store format has none here"
+                )
+        for info in details:
             if valid(info.name):
                 good.append(info)
             elif info.name.startswith(".tmp-"):
@@ -147,9 +156,12 @@ class _Check:
         return good
 
     def top_level(self) -> None:
+        files = {i.name for i in self.backend.list_detail("")}
         for name in self.backend.list(""):
             if name not in TOP_LEVEL and not name.startswith(".tmp-"):
                 self.report.problem(name, "stray object: not a name the store format defines")
+            elif name in files and name != "datavc.json":
+                self.report.problem(name, "a file where the store has a folder")
 
     # -- packs and indexes ----------------------------------------------------------
 
@@ -175,6 +187,26 @@ class _Check:
             self.footers[pack] = frozenset(rows)
             self.report.counts["packs"] += 1
             self.report.counts["chunks"] += len(entries)
+
+    def late_pack(self, pack: ObjectId) -> frozenset[bytes] | None:
+        """A pack not in the listing (stored since by a concurrent add, whose index this
+        check then read): its footer, read now, or None if it is missing or damaged."""
+        if pack in self.bad_packs or pack in self.packs or pack in self.late_missing:
+            return None
+        try:
+            size = self.backend.size(f"packs/{pack}")
+            entries = footer_entries(self.backend, pack, size)
+        except (IntegrityError, ObjectNotFound):
+            self.late_missing.add(pack)
+            return None
+        self.packs[pack] = size
+        rows = set()
+        for e in entries:
+            loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
+            self.held.put(e.chunk, loc)
+            rows.add(footer_row(e.chunk, loc))
+        self.footers[pack] = frozenset(rows)
+        return self.footers[pack]
 
     def read_data(self) -> None:
         """Read every chunk of every good pack, a run at a time, and check it."""
@@ -229,7 +261,7 @@ class _Check:
             missing: dict[ObjectId, int] = defaultdict(int)
             wrong: dict[ObjectId, int] = defaultdict(int)
             for cid, loc in places.items():
-                rows = self.footers.get(loc.pack)
+                rows = self.footers.get(loc.pack) or self.late_pack(loc.pack)
                 if rows is None:
                     if loc.pack not in self.bad_packs:
                         missing[loc.pack] += 1
@@ -237,13 +269,34 @@ class _Check:
                     self.indexed.add(cid)
                 else:
                     wrong[loc.pack] += 1
-            for pack, n in missing.items():
-                self.report.problem(f"packs/{pack}", "missing (an index names it)")
-                self.report.problem(key, f"names packs/{pack[:16]}…, which is missing ({n} chunks)")
+            if len(missing) > MAX_FILES_NAMED:  # a crafted index: one line, not one per pack
+                first = sorted(missing)[0]
+                self.report.problem(
+                    key,
+                    f"names {len(missing)} packs that are missing ({sum(missing.values())} "
+                    f"chunks; packs/{first[:16]}… first)",
+                )
+            else:
+                for pack, n in missing.items():
+                    self.report.problem(f"packs/{pack}", "missing (an index names it)")
+                    self.report.problem(
+                        key, f"names packs/{pack[:16]}…, which is missing ({n} chunks)"
+                    )
             for pack, n in wrong.items():
                 self.report.problem(
                     key, f"places {n} chunks in packs/{pack[:16]}… where its footer does not"
                 )
+
+    def check_other_pages(self) -> None:
+        """Pages no checked version needs are read and hashed too (gc reads young ones)."""
+        for info in self.listing("trees", is_object_id):
+            if info.name in self.pages_seen:
+                continue
+            key = f"trees/{info.name}"
+            try:
+                self.store.read_object("trees", info.name)
+            except (IntegrityError, ObjectNotFound) as err:
+                self.report.problem(key, _reason(err, key) + " (no version checked needs it)")
 
     def check_gc_records(self) -> None:
         from ..format.gcrecord import decode_gc_record
@@ -262,9 +315,12 @@ class _Check:
 
     def check_versions(self, wanted: dict[str, list[int]] | None) -> None:
         names = self.backend.list("versions")
+        files = {i.name for i in self.backend.list_detail("versions")}
         for name in names:
             if not valid_name(name):
                 self.report.problem(f"versions/{name}", "stray object: not a dataset name")
+            elif name in files:
+                self.report.problem(f"versions/{name}", "a file where a dataset's folder belongs")
         if wanted is None:
             wanted = {n: version_numbers(self.store, n) for n in names if valid_name(n)}
             for n in names:
@@ -305,6 +361,7 @@ class _Check:
                 problem.file_count += page.files
                 continue
             self.report.counts["pages"] += 1
+            self.pages_seen.add(page.id)
             for entry in entries:
                 for cid, length in entry.chunks:
                     self.check_chunk(cid, length, hints.get(cid), label, entry.path, key)
@@ -356,8 +413,8 @@ class _Check:
         return "damaged"
 
     def unreferenced(self, full: bool) -> None:
-        if not full:
-            return
+        if not full or any(k.startswith("versions/") for k in self.report.problems):
+            return  # what a damaged record needs is unknown: no pack is called unneeded
         spare = [p for p in self.footers if p not in self.used_packs]
         if spare:
             size = sum(self.packs[p] for p in spare)
@@ -398,7 +455,7 @@ def fsck(
     if read_data:
         check.read_data()
     check.check_indexes()
-    check.listing("trees", is_object_id)
+    check.check_other_pages()
     check.check_gc_records()
     check.check_versions(versions)
     check.unreferenced(versions is None)

@@ -48,6 +48,7 @@ class ChunkStore:
         self._chunk_reader: ChunkReader | None = None
         self._footers: Footers | None = None
         self._condemned_trees: frozenset[ObjectId] = frozenset()
+        self._condemned_packs: frozenset[ObjectId] = frozenset()
         self.written: set[str] = set()  # keys of the objects this process wrote
         self.damaged_indexes: set[str] = set()  # skipped by load_index
 
@@ -135,7 +136,7 @@ class ChunkStore:
         its own id, so hashing the whole pack again would add nothing but a pass)."""
         oid = object_id(footer)
         key = f"packs/{oid}"
-        if self._footers is not None and oid in self._footers.condemned:
+        if oid in self._condemned_packs:  # listed by a gc record: written anew
             self._refresh(key)
         size = os.path.getsize(path)
         if self.cache is not None:
@@ -155,6 +156,11 @@ class ChunkStore:
             return self.backend.size(key) == size
         except ObjectNotFound:
             return False
+
+    def write_anew(self, packs: Iterable[ObjectId]) -> None:
+        """Packs this process must write over if it stores one of the same id (repair: the
+        old one is damaged), not take as stored already."""
+        self._condemned_packs = self._condemned_packs | frozenset(packs)
 
     def _refresh(self, key: str) -> None:
         """An object gc has condemned is needed again: it is deleted so that writing it
@@ -181,6 +187,8 @@ class ChunkStore:
                     data = self.read_object("index", name)
                     with self._lock:
                         self._index.add_index(data, f"index/{name}")
+                except ObjectNotFound:
+                    continue  # gone since listed (gc replaced it): its entries are elsewhere
                 except IntegrityError:
                     # A damaged index is skipped (fsck names it, repair replaces it): a
                     # writer stores its chunks again (the entries it took in before the
@@ -282,6 +290,7 @@ class ChunkStore:
         condemned = read_condemned(self)
         self.footers().condemned = condemned.packs  # never reuse what gc will delete
         self._condemned_trees = condemned.trees
+        self._condemned_packs = condemned.packs
         self.load_index()
         return PackWriter(self)
 

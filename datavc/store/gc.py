@@ -40,6 +40,8 @@ from .reader import decode_run, group
 from .versions import read_entry, version_numbers
 
 DEFAULT_GRACE = 24 * 3600.0
+CLOCK_STEP = 2.0  # stores date objects to the second (S3): an object written during a run
+# must not look older than the run's start, so "old" means older than the cutoff by this much
 REPACK_BELOW = 0.5  # a pack whose live chunks fill less than this fraction is repacked
 
 
@@ -51,6 +53,7 @@ class Condemned:
     trees: frozenset[ObjectId]
     records: tuple[tuple[ObjectInfo, GcRecord], ...]
     since: dict[ObjectId, float]  # when the newest record listing an object was written
+    damaged: tuple[ObjectInfo, ...] = ()  # records that cannot be read
 
     def at_risk(self, oid: ObjectId, info: ObjectInfo | None) -> bool:
         """Whether gc may delete ``oid`` (present as ``info``, or missing): it is gone, or
@@ -65,13 +68,19 @@ class Condemned:
 def read_condemned(store: ChunkStore) -> Condemned:
     """Every gc record of the store (writers read them before an upload)."""
     records = []
+    damaged = []
     for info in store.backend.list_detail("gc"):
         if not is_object_id(info.name):
             continue  # a temporary file, or a stray: fsck's business
-        data = store.backend.read(f"gc/{info.name}")
-        if object_id(data) != info.name:
-            raise IntegrityError(f"gc/{info.name}", info.name, object_id(data))
-        records.append((info, decode_gc_record(data, f"gc/{info.name}")))
+        try:
+            data = store.backend.read(f"gc/{info.name}")
+            if object_id(data) != info.name:
+                raise IntegrityError(f"gc/{info.name}", info.name, object_id(data))
+            records.append((info, decode_gc_record(data, f"gc/{info.name}")))
+        except (IntegrityError, ObjectNotFound):
+            # Skipped, safely: what it lists is never deleted (no gc can read the list), so
+            # a writer may reuse it. fsck names it; gc deletes it once old.
+            damaged.append(info)
     packs = frozenset(p for _, r in records for p in r.packs)
     trees = frozenset(t for _, r in records for t in r.trees)
     since: dict[ObjectId, float] = {}
@@ -79,7 +88,7 @@ def read_condemned(store: ChunkStore) -> Condemned:
         when = info.mtime if info.mtime is not None else float("inf")
         for oid in (*r.packs, *r.trees):
             since[oid] = max(since.get(oid, when), when)
-    return Condemned(packs, trees, tuple(records), since)
+    return Condemned(packs, trees, tuple(records), since, tuple(damaged))
 
 
 @dataclass
@@ -113,7 +122,7 @@ class _Gc:
         self.tick = tick
         self.report = GcReport()
         self.start = time.time()
-        self.cutoff = self.start - grace
+        self.cutoff = self.start - grace - CLOCK_STEP
         self.needed: set[ChunkId] = set()
         self.live_pages: set[ObjectId] = set()
         self.pages: dict[ObjectId, ObjectInfo] = {}
@@ -121,6 +130,7 @@ class _Gc:
         self.entries: dict[ObjectId, list[PackEntry]] = {}
         self.garbage_packs: set[ObjectId] = set()
         self.garbage_pages: set[ObjectId] = set()
+        self.records_written: set[str] = set()
 
     def old(self, info: ObjectInfo) -> bool:
         return info.mtime is not None and info.mtime <= self.cutoff
@@ -128,10 +138,19 @@ class _Gc:
     # -- mark -----------------------------------------------------------------------
 
     def mark(self) -> None:
+        top = {i.name for i in self.backend.list_detail("")}
+        clash = sorted(top & {"packs", "index", "trees", "versions", "tags", "gc"})
+        if clash:
+            raise UsageError(
+                f"gc stopped before deleting anything: {clash[0]} is a file where the store "
+                "has a folder; run datavc fsck"
+            )
+        records = 0
         for name in self.backend.list("versions"):
             if not valid_name(name):
                 continue
             for n in version_numbers(self.store, name):
+                records += 1
                 rec = read_entry(self.store, name, n)  # a damaged record stops gc
                 if not isinstance(rec, VersionRecord):
                     self.report.forgotten_versions += 1
@@ -139,10 +158,17 @@ class _Gc:
                 self.report.live_versions += 1
                 for page in rec.root.pages:
                     self.mark_page(page.id, page.content)
+        if records == 0 and any(is_object_id(n) for n in self.backend.list("packs")):
+            raise UsageError(
+                "gc stopped before deleting anything: the store has packs but no version "
+                "record at all (is versions/ missing?); run datavc fsck"
+            )
         self.pages = {ObjectId(i.name): i for i in self.backend.list_detail("trees")}
         for pid, info in self.pages.items():
-            if is_object_id(pid) and not self.old(info) and pid not in self.live_pages:
-                self.mark_page(pid, None)  # an add in flight, or staged: live
+            # An add in flight, or staged: live (one that cannot be read is no page a
+            # published version needs: a commit reads its pages before it publishes).
+            young = is_object_id(pid) and not self.old(info) and pid not in self.live_pages
+            if young and self.mark_page(pid, None, must=False):
                 self.report.young_pages += 1
         self.garbage_pages = {
             p
@@ -150,14 +176,17 @@ class _Gc:
             if is_object_id(p) and p not in self.live_pages and self.old(info)
         }
 
-    def mark_page(self, pid: ObjectId, content: ObjectId | None) -> None:
+    def mark_page(self, pid: ObjectId, content: ObjectId | None, must: bool = True) -> bool:
         if pid in self.live_pages:
-            return
+            return True
         self.tick(f"trees/{pid}")
         try:
             data = self.store.read_object("trees", pid)
             entries, _ = decode_page(data, f"trees/{pid}", content, hints=False)
         except DatavcError as err:
+            if not must:
+                self.report.notes.append(f"trees/{pid}: young, and cannot be read ({err})")
+                return False
             raise UsageError(
                 f"gc stopped before deleting anything: a live tree page cannot be read ({err}); "
                 "run datavc fsck"
@@ -165,6 +194,7 @@ class _Gc:
         self.live_pages.add(pid)
         for e in entries:
             self.needed.update(c for c, _ in e.chunks)
+        return True
 
     # -- sweep ----------------------------------------------------------------------
 
@@ -188,10 +218,11 @@ class _Gc:
                 self.report.notes.append(f"packs/{pack}: kept, its footer is damaged ({err})")
                 continue
             self.entries[pack] = entries
+            blobs = sum(e.stored_length for e in entries)
             live = sum(e.stored_length for e in entries if e.chunk in self.needed)
             if live == 0:
                 self.garbage_packs.add(pack)
-            elif live < REPACK_BELOW * info.size:
+            elif live < REPACK_BELOW * blobs:  # some chunks are garbage, most of its bytes
                 repack.append(pack)
             else:
                 self.report.live_bytes += info.size
@@ -201,11 +232,23 @@ class _Gc:
         """Copy the live chunks of ``packs`` into new packs, then count them as garbage."""
         if not packs:
             return
+        self.store.load_index()
+        footers = self.store.footers()
+        leaving = set(packs) | self.garbage_packs
+
+        def kept_elsewhere(cid: ChunkId) -> bool:
+            """Whether an index lists the chunk in a pack that stays, where its footer
+            agrees (a pack no index names does not count: readers could not find it)."""
+            return any(
+                loc.pack not in leaving and loc.pack in self.packs and footers.holds(cid, loc)
+                for loc in self.store.locations(cid)
+            )
+
         keep = {
             e.chunk
-            for p, entries in self.entries.items()
-            if p not in packs and p not in self.garbage_packs
-            for e in entries
+            for pack in packs
+            for e in self.entries[pack]
+            if e.chunk in self.needed and kept_elsewhere(e.chunk)
         }
         if self.dry_run:
             for pack in packs:
@@ -217,8 +260,7 @@ class _Gc:
             return
         with self.store.new_writer() as writer:
             # the chunks to move count as stored nowhere but in packs that stay
-            footers = self.store.footers()
-            footers.condemned = footers.condemned | frozenset(packs) | frozenset(self.garbage_packs)
+            footers.condemned = footers.condemned | frozenset(leaving)
             for pack in packs:
                 self.tick(f"packs/{pack}")
                 wanted = [
@@ -237,7 +279,9 @@ class _Gc:
                 self.report.repacked_packs += 1
                 self.report.repacked_bytes += sum(loc.stored_length for _, loc in wanted)
             writer.finish()
-        self.garbage_packs.update(packs)
+        # A pack written again whole (every chunk of it live after all: the same bytes give
+        # the same id) stays.
+        self.garbage_packs.update(p for p in packs if p not in footers.stored)
 
     def condemn(self, condemned: Condemned) -> None:
         packs = sorted(self.garbage_packs - condemned.packs)
@@ -252,17 +296,23 @@ class _Gc:
             record = GcRecord(stamp, tuple(packs[:MAX_LISTED]), tuple(trees[:MAX_LISTED]))
             packs, trees = packs[MAX_LISTED:], trees[MAX_LISTED:]
             data = encode_gc_record(record)
-            self.backend.write(f"gc/{object_id(data)}", data)
+            name = object_id(data)
+            self.backend.write(f"gc/{name}", data)
+            self.records_written.add(name)
 
     def delete(self) -> None:
         """Delete what gc records older than the grace period list and is still garbage."""
         condemned = read_condemned(self.store)
-        cutoff = time.time() - self.grace
-        ripe = [(i, r) for i, r in condemned.records if i.mtime is not None and i.mtime <= cutoff]
+        cutoff = time.time() - self.grace - CLOCK_STEP
+
+        def is_ripe(info: ObjectInfo) -> bool:  # with no grace, this run's own records too
+            if self.grace == 0 and info.name in self.records_written:
+                return True
+            return info.mtime is not None and info.mtime <= cutoff
+
+        ripe = [(i, r) for i, r in condemned.records if is_ripe(i)]
         self.report.waiting = sum(
-            len(r.packs) + len(r.trees)
-            for i, r in condemned.records
-            if i.mtime is None or i.mtime > cutoff
+            len(r.packs) + len(r.trees) for i, r in condemned.records if not is_ripe(i)
         )
         # Listed again just before deleting: a writer that stored an object anew since
         # the marking (the same bytes give the same id) has made it young.

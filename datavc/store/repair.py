@@ -29,7 +29,7 @@ from ..format.packfile import Location, LocationTable, decode_index, footer_row
 from .build import file_chunks
 from .check import Report, _Check
 from .chunkstore import ChunkStore
-from .reader import decode_run, group
+from .reader import decode_run
 
 if TYPE_CHECKING:
     from .packwriter import PackWriter
@@ -61,6 +61,8 @@ class _Repair(_Check):
         self.bad_indexes: set[str] = set()
         self.good_indexed: set[ChunkId] = set()  # listed by an index with no bad entry
         self.needed: dict[ChunkId, int] = {}  # chunk -> plain length, of every live version
+        self.hints: dict[ChunkId, Location] = {}  # a page's hint for each needed chunk
+        self.index_packs: dict[str, set[ObjectId]] = {}  # packs each index names
 
     def check_indexes(self) -> None:
         for info in self.listing("index", is_object_id):
@@ -71,6 +73,9 @@ class _Repair(_Check):
                 self.bad_indexes.add(info.name)
                 continue
             damaged = self.damaged_packs()
+            for loc in places.values():
+                if loc.pack not in self.footers:
+                    self.late_pack(loc.pack)  # stored since the listing, by a concurrent add
             sound = [
                 cid
                 for cid, loc in places.items()
@@ -83,6 +88,7 @@ class _Repair(_Check):
             else:
                 self.bad_indexes.add(info.name)
             self.indexed.update(sound)
+            self.index_packs[info.name] = {loc.pack for loc in places.values()}
 
     def check_chunk(
         self,
@@ -94,6 +100,8 @@ class _Repair(_Check):
         page: str,
     ) -> None:
         self.needed[cid] = length
+        if hint is not None:
+            self.hints.setdefault(cid, hint)
         super().check_chunk(cid, length, hint, label, path, page)
 
     def sound_places(self, cid: ChunkId) -> list[Location]:
@@ -130,7 +138,8 @@ def repair(
     with store.new_writer() as writer:
         footers = store.footers()  # chunks in damaged packs count as stored nowhere
         footers.condemned = footers.condemned | frozenset(damaged) | frozenset(check.bad_packs)
-        _salvage(store, check, damaged, missing, writer, out)
+        store.write_anew(damaged | check.bad_packs)
+        _salvage(store, check, damaged | check.bad_packs, missing, writer, out)
         if missing:
             chunker = Chunker(store.config.chunker)
             for path in files:
@@ -150,13 +159,18 @@ def repair(
                     continue  # unreadable: other files may hold the same chunks
         writer.finish()
 
-    _reindex(store, check, out)
+    kept: set[ObjectId] = set()
+    doomed = []
     for pack in sorted(damaged | check.bad_packs):
         if pack in store.footers().stored:
             continue  # stored again whole by this repair (the same chunks, the same id)
         if pack in check.packs and _holds_needed(check, pack, missing):
             out.kept_damaged.append(f"packs/{pack}")
-            continue
+            kept.add(pack)
+        elif pack in check.packs:
+            doomed.append(pack)
+    _reindex(store, check, out, kept)  # before a pack goes, indexes stop naming it
+    for pack in doomed:
         if pack in check.packs:
             with contextlib.suppress(DatavcError):
                 store.backend.delete(f"packs/{pack}")
@@ -172,10 +186,17 @@ def repair(
 
 def _holds_needed(check: _Repair, pack: ObjectId, missing: dict[ChunkId, int]) -> bool:
     """Whether a damaged pack may still hold the only copy of something needed (a chunk
-    still missing that its index entries place in it)."""
-    return any(loc.pack == pack for cid in missing for loc in check.store.locations(cid)) or any(
+    still missing that an index entry or a page's hint places in it)."""
+    return any(loc.pack == pack for cid in missing for loc in _places(check, cid)) or any(
         e_pack == pack and cid in missing for cid, e_pack in check.bad_chunks.items()
     )
+
+
+def _places(check: _Repair, cid: ChunkId) -> list[Location]:
+    """Where the footers, the indexes and the pages put a chunk."""
+    places = [*check.held.locations(cid), *check.store.locations(cid)]
+    hint = check.hints.get(cid)
+    return [*places, hint] if hint is not None else places
 
 
 def _salvage(
@@ -186,32 +207,31 @@ def _salvage(
     writer: PackWriter,
     out: RepairReport,
 ) -> None:
-    """Copy the sound chunks of damaged packs that are needed and held nowhere else."""
-    for pack in sorted(damaged):
-        located = [
-            (cid, loc)
-            for cid, _ in check.needed.items()
-            if cid in missing
-            for loc in check.held.locations(cid)
-            if loc.pack == pack and check.bad_chunks.get(cid) != pack
-        ]
-        for run in group(sorted(located, key=lambda x: x[1].offset)):
-            for cid, loc in run:  # one at a time: a bad neighbour must not spoil it
-                try:
-                    blob = store.backend.read_range(
-                        f"packs/{pack}", loc.offset, loc.offset + loc.stored_length
-                    )
-                    (plain,) = decode_run([(cid, loc)], blob)
-                except (IntegrityError, ObjectNotFound):
-                    continue
-                writer.add(cid, plain)
-                missing.pop(cid, None)
-                out.salvaged_chunks += 1
+    """Copy the sound chunks of damaged packs that are needed and held nowhere else: each
+    read where a footer, an index or a page's hint puts it in such a pack, and kept only if
+    it hashes to its id (a pack whose footer is damaged may hold every chunk intact)."""
+    store.load_index()
+    for cid in list(missing):
+        for loc in _places(check, cid):
+            if loc.pack not in damaged or check.bad_chunks.get(cid) == loc.pack:
+                continue
+            try:
+                blob = store.backend.read_range(
+                    f"packs/{loc.pack}", loc.offset, loc.offset + loc.stored_length
+                )
+                (plain,) = decode_run([(cid, loc)], blob)
+            except (IntegrityError, ObjectNotFound):
+                continue
+            writer.add(cid, plain)
+            del missing[cid]
+            out.salvaged_chunks += 1
+            break
 
 
-def _reindex(store: ChunkStore, check: _Repair, out: RepairReport) -> None:
+def _reindex(store: ChunkStore, check: _Repair, out: RepairReport, kept: set[ObjectId]) -> None:
     """One index of every chunk of a sound pack that no sound index lists; then the
-    unsound indexes go."""
+    unsound indexes go, but not one that names a damaged pack kept for what it may still
+    hold."""
     store.load_index()  # the indexes written by this repair's writer, if any
     table = LocationTable()
     damaged = check.damaged_packs()
@@ -225,6 +245,8 @@ def _reindex(store: ChunkStore, check: _Repair, out: RepairReport) -> None:
         store.write_object("index", b"".join(table.encode_index()))
         out.index_entries = len(table)
     for name in sorted(check.bad_indexes):
+        if check.index_packs.get(name, set()) & kept:
+            continue
         if f"index/{name}" in store.written:
             continue  # written again by this repair (the same entries, the same id)
         with contextlib.suppress(DatavcError):
