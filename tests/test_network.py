@@ -392,7 +392,7 @@ def test_an_unreachable_store_fails_within_the_timeout(
     code, out, err, took = datavc(root, "log", "ds")
     assert code == 5, (out, err)
     assert_one_error_line(err, "is unreachable")
-    assert took < 6.0  # the 3 s timeout, start-up, and margin (before: 4.5-12.6 s; 7 min)
+    assert took < 6.0  # the 2.5 s timeout, start-up, and margin (before: 4.5-12.6 s; 7 min)
 
 
 def test_the_timeout_is_configurable(tmp_path: Path, s3_env: str, silent_endpoint: str) -> None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-DEFAULT_TIMEOUT = 3.0  # seconds: connect and read timeout of one request
+DEFAULT_TIMEOUT = 2.5  # seconds: connect and read timeout of one request (a dead store fails
+# within 3 s, start-up included, on an idle machine)
 DEFAULT_RETRIES = 5  # retries after the first attempt
 TIMEOUT_RANGE = (0.1, 600.0)
 RETRIES_RANGE = (0, 10)

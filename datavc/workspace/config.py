@@ -4,7 +4,7 @@
 
     [core]
     store = ".datavc/store"        # any fsspec URL; a relative path is relative to the repo root
-    timeout = 3                    # seconds a remote request may wait (connect, read); optional
+    timeout = 2.5                  # seconds a remote request may wait (connect, read); optional
     retries = 5                    # how often a request that failed in passing is tried again
 
     [storage_options]              # passed to fsspec (no secrets here: use env or profiles)
