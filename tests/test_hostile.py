@@ -182,14 +182,28 @@ def test_a_pointer_file_with_conflict_markers_is_an_error_naming_it(
     number = next(
         i for i, line in enumerate(pointer.read_text().splitlines(), 1) if line[:7] == "<<<<<<<"
     )
-    for command in (["status"], ["checkout"], ["checkout", "--force"], ["commit", "-a", "-m", "x"]):
+    advice = (
+        f"data.datavc has a merge conflict (line {number}): one side names data@v3, the other "
+        "data@v2: pick one with 'datavc checkout data@v3' or 'datavc checkout data@v2' (it "
+        "rewrites the pointer file), then git add data.datavc"
+    )
+    plain = (
+        f"data.datavc has merge-conflict markers (line {number}): keep the lines of the "
+        "version you want, delete the markers, then run 'datavc checkout'"
+    )
+    if not first_line:  # each side names a version: status explains it among the states
+        status = run(root, "status")
+        assert status.returncode == 0 and status.stdout == f"data (data): conflict: {advice}\n"
+    commands = [["checkout"], ["checkout", "--force"], ["commit", "-a", "-m", "x"]]
+    for command in commands if not first_line else [["status"], *commands]:
         done = run(root, *command)
         assert done.returncode == 8, (command, done.stdout, done.stderr)
-        assert done.stderr.splitlines() == [
-            f"datavc: error: data.datavc has merge-conflict markers (line {number}): keep the "
-            "lines of the version you want, delete the markers, then run 'datavc checkout'"
-        ]
+        assert done.stderr.splitlines() == [f"datavc: error: {plain if first_line else advice}"]
     assert (root / "data" / "a.txt").read_bytes() == b"ours\n"
+    if not first_line:  # a conflict whose sides do not both name a version: plain advice
+        pointer.write_text(pointer.read_text().replace("version: 2", "version: two"))
+        done = run(root, "status")
+        assert done.returncode == 8 and done.stderr.splitlines() == [f"datavc: error: {plain}"]
 
 
 HOSTILE = "\x1b]0;owned\x07\x1b[2J\r\u202e"  # set the title, clear the screen, RTL override

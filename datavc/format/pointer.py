@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..errors import BadInput
 from .hashing import ObjectId, is_object_id
-from .paths import check_name
+from .paths import check_name, valid_name
 
 SUFFIX = ".datavc"
 HEADER = "# datavc pointer file: tracks data in the store; edit with datavc, commit with git"
@@ -58,13 +58,58 @@ def conflict_line(text: str) -> int | None:
 
 
 def check_no_conflict(text: str, where: str) -> None:
-    """Refuse a pointer file that git left with conflict markers, saying how to resolve it."""
+    """Refuse a pointer file that git left with conflict markers, saying how to resolve it:
+    with the version each side names, when both sides name one."""
     number = conflict_line(text)
-    if number is not None:
-        raise BadInput(
-            f"{where} has merge-conflict markers (line {number}): keep the lines of the "
-            "version you want, delete the markers, then run 'datavc checkout'"
-        )
+    if number is None:
+        return
+    sides = conflict_sides(text)
+    if sides is not None:
+        raise BadInput(conflict_advice(where, number, sides))
+    raise BadInput(
+        f"{where} has merge-conflict markers (line {number}): keep the lines of the "
+        "version you want, delete the markers, then run 'datavc checkout'"
+    )
+
+
+def conflict_advice(where: str, number: int, sides: tuple[str, str, str]) -> str:
+    """What to do about a pointer file in a merge conflict whose sides name ``sides``
+    (dataset name, and each side's ``vN``)."""
+    name, ours, theirs = sides
+    return (
+        f"{where} has a merge conflict (line {number}): one side names {name}@{ours}, the "
+        f"other {name}@{theirs}: pick one with 'datavc checkout {name}@{ours}' or 'datavc "
+        f"checkout {name}@{theirs}' (it rewrites the pointer file), then git add {where}"
+    )
+
+
+def conflict_sides(text: str) -> tuple[str, str, str] | None:
+    """For a pointer file with git's conflict markers: the dataset name and the version
+    (``vN``) each side names, or None if the sides do not both name one of the same
+    dataset."""
+    lines: dict[str, list[str]] = {"common": [], "ours": [], "base": [], "theirs": []}
+    state = "common"
+    after = {"<<<<<<<": "ours", "|||||||": "base", "=======": "theirs", ">>>>>>>": "common"}
+    for line in text.splitlines():
+        marker = line[:7]
+        if marker in after and line[7:8] in ("", " "):
+            state = after[marker]
+            continue
+        lines[state].append(line)
+    found = []
+    for side in ("ours", "theirs"):
+        fields: dict[str, str] = {}
+        for line in lines["common"] + lines[side]:
+            key, sep, value = line.strip().partition(":")
+            if sep and not key.startswith("#"):
+                fields[key.strip()] = value.strip()
+        name, version = fields.get("name", ""), fields.get("version", "")
+        if not valid_name(name) or not version.isdigit() or len(version) > 12:
+            return None
+        found.append((name, f"v{int(version)}"))
+    if found[0][0] != found[1][0]:
+        return None
+    return found[0][0], found[0][1], found[1][1]
 
 
 def decode_pointer(text: str, where: str) -> Pointer:

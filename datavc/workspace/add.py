@@ -59,6 +59,8 @@ def add_locked(ws: Workspace, path: str, name: str | None) -> AddResult:
     if rel in existing and existing[rel].name != name:
         raise BadInput(f"{rel} is already tracked as {existing[rel].name!r}")
     _check_nesting(rel, existing)
+    if known is not None and known.conflict is not None:
+        raise BadInput(known.conflict)  # resolve it first: which version is this data after?
     files = scan(absolute, kind)
     ds = known or Dataset(name, rel, kind, None, None)
     reference = _reference(ws, ds)

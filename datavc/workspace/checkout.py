@@ -46,6 +46,8 @@ def checkout(ws: Workspace, specs: list[str], force: bool = False) -> list[Check
         plan: list[tuple[Dataset, VersionRecord]] = []
         if not specs:
             for ds in known.values():
+                if ds.conflict is not None:
+                    raise BadInput(ds.conflict)
                 if ds.pointer is not None:
                     plan.append((ds, ws.pointed(ds.pointer, ds.path + SUFFIX)))
         for text in specs:

@@ -32,7 +32,16 @@ from ..format.hashing import FileHash, ObjectId
 from ..format.jsondoc import MAX_DOCUMENT, load_document
 from ..format.paths import check_name, check_path, private_part
 from ..format.pointer import HEADER as POINTER_HEADER
-from ..format.pointer import SUFFIX, Pointer, check_no_conflict, decode_pointer, encode_pointer
+from ..format.pointer import (
+    SUFFIX,
+    Pointer,
+    check_no_conflict,
+    conflict_advice,
+    conflict_line,
+    conflict_sides,
+    decode_pointer,
+    encode_pointer,
+)
 from ..format.tree import FileEntry, TreeRoot, root_doc, root_from_doc, snapshot_id
 from ..store.atomic import write_text_atomic
 from ..store.files import LocalFile, NoProgress, Progress, hash_path
@@ -105,6 +114,7 @@ class Dataset:
     kind: str
     pointer: Pointer | None
     staged: Staged | None
+    conflict: str | None = None  # its pointer file is in a merge conflict: what to do
 
 
 class ProgressFactory:
@@ -280,12 +290,18 @@ class Workspace:
 
     def datasets(self) -> dict[str, Dataset]:
         found: dict[str, Dataset] = {}
-        for rel, pointer in self._pointers():
-            found[pointer.name] = Dataset(pointer.name, rel, pointer.kind, pointer, None)
+        for rel, pointer, conflict in self._pointers():
+            if isinstance(pointer, Pointer):
+                found[pointer.name] = Dataset(pointer.name, rel, pointer.kind, pointer, None)
+            else:
+                found[pointer] = Dataset(pointer, rel, "dir", None, None, conflict)
         for staged in self._staged_all():
             current = found.get(staged.name)
             known = current.pointer if current else None
-            found[staged.name] = Dataset(staged.name, staged.path, staged.kind, known, staged)
+            conflict = current.conflict if current else None
+            found[staged.name] = Dataset(
+                staged.name, staged.path, staged.kind, known, staged, conflict
+            )
         return found
 
     def dataset(self, name: str) -> Dataset:
@@ -294,7 +310,10 @@ class Workspace:
             raise DatasetNotFound(name)
         return ds
 
-    def _pointers(self) -> Iterator[tuple[str, Pointer]]:
+    def _pointers(self) -> Iterator[tuple[str, Pointer | str, str | None]]:
+        """Each pointer file's dataset path and pointer; for one that git left in a merge
+        conflict whose sides both name one dataset, that name and what to do about it (so
+        that 'checkout NAME@vN' can resolve it); any other conflict is an error."""
         seen: dict[str, str] = {}
         for current, dirs, files in os.walk(self.root):
             rel_dir = os.path.relpath(current, self.root)
@@ -306,18 +325,23 @@ class Workspace:
                     continue
                 with open(os.path.join(current, f), encoding="utf-8", errors="replace") as fh:
                     text = fh.read(1 << 16)
-                check_no_conflict(text, prefix + f)  # git's markers can hide the header
-                if not text.startswith(POINTER_HEADER):
-                    continue  # some other tool's file that happens to end in .datavc
-                pointer = decode_pointer(text, prefix + f)
                 rel = prefix + f[: -len(SUFFIX)]
+                number = conflict_line(text)  # git's markers can hide the header
+                sides = conflict_sides(text) if number is not None else None
+                if number is not None and sides is None:
+                    check_no_conflict(text, prefix + f)  # raises, saying what to do
+                if sides is None and not text.startswith(POINTER_HEADER):
+                    continue  # some other tool's file that happens to end in .datavc
                 _check_dataset_path(rel, prefix + f)
-                if pointer.name in seen:
-                    raise BadInput(
-                        f"dataset {pointer.name!r} is tracked twice: {seen[pointer.name]} and {rel}"
-                    )
-                seen[pointer.name] = rel
-                yield rel, pointer
+                pointer = decode_pointer(text, prefix + f) if sides is None else None
+                name = pointer.name if pointer is not None else sides[0] if sides else ""
+                if name in seen:
+                    raise BadInput(f"dataset {name!r} is tracked twice: {seen[name]} and {rel}")
+                seen[name] = rel
+                if pointer is not None:
+                    yield rel, pointer, None
+                elif sides is not None and number is not None:
+                    yield rel, name, conflict_advice(prefix + f, number, sides)
 
     def staged_path(self, name: str) -> str:
         return os.path.join(self.state, "staged", f"{name}.json")

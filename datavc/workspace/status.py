@@ -36,7 +36,7 @@ T = TypeVar("T")
 class Status:
     name: str
     path: str
-    state: str  # "clean", "staged", "modified", "missing", "new", "unknown"
+    state: str  # "clean", "staged", "modified", "moved", "missing", "new", "unknown", "conflict"
     diff: TreeDiff
     detail: str
     error: StoreUnreachable | None = None  # the store was needed, and unreachable
@@ -56,6 +56,8 @@ def status(ws: Workspace) -> list[Status]:
 def _status_one(ws: Workspace, ds: Dataset, failed: StoreUnreachable | None) -> Status:
     """``failed``: the store was found unreachable for an earlier dataset (not tried again)."""
     absolute = ws.abs(ds.path)
+    if ds.conflict is not None:
+        return Status(ds.name, ds.path, "conflict", EMPTY, ds.conflict)
     ref = ws.reference_tree(ds)
     if not os.path.lexists(absolute):
         return Status(
@@ -64,6 +66,12 @@ def _status_one(ws: Workspace, ds: Dataset, failed: StoreUnreachable | None) -> 
     local = scan(absolute, ds.kind)
     cache = ws.stat_cache(ds.name, local)
     diff = EMPTY
+    held = cache.matches  # the snapshot the folder equalled when last checked
+    pointer = ds.pointer if ds.staged is None else None
+    if pointer is not None and held is not None and held != ref and cache.covers(local):
+        moved = _from_store(failed, lambda: _version_with(ws, ds.name, held))  # committed?
+        if moved is not None:
+            return _moved(ds, pointer, moved)
     if ref is None or cache.matches != ref or not cache.covers(local):
         try:
             entries = _from_store(failed, lambda: ws.reference_entries(ds))
@@ -74,6 +82,10 @@ def _status_one(ws: Workspace, ds: Dataset, failed: StoreUnreachable | None) -> 
         diff = diff_entries(entries, current)
         cache.mark(ref if diff.empty else None)
         cache.save()
+    if not diff.empty and ds.staged is None and ds.pointer is not None:
+        moved = _from_store(failed, lambda: _version_like(ws, ds.name, current))
+        if moved is not None:
+            return _moved(ds, ds.pointer, moved)
     if not diff.empty:
         return Status(ds.name, ds.path, "modified", diff, "changed since add: run datavc add")
     if ds.staged is not None and ds.pointer is None:
@@ -97,6 +109,53 @@ def _staged(
         detail += " (the store is unreachable: changes not counted)"
         return Status(ds.name, ds.path, "staged", EMPTY, detail, err)
     return Status(ds.name, ds.path, "staged", diff, detail)
+
+
+MOVED_SEARCH = 50  # newest versions compared with a folder that differs from its pointer
+
+
+def _moved(ds: Dataset, pointer: Pointer, version: int) -> Status:
+    """The folder holds another committed version than its pointer file names: the pointer
+    moved (git checkout, pull, merge), the data did not change."""
+    spec = f"{ds.name}@v{version}"
+    return Status(
+        ds.name,
+        ds.path,
+        "moved",
+        EMPTY,
+        f"holds {spec}, but its pointer file names v{pointer.version}: run 'datavc checkout' "
+        f"to get v{pointer.version}, or 'datavc checkout {spec}' to keep {spec}",
+    )
+
+
+def _version_with(ws: Workspace, name: str, snapshot: str) -> int | None:
+    """The newest live version of ``name`` whose snapshot is ``snapshot``."""
+    from ..format.record import VersionRecord
+    from ..store import versions
+
+    for n in reversed(versions.version_numbers(ws.store, name)[-MOVED_SEARCH:]):
+        rec = versions.read_entry(ws.store, name, n)
+        if isinstance(rec, VersionRecord) and rec.tree == snapshot:
+            return n
+    return None
+
+
+def _version_like(ws: Workspace, name: str, current: list[FileEntry]) -> int | None:
+    """The newest live version of ``name`` (of the last ``MOVED_SEARCH``) whose files are
+    exactly ``current`` (paths, hashes, modes). Only versions with the same file count and
+    bytes have their pages read."""
+    from ..format.record import VersionRecord
+    from ..store import versions
+
+    files, total = len(current), sum(e.size for e in current)
+    want = {e.path: (e.hash, e.mode) for e in current}
+    for n in reversed(versions.version_numbers(ws.store, name)[-MOVED_SEARCH:]):
+        rec = versions.read_entry(ws.store, name, n)
+        if not isinstance(rec, VersionRecord) or (rec.root.files, rec.root.bytes) != (files, total):
+            continue
+        if {e.path: (e.hash, e.mode) for e in ws.tree_entries(rec.root)} == want:
+            return n
+    return None
 
 
 def _from_store(failed: StoreUnreachable | None, read: Callable[[], T]) -> T:
