@@ -20,6 +20,7 @@ from ..format.tree import FileEntry
 from ..workspace.core import Workspace
 from ..workspace.initialize import init_workspace
 from .console import RichProgress, checkout_lines, errors_reported, fail, printable, status_lines
+from .remote_cmds import fetch, pull, push, remote_app
 
 app = typer.Typer(
     name="datavc",
@@ -302,6 +303,11 @@ def gc(
         )
     _write_lines(f"note: {n}" for n in r.notes)
 
+
+app.add_typer(remote_app, name="remote")
+app.command()(push)
+app.command()(fetch)
+app.command()(pull)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

@@ -48,6 +48,8 @@ class ChunkStore:
         self._footers: Footers | None = None
         self._condemned_trees: frozenset[ObjectId] = frozenset()
         self.written: set[str] = set()  # keys of the objects this process wrote
+        # What to tell a user whose store is missing (the workspace knows: "datavc pull")
+        self.missing_hint: Callable[[], str] | None = None
 
     @classmethod
     def create(
@@ -76,8 +78,10 @@ class ChunkStore:
             try:
                 data = self.backend.read(CONFIG_KEY)
             except ObjectNotFound:
+                hint = self.missing_hint() if self.missing_hint else ""
                 raise NotARepository(
-                    f"no datavc store at {self.backend.shown_url} (run 'datavc init' to create one)"
+                    f"no datavc store at {self.backend.shown_url}"
+                    + (hint or " (run 'datavc init' to create one)")
                 ) from None
             self._config = StoreConfig.decode(data)
         return self._config
