@@ -122,6 +122,16 @@ class Conflict(DatavcError):
     exit_code = 7
 
 
+class Diverged(Conflict):
+    """A version number names different versions in two stores: copying between them
+    (push, pull, fetch) stops instead of overwriting either. ``versions`` are the
+    ``NAME@vN`` that differ."""
+
+    def __init__(self, message: str, versions: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.versions = versions
+
+
 class UnsafePath(DatavcError):
     """A path would escape its target folder or clash with another path."""
 

@@ -29,6 +29,7 @@ from .console import (
     show_retries,
     show_status,
 )
+from .remote_cmds import fetch, pull, push, remote_app
 
 app = typer.Typer(
     name="datavc",
@@ -561,6 +562,11 @@ def _write_json_rows(rows: Iterable[str], batch: int = 4096) -> None:
     if out:
         typer.echo("\n".join(out))
 
+
+app.add_typer(remote_app, name="remote")
+_command()(push)
+_command()(fetch)
+_command()(pull)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

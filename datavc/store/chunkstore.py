@@ -51,6 +51,8 @@ class ChunkStore:
         self._condemned_packs: frozenset[ObjectId] = frozenset()
         self.written: set[str] = set()  # keys of the objects this process wrote
         self.damaged_indexes: set[str] = set()  # skipped by load_index
+        # What to tell a user whose store is missing (the workspace knows: "datavc pull")
+        self.missing_hint: Callable[[], str] | None = None
 
     @classmethod
     def create(
@@ -79,8 +81,10 @@ class ChunkStore:
             try:
                 data = self.backend.read(CONFIG_KEY)
             except ObjectNotFound:
+                hint = self.missing_hint() if self.missing_hint else ""
                 raise NotARepository(
-                    f"no datavc store at {self.backend.shown_url} (run 'datavc init' to create one)"
+                    f"no datavc store at {self.backend.shown_url}"
+                    + (hint or " (run 'datavc init' to create one)")
                 ) from None
             self._config = StoreConfig.decode(data)
         return self._config

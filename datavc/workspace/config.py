@@ -172,3 +172,60 @@ def require_root(start: str) -> str:
             f"{os.path.abspath(start)} is not in a datavc workspace (run 'datavc init' first)"
         )
     return root
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """Another store, named in ``[remotes.NAME]`` of ``config.toml``: ``url`` as written (a
+    relative path is relative to the workspace root; never credentials), whether it is the
+    default, and its storage options (``config.toml``'s, then ``config.local.toml``'s)."""
+
+    name: str
+    url: str
+    default: bool = False
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+def load_remotes(root: str, local_options: bool = True) -> dict[str, Remote]:
+    """The remotes of ``config.toml``, checked: the file comes with ``git pull``, so names,
+    types and URLs are untrusted. ``config.local.toml`` adds storage options only (unless
+    ``local_options`` is False: for rewriting ``config.toml``, which is committed)."""
+    where = os.path.join(root, DOT, CONFIG)
+    shared = _table(_read_toml(where), "remotes", where)
+    local_where = os.path.join(root, DOT, LOCAL_CONFIG)
+    local = _table(_read_toml(local_where), "remotes", local_where) if local_options else {}
+    remotes = {}
+    for name, doc in shared.items():
+        remote = _remote(name, doc, where)
+        extra = _table(_table(local, name, local_where), "storage_options", local_where)
+        remotes[name] = Remote(
+            name, remote.url, remote.default, {**remote.storage_options, **extra}
+        )
+    if sum(r.default for r in remotes.values()) > 1:
+        raise BadInput(f"{where}: more than one remote says default = true")
+    return remotes
+
+
+def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise BadInput(f"{where}: {key} must be a table")
+    return value
+
+
+def _remote(name: str, doc: Any, where: str) -> Remote:
+    from ..format.paths import valid_name
+    from ..store.backend import url_credentials
+
+    if not valid_name(name):
+        raise BadInput(f"{where}: invalid remote name {name!r} (a name is letters, digits, -_.)")
+    if not isinstance(doc, dict):
+        raise BadInput(f"{where}: remotes.{name} must be a table")
+    url, default = doc.get("url"), doc.get("default", False)
+    if not isinstance(url, str) or not url or not url.isprintable() or len(url) > 4096:
+        raise BadInput(f"{where}: remotes.{name}.url must be a store URL or path")
+    if url_credentials(url) is not None:
+        raise BadInput(f"{where}: remotes.{name}.url holds {url_credentials(url)}")
+    if not isinstance(default, bool):
+        raise BadInput(f"{where}: remotes.{name}.default must be true or false")
+    return Remote(name, url, default, _table(doc, "storage_options", where))

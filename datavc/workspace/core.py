@@ -178,7 +178,13 @@ class Workspace:
             cfg = self.config
             cache = os.path.join(self.dot, "cache")
             self._store = open_store(cfg.store, cfg.storage_options, cache, cfg.retry)
+            self._store.missing_hint = self._missing_store_hint
         return self._store
+
+    def _missing_store_hint(self) -> str:
+        from .remotes import missing_store_hint
+
+        return missing_store_hint(self)
 
     # -- the commands, each in a module of its own -----------------------------------
 

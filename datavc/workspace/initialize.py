@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 
-from ..errors import BadInput, UsageError
+from ..errors import BadInput, DatavcError, UsageError
 from ..format.chunker import ChunkerParams
 from ..format.storeconfig import DEFAULT_PACK_TARGET, StoreConfig
 from ..store.backend import Backend, url_credentials
 from ..store.chunkstore import ChunkStore
-from .config import DEFAULT_STORE, find_root, load_config, retry_from_env, write_config
+from .config import (
+    DEFAULT_STORE,
+    Remote,
+    find_root,
+    load_config,
+    load_remotes,
+    retry_from_env,
+    write_config,
+)
 
 
 def init_workspace(
@@ -40,5 +48,19 @@ def init_workspace(
     resolved = url if "://" in url else os.path.normpath(os.path.join(root, url))
     backend = Backend(resolved, retry=retry_from_env())
     chunks = ChunkStore.create(backend, StoreConfig(ChunkerParams(), pack_target))
+    remotes = _remotes_kept(root)
     write_config(root, url)
+    if remotes:
+        from .remotes import write_remotes
+
+        write_remotes(root, remotes)
     return resolved, chunks
+
+
+def _remotes_kept(root: str) -> list[Remote]:
+    """The remotes of a workspace re-pointed with ``--force``: kept (a damaged
+    ``config.toml`` is rewritten without them)."""
+    try:
+        return list(load_remotes(root, local_options=False).values())
+    except DatavcError:
+        return []
