@@ -8,11 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from helpers import rand, write
 from test_fsck import backend, run
+
+from datavc.store.backend import Backend
 
 ROOT = Path(__file__).resolve().parent.parent
 DATAVC = str(Path(sys.executable).parent / "datavc")
@@ -94,7 +97,7 @@ def test_conflict_markers(repo: Path) -> None:
         text.replace("version: 1", "<<<<<<< HEAD\nversion: 1\n=======\nversion: 2\n>>>>>>> other")
     )
     git(repo, "add", "data/d.datavc")
-    commit_refused(repo, "data/d.datavc has merge-conflict markers (line 4)")
+    commit_refused(repo, "datavc: data/d.datavc has a merge conflict (line 4): one side names d@v1")
 
 
 def test_pointer_names_data_the_store_lacks(repo: Path) -> None:
@@ -168,6 +171,7 @@ def test_twenty_thousand_unchanged_files_read_no_content(
             path = folder / f"{i:05d}.txt"
             path.write_bytes(f"{d}-{i}\n".encode())
             os.utime(path, (1e9, 1e9))  # not "just written": the stat cache may trust it
+    time.sleep(2.1)  # the stat cache trusts no file changed (ctime) in the 2 s before it saves
     ws = Workspace.find(str(root))
     for d in range(10):
         ws.add(f"{root}/data/set{d}")
@@ -197,3 +201,106 @@ def test_twenty_thousand_unchanged_files_read_no_content(
     assert problems == []
     assert reads == []
     shutil.rmtree(root)
+
+
+# -- plain git hooks: datavc install-hooks ---------------------------------------------------
+
+
+@pytest.fixture
+def plain(tmp_path: Path) -> Path:
+    """A repo with datavc's plain git hooks: d@v1 on main, d@v2 on branch other."""
+    root = tmp_path / "plain"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    run(root, "init")
+    write(root / "data" / "d" / "a.txt", b"one\n")
+    run(root, "add", "data/d")
+    run(root, "commit", "-m", "v1")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "data v1", "--no-verify")
+    out = run(root, "install-hooks").stdout
+    assert out.splitlines() == [f"installed {h}" for h in HOOK_NAMES]
+    git(root, "checkout", "-q", "-b", "other")
+    write(root / "data" / "d" / "a.txt", b"two\n")
+    run(root, "add", "data/d")
+    run(root, "commit", "-m", "v2")
+    git(root, "commit", "-q", "-am", "data v2")
+    return root
+
+
+HOOK_NAMES = ("pre-commit", "post-checkout", "post-merge", "pre-push")
+
+
+def content(repo: Path) -> bytes:
+    return (repo / "data" / "d" / "a.txt").read_bytes()
+
+
+def test_post_checkout_follows_the_pointer_files(plain: Path) -> None:
+    proc = git(plain, "checkout", "main")
+    assert content(plain) == b"one\n", proc.stderr
+    assert "data/d: now d@v1" in proc.stderr
+    git(plain, "checkout", "other")
+    assert content(plain) == b"two\n"
+    assert "clean: matches v2" in run(plain, "status").stdout
+    # uncommitted edits are left alone, and reported
+    write(plain / "data" / "d" / "a.txt", b"edited\n")
+    proc = git(plain, "checkout", "main")
+    assert content(plain) == b"edited\n"
+    assert "data/d: left as it is (modified)" in proc.stderr
+
+
+def test_a_rebase_does_not_run_it(plain: Path) -> None:
+    git(plain, "checkout", "-q", "main")
+    (plain / "notes.txt").write_text("main moves on\n")
+    git(plain, "add", "notes.txt")
+    git(plain, "commit", "-q", "-m", "notes")
+    git(plain, "checkout", "-q", "other")
+    assert content(plain) == b"two\n"
+    proc = git(plain, "rebase", "main")  # checks out main's tip first: v1's pointer
+    assert "now d@v1" not in proc.stderr, proc.stderr
+    assert content(plain) == b"two\n" and "clean" in run(plain, "status").stdout
+
+
+def test_pre_push_needs_the_data_on_the_data_remote(plain: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(plain, "remote", "add", "origin", str(bare))
+    run(plain, "remote", "add", "team", str(tmp_path / "team-store"))
+    proc = git(plain, "push", "-q", "origin", "other", check=False)
+    assert proc.returncode != 0 and "nothing has been pushed there yet" in proc.stderr
+    run(plain, "push", "team", "d@v1")  # v1 only: the pushed pointer names v2
+    proc = git(plain, "push", "-q", "origin", "other", check=False)
+    assert proc.returncode != 0 and "names d@v2, which remote 'team' does not have" in proc.stderr
+    run(plain, "push")
+    git(plain, "push", "-q", "origin", "other")
+    # a pack the pushed pointers need goes missing from the data remote: refused again
+    b = Backend(str(tmp_path / "team-store"))
+    for name in b.list("packs"):
+        b.delete(f"packs/{name}")
+    (plain / "notes.txt").write_text("x\n")
+    git(plain, "add", "notes.txt")
+    git(plain, "commit", "-q", "-m", "notes")
+    proc = git(plain, "push", "-q", "origin", "other", check=False)
+    assert proc.returncode != 0 and "has data in no pack" in proc.stderr, proc.stderr
+    run(plain, "push")
+    git(plain, "push", "-q", "origin", "other")
+
+
+def test_install_keeps_a_hook_it_did_not_write(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    git(root, "init", "-q")
+    run(root, "init")
+    hook = root / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho theirs ran >&2\nexit 0\n")
+    hook.chmod(0o755)
+    out = run(root, "install-hooks").stdout
+    assert "installed pre-commit (the hook that was there runs first" in out
+    (root / "x.txt").write_text("x")
+    git(root, "add", "x.txt")
+    proc = git(root, "commit", "-q", "-m", "x")
+    assert "theirs ran" in proc.stderr
+    out = run(root, "install-hooks", "--uninstall").stdout
+    assert "removed pre-commit (the hook that was there before is back)" in out
+    assert hook.read_text() == "#!/bin/sh\necho theirs ran >&2\nexit 0\n"
+    assert not (root / ".git" / "hooks" / "post-checkout").exists()

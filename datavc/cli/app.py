@@ -54,8 +54,8 @@ class _Command(typer.core.TyperCommand):
         return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
 
 
-def _command() -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return app.command(cls=_Command)
+def _command(name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return app.command(name, cls=_Command)
 
 
 def _show_version(value: bool) -> None:
@@ -515,6 +515,21 @@ def _register_hooks() -> None:
     from .hook_cmds import hook_app
 
     app.add_typer(hook_app, name="hook")
+
+
+@_command("install-hooks")
+def install_hooks(
+    uninstall: Annotated[
+        bool, typer.Option("--uninstall", help="Remove datavc's hooks (and only those).")
+    ] = False,
+) -> None:
+    """Install git hooks: pre-commit, post-checkout, post-merge and pre-push.
+
+    For teams without the pre-commit framework. A hook datavc did not write is kept and
+    run first; --uninstall puts it back."""
+    from ..workspace.hooks import install_hooks as install
+
+    _write_lines(install(_workspace(), uninstall))
 
 
 _register_hooks()

@@ -149,12 +149,15 @@ class _Copy:
         self.condemned = Condemned(frozenset(), frozenset(), (), {})
         self.dst_packs: dict[str, ObjectInfo] = {}
         self.their_trees: dict[str, ObjectId] = {}  # of diverged versions, by NAME@vN
+        self.present: list[_Source] = []  # versions the destination holds already
 
     def copy(self, wanted: list[tuple[str, int]]) -> None:
         self.ensure_store()
         todo = self.plan(wanted)
-        if todo:
-            pages = self.pages_of(todo)
+        if todo or self.present:
+            # The versions there already are checked too: a pack or page the destination
+            # lost since is copied again (what a push is for: the remote holds them whole).
+            pages = self.pages_of(todo + self.present)
             self.condemned = read_condemned(self.dst)
             missing = self.missing_chunks(pages)
             self.store_packs(self.choose_packs(missing))
@@ -200,6 +203,7 @@ class _Copy:
                 self.report.forgotten_there.append(source.label)
             else:
                 self.report.present.append(source.label)
+                self.present.append(source)
         if diverged:
             raise self.diverged(diverged)
         return todo
@@ -410,6 +414,7 @@ class _Copy:
                 )
             else:
                 self.report.present.append(source.label)
+                self.present.append(source)
         if diverged:
             raise self.diverged(diverged)
 

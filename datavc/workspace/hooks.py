@@ -22,7 +22,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DatavcError, NotFoundError
+from ..errors import DatavcError, NotFoundError, UsageError
 from ..format.pointer import HEADER, SUFFIX, conflict_line, decode_pointer
 
 if TYPE_CHECKING:
@@ -96,7 +96,8 @@ def _pointer_problems(
         pointer = decode_pointer(text, path)
         _check_dataset_path(where[: -len(SUFFIX)], path)
     except DatavcError as err:
-        return [f"{path}: {err}"]
+        text = str(err)
+        return [text if text.startswith(path) else f"{path}: {text}"]
     pointers[where[: -len(SUFFIX)]] = pointer.name
     problems = []
     try:
@@ -135,13 +136,22 @@ def _workspace_problems(ws: Workspace, top: str) -> list[str]:
     """Datasets whose folder is not what their pointer file says, and pointer files whose
     staged text is not the working tree's."""
     out = []
-    for st in ws.status():
+    try:
+        rows = ws.status()
+    except DatavcError as err:  # a pointer file naming a version that is not there, ...
+        return [f"datasets cannot be compared with their pointer files: {err}"]
+    for st in rows:
         pointer = f"{st.path}{SUFFIX}"
         if st.state == "modified":
             out.append(
                 f"{st.path}: changed since it was added: run 'datavc add {_quote(st.path)}' "
                 f"and 'datavc commit', then git add {_quote(pointer)} (or 'datavc checkout "
                 f"{st.name}' to drop the changes)"
+            )
+        elif st.state == "moved":
+            out.append(
+                f"{st.path}: {st.detail}; to commit the version the folder holds, git add "
+                f"{_quote(pointer)} after 'datavc checkout' of it"
             )
         elif st.error is not None:
             out.append(f"{st.path}: cannot be compared with its pointer file: {st.error}")
@@ -206,3 +216,186 @@ def _quote(path: str) -> str:
     import shlex
 
     return shlex.quote(path)
+
+
+# -- plain git hooks (datavc install-hooks) --------------------------------------------------
+
+HOOKS = ("pre-commit", "post-checkout", "post-merge", "pre-push")
+MARK = "# datavc hook: written by 'datavc install-hooks'"
+CHAINED = ".before-datavc"  # a hook that was there first is kept under this suffix, and run
+
+
+def hooks_dir(ws: Workspace) -> str:
+    path = _git_raw(ws.root, "rev-parse", "--git-path", "hooks").decode().strip()
+    return os.path.join(ws.root, path) if not os.path.isabs(path) else path
+
+
+def _script(name: str, datavc: str) -> str:
+    """A hook that runs the hook that was there before (if any), then datavc's; pre-push
+    reads the refs on stdin, so both get them."""
+    run_first = (
+        f'if [ -x "$here/{name}{CHAINED}" ]; then\n  "$here/{name}{CHAINED}" "$@" || exit $?\nfi\n'
+    )
+    if name == "pre-push":
+        run_first = (
+            "refs=$(cat)\n"
+            f'if [ -x "$here/{name}{CHAINED}" ]; then\n'
+            f'  printf "%s\\n" "$refs" | "$here/{name}{CHAINED}" "$@" || exit $?\n'
+            "fi\n"
+        )
+        last = f'printf "%s\\n" "$refs" | exec {_sh_quote(datavc)} hook {name} "$@"\n'
+    else:
+        last = f'exec {_sh_quote(datavc)} hook {name} "$@"\n'
+    return f'#!/bin/sh\n{MARK}\nhere=$(dirname "$0")\n{run_first}{last}'
+
+
+def _sh_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def install_hooks(ws: Workspace, uninstall: bool = False) -> list[str]:
+    """Write (or remove) datavc's git hooks; return what was done, a line each. A hook
+    datavc did not write is kept: moved aside and run first (uninstall puts it back)."""
+    folder = hooks_dir(ws)
+    os.makedirs(folder, exist_ok=True)
+    datavc = _datavc_command()
+    done = []
+    for name in HOOKS:
+        path = os.path.join(folder, name)
+        ours = _is_ours(path)
+        chained = path + CHAINED
+        if uninstall:
+            if ours:
+                os.unlink(path)
+                if os.path.exists(chained):
+                    os.replace(chained, path)
+                    done.append(f"removed {name} (the hook that was there before is back)")
+                else:
+                    done.append(f"removed {name}")
+            elif os.path.exists(path):
+                done.append(f"left {name}: datavc did not write it")
+            continue
+        if os.path.lexists(path) and not ours:
+            if os.path.lexists(chained):
+                raise UsageError(
+                    f"{path} is not datavc's and {chained} exists too: merge them by hand, "
+                    f"then add 'datavc hook {name} \"$@\"' to the hook"
+                )
+            os.replace(path, chained)
+            done.append(f"installed {name} (the hook that was there runs first: {name}{CHAINED})")
+        else:
+            done.append(f"installed {name}")
+        tmp = path + ".tmp-datavc"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(_script(name, datavc))
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    return done
+
+
+def _is_ours(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return MARK in f.read(4096)
+    except OSError:
+        return False
+
+
+def _datavc_command() -> str:
+    """This datavc's command, as an absolute path (a hook runs without the venv's PATH)."""
+    import shutil
+
+    here = os.path.join(os.path.dirname(sys.executable), "datavc")
+    if os.access(here, os.X_OK):
+        return here
+    return shutil.which("datavc") or "datavc"
+
+
+def rebasing(ws: Workspace) -> bool:
+    for part in ("rebase-merge", "rebase-apply"):
+        path = _git_raw(ws.root, "rev-parse", "--git-path", part).decode().strip()
+        if os.path.exists(os.path.join(ws.root, path) if not os.path.isabs(path) else path):
+            return True
+    return False
+
+
+def follow_pointers(ws: Workspace) -> list[str]:
+    """After git moved the pointer files (a branch switch, a merge, a pull): materialize
+    what they now say, for each dataset whose folder is a committed version or missing;
+    leave alone, and report, a dataset with changes that are not committed."""
+    out = []
+    try:
+        rows = ws.status()
+    except DatavcError as err:
+        return [f"nothing checked out: {err}"]
+    for st in rows:
+        if st.state in ("moved", "missing"):
+            try:
+                (result,) = ws.checkout([st.name])
+            except DatavcError as err:
+                out.append(f"{st.path}: not checked out: {err}")
+                continue
+            out.append(
+                f"{st.path}: now {result.name}@v{result.version} ({result.written} files written)"
+            )
+        elif st.state in ("modified", "new", "staged", "conflict", "unknown"):
+            out.append(f"{st.path}: left as it is ({st.state}): {st.detail}")
+    return out
+
+
+def pre_push(ws: Workspace, refs: str) -> list[str]:
+    """Problems with the commits about to be pushed: a pointer file at a pushed commit that
+    names data the data remote (the default datavc remote, else the store) does not hold."""
+    from ..store.check import version_holes
+    from ..store.versions import read_version
+    from .config import load_remotes
+
+    remotes = load_remotes(ws.root)
+    store, where = ws.store, "the store"
+    if remotes:
+        from .remotes import _default, open_remote
+
+        remote = _default(remotes)
+        if remote is not None:
+            store, where = open_remote(ws, remote), f"remote {remote.name!r}"
+    problems: list[str] = []
+    checked: set[tuple[str, int]] = set()
+    zero = "0" * 40
+    for line in refs.splitlines():
+        parts = line.split()
+        if len(parts) != 4 or parts[1].strip("0") == "" or parts[1] == zero:
+            continue  # a deleted ref pushes no data
+        sha = parts[1]
+        names = _git_raw(ws.root, "ls-tree", "-r", "--name-only", "-z", sha).split(b"\0")
+        for raw in names:
+            path = raw.decode("utf-8", "surrogateescape")
+            if not path.endswith(SUFFIX):
+                continue
+            text = _git_raw(ws.root, "show", f"{sha}:{path}").decode("utf-8", "replace")
+            if not text.startswith(HEADER):
+                continue
+            try:
+                pointer = decode_pointer(text, f"{sha[:12]}:{path}")
+            except DatavcError as err:
+                problems.append(str(err))
+                continue
+            key = (pointer.name, pointer.version)
+            if key in checked:
+                continue
+            checked.add(key)
+            spec = f"{pointer.name}@v{pointer.version}"
+            try:
+                rec = read_version(store, pointer.name, pointer.version)
+            except NotFoundError:
+                problems.append(
+                    f"{path} (at {sha[:12]}) names {spec}, which {where} does not have: "
+                    "run 'datavc push' first"
+                )
+                continue
+            problems += [
+                f"{path} (at {sha[:12]}): {hole}: run 'datavc push' first"
+                for hole in version_holes(store, rec, limit=5)
+            ]
+    return problems
