@@ -10,7 +10,7 @@ Checks: a checkout of vN makes the folder equal the model's vN exactly (files, b
 bit, no extra files or folders, no temporary files); add without a change since the last
 commit publishes nothing; version numbers are 1..N without gaps; status is 'clean' right
 after a checkout, and right after a commit whenever the folder still equals what was
-committed ('modified' otherwise); listings of a version agree with the model; a checkout
+committed ('moved' if it equals another committed version, 'modified' otherwise); listings of a version agree with the model; a checkout
 without --force is refused exactly when a file's content is in no committed version.
 
 The dataset folder can also vanish (status 'missing', add refuses, checkout restores it), and
@@ -391,7 +391,12 @@ class WorkspaceMachine(RuleBasedStateMachine):
             self._check_listing(n)
         self._check_pointer()
         if self.head is not None and self.present:
-            want = "clean" if self.fs == self.versions[self.head] else "modified"
+            if self.fs == self.versions[self.head]:
+                want = "clean"
+            elif any(self.fs == tree for tree in self.versions.values()):
+                want = "moved"  # another committed version: the pointer moved, not the data
+            else:
+                want = "modified"
             assert self._status() == want
         else:
             self._status()
