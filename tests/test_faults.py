@@ -415,7 +415,21 @@ def sigkill_runs(tmp_path: Path, url: str, runs: int) -> None:
     print(f"SIGKILL outcomes over {duration:.2f} s: {outcomes}")
 
 
-def test_sigkill_during_add_commit(tmp_path: Path, shared_store_url: str) -> None:
+@pytest.mark.parametrize(
+    "where",
+    ["local", pytest.param("s3", marks=pytest.mark.stress)],  # S3: 27 s, in test-all
+)
+def test_sigkill_during_add_commit(
+    tmp_path: Path, where: str, request: pytest.FixtureRequest
+) -> None:
+    shared_store_url = str(tmp_path / "shared-store")
+    if where == "s3":
+        import uuid
+
+        from conftest import BUCKET
+
+        request.getfixturevalue("s3_env")
+        shared_store_url = f"s3://{BUCKET}/{uuid.uuid4().hex}"
     """Four kills at seeded moments of ``datavc add; datavc commit`` (local store and S3):
     after each, ``datavc fsck`` passes, every version checks out byte-exact, ``datavc log``
     still lists every version, and add+commit run again completes, leaving the run's
@@ -457,6 +471,7 @@ def writer_loop(
         published_by[number] = (who, content)
 
 
+@pytest.mark.stress  # 14-30 s: in make test-all
 def test_four_writers_commit_to_one_dataset_on_s3(tmp_path: Path, s3_env: str) -> None:
     """Four clones sharing one S3 store commit five versions each of the same dataset at
     once: 20 distinct version numbers, each one byte-exact what its writer committed, and

@@ -183,7 +183,12 @@ print(runs, deleted)
 
 
 def test_gc_while_another_process_commits(repo: Path, tmp_path: Path) -> None:
-    gc_race(repo, tmp_path, grace=3, seconds=22)
+    gc_race(repo, tmp_path, grace=3, seconds=12, must_delete=False)
+
+
+@pytest.mark.stress
+def test_gc_while_another_process_commits_long(repo: Path, tmp_path: Path) -> None:
+    gc_race(repo, tmp_path, grace=3, seconds=25)
 
 
 @pytest.mark.stress
@@ -199,7 +204,7 @@ def test_gc_while_another_process_commits_on_s3(tmp_path: Path, s3_env: str) -> 
     gc_race(root, tmp_path, grace=8, seconds=60)
 
 
-def gc_race(repo: Path, tmp_path: Path, grace: int, seconds: int) -> None:
+def gc_race(repo: Path, tmp_path: Path, grace: int, seconds: int, must_delete: bool = True) -> None:
     """A writer commits versions that alternate between two contents (so each one's chunks
     are garbage, then needed again), each with a file of its own (garbage for good once
     forgotten), and forgets all but the newest, while gc runs in a loop
@@ -212,7 +217,7 @@ def gc_race(repo: Path, tmp_path: Path, grace: int, seconds: int) -> None:
     ]
     commit_files(repo, contents[0], "v1")
     gc_proc = subprocess.Popen(
-        [sys.executable, "-c", GC_LOOP, str(seconds + 3), f"{grace}s"],
+        [sys.executable, "-c", GC_LOOP, str(seconds + 1), f"{grace}s"],
         cwd=repo,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -242,7 +247,9 @@ def gc_race(repo: Path, tmp_path: Path, grace: int, seconds: int) -> None:
     assert gc_proc.returncode == 0, err
     runs, deleted = map(int, out.split())
     print(f"gc runs {runs}, packs deleted {deleted}, commits {i}, refused {refused}")
-    assert runs >= 3 and deleted >= 1, (runs, deleted, i, refused)
+    assert runs >= 3, (runs, deleted, i, refused)
+    if must_delete:  # a run long enough for garbage to age and its records to ripen
+        assert deleted >= 1, (runs, deleted, i, refused)
     report = fsck(ChunkStore.open(backend(repo)), read_data=True)
     assert report.ok, [p.line() for p in report.problems.values()]
     checks_out(repo, "d@latest", last, tmp_path)

@@ -10,8 +10,9 @@ Checks: a checkout of vN makes the folder equal the model's vN exactly (files, b
 bit, no extra files or folders, no temporary files); add without a change since the last
 commit publishes nothing; version numbers are 1..N without gaps; status is 'clean' right
 after a checkout, and right after a commit whenever the folder still equals what was
-committed ('moved' if it equals another committed version, 'modified' otherwise); listings of a version agree with the model; a checkout
-without --force is refused exactly when a file's content is in no committed version.
+committed ('moved' if it equals another committed version, 'modified' otherwise); listings
+of a version agree with the model; a checkout without --force is refused exactly when a
+file's content is in no committed version.
 
 The dataset folder can also vanish (status 'missing', add refuses, checkout restores it), and
 a `wait` rule makes the stat cache trust what it saw, so unchanged-file shortcuts in status,
