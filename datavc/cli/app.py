@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from typing import Annotated, Any, Optional
+from collections.abc import Callable, Iterator
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,18 +18,25 @@ from ..errors import UsageError
 from ..format.record import VersionRecord
 from ..format.storeconfig import DEFAULT_PACK_TARGET
 from ..format.tree import FileEntry
-from ..workspace.core import Workspace
 from ..workspace.initialize import init_workspace
+from .common import (
+    JSON_OPTION,
+    Command,
+    print_json,
+    size,
+    workspace,
+    write_json_rows,
+    write_lines,
+)
 from .console import (
-    RichProgress,
     checkout_lines,
     errors_reported,
     fail,
-    printable,
     show_retries,
     show_status,
 )
 from .remote_cmds import fetch, pull, push, remote_app
+from .store_cmds import forget, fsck, gc, repair, tag
 
 app = typer.Typer(
     name="datavc",
@@ -45,17 +52,8 @@ app = typer.Typer(
 )
 
 
-class _Command(typer.core.TyperCommand):
-    """A command whose usage line shows required arguments as plain names (``SPEC``), as
-    click and man pages do, not in braces."""
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        pieces: list[str] = super().collect_usage_pieces(ctx)
-        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
-
-
 def _command(name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return app.command(name, cls=_Command)
+    return app.command(name, cls=Command)
 
 
 def _show_version(value: bool) -> None:
@@ -90,22 +88,6 @@ def _options(
     object store, tracked by small pointer files that you commit to Git."""
     if verbose:
         show_retries()
-
-
-JSON_OPTION = typer.Option("--json", help="Print JSON (schema: README, 'JSON output').")
-
-
-def _workspace() -> Workspace:
-    return Workspace.find(".", RichProgress())
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
 
 
 @_command()
@@ -148,12 +130,12 @@ def add(
     ] = None,
 ) -> None:
     """Track a folder or file: chunk it, store new data, stage it for the next commit."""
-    result = _workspace().add(path, name)
+    result = workspace().add(path, name)
     s, d = result.staged, result.diff
     typer.echo(
-        f"{s.name}: staged {s.files} files, {_size(s.bytes)} "
+        f"{s.name}: staged {s.files} files, {size(s.bytes)} "
         f"({len(d.added)} added, {len(d.modified)} modified, {len(d.removed)} removed); "
-        f"new data stored: {_size(s.new_bytes)}"
+        f"new data stored: {size(s.new_bytes)}"
     )
 
 
@@ -175,11 +157,11 @@ def commit(
     """Publish a new version of each dataset with staged changes and update its pointer file."""
     if not message:
         raise UsageError("a commit needs a message: datavc commit -m MESSAGE")
-    records, unchanged = _workspace().commit(list(names or []), message, all_)
+    records, unchanged = workspace().commit(list(names or []), message, all_)
     for rec in records:
         typer.echo(
             f"{rec.name}@v{rec.version}  snapshot {rec.tree[:12]}  {rec.stats.files} files, "
-            f"{_size(rec.stats.bytes)}, new data {_size(rec.stats.new_bytes)}"
+            f"{size(rec.stats.bytes)}, new data {size(rec.stats.new_bytes)}"
         )
     for name in unchanged:
         typer.echo(f"{name}: nothing to commit (no staged changes)")
@@ -202,15 +184,15 @@ def checkout(
     """Materialize exact snapshots into their dataset paths.
 
     Every file is fetched and checked first; only then are files put in place."""
-    _write_lines(checkout_lines(_workspace().checkout(list(specs or []), force)))
+    write_lines(checkout_lines(workspace().checkout(list(specs or []), force)))
 
 
 @_command()
 def status(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
     """Show which datasets differ from their pointer files, and how."""
-    rows = _workspace().status()
+    rows = workspace().status()
     if as_json:
-        _print_json(
+        print_json(
             [
                 {
                     "name": st.name,
@@ -228,7 +210,7 @@ def status(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
             if st.error is not None:
                 raise st.error  # after the document: one error line, exit 5
         return
-    show_status(rows, _write_lines)
+    show_status(rows, write_lines)
 
 
 @_command()
@@ -237,22 +219,22 @@ def log(
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """List a dataset's versions, newest first, with their tags."""
-    ws = _workspace()
+    ws = workspace()
     records = ws.log(name)
     tags: dict[int, list[str]] = {}
     for tag_name, number in sorted(ws.tags(name).get(name, {}).items()):
         tags.setdefault(number, []).append(tag_name)
     if as_json:
-        _print_json([_record_doc(rec, tags.get(rec.version, [])) for rec in records])
+        print_json([_record_doc(rec, tags.get(rec.version, [])) for rec in records])
         return
     for rec in records:
         s = rec.stats
         tagged = f"  (tags: {', '.join(tags[rec.version])})" if rec.version in tags else ""
-        _write_lines(
+        write_lines(
             [
                 f"v{rec.version}  {rec.time}  {rec.author}{tagged}",
-                f"    snapshot {rec.tree[:12]}  {s.files} files, {_size(s.bytes)}, "
-                f"new data stored {_size(s.new_bytes)}",
+                f"    snapshot {rec.tree[:12]}  {s.files} files, {size(s.bytes)}, "
+                f"new data stored {size(s.new_bytes)}",
                 f"    {rec.message}",
             ]
         )
@@ -267,7 +249,7 @@ def ls(
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """List the files of a snapshot: mode, size, BLAKE3 hash, path."""
-    rec, entries = _workspace().ls(spec)
+    rec, entries = workspace().ls(spec)
     if as_json:
         import json
 
@@ -280,11 +262,11 @@ def ls(
             )
             for e in entries
         )
-        _write_json_rows(rows)
+        write_json_rows(rows)
         typer.echo("]}")
         return
-    _write_lines([f"{rec.name}@v{rec.version} snapshot {rec.tree}"])
-    _write_lines(_ls_line(e) for e in entries)
+    write_lines([f"{rec.name}@v{rec.version} snapshot {rec.tree}"])
+    write_lines(_ls_line(e) for e in entries)
 
 
 @_command()
@@ -302,7 +284,7 @@ def diff(
     """Show the files added (A), modified (M) and removed (D) between two versions.
 
     With one version: between its parent and it."""
-    old, new, changes = _workspace().diff(spec, other)
+    old, new, changes = workspace().diff(spec, other)
     before = f"{old.name}@v{old.version}" if old else "(nothing)"
     if as_json:
         import json
@@ -312,10 +294,10 @@ def diff(
         rows = (
             json.dumps({"change": kind, "path": e.path}, ensure_ascii=True) for kind, e in changes
         )
-        _write_json_rows(rows)
+        write_json_rows(rows)
         typer.echo("]}")
         return
-    _write_lines([f"{before} -> {new.name}@v{new.version}"])
+    write_lines([f"{before} -> {new.name}@v{new.version}"])
     counts = {"added": 0, "modified": 0, "removed": 0}
 
     def lines() -> Iterator[str]:
@@ -323,7 +305,7 @@ def diff(
             counts[kind] += 1
             yield f"{_DIFF_MARK[kind]} {e.path}"
 
-    _write_lines(lines())
+    write_lines(lines())
     typer.echo(
         f"{counts['added']} added, {counts['modified']} modified, {counts['removed']} removed"
     )
@@ -332,183 +314,9 @@ def diff(
 _DIFF_MARK = {"added": "A", "modified": "M", "removed": "D"}
 
 
-@_command()
-def fsck(
-    specs: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Argument(
-            metavar="[SPEC]...", help="Versions to check (NAME@vN, ...). Default: every version."
-        ),
-    ] = None,
-    read_data: Annotated[
-        bool, typer.Option("--read-data", help="Also read every chunk and check its hash.")
-    ] = False,
-    as_json: Annotated[bool, JSON_OPTION] = False,
-) -> None:
-    """Check the store for damage; exit 6 if anything is wrong.
-
-    Reads every index, pack footer, version record and tree page, and checks that every
-    chunk a version needs is stored. Names each damaged object and the versions and files
-    it damages."""
-    report = _workspace().fsck(list(specs or []), read_data)
-    if as_json:
-        _print_json(report.as_json())
-    else:
-        _write_lines(f"{p.line()}" for p in report.problems.values())
-        _write_lines(f"note: {n}" for n in report.notes)
-        c = report.counts
-        verdict = "no problems" if report.ok else f"{len(report.problems)} damaged objects"
-        typer.echo(
-            f"fsck: {verdict}; checked {c['versions']} versions, {c['pages']} tree pages, "
-            f"{c['indexes']} indexes, {c['packs']} packs ({c['chunks']} chunks)"
-            + (f", read {_size(c['bytes_read'])}" if read_data else "")
-        )
-    if not report.ok:
-        raise typer.Exit(6)
-
-
-@_command()
-def repair(
-    paths: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Argument(
-            metavar="[PATH]...",
-            help="Files or folders that may hold lost data (besides the datasets).",
-        ),
-    ] = None,
-) -> None:
-    """Put back lost data from local files; exit 6 if some is still missing.
-
-    Rebuilds indexes from pack footers, salvages the sound chunks of damaged packs, and
-    stores again every missing chunk that local files still hold (the tracked datasets'
-    folders and PATHs). Reads every pack."""
-    r = _workspace().repair(list(paths or []))
-    typer.echo(
-        f"restored {r.restored_chunks} chunks ({_size(r.restored_bytes)}) from "
-        f"{r.files_read} files read; salvaged {r.salvaged_chunks} chunks from damaged packs; "
-        f"new index of {r.index_entries} chunks, {r.deleted_indexes} unsound indexes and "
-        f"{r.deleted_packs} damaged packs deleted"
-    )
-    _write_lines(f"kept (still holds lost data): {k}" for k in r.kept_damaged)
-    if r.ok:
-        typer.echo("the store holds every version whole")
-        return
-    _write_lines(f"still damaged: {p.line()}" for p in r.missing.problems.values())
-    raise typer.Exit(6)
-
-
-@_command()
-def forget(
-    specs: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="SPEC...", help="NAME@vN... to forget; with --keep-last, dataset NAMEs."
-        ),
-    ],
-    keep_last: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(
-            "--keep-last", min=1, metavar="N", help="Forget all but the N newest versions of NAME."
-        ),
-    ] = None,
-) -> None:
-    """Remove versions from log, ls and spec resolution.
-
-    gc then deletes the data that only they needed. Version numbers are never reused."""
-    done, warnings = _workspace().forget(specs, keep_last)
-    _write_lines(f"forgot {v}" for v in done)
-    if not done:
-        typer.echo("nothing to forget")
-    _write_lines((f"warning: {w}" for w in warnings), err=True)
-
-
-@_command()
-def gc(
-    grace: Annotated[
-        str,
-        typer.Option(
-            metavar="DURATION",
-            help="Delete only what has been garbage for this long (24h, 30m, 2d, 0): "
-            "longer than any add and commit on any machine takes.",
-        ),
-    ] = "24h",
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print what would be condemned; change nothing.")
-    ] = False,
-) -> None:
-    """Delete data that no live version needs.
-
-    Two phases: a run condemns garbage, a run after the grace period deletes what is still
-    garbage; packs that are mostly garbage are repacked."""
-    r = _workspace().gc(_duration(grace), dry_run)
-    verb = "would condemn" if dry_run else "garbage"
-    typer.echo(
-        f"{r.live_versions} live versions, {r.forgotten_versions} forgotten; {verb}: "
-        f"{r.condemned_packs} packs ({_size(r.condemned_bytes)}), {r.condemned_pages} tree pages"
-        + (
-            f"; repacked {r.repacked_packs} packs ({_size(r.repacked_bytes)} kept)"
-            if r.repacked_packs
-            else ""
-        )
-    )
-    if not dry_run:
-        typer.echo(
-            f"deleted {r.deleted_packs} packs ({_size(r.deleted_bytes)}), {r.deleted_pages} tree "
-            f"pages, {r.deleted_leftovers} temporary files; replaced {r.replaced_indexes} "
-            f"indexes; {r.waiting} objects wait for the grace period"
-        )
-    if r.young_pages:
-        typer.echo(
-            f"note: {r.young_pages} tree pages no live version names are younger than the grace "
-            "period (adds in flight or not committed): what they need is kept"
-        )
-    _write_lines(f"note: {n}" for n in r.notes)
-
-
-@_command()
-def tag(
-    args: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Argument(
-            metavar="[SPEC TAG | NAME [TAG]]",
-            help="Tag: SPEC and TAG. --list: an optional NAME. --delete: NAME and TAG.",
-        ),
-    ] = None,
-    list_: Annotated[bool, typer.Option("--list", "-l", help="List tags.")] = False,
-    delete: Annotated[bool, typer.Option("--delete", "-d", help="Delete a tag.")] = False,
-    force: Annotated[
-        bool, typer.Option("--force", "-f", help="Move a tag that names another version.")
-    ] = False,
-    as_json: Annotated[bool, JSON_OPTION] = False,
-) -> None:
-    """Name a version (NAME@TAG), list tags, or delete one.
-
-    datavc tag images@v3 prod; datavc tag --list [images]; datavc tag --delete images prod."""
-    words = list(args or [])
-    ws = _workspace()
-    if list_ and not delete and len(words) <= 1:
-        found = ws.tags(words[0] if words else None)
-        if as_json:
-            _print_json(found)
-            return
-        _write_lines(
-            f"{name}@{t} -> v{n}"
-            for name, tags in sorted(found.items())
-            for t, n in sorted(tags.items())
-        )
-        return
-    if delete and not list_ and len(words) == 2:
-        number = ws.delete_tag(words[0], words[1])
-        typer.echo(f"deleted tag {words[0]}@{words[1]} (was v{number})")
-        return
-    if not list_ and not delete and len(words) == 2:
-        name, number, before = ws.tag(words[0], words[1], force)
-        moved = f" (moved from v{before})" if before not in (None, number) else ""
-        typer.echo(f"{name}@{words[1]} -> v{number}{moved}")
-        return
-    raise UsageError(
-        "use: datavc tag NAME@SPEC TAG [--force] | tag --list [NAME] | tag --delete NAME TAG"
-    )
+for _upkeep in (fsck, repair, forget, gc, tag, push, fetch, pull):
+    _command()(_upkeep)
+app.add_typer(remote_app, name="remote")
 
 
 def _register_hooks() -> None:
@@ -529,7 +337,7 @@ def install_hooks(
     run first; --uninstall puts it back."""
     from ..workspace.hooks import install_hooks as install
 
-    _write_lines(install(_workspace(), uninstall))
+    write_lines(install(workspace(), uninstall))
 
 
 _register_hooks()
@@ -555,62 +363,6 @@ def _record_doc(rec: VersionRecord, tags: list[str]) -> dict[str, object]:
             "new_objects": s.new_objects,
         },
     }
-
-
-def _print_json(doc: object) -> None:
-    """One JSON document, ASCII only (every control character escaped by JSON)."""
-    import json
-
-    typer.echo(json.dumps(doc, indent=1, ensure_ascii=True))
-
-
-def _write_json_rows(rows: Iterable[str], batch: int = 4096) -> None:
-    """The rows of a JSON array, comma-separated, written in batches (a million files)."""
-    out: list[str] = []
-    first = True
-    for row in rows:
-        out.append(row if first else "," + row)
-        first = False
-        if len(out) >= batch:
-            typer.echo("\n".join(out))
-            out.clear()
-    if out:
-        typer.echo("\n".join(out))
-
-
-app.add_typer(remote_app, name="remote")
-_command()(push)
-_command()(fetch)
-_command()(pull)
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _duration(text: str) -> float:
-    t = text.strip().lower()
-    unit = _UNITS.get(t[-1:]) if t else None
-    number = t[:-1] if unit is not None else t
-    try:
-        value = float(number)
-    except ValueError:
-        value = -1
-    if not number or value < 0 or value != value or value > 10 * 365 * 86400:
-        raise UsageError(f"invalid duration {text!r}: use a number and s, m, h, d or w (24h)")
-    return value * (unit or 1)
-
-
-def _write_lines(lines: Iterable[str], batch: int = 4096, err: bool = False) -> None:
-    """Print lines that hold what a store or a tree says (paths, authors, messages), each
-    made printable (:func:`~.console.printable`), and many of them fast (a million-file
-    listing): flushed every ``batch`` lines."""
-    out: list[str] = []
-    for line in lines:
-        out.append(printable(line))
-        if len(out) >= batch:
-            typer.echo("\n".join(out), err=err)
-            out.clear()
-    if out:
-        typer.echo("\n".join(out), err=err)
 
 
 def _ls_line(e: FileEntry) -> str:
