@@ -1,11 +1,13 @@
 """Helpers shared by the test modules: seeded data, writing files, a folder's exact state,
-forged version records."""
+forged version records, running the datavc command."""
 
 from __future__ import annotations
 
 import os
 import random
 import stat
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -59,3 +61,22 @@ def forged_record(name: str, root: TreeRoot) -> VersionRecord:
         nonce=uuid.uuid4().hex,
         stats=CommitStats(root.files, root.bytes, 0, 0, 0),
     )
+
+
+DATAVC_TIMEOUT = 120
+
+
+def run(cwd: Path, *args: str, code: int | None = 0) -> subprocess.CompletedProcess[str]:
+    """Run datavc; its exit code must be ``code`` (None: 0 or 2)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "datavc", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=DATAVC_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    allowed = (0, 2) if code is None else (code,)
+    assert proc.returncode in allowed, (args, proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return proc

@@ -7,33 +7,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import rand, write
+from helpers import rand, run, write
 
 from datavc.store.backend import Backend
 from datavc.store.check import fsck
 from datavc.store.chunkstore import ChunkStore
-
-TIMEOUT = 120
-
-
-def run(cwd: Path, *args: str, code: int | None = 0) -> subprocess.CompletedProcess[str]:
-    """Run datavc; its exit code must be ``code`` (None: 0 or 2)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "datavc", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    allowed = (0, 2) if code is None else (code,)
-    assert proc.returncode in allowed, (args, proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr + proc.stdout
-    return proc
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.stress)])

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import rand, tree_state, write
-from test_fsck import backend, run
+from helpers import rand, run, tree_state, write
+from test_fsck import backend
 
 from datavc.store.backend import Backend
 from datavc.store.check import fsck

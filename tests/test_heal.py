@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from helpers import rand, tree_state, write
-from test_fsck import backend, run
+from helpers import rand, run, tree_state, write
+from test_fsck import backend
 
 from datavc.format.packfile import Location, LocationTable, decode_index
 from datavc.store.check import fsck

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import rand, write
-from test_fsck import backend, run
+from helpers import rand, run, write
+from test_fsck import backend
 
 from datavc.store.backend import Backend
 

@@ -9,8 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import write
-from test_fsck import run
+from helpers import run, write
 
 import datavc
 

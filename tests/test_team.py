@@ -8,8 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import write
-from test_fsck import run
+from helpers import run, write
 
 
 def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
