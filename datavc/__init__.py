@@ -7,6 +7,7 @@ The package is cut into layers; imports point down only (``make lint`` checks it
 
 - ``cli``, ``fs``: the interfaces (the command line; ``datavc.open`` and ``datavc://``);
   they never import each other;
+- ``lineage``: runs (``datavc.track``, ``datavc run``), lineage, audit, reproduce;
 - ``workspace``: a Git repo's datasets: add, commit, checkout, status, pointer files;
 - ``store``: everything that talks to a store or to the files of a snapshot;
 - ``format``: the byte formats, pure (bytes in, values out);
@@ -19,8 +20,9 @@ from .errors import DatavcError
 
 if TYPE_CHECKING:
     from .fs import DatavcFileSystem, open
+    from .lineage.run import track
 
-__all__ = ["DatavcError", "DatavcFileSystem", "open"]
+__all__ = ["DatavcError", "DatavcFileSystem", "open", "track"]
 __version__ = "0.1.0"
 
 
@@ -29,4 +31,8 @@ def __getattr__(name: str) -> Any:
         from . import fs
 
         return getattr(fs, name)
+    if name == "track":
+        from .lineage.run import track
+
+        return track
     raise AttributeError(f"module 'datavc' has no attribute {name!r}")

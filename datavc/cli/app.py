@@ -35,6 +35,7 @@ from .console import (
     show_retries,
     show_status,
 )
+from .lineage_cmds import run
 from .remote_cmds import fetch, pull, push, remote_app
 from .store_cmds import forget, fsck, gc, repair, tag
 
@@ -153,11 +154,21 @@ def commit(
     all_: Annotated[
         bool, typer.Option("-a", "--all", help="Re-add every tracked dataset first.")
     ] = False,
+    sources: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--from",
+            metavar="SPEC",
+            help="A version the data was made from (recorded as a derived-from link).",
+        ),
+    ] = None,
 ) -> None:
     """Publish a new version of each dataset with staged changes and update its pointer file."""
     if not message:
         raise UsageError("a commit needs a message: datavc commit -m MESSAGE")
-    records, unchanged = workspace().commit(list(names or []), message, all_)
+    ws = workspace()
+    derived = tuple(ws.derived_from(s) for s in sources or ())
+    records, unchanged = ws.commit(list(names or []), message, all_, derived)
     for rec in records:
         typer.echo(
             f"{rec.name}@v{rec.version}  snapshot {rec.tree[:12]}  {rec.stats.files} files, "
@@ -316,6 +327,11 @@ _DIFF_MARK = {"added": "A", "modified": "M", "removed": "D"}
 
 for _upkeep in (fsck, repair, forget, gc, tag, push, fetch, pull):
     _command()(_upkeep)
+app.command(
+    "run",
+    cls=Command,
+    context_settings={"allow_interspersed_args": False},
+)(run)
 app.add_typer(remote_app, name="remote")
 
 

@@ -8,6 +8,12 @@
      "git_head": "<sha>" or null, "nonce": "<uuid hex>",
      "stats": {"files": N, "bytes": B, "new_bytes": b, "new_chunks": c, "new_objects": o}}
 
+Two fields are present only when they say something: ``"run": RUN-ID``, the run that wrote
+this version (``datavc run``; its record is ``runs/<RUN-ID>.json``), and ``"derived_from":
+[{"name": "images", "version": 3, "tree": ID, "store": null or URL}, ...]``, the versions it
+was made from (a run's inputs, or ``datavc commit --from``). A record without them is
+byte-for-byte what datavc wrote before they existed.
+
 ``root`` is the snapshot's tree root (see :mod:`datavc.format.tree`) and ``tree`` its id, the
 snapshot id: a reader checks that the root hashes to it. Carrying the root here saves a
 read and an object per version. ``nonce`` is unique per commit attempt: after a lost
@@ -18,6 +24,7 @@ write by it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +39,25 @@ from .jsondoc import (
     optional_string,
     string,
 )
+from .paths import valid_name
 from .tree import TreeRoot, root_doc, root_from_doc, snapshot_id
 
 RECORD_FORMAT = 2
+MAX_DERIVED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedFrom:
+    """A version another was made from; ``store`` is None for the same store."""
+
+    name: str
+    version: int
+    tree: ObjectId
+    store: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@v{self.version}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +83,8 @@ class VersionRecord:
     nonce: str
     root: TreeRoot
     stats: CommitStats = field(default_factory=CommitStats)
+    run: str | None = None
+    derived_from: tuple[DerivedFrom, ...] = ()
 
 
 def encode_record(r: VersionRecord) -> bytes:
@@ -85,6 +110,13 @@ def encode_record(r: VersionRecord) -> bytes:
             "new_objects": r.stats.new_objects,
         },
     }
+    if r.run is not None:
+        doc["run"] = r.run
+    if r.derived_from:
+        doc["derived_from"] = [
+            {"name": d.name, "version": d.version, "tree": d.tree, "store": d.store}
+            for d in r.derived_from
+        ]
     text = json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False)
     try:
         return text.encode("utf-8") + b"\n"
@@ -164,14 +196,38 @@ def decode_record(data: bytes, obj: str, parsed: dict[str, Any] | None = None) -
             nonce=string(doc, "nonce"),
             root=root_from_doc(member(doc, "root"), obj),
             stats=_stats(stats),
+            run=optional_string(doc, "run"),
+            derived_from=_derived(doc.get("derived_from")),
         )
     except Malformed as err:
         raise CorruptObject(obj, f"version record is malformed: {err}") from None
     if not is_object_id(rec.tree) or rec.kind not in ("dir", "file"):
         raise CorruptObject(obj, "version record names no valid tree")
+    if rec.run is not None and not re.fullmatch(r"[0-9a-f]{32}", rec.run):
+        raise CorruptObject(obj, "version record names no valid run id")
     if snapshot_id(rec.root) != rec.tree:
         raise CorruptObject(obj, "the tree root in the version record does not hash to its id")
     return rec
+
+
+def _derived(doc: Any) -> tuple[DerivedFrom, ...]:
+    """The ``derived_from`` list: each a valid name, version and tree id."""
+    if doc is None:
+        return ()
+    if not isinstance(doc, list) or len(doc) > MAX_DERIVED:
+        raise Malformed(f"'derived_from' is not a list of at most {MAX_DERIVED} versions")
+    out = []
+    for d in doc:
+        ref = DerivedFrom(
+            name=string(d, "name"),
+            version=integer(d, "version", 1),
+            tree=ObjectId(string(d, "tree")),
+            store=optional_string(d, "store"),
+        )
+        if not valid_name(ref.name) or not is_object_id(ref.tree):
+            raise Malformed("'derived_from' names an invalid version")
+        out.append(ref)
+    return tuple(out)
 
 
 _STATS = ("files", "bytes", "new_bytes", "new_chunks", "new_objects")

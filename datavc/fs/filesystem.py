@@ -18,6 +18,7 @@ from ..errors import BadInput, NotARepository, PathNotFound
 from ..format.record import VersionRecord
 from ..format.spec import parse_spec
 from ..format.tree import FileEntry, TreeRoot
+from ..lineage.tracking import note_open
 from ..store import (
     reader,  # noqa: F401 - loaded with the filesystem, not on its first read
     versions,
@@ -88,6 +89,7 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.chunks: ChunkStore = open_store(url, options, cache_dir, self.store_retry)
         if record is None:
             record = self._resolve(spec or "")
+            note_open(url, record.name, record.version, record.tree)  # a run records it
         self.record = record
         self.snapshot = record.tree
         self.kind = record.kind

@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..errors import BadInput, DatasetNotFound, UsageError
-from ..format.record import CommitStats, VersionRecord
+from ..format.record import CommitStats, DerivedFrom, VersionRecord
 from ..store import versions
 from .add import add_locked, new_nonce
 from .git import git, git_author
@@ -22,37 +22,62 @@ if TYPE_CHECKING:
 
 
 def commit(
-    ws: Workspace, names: list[str], message: str, all_tracked: bool = False
+    ws: Workspace,
+    names: list[str],
+    message: str,
+    all_tracked: bool = False,
+    derived_from: tuple[DerivedFrom, ...] = (),
 ) -> tuple[list[VersionRecord], list[str]]:
-    """Publish a version of each named (or every) dataset with staged changes.
+    """Publish a version of each named (or every) dataset with staged changes; each record
+    names ``derived_from``, the versions it was made from.
 
     Returns the new records and the names that had nothing to commit.
     """
+    with workspace_lock(ws.state):
+        return commit_locked(ws, names, message, all_tracked, derived_from)
+
+
+def commit_locked(
+    ws: Workspace,
+    names: list[str],
+    message: str,
+    all_tracked: bool = False,
+    derived_from: tuple[DerivedFrom, ...] = (),
+    run: str | None = None,
+) -> tuple[list[VersionRecord], list[str]]:
+    """:func:`commit`, for a caller that holds the workspace lock; ``run``: the run whose
+    outputs these versions are."""
     try:
         message.encode("utf-8")
     except UnicodeEncodeError:
         raise BadInput("the commit message is not valid UTF-8") from None
-    with workspace_lock(ws.state):
-        if all_tracked:
-            for ds in list(ws.datasets().values()):
-                wanted = not names or ds.name in names
-                if wanted and os.path.lexists(ws.abs(ds.path)):
-                    add_locked(ws, ds.path, ds.name)
-        known = ws.datasets()
-        for n in names:
-            if n not in known:
-                raise DatasetNotFound(n)
-        chosen = [known[n] for n in names] if names else list(known.values())
-        published, unchanged = [], []
-        for ds in chosen:
-            if ds.staged is None:
-                unchanged.append(ds.name)
-                continue
-            published.append(_publish(ws, ds, ds.staged, message))
-        return published, unchanged
+    if all_tracked:
+        for ds in list(ws.datasets().values()):
+            wanted = not names or ds.name in names
+            if wanted and os.path.lexists(ws.abs(ds.path)):
+                add_locked(ws, ds.path, ds.name)
+    known = ws.datasets()
+    for n in names:
+        if n not in known:
+            raise DatasetNotFound(n)
+    chosen = [known[n] for n in names] if names else list(known.values())
+    published, unchanged = [], []
+    for ds in chosen:
+        if ds.staged is None:
+            unchanged.append(ds.name)
+            continue
+        published.append(_publish(ws, ds, ds.staged, message, derived_from, run))
+    return published, unchanged
 
 
-def _publish(ws: Workspace, ds: Dataset, staged: Staged, message: str) -> VersionRecord:
+def _publish(
+    ws: Workspace,
+    ds: Dataset,
+    staged: Staged,
+    message: str,
+    derived_from: tuple[DerivedFrom, ...],
+    run: str | None,
+) -> VersionRecord:
     _check_still_stored(ws, ds.name, staged)
     record = VersionRecord(
         name=ds.name,
@@ -69,6 +94,8 @@ def _publish(ws: Workspace, ds: Dataset, staged: Staged, message: str) -> Versio
         stats=CommitStats(
             staged.files, staged.bytes, staged.new_bytes, staged.new_chunks, staged.new_objects
         ),
+        run=run,
+        derived_from=derived_from,
     )
     record = versions.publish_version(ws.store, record)
     ws.write_pointer(staged.path, record)

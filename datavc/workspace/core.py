@@ -50,7 +50,7 @@ from .config import DOT, Config, load_config, require_root
 from .statcache import StatCache
 
 if TYPE_CHECKING:
-    from ..format.record import VersionRecord
+    from ..format.record import DerivedFrom, VersionRecord
     from ..format.spec import VersionSpec
     from ..store.check import Report
     from ..store.chunkstore import ChunkStore
@@ -194,11 +194,15 @@ class Workspace:
         return add(self, path, name)
 
     def commit(
-        self, names: list[str], message: str, all_tracked: bool = False
+        self,
+        names: list[str],
+        message: str,
+        all_tracked: bool = False,
+        derived_from: tuple[DerivedFrom, ...] = (),
     ) -> tuple[list[VersionRecord], list[str]]:
         from .commit import commit
 
-        return commit(self, names, message, all_tracked)
+        return commit(self, names, message, all_tracked, derived_from)
 
     def checkout(self, specs: list[str], force: bool = False) -> list[CheckoutResult]:
         from .checkout import checkout
@@ -422,6 +426,14 @@ class Workspace:
             if ds is not None and ds.pointer is not None:
                 return self.pointed(ds.pointer, ds.path + SUFFIX)
         return versions.resolve(self.store, spec)
+
+    def derived_from(self, text: str) -> DerivedFrom:
+        """A spec resolved to the version it names, as a derived-from link."""
+        from ..format.record import DerivedFrom
+        from ..format.spec import parse_spec
+
+        rec = self.resolve(parse_spec(text))
+        return DerivedFrom(rec.name, rec.version, rec.tree)
 
     def pointed(self, pointer: Pointer, where: str) -> VersionRecord:
         """The version a pointer file names, checked against its snapshot id."""
