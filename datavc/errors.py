@@ -143,6 +143,13 @@ class UnsafePath(DatavcError):
         self.reason = reason
 
 
+class Mismatch(DatavcError):
+    """A folder, a rerun or an environment differs from the snapshot or run it was
+    compared with (``verify``, ``reproduce``)."""
+
+    exit_code = 9
+
+
 class BadInput(DatavcError):
     """Input the user gave cannot be used (bad spec, unsupported file type...)."""
 
