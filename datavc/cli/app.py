@@ -35,7 +35,7 @@ from .console import (
     show_retries,
     show_status,
 )
-from .lineage_cmds import run
+from .lineage_cmds import reproduce, run
 from .remote_cmds import fetch, pull, push, remote_app
 from .store_cmds import forget, fsck, gc, repair, tag
 
@@ -325,7 +325,7 @@ def diff(
 _DIFF_MARK = {"added": "A", "modified": "M", "removed": "D"}
 
 
-for _upkeep in (fsck, repair, forget, gc, tag, push, fetch, pull):
+for _upkeep in (fsck, repair, forget, gc, tag, push, fetch, pull, reproduce):
     _command()(_upkeep)
 app.command(
     "run",

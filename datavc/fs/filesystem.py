@@ -18,7 +18,7 @@ from ..errors import BadInput, NotARepository, PathNotFound
 from ..format.record import VersionRecord
 from ..format.spec import parse_spec
 from ..format.tree import FileEntry, TreeRoot
-from ..lineage.tracking import note_open
+from ..lineage.tracking import note_open, pinned
 from ..store import (
     reader,  # noqa: F401 - loaded with the filesystem, not on its first read
     versions,
@@ -104,6 +104,12 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """Store-side specs resolve in the store; a bare NAME or NAME@git:REV inside a
         workspace follows its pointer file (outside one, a bare NAME is the latest)."""
         spec = parse_spec(text)
+        pin = pinned(spec.name) if spec.kind not in ("number", "git") else None
+        if pin is not None:  # datavc reproduce: the version the recorded run opened
+            rec = versions.read_version(self.chunks, spec.name, pin[0])
+            if rec.tree != pin[1]:
+                raise BadInput(f"{spec.name}@v{pin[0]} is no longer the snapshot the run read")
+            return rec
         root = find_root(os.getcwd())
         if root is not None and spec.kind in ("none", "git"):
             return Workspace(root, store=self.chunks).resolve(spec)

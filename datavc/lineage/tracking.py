@@ -92,3 +92,33 @@ def read_log(path: str) -> list[tuple[str, RunInput]]:
         if len(seen) >= MAX_INPUTS:
             break
     return [(store, RunInput(name, version, ObjectId(tree))) for store, name, version, tree in seen]
+
+
+# -- pins: what a reproduction opens ----------------------------------------------------
+
+PINS_VARIABLE = "DATAVC_PINS"
+MAX_PINS = 10_000
+
+
+def pins_text(pins: dict[str, tuple[int, str]]) -> str:
+    """``DATAVC_PINS``'s value: each dataset name the run opened exactly one version of,
+    with that version and its snapshot id."""
+    return json.dumps({n: {"version": v, "tree": t} for n, (v, t) in sorted(pins.items())})
+
+
+def pinned(name: str) -> tuple[int, ObjectId] | None:
+    """The version ``datavc.open`` gives a spec of ``name`` that names no number (latest,
+    a tag, a bare name) during ``datavc reproduce``: the one the recorded run opened. None
+    outside a reproduction, or for a name it did not pin. A malformed value pins nothing."""
+    text = os.environ.get(PINS_VARIABLE)
+    if not text or len(text) > MAX_LOG:
+        return None
+    try:
+        doc = load_document(text)
+        if name not in doc or len(doc) > MAX_PINS:
+            return None
+        entry = doc[name]
+        version, tree = integer(entry, "version", 1), string(entry, "tree")
+    except Malformed:
+        return None
+    return (version, ObjectId(tree)) if is_object_id(tree) else None
