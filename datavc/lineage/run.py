@@ -14,6 +14,7 @@ outputs, and its lock file is left as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import subprocess
@@ -46,7 +47,7 @@ from ..format.run import (
 )
 from ..store.atomic import write_text_atomic
 from ..store.runs import create_run
-from ..workspace.add import add_locked
+from ..workspace.add import add_locked, new_nonce
 from ..workspace.commit import commit_locked
 from ..workspace.core import Workspace, write_staged
 from ..workspace.git import git_author
@@ -216,8 +217,11 @@ class Run:
         with workspace_lock(ws.state):
             for rel in self.outputs:
                 added = add_locked(ws, rel, None)
-                # a version each run: unchanged data still gets a record naming this run
-                write_staged(ws.staged_path(added.staged.name), added.staged)
+                # A version each run, with a nonce of its own: unchanged data still gets
+                # a record naming this run, and data staged by a run that was killed
+                # while committing is not taken for this run's (its record names it).
+                fresh = dataclasses.replace(added.staged, nonce=new_nonce())
+                write_staged(ws.staged_path(added.staged.name), fresh)
                 names.append(added.staged.name)
             records, _ = commit_locked(ws, names, message, False, derived, self.id)
         by_name = {r.name: r for r in records}
