@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint bench bench-quick bench-peers clean
+.PHONY: venv demo demo-repro test test-all lint bench bench-quick bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+# runs recorded, lineage drawn, a model rebuilt bit-identically, package drift shown
+demo-repro: $(STAMP)
+	$(BIN)/python scripts/demo_repro.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
