@@ -2,7 +2,8 @@
 
 Errors print one line to stderr (``datavc: error: ...``) and exit with the error's code:
 1 other failure, 2 usage, 3 not found, 4 no workspace or store, 5 store unreachable,
-6 integrity check failed, 7 workspace locked or write conflict, 8 unsafe path or bad input.
+6 integrity check failed, 7 workspace locked or write conflict, 8 unsafe path or bad input,
+9 a mismatch (reproduce, verify). ``run`` exits with its command's status.
 """
 
 from __future__ import annotations
