@@ -133,7 +133,8 @@ def main() -> None:
         run("datavc", "lineage", "model@v2", "--up", "--format", "mermaid", cwd=repo)
 
         print("\n# 4. the first model rebuilt from its run record alone")
-        out = run("datavc", "reproduce", first, "--keep", cwd=repo, env=v1_env)
+        # run 1's lock file was replaced by run 2's: the record comes from the store alone
+        out = run("datavc", "reproduce", first, "--keep", "--yes", cwd=repo, env=v1_env)
         folder = next(
             ln.split("ran in ", 1)[1].split(":")[0] for ln in out.splitlines() if "ran in " in ln
         )

@@ -133,9 +133,15 @@ def test_reproduce_from_the_store_alone(origin: Path, tmp_path: Path) -> None:
     git(other, "rm", "-q", "-r", "runs", "data/raw.datavc", "data/tab.datavc", "models/m.datavc")
     git(other, "commit", "-q", "-m", "no data history")
     run(other, "reproduce", "train", code=3)  # no lock by that name now
-    out = run(other, "reproduce", run_id[:10]).stdout
+    # the record comes from the store alone: its command runs only when asked to
+    err = run(other, "reproduce", run_id[:10], code=2).stderr
+    assert "not pinned by a lock file" in err and "train.py" in err and "--yes" in err
+    assert "no drift" in run(other, "reproduce", run_id, "--check").stdout
+    out = run(other, "reproduce", run_id[:10], "--yes").stdout
     assert "bit-identical" in out, out
-    assert "bit-identical" in run(other, "reproduce", run_id).stdout
+    assert "bit-identical" in run(other, "reproduce", run_id, "--yes").stdout
+    # in the origin, runs/train.lock pins it: a run id is enough there
+    assert "bit-identical" in run(origin, "reproduce", run_id).stdout
 
 
 def test_drift_is_reported_field_by_field(

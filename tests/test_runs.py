@@ -270,10 +270,13 @@ def test_track_in_python(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     with datavc.track("inline", inputs=["raw"], outputs=["models/inline"]) as r:
         datavc.open("tab@v1").cat_file("t.csv")
+        child = "import datavc; datavc.open('img@v1').ls('')"  # a worker process
+        subprocess.run([PY, "-c", child], check=True)
         write(repo / "models" / "inline" / "o.bin", b"out")
+    assert "DATAVC_RUN_LOG" not in os.environ
     ws = Workspace(str(repo))
     rec, _ = read_run(ws.store, r.id)
-    assert {(i.name, i.version) for i in rec.inputs} == {("raw", 1), ("tab", 1)}
+    assert {(i.name, i.version) for i in rec.inputs} == {("raw", 1), ("tab", 1), ("img", 1)}
     assert [o.label for o in rec.outputs] == ["inline@v1"]
     assert (repo / "runs" / "inline.lock").is_file()
     with pytest.raises(RuntimeError), datavc.track("broken", inputs=[]) as r2:

@@ -110,18 +110,26 @@ def reproduce(
         typer.Option("--into", metavar="DIR", help="Run in this empty folder (kept)."),
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the scratch folder.")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", help="Run the command of a record no lock file pins (a run id given)."
+        ),
+    ] = False,
 ) -> None:
     """Rebuild a recorded run and check that it gives the same outputs, bit for bit.
 
     Lists drift (code, parameter files, Python, platform, packages, variables) against the
     record, then runs the command in a scratch folder holding the recorded commit's code,
     parameter files and input snapshots, and compares each output with the recorded
-    snapshot. Exit 0: bit-identical (with --check: no drift); 9: it is not."""
+    snapshot. Exit 0: bit-identical (with --check: no drift); 9: it is not. A run given by
+    id, with no lock file in this repository that pins its record, is run only with --yes:
+    its command comes from the store alone."""
     from ..lineage.reproduce import reproduce as rebuild
 
     if in_place and into:
         raise UsageError("--in-place and --into exclude each other")
-    r = rebuild(workspace(), run_ref, check, in_place, into, keep)
+    r = rebuild(workspace(), run_ref, check, in_place, into, keep, yes)
     rec = r.record
     lines = [f"run {rec.name} {rec.id}: {' '.join(rec.command)} (by {rec.author}, {rec.ended})"]
     lines += [f"  input {i.label}  snapshot {i.tree[:12]}" for i in rec.inputs]

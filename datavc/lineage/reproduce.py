@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -97,12 +98,16 @@ class Reproduction:
 # -- which run ------------------------------------------------------------------------
 
 
-def find_record(ws: Workspace, text: str) -> tuple[RunRecord, ObjectId]:
-    """RUN: a lock file's path, a run name (``runs/NAME.lock``), or a run id (or prefix).
-    A lock file pins its record's hash: a record that does not match it is refused."""
+def find_record(ws: Workspace, text: str) -> tuple[RunRecord, ObjectId, bool]:
+    """RUN: a lock file's path, a run name (``runs/NAME.lock``), or a run id (or prefix);
+    and whether a lock file pins the record. A lock file pins its record's hash: a record
+    that does not match it is refused."""
     lock_path = _lock_path(ws, text)
     if lock_path is None:
-        return read_run(ws.store, text if is_run_id(text) else find_run(ws.store, text))
+        run_id = text if is_run_id(text) else find_run(ws.store, text)
+        lock_path = _lock_naming(ws, run_id)
+    if lock_path is None:
+        return (*read_run(ws.store, run_id), False)
     with open(lock_path, encoding="utf-8", errors="replace") as f:
         lock = decode_lock(f.read(1 << 20), lock_path)
     rec, digest = read_run(ws.store, lock.id)
@@ -111,7 +116,24 @@ def find_record(ws: Workspace, text: str) -> tuple[RunRecord, ObjectId]:
             f"run record {lock.id} in the store does not match {lock_path} (hash "
             f"{digest[:12]}, the lock says {lock.record[:12]}): the record was changed"
         )
-    return rec, digest
+    return rec, digest, True
+
+
+def _lock_naming(ws: Workspace, run_id: str) -> str | None:
+    """The lock file of this workspace that pins run ``run_id``, if one does."""
+    folder = ws.abs(LOCK_FOLDER)
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    for name in names:
+        path = os.path.join(folder, name)
+        if not name.endswith(LOCK_SUFFIX) or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            try:
+                if decode_lock(f.read(1 << 20), path).id == run_id:
+                    return path
+            except BadInput:
+                continue  # not a lock file: it pins nothing
+    return None
 
 
 def _lock_path(ws: Workspace, text: str) -> str | None:
@@ -216,8 +238,16 @@ def reproduce(
     in_place: bool = False,
     into: str | None = None,
     keep: bool = False,
+    trust: bool = False,
 ) -> Reproduction:
-    rec, digest = find_record(ws, text)
+    """Compare, then (unless ``check``) run again. A record that no lock file pins came
+    from the store alone: its command is run only with ``trust`` (``--yes``)."""
+    rec, digest, pinned = find_record(ws, text)
+    if not (check or pinned or trust):
+        raise UsageError(
+            f"run record {rec.id} is not pinned by a lock file in this repository: "
+            f"reproducing it runs {shlex.join(rec.command)[:200]!r}; pass --yes to run it"
+        )
     result = Reproduction(rec, digest)
     result.unavailable = unavailable_inputs(ws, rec)
     result.drift = code_drift(ws.root, rec.code) + param_drift(ws.root, rec)

@@ -321,9 +321,26 @@ def track(
     )
     run = Run(ws, script or ["python"], options)
     run.start()
+    log = os.path.join(ws.state, "runs", f"{run.id}.log")
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    before = os.environ.get(tracking.LOG_VARIABLE)
+    os.environ[tracking.LOG_VARIABLE] = log  # child processes (DataLoader workers) report
     try:
-        yield run
+        try:
+            yield run
+        finally:
+            _restore(tracking.LOG_VARIABLE, before)
+            run.read_log(log)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(log)
     except BaseException:
         run.finish(1)
         raise
     run.finish(0)
+
+
+def _restore(variable: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(variable, None)
+    else:
+        os.environ[variable] = value
