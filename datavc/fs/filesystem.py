@@ -104,7 +104,7 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """Store-side specs resolve in the store; a bare NAME or NAME@git:REV inside a
         workspace follows its pointer file (outside one, a bare NAME is the latest)."""
         spec = parse_spec(text)
-        pin = pinned(spec.name) if spec.kind not in ("number", "git") else None
+        pin = pinned(self.store_url, spec.name) if spec.kind not in ("number", "git") else None
         if pin is not None:  # datavc reproduce: the version the recorded run opened
             rec = versions.read_version(self.chunks, spec.name, pin[0])
             if rec.tree != pin[1]:

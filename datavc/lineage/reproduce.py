@@ -290,7 +290,7 @@ def _rerun(ws: Workspace, rec: RunRecord, root: str, result: Reproduction) -> No
     env = {
         **os.environ,
         "DATAVC_STORE": ws.config.store,
-        tracking.PINS_VARIABLE: tracking.pins_text(_pins(rec)),
+        tracking.PINS_VARIABLE: tracking.pins_text(ws.config.store, _pins(rec)),
         tracking.LOG_VARIABLE: log,
     }
     cwd = os.path.join(root, *rec.cwd.split("/")) if rec.cwd else root

@@ -100,25 +100,28 @@ PINS_VARIABLE = "DATAVC_PINS"
 MAX_PINS = 10_000
 
 
-def pins_text(pins: dict[str, tuple[int, str]]) -> str:
-    """``DATAVC_PINS``'s value: each dataset name the run opened exactly one version of,
-    with that version and its snapshot id."""
-    return json.dumps({n: {"version": v, "tree": t} for n, (v, t) in sorted(pins.items())})
+def pins_text(store_url: str, pins: dict[str, tuple[int, str]]) -> str:
+    """``DATAVC_PINS``'s value: the store, and each dataset name the run opened exactly
+    one version of in it, with that version and its snapshot id."""
+    doc = {n: {"version": v, "tree": t} for n, (v, t) in sorted(pins.items())}
+    return json.dumps({"store": store_url, "pins": doc})
 
 
-def pinned(name: str) -> tuple[int, ObjectId] | None:
-    """The version ``datavc.open`` gives a spec of ``name`` that names no number (latest,
-    a tag, a bare name) during ``datavc reproduce``: the one the recorded run opened. None
-    outside a reproduction, or for a name it did not pin. A malformed value pins nothing."""
+def pinned(store_url: str, name: str) -> tuple[int, ObjectId] | None:
+    """The version ``datavc.open`` gives a spec of ``name`` in the store ``store_url``
+    that names no number (latest, a tag, a bare name) during ``datavc reproduce``: the one
+    the recorded run opened. None outside a reproduction, for another store, or for a
+    name it did not pin. A malformed value pins nothing."""
     text = os.environ.get(PINS_VARIABLE)
     if not text or len(text) > MAX_LOG:
         return None
     try:
         doc = load_document(text)
-        if name not in doc or len(doc) > MAX_PINS:
+        pins = doc.get("pins")
+        same = string(doc, "store").rstrip("/") == store_url.rstrip("/")
+        if not same or not isinstance(pins, dict) or name not in pins or len(pins) > MAX_PINS:
             return None
-        entry = doc[name]
-        version, tree = integer(entry, "version", 1), string(entry, "tree")
+        version, tree = integer(pins[name], "version", 1), string(pins[name], "tree")
     except Malformed:
         return None
     return (version, ObjectId(tree)) if is_object_id(tree) else None
