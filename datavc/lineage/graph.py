@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..errors import DatavcError, NotFoundError
+from ..errors import DatavcError, NotFoundError, StoreUnreachable
 from ..format.hashing import ObjectId
 from ..format.record import DerivedFrom, Forgotten, VersionRecord
 from ..format.run import RunRecord
@@ -123,6 +123,8 @@ class _Walker:
         except NotFoundError:
             node.state = "missing"
             return
+        except StoreUnreachable:
+            raise  # the store did not answer: that says nothing about the record
         except DatavcError:
             node.state = "damaged"
             return
@@ -143,6 +145,8 @@ class _Walker:
             node.record, node.record_hash = store_runs.read_run(self.store, run_id)
         except NotFoundError:
             node.state = "unfinished"
+        except StoreUnreachable:
+            raise
         except DatavcError:
             node.state = "damaged"
         self._put(key, node)
@@ -235,6 +239,8 @@ def _every_version(store: ChunkStore) -> Iterable[VersionRecord]:
         for number in versions.version_numbers(store, name):
             try:
                 rec = versions.read_entry(store, name, number)
+            except StoreUnreachable:
+                raise
             except DatavcError:
                 continue  # damaged: fsck names it
             if isinstance(rec, VersionRecord):
