@@ -36,6 +36,7 @@ from .console import (
     show_retries,
     show_status,
 )
+from .graph_cmds import lineage
 from .lineage_cmds import reproduce, run
 from .remote_cmds import fetch, pull, push, remote_app
 from .store_cmds import forget, fsck, gc, repair, tag
@@ -326,7 +327,7 @@ def diff(
 _DIFF_MARK = {"added": "A", "modified": "M", "removed": "D"}
 
 
-for _upkeep in (fsck, repair, forget, gc, tag, push, fetch, pull, reproduce):
+for _upkeep in (fsck, repair, forget, gc, tag, push, fetch, pull, reproduce, lineage):
     _command()(_upkeep)
 app.command(
     "run",
