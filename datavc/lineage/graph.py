@@ -211,14 +211,23 @@ class _Walker:
                     self.graph.add_edge(run.key, out.key, "output")
                     found.append(out)
             for made in derived.get(node.key, []):
-                child = self.version(made.name, made.version, made.tree, None)
-                if child.record is not None and child.record.run is None:
-                    self.graph.add_edge(node.key, child.key, "derived")
-                    found.append(child)
+                found += self._derived_down(node, made)
             for child in found:
                 if child.key not in seen:
                     seen.add(child.key)
                     todo.append(child)
+
+    def _derived_down(self, node: VersionNode, made: VersionRecord) -> list[VersionNode]:
+        """A version whose record names ``node`` as derived-from: linked unless its run's
+        record says so already; a run without a readable record is shown, as going up."""
+        run = self.run(made.run) if made.run is not None else None
+        if run is not None and run.record is not None:
+            return []  # the run's input and output edges say it
+        child = self.version(made.name, made.version, made.tree, None)
+        if run is not None:
+            self.graph.add_edge(run.key, child.key, "output")
+        self.graph.add_edge(node.key, child.key, "derived")
+        return [child]
 
     def _reverse_index(self) -> tuple[dict[str, list[str]], dict[str, list[VersionRecord]]]:
         """Which runs read each version, and which versions name each as derived-from
