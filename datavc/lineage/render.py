@@ -35,7 +35,6 @@ from urllib.parse import quote
 
 from ..format.record import VersionRecord
 from ..format.run import RunInput, RunRecord, uuid_text
-from ..store.backend import redacted, url_credentials
 from .graph import Edge, Lineage, RunNode, VersionNode
 
 FORMATS = ("text", "mermaid", "dot", "json", "openlineage")
@@ -69,15 +68,16 @@ def render(
 
 
 def namespace(url: str) -> str:
-    """A store's URL as a name that holds no secret: no user or password, no query, no
-    fragment; a local folder as a ``file://`` URL."""
+    """A store's URL as a name that holds no secret: without the user and password, the
+    query (where signed URLs keep theirs) and the fragment, so nothing that
+    :func:`~datavc.store.backend.url_credentials` looks for is left; a local folder as a
+    ``file://`` URL."""
     if "://" not in url:
         return ("file://" if url.startswith("/") else "file:") + quote(url, safe="/")
     scheme, rest = url.split("://", 1)
     rest = rest.split("?", 1)[0].split("#", 1)[0]
     host, sep, path = rest.partition("/")
-    clean = f"{scheme}://{host.rpartition('@')[2]}{sep}{path}".rstrip("/")
-    return redacted(clean, url) if url_credentials(url) else clean
+    return f"{scheme}://{host.rpartition('@')[2]}{sep}{path}".rstrip("/")
 
 
 def public_ids(graph: Lineage) -> dict[str, str]:
@@ -142,7 +142,7 @@ def _tree(
         edge, depth = stack.pop()
         key = edge.source if arrow == "<-" else edge.target
         node = graph.nodes[key]
-        derived = "  (derived: commit --from)" if edge.kind == "derived" else ""
+        derived = "  (derived)" if edge.kind == "derived" else ""
         indent = "  " * min(depth, MAX_INDENT) + (f"[{depth}] " if depth > MAX_INDENT else "")
         if key in shown:
             yield f"{indent}{arrow} {_short(node)} (shown above){derived}"
