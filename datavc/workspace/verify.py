@@ -7,7 +7,6 @@ is copied into ``.datavc/cache``. PATH may be any folder, inside the workspace o
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,4 +38,4 @@ def verify(ws: Workspace, path: str, spec: str) -> Verified:
     view = Workspace(ws.root, ws.progress, store)
     rec = view.resolve(parse_spec(spec))
     entries = iter_entries(store, rec.root, hints=False)
-    return Verified(path, rec, compare_folder(os.path.abspath(path), rec.kind, entries))
+    return Verified(path, rec, compare_folder(path, rec.kind, entries))
