@@ -20,6 +20,7 @@ from ..format.record import VersionRecord
 from ..format.storeconfig import DEFAULT_PACK_TARGET
 from ..format.tree import FileEntry
 from ..workspace.initialize import init_workspace
+from .audit_cmds import audit, verify
 from .common import (
     JSON_OPTION,
     Command,
@@ -327,7 +328,20 @@ def diff(
 _DIFF_MARK = {"added": "A", "modified": "M", "removed": "D"}
 
 
-for _upkeep in (fsck, repair, forget, gc, tag, push, fetch, pull, reproduce, lineage):
+for _upkeep in (
+    fsck,
+    repair,
+    forget,
+    gc,
+    tag,
+    push,
+    fetch,
+    pull,
+    reproduce,
+    lineage,
+    verify,
+    audit,
+):
     _command()(_upkeep)
 app.command(
     "run",

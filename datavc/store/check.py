@@ -29,7 +29,7 @@ from .packs import footer_entries
 from .reader import decode_run, group
 from .versions import read_entry, version_numbers
 
-TOP_LEVEL = {"datavc.json", "packs", "index", "trees", "versions", "tags", "gc"}
+TOP_LEVEL = {"datavc.json", "packs", "index", "trees", "versions", "tags", "gc", "runs"}
 MAX_FILES_NAMED = 20  # per problem; the count says how many more
 
 

@@ -1,0 +1,520 @@
+"""Audit: how a version was made, and proof that the store still holds it as recorded.
+
+From a version (typically a model) the lineage graph is walked up to raw data: every run
+and every version it was made from. The report lists them (who ran what, with which code,
+parameters and environment; who committed what, when, made by which run or from which
+versions), then verifies, item by item:
+
+- data: fsck of exactly those versions, reading every chunk of the store and checking its
+  hash, so that a damaged byte is named with the object that holds it;
+- run records: each parses and, where the workspace has ``runs/NAME.lock`` for that run,
+  hashes to the record hash the lock pins (a record rewritten in the store is caught);
+- links: every input and output a run names, and every derived-from link, resolves to a
+  version whose snapshot id is the one recorded; a version made by a run is an output of
+  that run's record;
+- states: a version forgotten, missing or damaged, and a run unfinished (no record) or
+  damaged, fail.
+
+A failure's exit code says what kind it is: 6 damaged bytes or objects, 9 records that
+disagree, 3 something missing (1: the graph was too large to walk whole). When several
+kinds fail, the first of 6, 9, 3, 1 is the exit code. The report is data (the dataclasses
+below); :func:`render_markdown` and :func:`report_json` render it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from ..errors import DatavcError, NotARepository, NotFoundError, StoreUnreachable
+from ..format.hashing import ObjectId
+from ..format.record import Forgotten, VersionRecord
+from ..format.run import (
+    LOCK_FOLDER,
+    LOCK_SUFFIX,
+    MAX_LOCK,
+    CodeState,
+    Environment,
+    decode_lock,
+)
+from ..format.spec import parse_spec
+from ..store import runs as store_runs
+from ..store import versions
+from ..store.check import Problem, fsck
+from ..store.chunkstore import ChunkStore
+from ..workspace.core import Workspace
+from .graph import Lineage, RunNode, VersionNode, lineage
+
+OK, FAILED, SKIPPED = "ok", "FAILED", "skipped"
+DAMAGED, DISAGREE, MISSING, OTHER = 6, 9, 3, 1
+SEVERITY = (DAMAGED, DISAGREE, MISSING, OTHER)  # the exit code: the first that failed
+
+
+class AuditFailed(DatavcError):
+    """An audit found something that is not as recorded; ``exit_code`` says what."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One verification: of ``item`` (``raw@v1``, ``run prep 01a2…``), what was checked,
+    the result (ok, FAILED, skipped) and why; ``code`` is the exit code a failure means."""
+
+    item: str
+    what: str
+    result: str
+    detail: str
+    code: int = 0
+
+
+@dataclass
+class AuditReport:
+    target: str  # NAME@vN
+    snapshot: ObjectId
+    graph: Lineage
+    checks: list[Check] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)  # fsck's counts
+    notes: list[str] = field(default_factory=list)
+
+    def failures(self) -> list[Check]:
+        return sorted(
+            (c for c in self.checks if c.result == FAILED), key=lambda c: SEVERITY.index(c.code)
+        )
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures()
+
+    @property
+    def exit_code(self) -> int:
+        failed = self.failures()
+        return failed[0].code if failed else 0
+
+    def error(self) -> AuditFailed | None:
+        """The one error line: the first failure of the worst kind, and how many more."""
+        failed = self.failures()
+        if not failed:
+            return None
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more failed checks)" if len(failed) > 1 else ""
+        text = f"audit of {self.target} failed: {first.item}: {first.what}: {first.detail}"
+        return AuditFailed(text + more, first.code)
+
+    def runs(self) -> list[RunNode]:
+        return sorted(self.graph.runs(), key=lambda r: r.id)  # ids sort by start time
+
+    def versions(self) -> list[VersionNode]:
+        return list(reversed(self.graph.versions()))  # upstream first
+
+    def readers(self, node: VersionNode) -> list[RunNode]:
+        """The runs of the graph that read ``node``."""
+        keys = {e.target for e in self.graph.edges if e.source == node.key and e.kind == "input"}
+        return [r for r in self.runs() if r.key in keys]
+
+
+def run_label(node: RunNode) -> str:
+    name = node.record.name if node.record else "?"
+    return f"run {name} {node.id[:12]}"
+
+
+# -- the audit ----------------------------------------------------------------------------
+
+
+def audit(ws: Workspace, spec: str) -> AuditReport:
+    """Walk up from the version ``spec`` names, and verify everything found."""
+    rec = ws.resolve(parse_spec(spec))
+    graph = lineage(ws.store, rec, up=True, down=False)
+    report = AuditReport(f"{rec.name}@v{rec.version}", rec.tree, graph)
+    reads = _Reads(ws.store)
+    if graph.truncated:
+        report.checks.append(Check("lineage", "graph", FAILED, "too large: cut", OTHER))
+    data = _check_data(ws.store, report)
+    for node in report.versions():
+        report.checks += _version_checks(report, node, reads)
+        if node.key in data:
+            report.checks.append(data[node.key])
+    for run in report.runs():
+        report.checks += _run_checks(ws, run, reads)
+    return report
+
+
+class _Reads:
+    """Version records read once each: the record, what forget left, or the error."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self.store = store
+        self.found: dict[tuple[str, int], VersionRecord | Forgotten | DatavcError] = {}
+
+    def get(self, name: str, number: int) -> VersionRecord | Forgotten | DatavcError:
+        key = (name, number)
+        if key not in self.found:
+            try:
+                self.found[key] = versions.read_entry(self.store, name, number)
+            except (StoreUnreachable, NotARepository):
+                raise  # not about this record: the audit cannot go on
+            except DatavcError as err:
+                self.found[key] = err
+        return self.found[key]
+
+
+def _usable(got: VersionRecord | Forgotten | DatavcError) -> VersionRecord | tuple[int, str]:
+    """The version record, or why it cannot be used (exit code and reason)."""
+    if isinstance(got, NotFoundError):
+        return MISSING, "missing: the store has no record of it"
+    if isinstance(got, DatavcError):
+        return DAMAGED, f"damaged record: {got}"
+    if isinstance(got, Forgotten):
+        return MISSING, f"forgotten by {got.author} at {got.time}: gc may delete its data"
+    return got
+
+
+# -- data: fsck of the versions of the graph ----------------------------------------------
+
+
+def _check_data(store: ChunkStore, report: AuditReport) -> dict[str, Check]:
+    """fsck of the graph's versions, reading every chunk: a data check per version (by
+    key); fsck's problems that damage none of them, and its notes, become notes."""
+    wanted: dict[str, list[int]] = {}
+    for node in report.graph.versions():
+        if node.store is None and node.record is not None:
+            wanted.setdefault(node.name, []).append(node.version)
+    found = fsck(store, wanted, read_data=True)
+    report.checked = dict(found.counts)
+    report.notes += [f"fsck: {n}" for n in found.notes]
+    labels = {n.label for n in report.graph.versions() if n.store is None}
+    for p in found.problems.values():
+        if not p.versions & labels:
+            report.notes.append(f"fsck: {p.line()} (no version of this lineage needs it)")
+    return {
+        node.key: _data_check(report, node, found.problems.values())
+        for node in report.versions()
+        if node.store is None and node.record is not None
+    }
+
+
+def _data_check(report: AuditReport, node: VersionNode, problems: Iterable[Problem]) -> Check:
+    mine = [p for p in problems if node.label in p.versions]
+    if not mine:
+        files = node.record.stats.files if node.record else 0
+        return Check(node.label, "data", OK, f"every chunk of its {files} files stored, re-hashed")
+    read_by = ", ".join(run_label(r) for r in report.readers(node))
+    detail = "; ".join(f"{p.key}: {p.message}{_files(p, node.label)}" for p in mine)
+    detail += f"; read by {read_by}" if read_by else ""
+    return Check(node.label, "data", FAILED, detail, DAMAGED)
+
+
+def _files(p: Problem, label: str) -> str:
+    """The files of version ``label`` that the problem damages, as far as fsck names them."""
+    mine = [f[len(label) + 1 :] for f in p.files if f.startswith(label + ":")]
+    if not mine:
+        return ""
+    more = ", and maybe more" if p.file_count > len(p.files) else ""
+    return f" (damages {', '.join(mine)}{more})"
+
+
+# -- versions -----------------------------------------------------------------------------
+
+
+def _version_checks(report: AuditReport, node: VersionNode, reads: _Reads) -> Iterator[Check]:
+    if node.store is not None:
+        yield Check(node.label, "record", SKIPPED, f"in another store ({node.store}): not read")
+        return
+    got = _usable(reads.get(node.name, node.version))
+    if isinstance(got, tuple):
+        yield Check(node.label, "record", FAILED, got[1], got[0])
+        return
+    yield Check(node.label, "record", OK, "read and checked")
+    rec = node.record
+    if rec is None:
+        return  # the graph reached it through a link naming another snapshot (see links)
+    if rec.run is not None:
+        yield _made_by(report, node, rec.run)
+    for d in rec.derived_from:
+        what = f"derived from {d.label}"
+        yield _link(reads, node.label, what, d.name, d.version, d.tree, d.store)
+
+
+def _made_by(report: AuditReport, node: VersionNode, run_id: str) -> Check:
+    """A version made by a run is one of that run's recorded outputs."""
+    run = report.graph.nodes.get(f"run:{run_id}")
+    what = f"made by run {run_id[:12]}"
+    if not isinstance(run, RunNode) or run.record is None:
+        return Check(node.label, what, SKIPPED, "the run has no readable record (see the run)")
+    for o in run.record.outputs:
+        if (o.name, o.version) == (node.name, node.version):
+            return Check(node.label, what, OK, f"an output of {run_label(run)}")
+    return Check(
+        node.label, what, FAILED, f"{run_label(run)} does not name it as an output", DISAGREE
+    )
+
+
+def _link(
+    reads: _Reads, item: str, what: str, name: str, number: int, tree: str, store: str | None
+) -> Check:
+    """A recorded link (name, version, snapshot id) resolves to that snapshot."""
+    label = f"{name}@v{number}"
+    if store is not None:
+        return Check(item, what, SKIPPED, f"in another store ({store}): not read")
+    got = _usable(reads.get(name, number))
+    if isinstance(got, tuple):
+        return Check(item, what, FAILED, f"{label} cannot be resolved: {got[1]}", got[0])
+    if got.tree != tree:
+        detail = f"recorded as snapshot {tree[:12]}, but {label} is snapshot {got.tree[:12]}"
+        return Check(item, what, FAILED, detail, DISAGREE)
+    return Check(item, what, OK, f"{label} is snapshot {tree[:12]}")
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+
+def _run_checks(ws: Workspace, run: RunNode, reads: _Reads) -> Iterator[Check]:
+    item = run_label(run)
+    if run.state == "unfinished":
+        detail = f"no record runs/{run.id}.json: the run never finished, or it was deleted"
+        yield Check(item, "record", FAILED, detail, MISSING)
+        return
+    if run.record is None or run.record_hash is None:
+        yield Check(item, "record", FAILED, _damage(ws.store, run.id), DAMAGED)
+        return
+    rec = run.record
+    if rec.exit != 0:
+        detail = f"the run failed (exit {rec.exit}), yet a version names it as its maker"
+        yield Check(item, "record", FAILED, detail, DISAGREE)
+    else:
+        yield Check(item, "record", OK, f"read and checked (hash {run.record_hash[:12]})")
+    yield _lock_check(ws, item, rec.name, run.id, run.record_hash)
+    for i in rec.inputs:
+        yield _link(reads, item, f"input {i.label}", i.name, i.version, i.tree, i.store)
+    for o in rec.outputs:
+        yield _link(reads, item, f"output {o.label}", o.name, o.version, o.tree, None)
+
+
+def _damage(store: ChunkStore, run_id: str) -> str:
+    """Why a run record the graph found damaged cannot be used (read again for the why)."""
+    try:
+        store_runs.read_run(store, run_id)
+    except DatavcError as err:
+        return f"damaged record: {err}"
+    return "damaged record"
+
+
+def _lock_check(ws: Workspace, item: str, name: str, run_id: str, digest: ObjectId) -> Check:
+    """The workspace's lock file of the run's name, if it pins this run, pins its record's
+    hash: a record rewritten in the store after the run no longer matches."""
+    rel = f"{LOCK_FOLDER}/{name}{LOCK_SUFFIX}"
+    try:
+        with open(ws.abs(rel), "rb") as f:
+            data = f.read(MAX_LOCK + 1)
+    except FileNotFoundError:
+        return Check(item, "lock", SKIPPED, f"no {rel} in this workspace")
+    except OSError as err:
+        return Check(item, "lock", SKIPPED, f"{rel} cannot be read: {err.strerror or err}")
+    try:
+        lock = decode_lock(data.decode("utf-8"), rel)
+    except (DatavcError, UnicodeDecodeError):
+        return Check(item, "lock", SKIPPED, f"{rel} is not a datavc run lock: not used")
+    if lock.id != run_id:
+        return Check(item, "lock", SKIPPED, f"{rel} pins another run ({lock.id[:12]})")
+    if lock.record != digest:
+        detail = (
+            f"{rel} pins record {lock.record[:12]}, but the store's record hashes to "
+            f"{digest[:12]}: the record was changed after the run"
+        )
+        return Check(item, "lock", FAILED, detail, DISAGREE)
+    return Check(item, "lock", OK, f"{rel} pins this record")
+
+
+# -- rendering: Markdown ------------------------------------------------------------------
+
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]<>|#"})
+
+
+def md(text: str) -> str:
+    """Text from a record, safe in Markdown (and in a table cell)."""
+    return text.translate(_MD_SPECIAL)
+
+
+def code(text: str) -> str:
+    """Text from a record as a code span (a backtick in it cannot end the span early)."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def render_markdown(r: AuditReport) -> list[str]:
+    """The report as Markdown lines: summary, runs, versions, verification, notes."""
+    lines = [f"# Audit of {md(r.target)}", "", *_summary_md(r), "", "## Runs", ""]
+    for run in r.runs():
+        lines += _run_md(run)
+    if not r.graph.runs():
+        lines += ["No run made these versions.", ""]
+    lines += ["## Versions", "", "| version | snapshot | author | time | message | made |"]
+    lines.append("|---|---|---|---|---|---|")
+    lines += [_version_row(v) for v in r.versions()]
+    lines += ["", "## Verification", "", "| item | check | result | detail |", "|---|---|---|---|"]
+    lines += [f"| {md(c.item)} | {md(c.what)} | {c.result} | {md(c.detail)} |" for c in r.checks]
+    lines += ["", _fsck_line(r)]
+    lines += [f"- note: {md(n)}" for n in r.notes]
+    return lines
+
+
+def _summary_md(r: AuditReport) -> list[str]:
+    failed = r.failures()
+    verdict = (
+        f"**verified**: {len(r.checks)} checks passed"
+        if not failed
+        else f"**FAILED**: {len(failed)} of {len(r.checks)} checks (exit {r.exit_code})"
+    )
+    return [
+        f"- snapshot: `{r.snapshot}`",
+        f"- result: {verdict}",
+        f"- lineage: {len(r.graph.versions())} versions, {len(r.graph.runs())} runs",
+    ]
+
+
+def _fsck_line(r: AuditReport) -> str:
+    c = r.checked
+    return (
+        f"Data: fsck read {c.get('bytes_read', 0)} bytes of {c.get('packs', 0)} packs "
+        f"({c.get('chunks', 0)} chunks, every one re-hashed) and checked "
+        f"{c.get('versions', 0)} versions, {c.get('pages', 0)} tree pages."
+    )
+
+
+def _run_md(run: RunNode) -> list[str]:
+    head = f"### {md(run_label(run))} (`{run.id}`)"
+    rec = run.record
+    if rec is None:
+        why = "no record in the store (unfinished)" if run.state == "unfinished" else "damaged"
+        return [head, "", f"- record: {why}", ""]
+    where = f" in {code(rec.cwd)}" if rec.cwd else ""
+    lines = [head, "", f"- command: {code(' '.join(rec.command))}{where}"]
+    lines.append(f"- author: {md(rec.author)}")
+    lines.append(f"- started {rec.started}, ended {rec.ended}, exit {rec.exit}")
+    lines.append(f"- code: {_code_state(rec.code)}")
+    lines += [f"- param: {code(p.path)} ({p.size} bytes, BLAKE3 `{p.hash}`)" for p in rec.params]
+    lines += _environment_md(rec.environment)
+    for i in rec.inputs:
+        where = f", {code(i.path)}" if i.path else ""
+        where += f", from {code(i.store)}" if i.store else ""
+        lines.append(f"- input: {md(i.label)} (snapshot `{i.tree[:12]}`{where})")
+    for o in rec.outputs:
+        lines.append(f"- output: {md(o.label)} (snapshot `{o.tree[:12]}`, {code(o.path)})")
+    lines.append(f"- record hash: `{run.record_hash}`")
+    return [*lines, ""]
+
+
+def _code_state(c: CodeState) -> str:
+    if c.git_head is None:
+        return "not in a git repository"
+    return f"git `{c.git_head}` " + (f"dirty (diff `{c.diff}`)" if c.dirty else "clean")
+
+
+def _environment_md(env: Environment) -> list[str]:
+    lines = [
+        f"- environment: Python {md(env.python)} ({md(env.implementation)}) on "
+        f"{md(env.platform)} ({md(env.machine)}), {len(env.packages)} packages"
+    ]
+    lines += [f"- env: {code(f'{k}={v}')}" for k, v in sorted(env.env.items())]
+    lines += [f"- container: {code(f'{k}={v}')}" for k, v in sorted(env.container.items())]
+    return lines
+
+
+def _version_row(v: VersionNode) -> str:
+    rec = v.record
+    if rec is None:
+        where = f" in {v.store}" if v.store else ""
+        return f"| {md(v.label)} | `{v.tree[:12]}` | | | | {md(v.state + where)} |"
+    return (
+        f"| {md(v.label)} | `{v.tree[:12]}` | {md(rec.author)} | {rec.time} | "
+        f"{md(rec.message)} | {md(made(rec))} |"
+    )
+
+
+def made(rec: VersionRecord) -> str:
+    """raw data, made by a run, or derived from other versions."""
+    sources = ", ".join(d.label + (f" ({d.store})" if d.store else "") for d in rec.derived_from)
+    if rec.run is not None:
+        return f"by run {rec.run[:12]}" + (f" from {sources}" if sources else "")
+    return f"derived from {sources}" if sources else "raw data"
+
+
+# -- rendering: JSON ----------------------------------------------------------------------
+
+
+def report_json(r: AuditReport) -> dict[str, object]:
+    return {
+        "target": r.target,
+        "snapshot": r.snapshot,
+        "ok": r.ok,
+        "exit_code": r.exit_code,
+        "runs": [_run_json(run) for run in r.runs()],
+        "versions": [_version_json(v) for v in r.versions()],
+        "checks": [
+            {
+                "item": c.item,
+                "check": c.what,
+                "result": c.result.lower(),
+                "detail": c.detail,
+                "exit_code": c.code,
+            }
+            for c in r.checks
+        ],
+        "fsck": r.checked,
+        "notes": r.notes,
+        "truncated": r.graph.truncated,
+    }
+
+
+def _run_json(run: RunNode) -> dict[str, object]:
+    doc: dict[str, object] = {"id": run.id, "state": run.state, "record_hash": run.record_hash}
+    rec = run.record
+    if rec is None:
+        return doc
+    env = rec.environment
+    doc.update(
+        name=rec.name,
+        command=list(rec.command),
+        cwd=rec.cwd,
+        author=rec.author,
+        started=rec.started,
+        ended=rec.ended,
+        exit=rec.exit,
+        code={"git_head": rec.code.git_head, "dirty": rec.code.dirty, "diff": rec.code.diff},
+        params=[{"path": p.path, "hash": p.hash, "size": p.size} for p in rec.params],
+        environment={
+            "python": env.python,
+            "implementation": env.implementation,
+            "platform": env.platform,
+            "machine": env.machine,
+            "packages": len(env.packages),
+            "env": env.env,
+            "container": env.container,
+        },
+        inputs=[
+            {"version": i.label, "snapshot": i.tree, "path": i.path, "store": i.store}
+            for i in rec.inputs
+        ],
+        outputs=[{"version": o.label, "snapshot": o.tree, "path": o.path} for o in rec.outputs],
+    )
+    return doc
+
+
+def _version_json(v: VersionNode) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "version": v.label,
+        "snapshot": v.tree,
+        "state": v.state,
+        "store": v.store,
+    }
+    rec = v.record
+    if rec is not None:
+        doc.update(
+            author=rec.author,
+            time=rec.time,
+            message=rec.message,
+            run=rec.run,
+            derived_from=[d.label for d in rec.derived_from],
+        )
+    return doc
