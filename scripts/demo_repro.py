@@ -129,8 +129,9 @@ def main() -> None:
         run("git", "commit", "-q", "-m", "model v2", cwd=repo)
 
         print("\n# 3. lineage of both models")
-        run("datavc", "lineage", "points@v1", "--down", cwd=repo)
+        run("datavc", "lineage", "model@v1", "--up", cwd=repo)
         run("datavc", "lineage", "model@v2", "--up", "--format", "mermaid", cwd=repo)
+        run("datavc", "lineage", "points@v1", "--down", cwd=repo)
 
         print("\n# 4. the first model rebuilt from its run record alone")
         # run 1's lock file was replaced by run 2's: the record comes from the store alone
