@@ -25,9 +25,9 @@ def fsck(
 ) -> None:
     """Check the store for damage; exit 6 if anything is wrong.
 
-    Reads every index, pack footer, version record and tree page, and checks that every
-    chunk a version needs is stored. Names each damaged object and the versions and files
-    it damages."""
+    Reads every index, pack footer, version record, tree page and run record, and checks
+    that every chunk a version needs is stored and that every run's outputs and inputs are
+    there. Names each damaged object and the versions and files it damages."""
     report = workspace().fsck(list(specs or []), read_data)
     if as_json:
         print_json(report.as_json())
@@ -38,8 +38,8 @@ def fsck(
         verdict = "no problems" if report.ok else f"{len(report.problems)} damaged objects"
         typer.echo(
             f"fsck: {verdict}; checked {c['versions']} versions, {c['pages']} tree pages, "
-            f"{c['indexes']} indexes, {c['packs']} packs ({c['chunks']} chunks)"
-            + (f", read {size(c['bytes_read'])}" if read_data else "")
+            f"{c['indexes']} indexes, {c['packs']} packs ({c['chunks']} chunks), "
+            f"{c['runs']} run records" + (f", read {size(c['bytes_read'])}" if read_data else "")
         )
     if not report.ok:
         raise typer.Exit(6)

@@ -22,14 +22,16 @@ from ..format.hashing import ChunkId, ObjectId, is_object_id
 from ..format.packfile import PACK_MAGIC, Location, LocationTable, decode_index, footer_row
 from ..format.paths import valid_name
 from ..format.record import Forgotten, VersionRecord
+from ..format.run import is_run_id
 from ..format.tree import check_page, decode_page
 from .backend import ObjectInfo
 from .chunkstore import ChunkStore
 from .packs import footer_entries
 from .reader import decode_run, group
+from .runcheck import Known, check_runs
 from .versions import read_entry, version_numbers
 
-TOP_LEVEL = {"datavc.json", "packs", "index", "trees", "versions", "tags", "gc"}
+TOP_LEVEL = {"datavc.json", "packs", "index", "trees", "versions", "tags", "gc", "runs"}
 MAX_FILES_NAMED = 20  # per problem; the count says how many more
 
 
@@ -124,6 +126,7 @@ class _Check:
         self.used_packs: set[ObjectId] = set()
         self.late_missing: set[ObjectId] = set()
         self.pages_seen: set[str] = set()
+        self.known: Known = {}  # version records read: (tree, forgotten), or why not
 
     # -- listings -------------------------------------------------------------------
 
@@ -342,6 +345,7 @@ class _Check:
         except DatavcError as err:  # a record that does not parse is damaged
             self.report.problem(key, str(err)).affects(label)
             return
+        self.known[(name, number)] = (rec.tree, isinstance(rec, Forgotten))
         if isinstance(rec, Forgotten):
             self.report.counts["forgotten"] += 1
             return  # its data is gc's to delete
@@ -412,6 +416,15 @@ class _Check:
             return "missing"
         return "damaged"
 
+    def check_runs(self, wanted: dict[str, list[int]] | None) -> None:
+        """Run records (:mod:`.runcheck`): damaged ones always, the others' versions of
+        every run, or of the runs that touch ``wanted``."""
+        listing = self.listing("runs", lambda n: n.endswith(".json") and is_run_id(n[:-5]))
+        findings, checked = check_runs(self.store, listing, wanted, self.known)
+        self.report.counts["runs"] += checked
+        for f in findings:
+            self.report.problem(f.key, f.message)
+
     def unreferenced(self, full: bool) -> None:
         if not full or any(k.startswith("versions/") for k in self.report.problems):
             return  # what a damaged record needs is unknown: no pack is called unneeded
@@ -458,6 +471,7 @@ def fsck(
     check.check_other_pages()
     check.check_gc_records()
     check.check_versions(versions)
+    check.check_runs(versions)
     check.unreferenced(versions is None)
     return report
 
