@@ -87,15 +87,23 @@ def forget(
             "--keep-last", min=1, metavar="N", help="Forget all but the N newest versions of NAME."
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", "-f", help="Forget versions a recorded run read too (it cannot be rerun)."
+        ),
+    ] = False,
 ) -> None:
     """Remove versions from log, ls and spec resolution.
 
-    gc then deletes the data that only they needed. Version numbers are never reused."""
-    done, warnings = workspace().forget(specs, keep_last)
-    write_lines(f"forgot {v}" for v in done)
-    if not done:
+    gc then deletes the data that only they needed. Version numbers are never reused. A
+    version a recorded run read is refused (exit 2; --keep-last keeps it) unless --force."""
+    r = workspace().forget(specs, keep_last, force)
+    write_lines(f"forgot {v}" for v in r.done)
+    write_lines(f"kept {v}" for v in r.kept)
+    if not r.done:
         typer.echo("nothing to forget")
-    write_lines((f"warning: {w}" for w in warnings), err=True)
+    write_lines((f"warning: {w}" for w in r.warnings), err=True)
 
 
 def gc(
