@@ -5,7 +5,8 @@ then cross-checked: each index entry must point where its pack's footer lists th
 each chunk a tree needs must be in a pack whose footer lists it, with the plain length the
 recipe says, and some index must list it there; each location hint must be right or stale
 (its pack gone), never wrong. With ``read_data`` every chunk of every pack is read and
-hashed too. Each problem names the object at fault and the versions and files it damages.
+hashed too. Run records are checked against the versions they name (:mod:`.runcheck`).
+Each problem names the object at fault and the versions and files it damages.
 
 What an interrupted upload leaves (temporary files, packs and indexes no version needs) is
 not a problem: the write order makes it harmless. It is reported as a note (gc removes it).
