@@ -141,7 +141,8 @@ def _report(verb: str, done: Transfer, as_json: bool) -> None:
     _echo(f"{verb} {where}: {copied}" + (" (new store created)" if r.created_store else ""))
     _echo(
         f"    {r.packs_copied} packs ({_size(r.pack_bytes_copied)}), {r.pages_copied} tree "
-        f"pages, {r.indexes_written} indexes copied; {_size(r.bytes_written)} written; "
+        f"pages, {r.indexes_written} indexes, {r.runs_copied} run records copied; "
+        f"{_size(r.bytes_written)} written; "
         f"{len(r.present)} versions there already"
         + (f", {r.packs_present} packs stored by an earlier run" if r.packs_present else "")
     )
@@ -159,6 +160,11 @@ def _notes(done: Transfer) -> list[str]:
         notes.append(f"{len(r.forgotten_here)} forgotten versions not copied")
     if r.forgotten_there:
         notes.append(f"forgotten at the destination, not copied: {', '.join(r.forgotten_there)}")
+    if r.runs_not_copied:
+        notes.append(
+            f"{r.runs_not_copied} run records not copied: an output of each is not in the "
+            "destination (copy those versions too)"
+        )
     if r.tags_copied:
         notes.append(f"tags copied: {', '.join(r.tags_copied)}")
     if done.not_tracked:

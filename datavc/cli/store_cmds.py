@@ -25,9 +25,9 @@ def fsck(
 ) -> None:
     """Check the store for damage; exit 6 if anything is wrong.
 
-    Reads every index, pack footer, version record and tree page, and checks that every
-    chunk a version needs is stored. Names each damaged object and the versions and files
-    it damages."""
+    Reads every index, pack footer, version record, tree page and run record, and checks
+    that every chunk a version needs is stored and that every run's outputs and inputs are
+    there. Names each damaged object and the versions and files it damages."""
     report = workspace().fsck(list(specs or []), read_data)
     if as_json:
         print_json(report.as_json())
@@ -38,8 +38,8 @@ def fsck(
         verdict = "no problems" if report.ok else f"{len(report.problems)} damaged objects"
         typer.echo(
             f"fsck: {verdict}; checked {c['versions']} versions, {c['pages']} tree pages, "
-            f"{c['indexes']} indexes, {c['packs']} packs ({c['chunks']} chunks)"
-            + (f", read {size(c['bytes_read'])}" if read_data else "")
+            f"{c['indexes']} indexes, {c['packs']} packs ({c['chunks']} chunks), "
+            f"{c['runs']} run records" + (f", read {size(c['bytes_read'])}" if read_data else "")
         )
     if not report.ok:
         raise typer.Exit(6)
@@ -87,15 +87,23 @@ def forget(
             "--keep-last", min=1, metavar="N", help="Forget all but the N newest versions of NAME."
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", "-f", help="Forget versions a recorded run read too (it cannot be rerun)."
+        ),
+    ] = False,
 ) -> None:
     """Remove versions from log, ls and spec resolution.
 
-    gc then deletes the data that only they needed. Version numbers are never reused."""
-    done, warnings = workspace().forget(specs, keep_last)
-    write_lines(f"forgot {v}" for v in done)
-    if not done:
+    gc then deletes the data that only they needed. Version numbers are never reused. A
+    version a recorded run read is refused (exit 2; --keep-last keeps it) unless --force."""
+    r = workspace().forget(specs, keep_last, force)
+    write_lines(f"forgot {v}" for v in r.done)
+    write_lines(f"kept {v}" for v in r.kept)
+    if not r.done:
         typer.echo("nothing to forget")
-    write_lines((f"warning: {w}" for w in warnings), err=True)
+    write_lines((f"warning: {w}" for w in r.warnings), err=True)
 
 
 def gc(

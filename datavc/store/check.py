@@ -5,7 +5,8 @@ then cross-checked: each index entry must point where its pack's footer lists th
 each chunk a tree needs must be in a pack whose footer lists it, with the plain length the
 recipe says, and some index must list it there; each location hint must be right or stale
 (its pack gone), never wrong. With ``read_data`` every chunk of every pack is read and
-hashed too. Each problem names the object at fault and the versions and files it damages.
+hashed too. Run records are checked against the versions they name (:mod:`.runcheck`).
+Each problem names the object at fault and the versions and files it damages.
 
 What an interrupted upload leaves (temporary files, packs and indexes no version needs) is
 not a problem: the write order makes it harmless. It is reported as a note (gc removes it).
@@ -22,11 +23,13 @@ from ..format.hashing import ChunkId, ObjectId, is_object_id
 from ..format.packfile import PACK_MAGIC, Location, LocationTable, decode_index, footer_row
 from ..format.paths import valid_name
 from ..format.record import Forgotten, VersionRecord
+from ..format.run import is_run_id
 from ..format.tree import check_page, decode_page
 from .backend import ObjectInfo
 from .chunkstore import ChunkStore
 from .packs import footer_entries
 from .reader import decode_run, group
+from .runcheck import Known, check_runs
 from .versions import read_entry, version_numbers
 
 TOP_LEVEL = {"datavc.json", "packs", "index", "trees", "versions", "tags", "gc", "runs"}
@@ -124,6 +127,7 @@ class _Check:
         self.used_packs: set[ObjectId] = set()
         self.late_missing: set[ObjectId] = set()
         self.pages_seen: set[str] = set()
+        self.known: Known = {}  # version records read: (tree, forgotten), or why not
 
     # -- listings -------------------------------------------------------------------
 
@@ -342,6 +346,7 @@ class _Check:
         except DatavcError as err:  # a record that does not parse is damaged
             self.report.problem(key, str(err)).affects(label)
             return
+        self.known[(name, number)] = (rec.tree, isinstance(rec, Forgotten))
         if isinstance(rec, Forgotten):
             self.report.counts["forgotten"] += 1
             return  # its data is gc's to delete
@@ -412,6 +417,15 @@ class _Check:
             return "missing"
         return "damaged"
 
+    def check_runs(self, wanted: dict[str, list[int]] | None) -> None:
+        """Run records (:mod:`.runcheck`): damaged ones always, the others' versions of
+        every run, or of the runs that touch ``wanted``."""
+        listing = self.listing("runs", lambda n: n.endswith(".json") and is_run_id(n[:-5]))
+        findings, checked = check_runs(self.store, listing, wanted, self.known)
+        self.report.counts["runs"] += checked
+        for f in findings:
+            self.report.problem(f.key, f.message)
+
     def unreferenced(self, full: bool) -> None:
         if not full or any(k.startswith("versions/") for k in self.report.problems):
             return  # what a damaged record needs is unknown: no pack is called unneeded
@@ -458,6 +472,7 @@ def fsck(
     check.check_other_pages()
     check.check_gc_records()
     check.check_versions(versions)
+    check.check_runs(versions)
     check.unreferenced(versions is None)
     return report
 

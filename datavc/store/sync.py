@@ -23,6 +23,9 @@ whole. Then, on the destination:
    checked for every version before anything is written, and again by each create.
 5. tags that name a copied version, created exclusively; a destination tag that differs is
    left as it is and reported.
+6. run records that touch a version now in both stores and whose outputs the destination
+   holds (:mod:`.runsync`), the source's bytes, created exclusively; a record under the
+   same run id with other bytes is a diverged run (reported after the others are copied).
 
 Tombstones (forgotten versions) are not copied. A gc record of the destination is obeyed as
 writers obey it ("Garbage collection" in docs/FORMAT.md): a condemned pack or page is
@@ -57,6 +60,7 @@ from .files import NoProgress, Progress
 from .gc import Condemned, read_condemned
 from .packs import read_footer
 from .reader import decode_run, group
+from .runsync import copy_runs, diverged_error
 from .versions import read_tag, version_numbers
 
 WORKERS = 4  # packs copied at once (each holds at most one 8 MiB run and its decoded chunks)
@@ -80,6 +84,9 @@ class SyncReport:
     pages_copied: int = 0
     indexes_written: int = 0
     tags_copied: list[str] = field(default_factory=list)
+    runs_copied: int = 0  # run records created in the destination
+    runs_present: int = 0  # run records of the copied versions there already
+    runs_not_copied: int = 0  # an output of each is not in the destination
     bytes_written: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -96,6 +103,9 @@ class SyncReport:
             "pages_copied": self.pages_copied,
             "indexes_written": self.indexes_written,
             "tags_copied": self.tags_copied,
+            "runs_copied": self.runs_copied,
+            "runs_present": self.runs_present,
+            "runs_not_copied": self.runs_not_copied,
             "bytes_written": self.bytes_written,
             "notes": self.notes,
         }
@@ -164,6 +174,7 @@ class _Copy:
             self.store_pages(pages)
             self.publish(todo)
         self.copy_tags(wanted)
+        self.copy_runs(todo)
 
     # -- 1. the destination store ---------------------------------------------------
 
@@ -459,3 +470,22 @@ class _Copy:
                 f"tag {name}@{tag} names v{theirs} in {self.there} and v{number} in "
                 f"{self.here}: left as it is"
             )
+
+    # -- 6. run records ---------------------------------------------------------------
+
+    def copy_runs(self, todo: list[_Source]) -> None:
+        """The run records of the versions now in both stores (see :mod:`.runsync`)."""
+        done = set(self.report.copied) | set(self.report.present)
+        versions = {
+            (s.record.name, s.record.version): s.record.tree
+            for s in [*todo, *self.present]
+            if s.label in done
+        }
+        runs = copy_runs(self.src, self.dst, versions, (self.here, self.there))
+        self.report.runs_copied = len(runs.copied)
+        self.report.runs_present = runs.present
+        self.report.runs_not_copied = runs.not_copied
+        self.report.notes += runs.notes
+        error = diverged_error(runs, (self.here, self.there))
+        if error is not None:
+            raise error

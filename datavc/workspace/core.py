@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from ..store.retry import RetryPolicy
     from .add import AddResult
     from .checkout import CheckoutResult
+    from .maintenance import ForgetResult
     from .status import Status
 
 
@@ -251,10 +252,12 @@ class Workspace:
 
         return fsck(self, specs, read_data)
 
-    def forget(self, specs: list[str], keep_last: int | None = None) -> tuple[list[str], list[str]]:
+    def forget(
+        self, specs: list[str], keep_last: int | None = None, force: bool = False
+    ) -> ForgetResult:
         from .maintenance import forget
 
-        return forget(self, specs, keep_last)
+        return forget(self, specs, keep_last, force)
 
     def repair(self, paths: list[str]) -> RepairReport:
         from .maintenance import repair
