@@ -173,7 +173,7 @@ def test_a_deleted_run_record_is_an_unfinished_run(chain: Chain) -> None:
 
 
 def test_a_forgotten_input_fails(chain: Chain) -> None:
-    run(chain.root, "forget", "raw@v1")
+    run(chain.root, "forget", "raw@v1", "--force")  # a run read it: forget protects it
     doc = audit_json(chain.root, code=3)
     prep = f"run prep {chain.runs['prep'][:12]}"
     assert failed(doc) == [
