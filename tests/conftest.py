@@ -3,7 +3,6 @@ and one fresh store root per test on each backend (memory, local folder, S3)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import clean_environment
 
 BUCKET = "datavc-test"
 S3_ENV = {
@@ -75,21 +75,7 @@ def _boto_args() -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own HOME and a git identity, and no datavc or AWS settings."""
-    for key in list(os.environ):
-        if key.startswith(("DATAVC_", "GIT_", "AWS_", "FSSPEC_")):
-            monkeypatch.delenv(key)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")
-    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.invalid")
-    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Author")
-    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "author@example.invalid")
-    (home / ".gitconfig").write_text(
-        "[user]\n\tname = Test Author\n\temail = author@example.invalid\n"
-        "[init]\n\tdefaultBranch = main\n"
-    )
+    clean_environment(monkeypatch, tmp_path / "home")
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from datavc.format.record import CommitStats, VersionRecord
 from datavc.format.tree import TreeRoot, snapshot_id
 
@@ -80,3 +82,22 @@ def run(cwd: Path, *args: str, code: int | None = 0) -> subprocess.CompletedProc
     assert proc.returncode in allowed, (args, proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr + proc.stdout
     return proc
+
+
+def clean_environment(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """Its own HOME and a git identity, and no datavc or AWS settings (module-scoped
+    fixtures that build a repo once call this under ``pytest.MonkeyPatch.context()``)."""
+    for key in list(os.environ):
+        if key.startswith(("DATAVC_", "GIT_", "AWS_", "FSSPEC_")):
+            monkeypatch.delenv(key)
+    home.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.invalid")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Author")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "author@example.invalid")
+    (home / ".gitconfig").write_text(
+        "[user]\n\tname = Test Author\n\temail = author@example.invalid\n"
+        "[init]\n\tdefaultBranch = main\n"
+    )

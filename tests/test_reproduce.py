@@ -5,12 +5,13 @@ Real git, real subprocesses, a fake installed distribution whose version changes
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import rand, run, tree_state, write
+from helpers import clean_environment, rand, run, tree_state, write
 
 from datavc.format.run import decode_lock, decode_run, encode_run
 from datavc.workspace.core import Workspace
@@ -53,38 +54,50 @@ def commit_data(root: Path, rel: str, files: dict[str, bytes]) -> None:
     run(root, "commit", "-m", f"{rel}")
 
 
-@pytest.fixture
-def origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repo whose run 'train' read raw@v1 (workspace) and tab@latest (= v2, opened), with
-    datavc-demo-pkg 1.0 installed; everything committed to git."""
-    monkeypatch.setenv("PYTHONPATH", str(fake_distribution(tmp_path / "site1", "1.0")))
-    root = tmp_path / "origin"
+    datavc-demo-pkg 1.0 installed; everything committed to git; its store beside it (a
+    relative path in the config). Built once: each test works on a copy."""
+    base = tmp_path_factory.mktemp("reproduce")
+    root = base / "origin"
     root.mkdir()
-    git(root, "init", "-q")
-    run(root, "init", "--store", str(tmp_path / "store"))
-    commit_data(root, "data/raw", {"a.bin": rand("a", 40_000), "sub/b.bin": rand("b", 300)})
-    commit_data(root, "data/tab", {"t.csv": b"x\n1\n"})
-    commit_data(root, "data/tab", {"t.csv": b"x\n1\n2\n"})
-    (root / "train.py").write_text(TRAIN)
-    (root / "params.yaml").write_text("epochs: 3\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "code")
-    run(
-        root,
-        "run",
-        "--param",
-        "params.yaml",
-        "--in",
-        "raw",
-        "--out",
-        "models/m",
-        "--",
-        PY,
-        "train.py",
-    )
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "run train")
-    return root
+    with pytest.MonkeyPatch.context() as mp:
+        clean_environment(mp, base / "home")
+        mp.setenv("PYTHONPATH", str(fake_distribution(base / "site1", "1.0")))
+        git(root, "init", "-q")
+        run(root, "init", "--store", "../store")
+        commit_data(root, "data/raw", {"a.bin": rand("a", 40_000), "sub/b.bin": rand("b", 300)})
+        commit_data(root, "data/tab", {"t.csv": b"x\n1\n"})
+        commit_data(root, "data/tab", {"t.csv": b"x\n1\n2\n"})
+        (root / "train.py").write_text(TRAIN)
+        (root / "params.yaml").write_text("epochs: 3\n")
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "code")
+        run(
+            root,
+            "run",
+            "--param",
+            "params.yaml",
+            "--in",
+            "raw",
+            "--out",
+            "models/m",
+            "--",
+            PY,
+            "train.py",
+        )
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "run train")
+    return base
+
+
+@pytest.fixture
+def origin(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for part in ("origin", "store", "site1"):
+        shutil.copytree(template / part, tmp_path / part, symlinks=True)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site1"))
+    return tmp_path / "origin"
 
 
 def clone(origin: Path, where: Path) -> Path:

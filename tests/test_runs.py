@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import rand, run, write
+from helpers import clean_environment, rand, run, write
 
 from datavc.format.hashing import object_id
 from datavc.format.run import RunRecord, decode_lock, decode_run, encode_lock
@@ -51,23 +52,35 @@ def dataset(root: Path, rel: str, files: dict[str, bytes], message: str = "data"
     run(root, "commit", "-m", message)
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git repo with datasets raw (v1), tab (v1, v2) and img (v1), a training script
-    and a parameter file, all committed."""
-    root = tmp_path / "repo"
+    and a parameter file, all committed; its store beside it (a relative path in the
+    config, so that a copy of the folder is a workspace with its own store). Built once:
+    each test works on a copy."""
+    base = tmp_path_factory.mktemp("runs")
+    root = base / "repo"
     root.mkdir()
-    git(root, "init", "-q")
-    run(root, "init", "--store", str(tmp_path / "store"))
-    dataset(root, "data/raw", {"a.bin": rand("a", 3000), "b.bin": rand("b", 5000)})
-    dataset(root, "data/tab", {"t.csv": b"x,y\n1,2\n"})
-    dataset(root, "data/tab", {"t.csv": b"x,y\n1,2\n3,4\n"})
-    dataset(root, "data/img", {"0.png": rand("img", 700)})
-    (root / "train.py").write_text(TRAIN)
-    (root / "params.yaml").write_text("lr: 0.1\nseed: 7\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "code and data")
-    return root
+    with pytest.MonkeyPatch.context() as mp:
+        clean_environment(mp, base / "home")
+        git(root, "init", "-q")
+        run(root, "init", "--store", "../store")
+        dataset(root, "data/raw", {"a.bin": rand("a", 3000), "b.bin": rand("b", 5000)})
+        dataset(root, "data/tab", {"t.csv": b"x,y\n1,2\n"})
+        dataset(root, "data/tab", {"t.csv": b"x,y\n1,2\n3,4\n"})
+        dataset(root, "data/img", {"0.png": rand("img", 700)})
+        (root / "train.py").write_text(TRAIN)
+        (root / "params.yaml").write_text("lr: 0.1\nseed: 7\n")
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "code and data")
+    return base
+
+
+@pytest.fixture
+def repo(template: Path, tmp_path: Path) -> Path:
+    shutil.copytree(template / "repo", tmp_path / "work" / "repo", symlinks=True)
+    shutil.copytree(template / "store", tmp_path / "work" / "store", symlinks=True)
+    return tmp_path / "work" / "repo"
 
 
 def record_of(root: Path, name: str = "train") -> tuple[dict[str, str], RunRecord]:
