@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import rand, run, write
+from helpers import clean_environment, rand, run, write
 
 from datavc.format.record import decode_record, encode_record
 from datavc.format.run import decode_run, encode_run
@@ -76,10 +77,23 @@ def build_chain(tmp_path: Path, store_url: str | None = None) -> Chain:
     return Chain(root, store, raw_packs, runs)
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Chain:
+    """The chain, built once (on the embedded store, inside the repo): each test works on
+    a copy."""
+    base = tmp_path_factory.mktemp("audit")
+    with pytest.MonkeyPatch.context() as mp:
+        clean_environment(mp, base / "home")
+        mp.setenv("SEED", "7")
+        return build_chain(base)
+
+
 @pytest.fixture
-def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Chain:
-    monkeypatch.setenv("SEED", "7")
-    return build_chain(tmp_path)
+def chain(template: Chain, tmp_path: Path) -> Chain:
+    root = tmp_path / "repo"
+    shutil.copytree(template.root, root, symlinks=True)
+    store = Backend(str(root / ".datavc" / "store"))
+    return Chain(root, store, template.raw_packs, template.runs)
 
 
 def audit_json(root: Path, code: int) -> dict[str, object]:
