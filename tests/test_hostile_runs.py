@@ -193,3 +193,72 @@ def test_many_versions_of_one_run_are_walked_once(
         graph = lineage(ws.store, start, up=up, down=down)
         assert len(graph.nodes) == n + 1
         assert calls <= 4 * n, (up, down, calls)
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+
+def test_a_store_url_with_credentials_is_recorded_without_them(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that opened a snapshot from a store URL holding a password or a signed query
+    records where it came from, but the secret goes neither into the run record (copied
+    to every store) nor into the lock file (committed to git)."""
+    import datavc
+    from datavc.lineage import tracking
+
+    monkeypatch.chdir(repo)
+    url = "s3://AKIDEXAMPLE:wJalr%2FsEcReT@bucket/team?X-Amz-Signature=f00dfeed&p=1"
+    tree = ObjectId("ab" * 32)
+    with datavc.track("leak", inputs=[]) as active:
+        tracking.note_open(url, "other", 2, tree)
+    (found,) = active.inputs.values()
+    assert found.store is not None and "bucket/team" in found.store
+    lock = (repo / "runs" / "leak.lock").read_text()
+    record = (store_of(repo) / run_key(decode_lock(lock, "lock").id)).read_text()
+    for text in (lock, record, found.store):
+        assert "sEcReT" not in text and "f00dfeed" not in text, text
+
+
+# -- lock files ------------------------------------------------------------------------------
+
+
+def test_a_lock_file_that_is_a_symlink_to_a_fifo_does_not_hang_audit(
+    repo: Path, tmp_path: Path
+) -> None:
+    """git checks symlinks out: runs/train.lock may point at a named pipe, which no one
+    writes to. The audit reads only a regular file as the lock (the others: skipped)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (repo / "runs" / "train.lock").unlink()
+    os.symlink(fifo, repo / "runs" / "train.lock")
+    proc = subprocess.run(
+        [PY, "-m", "datavc", "audit", "m@v1"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a guard against the hang, not a measurement
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "runs/train.lock is not a regular file" in proc.stdout, proc.stdout
+
+
+def test_run_writes_no_lock_file_through_a_symlinked_runs_folder(
+    repo: Path, tmp_path: Path
+) -> None:
+    """``runs`` may arrive with git as a symbolic link to anywhere: the lock file is not
+    written through it, and the run is refused before its command starts."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for p in (repo / "runs").iterdir():
+        p.unlink()
+    (repo / "runs").rmdir()
+    os.symlink(outside, repo / "runs")
+    marker = tmp_path / "ran"
+    proc = run(
+        repo, "run", "--in", "raw", "--", PY, "-c", f"open({str(marker)!r}, 'w')", code=8
+    )
+    assert "symbolic link" in one_error_line(proc.stderr)
+    assert list(outside.iterdir()) == []
+    assert not marker.exists()
