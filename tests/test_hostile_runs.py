@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -262,3 +263,30 @@ def test_run_writes_no_lock_file_through_a_symlinked_runs_folder(
     assert "symbolic link" in one_error_line(proc.stderr)
     assert list(outside.iterdir()) == []
     assert not marker.exists()
+
+
+# -- the audit report, in Markdown -----------------------------------------------------------
+
+
+def test_audit_markdown_escapes_every_record_text(repo: Path) -> None:
+    """A version record's ``time`` is free text (docs/FORMAT.md): it goes into a table
+    cell escaped like the author and message. A code span holding backtick runs (a
+    command may hold any) is fenced by a longer run, so it cannot end early."""
+    from datavc.lineage.audit import AuditReport, code, render_markdown
+    from datavc.lineage.graph import Lineage, VersionNode
+
+    ws = Workspace(str(repo))
+    rec = ws.resolve(parse_spec("raw@v1"))
+    hostile = dataclasses.replace(rec, time="2026 | x | [click](http://e.invalid) <b>")
+    node = VersionNode(rec.name, rec.version, rec.tree, None, hostile)
+    graph = Lineage(node.key, {node.key: node})
+    lines = render_markdown(AuditReport("raw@v1", rec.tree, graph))
+    (row,) = [line for line in lines if line.startswith("| raw@v1 |")]
+    assert row.replace("\\|", "").count("|") == 7, row
+    assert "[click]" not in row and "<b>" not in row, row
+    for text in ("a `` ] b", "``", "x ` y ```z"):
+        span = code(text)
+        fence = len(span) - len(span.lstrip("`"))
+        inner = {len(m) for m in re.findall("`+", text)}
+        assert fence not in inner and span.endswith("`" * fence), (text, span)
+        assert span[fence:-fence].strip() == text.strip()

@@ -24,6 +24,7 @@ below); :func:`render_markdown` and :func:`report_json` render it.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -352,8 +353,12 @@ def md(text: str) -> str:
 
 
 def code(text: str) -> str:
-    """Text from a record as a code span (a backtick in it cannot end the span early)."""
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
+    """Text from a record as a code span: fenced by one backtick more than its longest
+    run of backticks, so that none in it can end the span early."""
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(r) for r in re.findall("`+", text)) + 1)
+    return f"{fence} {text} {fence}"
 
 
 def render_markdown(r: AuditReport) -> list[str]:
@@ -441,7 +446,7 @@ def _version_row(v: VersionNode) -> str:
         where = f" in {v.store}" if v.store else ""
         return f"| {md(v.label)} | `{v.tree[:12]}` | | | | {md(v.state + where)} |"
     return (
-        f"| {md(v.label)} | `{v.tree[:12]}` | {md(rec.author)} | {rec.time} | "
+        f"| {md(v.label)} | `{v.tree[:12]}` | {md(rec.author)} | {md(rec.time)} | "
         f"{md(rec.message)} | {md(made(rec))} |"
     )
 
