@@ -23,6 +23,9 @@ below); :func:`render_markdown` and :func:`report_json` render it.
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -306,12 +309,13 @@ def _lock_check(ws: Workspace, item: str, name: str, run_id: str, digest: Object
     hash: a record rewritten in the store after the run no longer matches."""
     rel = f"{LOCK_FOLDER}/{name}{LOCK_SUFFIX}"
     try:
-        with open(ws.abs(rel), "rb") as f:
-            data = f.read(MAX_LOCK + 1)
+        data = _read_regular(ws.abs(rel), MAX_LOCK + 1)
     except FileNotFoundError:
         return Check(item, "lock", SKIPPED, f"no {rel} in this workspace")
     except OSError as err:
         return Check(item, "lock", SKIPPED, f"{rel} cannot be read: {err.strerror or err}")
+    if data is None:
+        return Check(item, "lock", SKIPPED, f"{rel} is not a regular file: not used")
     try:
         lock = decode_lock(data.decode("utf-8"), rel)
     except (DatavcError, UnicodeDecodeError):
@@ -327,6 +331,17 @@ def _lock_check(ws: Workspace, item: str, name: str, run_id: str, digest: Object
     return Check(item, "lock", OK, f"{rel} pins this record")
 
 
+def _read_regular(path: str, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the regular file at ``path``; None if it is something
+    else (a symlink from git may name a named pipe or a device: opened without waiting,
+    and not read)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(limit)
+
+
 # -- rendering: Markdown ------------------------------------------------------------------
 
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]<>|#"})
@@ -338,8 +353,12 @@ def md(text: str) -> str:
 
 
 def code(text: str) -> str:
-    """Text from a record as a code span (a backtick in it cannot end the span early)."""
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
+    """Text from a record as a code span: fenced by one backtick more than its longest
+    run of backticks, so that none in it can end the span early."""
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(r) for r in re.findall("`+", text)) + 1)
+    return f"{fence} {text} {fence}"
 
 
 def render_markdown(r: AuditReport) -> list[str]:
@@ -427,7 +446,7 @@ def _version_row(v: VersionNode) -> str:
         where = f" in {v.store}" if v.store else ""
         return f"| {md(v.label)} | `{v.tree[:12]}` | | | | {md(v.state + where)} |"
     return (
-        f"| {md(v.label)} | `{v.tree[:12]}` | {md(rec.author)} | {rec.time} | "
+        f"| {md(v.label)} | `{v.tree[:12]}` | {md(rec.author)} | {md(rec.time)} | "
         f"{md(rec.message)} | {md(made(rec))} |"
     )
 

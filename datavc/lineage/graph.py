@@ -101,6 +101,10 @@ class _Walker:
     def __init__(self, store: ChunkStore, graph: Lineage) -> None:
         self.store = store
         self.graph = graph
+        # runs whose inputs (up) or outputs (down) were linked, with their keys: a run
+        # that many versions name is expanded once, so the walk costs what it reads
+        self.inputs_of: dict[str, set[str]] = {}
+        self.outputs_of: set[str] = set()
 
     # -- nodes ----------------------------------------------------------------------
 
@@ -178,12 +182,15 @@ class _Walker:
         if rec.run is not None:
             run = self.run(rec.run)
             self.graph.add_edge(run.key, node.key, "output")
-            if run.record is not None:
+            if run.record is not None and run.key in self.inputs_of:
+                via_run = self.inputs_of[run.key]  # linked, and queued, already
+            elif run.record is not None:
                 for i in run.record.inputs:
                     src = self.version(i.name, i.version, i.tree, i.store)
                     self.graph.add_edge(src.key, run.key, "input")
                     via_run.add(src.key)
                     out.append(src)
+                self.inputs_of[run.key] = via_run
         for d in rec.derived_from:
             src = self._derived(d)
             if src.key not in via_run:
@@ -206,6 +213,9 @@ class _Walker:
             for run_id in readers.get(node.key, []):
                 run = self.run(run_id)
                 self.graph.add_edge(node.key, run.key, "input")
+                if run.key in self.outputs_of:
+                    continue  # its outputs were linked, and queued, already
+                self.outputs_of.add(run.key)
                 for o in run.record.outputs if run.record else ():
                     out = self.version(o.name, o.version, o.tree, None)
                     self.graph.add_edge(run.key, out.key, "output")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from blake3 import blake3
 
-from ..errors import BadInput, DatavcError, NotFoundError, UsageError
+from ..errors import BadInput, DatavcError, NotFoundError, StoreUnreachable, UsageError
 from ..format.hashing import ObjectId
 from ..format.paths import check_path, private_part, valid_name
 from ..format.record import Forgotten
@@ -210,6 +210,18 @@ def environment_drift(was: Environment, now: Environment) -> list[Drift]:
     return out
 
 
+def _environment_drift(rec: RunRecord, trusted: bool) -> list[Drift]:
+    """The environment against the record. Another interpreter the command names is asked
+    for its packages only for a record that may be run (pinned, or ``--yes``): asking runs
+    it, and a record from the store alone names any program."""
+    python = command_python(list(rec.command))
+    if python is not None and not trusted:
+        why = "not compared: its interpreter is run only for a pinned record or with --yes"
+        return [Drift("environment", rec.command[0], why)]
+    now = capture_environment(list(rec.environment.env), python)
+    return environment_drift(rec.environment, now)
+
+
 def unavailable_inputs(ws: Workspace, rec: RunRecord) -> list[str]:
     """Inputs of the run's own store that are no longer there as recorded."""
     out = []
@@ -251,8 +263,7 @@ def reproduce(
     result = Reproduction(rec, digest)
     result.unavailable = unavailable_inputs(ws, rec)
     result.drift = code_drift(ws.root, rec.code) + param_drift(ws.root, rec)
-    now = capture_environment(list(rec.environment.env), command_python(list(rec.command)))
-    result.drift += environment_drift(rec.environment, now)
+    result.drift += _environment_drift(rec, pinned or trust)
     for i in rec.inputs:
         if i.dirty:
             result.drift.append(
@@ -263,6 +274,8 @@ def reproduce(
     if in_place:
         _rerun(ws, rec, ws.root, result)
         return result
+    if into is not None:
+        _check_into(into)
     folder = into or tempfile.mkdtemp(prefix="datavc-reproduce-")
     try:
         _prepare_scratch(ws, rec, folder)
@@ -332,6 +345,8 @@ def _compare_output(
     label = f"{name}@v{version}"
     try:
         entry = versions.read_entry(ws.store, name, version)
+    except StoreUnreachable:
+        raise  # says nothing about the output
     except DatavcError as err:
         return OutputCheck(label, path, tree, None, f"the recorded output cannot be read: {err}")
     if isinstance(entry, Forgotten) or entry.tree != tree:
@@ -343,6 +358,16 @@ def _compare_output(
 
 
 # -- the scratch folder ---------------------------------------------------------------
+
+
+def _check_into(into: str) -> None:
+    """``--into`` is a folder (or not there yet), and not inside a ``.git`` or ``.datavc``
+    folder, in any case form or through a symbolic link: nothing is written into them."""
+    real = os.path.realpath(into)
+    if private_part(real.replace(os.sep, "/")) is not None:
+        raise UsageError(f"{into} is inside a .git or .datavc folder: reproduce elsewhere")
+    if os.path.lexists(into) and not os.path.isdir(into):
+        raise UsageError(f"{into} is not a folder: reproduce needs an empty folder")
 
 
 def _prepare_scratch(ws: Workspace, rec: RunRecord, folder: str) -> None:

@@ -46,6 +46,7 @@ from ..format.run import (
     make_run_id,
 )
 from ..store.atomic import write_text_atomic
+from ..store.backend import without_credentials
 from ..store.runs import create_run
 from ..workspace.add import add_locked, new_nonce
 from ..workspace.commit import commit_locked
@@ -117,6 +118,7 @@ class Run:
         ws, opts = self.ws, self.options
         self.name = opts.name or default_name(self.command)
         check_name(self.name)
+        ws.check_parents(self.lock_path)  # ``runs`` may be a symlink from git: refused now
         self.cwd = _cwd_in(ws)
         self.outputs = [ws.rel(p) for p in opts.outputs]
         if len(set(self.outputs)) != len(self.outputs):
@@ -135,6 +137,10 @@ class Run:
         self.id = make_run_id(int(time.time() * 1000), secrets.randbits(80))
         self.started = now_text()
         tracking.listen(self.opened)
+
+    @property
+    def lock_path(self) -> str:
+        return f"{LOCK_FOLDER}/{self.name}{LOCK_SUFFIX}"
 
     def _workspace_inputs(self) -> list[tuple[Dataset, bool]]:
         """The workspace datasets read, each with whether its folder differs from its
@@ -166,7 +172,8 @@ class Run:
 
     def opened(self, store_url: str, name: str, version: int, tree: ObjectId) -> None:
         """``datavc.open`` resolved a snapshot in this process."""
-        store = None if _same_store(store_url, self.ws.config.store) else store_url
+        own = _same_store(store_url, self.ws.config.store)
+        store = None if own else without_credentials(store_url)  # the record is shared
         self.inputs.setdefault((store, name, version), RunInput(name, version, tree, None, store))
 
     def read_log(self, path: str) -> None:
@@ -201,7 +208,8 @@ class Run:
         digest = create_run(self.ws.store, record)
         lock = None
         if exit_code == 0:
-            lock = f"{LOCK_FOLDER}/{self.name}{LOCK_SUFFIX}"
+            lock = self.lock_path
+            self.ws.check_parents(lock)  # and again: never written through a symlink
             os.makedirs(self.ws.abs(LOCK_FOLDER), exist_ok=True)
             write_text_atomic(self.ws.abs(lock), encode_lock(record, digest))
         return RunResult(record, digest, lock)

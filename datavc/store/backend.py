@@ -48,6 +48,16 @@ def url_credentials(url: str) -> str | None:
     return None
 
 
+def without_credentials(url: str) -> str:
+    """``url`` without what :func:`url_credentials` finds: the user part of a URL that
+    holds a password, and a signing or authorizing query string (with the fragment).
+    For URLs that datavc records, as a run does the stores it opened."""
+    url = _USERINFO.sub(lambda m: m.group(1).split("://", 1)[0] + "://", url, count=1)
+    if "://" in url and _SIGNING.search(url):
+        url = url.split("?", 1)[0].split("#", 1)[0]
+    return url
+
+
 def redacted(text: str, url: str) -> str:
     """``text`` with every secret that ``url`` holds (its password, its query values)
     replaced by ``***``: for error messages, which may quote the URL."""
