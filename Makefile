@@ -23,8 +23,9 @@ demo: $(STAMP)
 demo-repro: $(STAMP)
 	$(BIN)/python scripts/demo_repro.py
 
+# two worker processes (pytest-xdist): the suite fits the 10-minute budget with room
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
