@@ -257,9 +257,7 @@ def test_run_writes_no_lock_file_through_a_symlinked_runs_folder(
     (repo / "runs").rmdir()
     os.symlink(outside, repo / "runs")
     marker = tmp_path / "ran"
-    proc = run(
-        repo, "run", "--in", "raw", "--", PY, "-c", f"open({str(marker)!r}, 'w')", code=8
-    )
+    proc = run(repo, "run", "--in", "raw", "--", PY, "-c", f"open({str(marker)!r}, 'w')", code=8)
     assert "symbolic link" in one_error_line(proc.stderr)
     assert list(outside.iterdir()) == []
     assert not marker.exists()
@@ -272,7 +270,8 @@ def test_audit_markdown_escapes_every_record_text(repo: Path) -> None:
     """A version record's ``time`` is free text (docs/FORMAT.md): it goes into a table
     cell escaped like the author and message. A code span holding backtick runs (a
     command may hold any) is fenced by a longer run, so it cannot end early."""
-    from datavc.lineage.audit import AuditReport, code, render_markdown
+    from datavc.lineage.audit import AuditReport
+    from datavc.lineage.audit_report import code, render_markdown
     from datavc.lineage.graph import Lineage, VersionNode
 
     ws = Workspace(str(repo))

@@ -103,7 +103,7 @@ def audit(
     (against the workspace's runs/NAME.lock), every recorded link. Exit 6 damaged data, 9
     records that disagree, 3 something missing."""
     from ..lineage.audit import audit as run_audit
-    from ..lineage.audit import render_markdown, report_json
+    from ..lineage.audit_report import render_markdown, report_json
 
     report = run_audit(workspace(), spec)
     if fmt is ReportFormat.json:
