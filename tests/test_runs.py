@@ -397,3 +397,20 @@ def test_the_run_log_is_read_as_untrusted(tmp_path: Path) -> None:
     log.write_text("\n".join(lines) + "\n")
     got = read_log(str(log))
     assert [(s, i.name, i.version) for s, i in got] == [("/s", "tab", 1), ("/s", "tab", 2)]
+
+
+def test_the_package_list_is_what_importlib_metadata_says() -> None:
+    """The probe reads each distribution's name and version from its metadata headers;
+    the answer is importlib.metadata's (parsed in full) for every installed one."""
+    import importlib.metadata
+    import re
+
+    from datavc.lineage.environment import capture_environment
+
+    expected: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if name and dist.version:
+            expected.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+    assert len(expected) > 20
+    assert capture_environment([]).packages == expected
