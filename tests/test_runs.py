@@ -375,6 +375,12 @@ def test_run_refuses_bad_arguments_with_one_line(repo: Path) -> None:
     run(repo, "run", "--name", "../x", "--", PY, "-c", "pass", code=8)
     run(repo, "run", "--param", "nosuch.yaml", "--", PY, "-c", "pass", code=3)
     run(repo, "run", "--in", "raw", "--out", "data/raw", "--", PY, "-c", "pass", code=8)
+    # an output inside a tracked dataset, or holding one: refused before the command runs
+    marker = "import pathlib; pathlib.Path('ran').touch()"
+    for out in ("data/raw/sub", "data"):
+        err = run(repo, "run", "--out", out, "--", PY, "-c", marker, code=8).stderr
+        assert "overlaps data/" in err, err
+    assert not (repo / "ran").exists()
     run(repo, "run", "--in", "raw", "--out", "never", "--", PY, "-c", "pass", code=3)
     run(repo, "run", "--in", "raw", "--", "/no/such/program", code=2)
 

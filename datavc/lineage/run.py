@@ -123,6 +123,7 @@ class Run:
         self.outputs = [ws.rel(p) for p in opts.outputs]
         if len(set(self.outputs)) != len(self.outputs):
             raise BadInput("an output is named twice")
+        _check_overlaps(self.outputs, [d.path for d in ws.datasets().values()])
         self.params = [_param(ws, p) for p in opts.params]
         if len(self.params) > MAX_PARAMS:
             raise BadInput(f"at most {MAX_PARAMS} parameter files")
@@ -237,6 +238,15 @@ class Run:
             RunOutput(n, by_name[n].version, by_name[n].tree, rel)
             for n, rel in zip(names, self.outputs, strict=True)
         )
+
+
+def _check_overlaps(outputs: list[str], tracked: list[str]) -> None:
+    """Refuse, before the command runs, an output that add would refuse after it: one
+    inside another output or a tracked dataset, or holding one."""
+    for out in outputs:
+        for other in [*tracked, *outputs]:
+            if other != out and (out.startswith(other + "/") or other.startswith(out + "/")):
+                raise BadInput(f"output {out} overlaps {other}: outputs are datasets of their own")
 
 
 def _cwd_in(ws: Workspace) -> str:
