@@ -200,6 +200,7 @@ def test_in_place_checks_the_inputs_out_at_their_versions(origin: Path) -> None:
     commit_data(origin, "data/raw", {"a.bin": b"raw v2"})
     out = run(origin, "reproduce", "train", "--in-place").stdout
     assert "bit-identical" in out, out
+    assert "checked out raw@v1 (its pointer file now names it)" in out
     assert "version: 1" in (origin / "data" / "raw.datavc").read_text()
     assert (origin / "data" / "raw" / "a.bin").read_bytes() == rand("a", 40_000)
 

@@ -135,6 +135,7 @@ def reproduce(
     lines += [f"  input {i.label}  snapshot {i.tree[:12]}" for i in rec.inputs]
     lines += [f"  unavailable: {u}" for u in r.unavailable]
     lines += [f"  drift: {d.line()}" for d in r.drift] or ["  drift: none"]
+    lines += [f"  checked out {c} (its pointer file now names it)" for c in r.checked_out]
     if r.exit is not None:
         where = r.folder or "a scratch folder (removed; --keep keeps it)"
         lines.append(f"  ran in {where}: exit {r.exit} (recorded {rec.exit})")

@@ -87,6 +87,7 @@ class Reproduction:
     folder: str | None = None  # where it ran
     exit: int | None = None  # None: not run (--check)
     outputs: list[OutputCheck] = field(default_factory=list)
+    checked_out: list[str] = field(default_factory=list)  # --in-place: inputs checked out
 
     @property
     def identical(self) -> bool:
@@ -295,6 +296,7 @@ def _rerun(ws: Workspace, rec: RunRecord, root: str, result: Reproduction) -> No
         specs = [i.label for i in rec.inputs if i.path is not None]
         if specs:
             ws.checkout(specs)
+            result.checked_out = specs
     result.folder = root
     log = os.path.join(ws.state, "runs", f"reproduce-{rec.id}.log")
     os.makedirs(os.path.dirname(log), exist_ok=True)
