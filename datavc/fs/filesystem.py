@@ -2,7 +2,10 @@
 
 Files are streamed: opening one file reads the version record (which holds the tree root)
 and one page, and a read fetches only the chunks it covers (neighbouring chunks in one
-ranged read, found through the page's location hints). The filesystem pickles as (store
+ranged read, found through the page's location hints). Tree pages are kept for the process
+(:data:`datavc.store.trees.PAGES`, 64 MiB at most): every file opened in a page after the
+first, and every copy of the filesystem unpickled in the same worker, reads no page again.
+The filesystem pickles as (store
 URL, storage options, version record), so PyTorch DataLoader and Dask workers rebuild it,
 and it reconnects to the store after a fork.
 """
@@ -27,7 +30,7 @@ from ..store.chunkstore import ChunkStore
 from ..store.files import LocalFile, NoProgress, hash_path
 from ..store.materialize import materialize
 from ..store.retry import RetryPolicy
-from ..store.trees import find_entry, iter_entries
+from ..store.trees import PAGES, find_entry, iter_entries
 from ..workspace.config import DOT, find_root, load_config, resolve_store_url, retry_from_env
 from ..workspace.core import Workspace, open_store
 from .file import DatavcFile
@@ -131,7 +134,7 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """Every entry, and each folder's children (built once, in one pass)."""
         if self._entries is None:
             # pages are checked sorted, none twice (load_page): no path can hide another
-            entries = {e.path: e for e in iter_entries(self.chunks, self.tree)}
+            entries = {e.path: e for e in iter_entries(self.chunks, self.tree, cache=PAGES)}
             children: dict[str, set[str]] = {"": set()}
             for p in entries:
                 child = p
@@ -159,7 +162,7 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         if self._entries is not None:
             found = self._entries.get(path)
         else:
-            found = find_entry(self.chunks, self.tree, path)
+            found = find_entry(self.chunks, self.tree, path, PAGES)
         if found is None:
             raise PathNotFound(path)
         return found

@@ -7,6 +7,9 @@ location hints go to the chunk store, so reading its files' chunks needs no inde
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -22,6 +25,63 @@ from ..format.tree import (
 )
 from .chunkstore import ChunkStore
 
+PAGE_CACHE_BYTES = 64 << 20
+
+
+class PageCache:
+    """Tree pages by id, kept for the process (the least recently used dropped past
+    ``limit`` bytes), for readers that open many files of one snapshot: a filesystem and
+    every copy of it unpickled in the same worker process read each page once.
+
+    A page is content-addressed and checked against its id when first read, so its bytes
+    are the same in every store and may be reused. Only readers that want that use it:
+    fsck and repair read the store every time (damage that came later must be seen)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._pages: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, oid: str) -> bytes | None:
+        with self._lock:
+            data = self._pages.get(oid)
+            if data is not None:
+                self._pages.move_to_end(oid)
+            return data
+
+    def put(self, oid: str, data: bytes) -> None:
+        if len(data) > self.limit:
+            return
+        with self._lock:
+            if oid in self._pages:
+                return
+            self._pages[oid] = data
+            self.size += len(data)
+            while self.size > self.limit:
+                _, dropped = self._pages.popitem(last=False)
+                self.size -= len(dropped)
+
+    def after_fork(self) -> None:
+        """A child keeps the pages; its lock is new (a thread of the parent may have held
+        the old one at the fork)."""
+        self._lock = threading.Lock()
+
+
+PAGES = PageCache(PAGE_CACHE_BYTES)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=PAGES.after_fork)
+
+
+def read_page(store: ChunkStore, oid: str, cache: PageCache | None) -> bytes:
+    """A page's bytes (checked against ``oid``), from ``cache`` when it has them."""
+    data = cache.get(oid) if cache is not None else None
+    if data is None:
+        data = store.read_object("trees", oid)
+        if cache is not None:
+            cache.put(oid, data)
+    return data
+
 
 def write_tree(store: ChunkStore, entries: list[FileEntry]) -> TreeRoot:
     """Write the pages and return the root (its id is the snapshot id; the root itself is
@@ -35,10 +95,12 @@ def write_tree(store: ChunkStore, entries: list[FileEntry]) -> TreeRoot:
     return TreeRoot(len(entries), sum(e.size for e in entries), tuple(pages))
 
 
-def load_page(store: ChunkStore, page: PageRef, hints: bool = True) -> list[FileEntry]:
+def load_page(
+    store: ChunkStore, page: PageRef, hints: bool = True, cache: PageCache | None = None
+) -> list[FileEntry]:
     """A page's entries; its chunks' location hints go to the store (unless ``hints`` is
     False: the caller reads no chunks), so reading a file needs no index."""
-    data = store.read_object("trees", page.id)
+    data = read_page(store, page.id, cache)
     entries, found = decode_page(data, f"trees/{page.id}", page.content, hints)
     check_page(entries, page, f"trees/{page.id}")
     if found:
@@ -46,15 +108,20 @@ def load_page(store: ChunkStore, page: PageRef, hints: bool = True) -> list[File
     return entries
 
 
-def iter_entries(store: ChunkStore, root: TreeRoot, hints: bool = True) -> Iterator[FileEntry]:
+def iter_entries(
+    store: ChunkStore, root: TreeRoot, hints: bool = True, cache: PageCache | None = None
+) -> Iterator[FileEntry]:
     for page in root.pages:
-        yield from load_page(store, page, hints)
+        yield from load_page(store, page, hints, cache)
 
 
-def find_entry(store: ChunkStore, root: TreeRoot, path: str) -> FileEntry | None:
-    """One file's entry: the one page that can hold it is read, only that entry decoded."""
+def find_entry(
+    store: ChunkStore, root: TreeRoot, path: str, cache: PageCache | None = None
+) -> FileEntry | None:
+    """One file's entry: the one page that can hold it is read (or found in ``cache``),
+    only that entry decoded."""
     for page in root.pages_for(path):
-        data = store.read_object("trees", page.id)
+        data = read_page(store, page.id, cache)
         entry, hints = find_in_page(data, f"trees/{page.id}", page.content, path)
         if entry is not None:
             store.add_hints(hints)
