@@ -5,9 +5,8 @@ and one page, and a read fetches only the chunks it covers (neighbouring chunks 
 ranged read, found through the page's location hints). Tree pages are kept for the process
 (:data:`datavc.store.trees.PAGES`, 64 MiB at most): every file opened in a page after the
 first, and every copy of the filesystem unpickled in the same worker, reads no page again.
-The filesystem pickles as (store
-URL, storage options, version record), so PyTorch DataLoader and Dask workers rebuild it,
-and it reconnects to the store after a fork.
+The filesystem pickles as (store URL, storage options, version record), so PyTorch
+DataLoader and Dask workers rebuild it, and it reconnects to the store after a fork.
 """
 
 from __future__ import annotations

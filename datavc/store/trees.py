@@ -62,6 +62,11 @@ class PageCache:
                 _, dropped = self._pages.popitem(last=False)
                 self.size -= len(dropped)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+            self.size = 0
+
     def after_fork(self) -> None:
         """A child keeps the pages; its lock is new (a thread of the parent may have held
         the old one at the fork)."""
