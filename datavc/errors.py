@@ -154,3 +154,16 @@ class BadInput(DatavcError):
     """Input the user gave cannot be used (bad spec, unsupported file type...)."""
 
     exit_code = 8
+
+
+class ReadOnly(BadInput, PermissionError):
+    """A write to a snapshot (``datavc.open`` is read-only): a PermissionError, as the
+    local filesystem raises for a file it may not write."""
+
+
+class IsAFolder(BadInput, IsADirectoryError):
+    """A folder of a snapshot opened as a file."""
+
+
+class NotAFolder(BadInput, NotADirectoryError):
+    """A path that goes through a file of a snapshot as if it were a folder."""

@@ -12,11 +12,12 @@ DataLoader and Dask workers rebuild it, and it reconnects to the store after a f
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
-from ..errors import BadInput, NotARepository, PathNotFound
+from ..errors import BadInput, IsAFolder, NotAFolder, NotARepository, PathNotFound, ReadOnly
 from ..format.record import VersionRecord
 from ..format.spec import parse_spec
 from ..format.tree import FileEntry, TreeRoot
@@ -80,7 +81,17 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         storage_options: dict[str, Any] | None = None,
         record: VersionRecord | None = None,
         retry: RetryPolicy | None = None,
+        asynchronous: bool = False,
+        loop: Any = None,
+        use_listings_cache: bool = True,
+        listings_expiry_time: float | None = None,
+        max_paths: int | None = None,
+        skip_instance_cache: bool = False,
     ) -> None:
+        """``asynchronous`` and ``loop`` (this filesystem is synchronous: fsspec and zarr
+        wrap it), ``use_listings_cache``, ``listings_expiry_time``, ``max_paths`` (a
+        snapshot never changes: its listing is always cached) and ``skip_instance_cache``
+        are fsspec's standard arguments, accepted and ignored."""
         super().__init__()
         if spec is None and record is None:
             raise BadInput("datavc.open needs a spec such as NAME@v3")
@@ -163,8 +174,20 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         else:
             found = find_entry(self.chunks, self.tree, path, PAGES)
         if found is None:
-            raise PathNotFound(path)
+            raise self._not_a_file(path)
         return found
+
+    def _not_a_file(self, path: str) -> Exception:
+        """The error for a path that names no file: a folder, a path through a file, or
+        nothing (the listing is read to tell, on this error path only)."""
+        entries = self._all()
+        if path in self._children:
+            return IsAFolder(f"{path or '/'} is a folder of the snapshot, not a file")
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in entries:
+                return NotAFolder(f"{'/'.join(parts[:i])} is a file: {path} cannot be in it")
+        return PathNotFound(path)
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> str:
@@ -182,15 +205,35 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def _info_of(self, path: str) -> dict[str, Any]:
         e = self._all().get(path)
+        when = self._committed().timestamp()
         if e is None:
-            return {"name": path, "size": 0, "type": "directory"}
+            return {"name": path, "size": 0, "type": "directory", "created": when, "mtime": when}
         return {
             "name": e.path,
             "size": e.size,
             "type": "file",
             "mode": e.mode,
             "blake3": e.hash.hex(),
+            "created": when,  # the version's commit time: every file of a snapshot has it
+            "mtime": when,
         }
+
+    def _committed(self) -> datetime:
+        """When the version was committed (its record's time, UTC)."""
+        try:
+            return datetime.strptime(self.record.time, "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=timezone.utc
+            )
+        except ValueError:
+            return datetime.fromtimestamp(0, timezone.utc)  # a record's time is free text
+
+    def created(self, path: str) -> datetime:
+        self.info(path)
+        return self._committed()
+
+    def modified(self, path: str) -> datetime:
+        self.info(path)
+        return self._committed()
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._path(path)
@@ -213,7 +256,7 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> DatavcFile:
         if mode != "rb":
-            raise BadInput(f"datavc snapshots are read-only (mode {mode!r})")
+            raise ReadOnly(f"datavc snapshots are read-only (mode {mode!r})")
         return DatavcFile(self, self.entry(path))
 
     def cat_file(
@@ -236,12 +279,27 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
         return materialize(self.chunks, entries, dest, self.kind, unchanged, NoProgress())
 
-    # read-only filesystem
+    # read-only: every write is a PermissionError (ReadOnly), as fsspec's callers expect
     def _rm(self, path: str) -> None:
-        raise BadInput("datavc snapshots are read-only")
+        raise ReadOnly("datavc snapshots are read-only")
+
+    def rm_file(self, path: str) -> None:
+        raise ReadOnly("datavc snapshots are read-only")
+
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        raise ReadOnly("datavc snapshots are read-only")
 
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
-        raise BadInput("datavc snapshots are read-only")
+        raise ReadOnly("datavc snapshots are read-only")
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        raise ReadOnly("datavc snapshots are read-only")
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        raise ReadOnly("datavc snapshots are read-only")
+
+    def mv(self, path1: Any, path2: Any, **kwargs: Any) -> None:
+        raise ReadOnly("datavc snapshots are read-only")
 
 
 def _rebuild(
