@@ -93,3 +93,33 @@ def test_info_carries_the_commit_time(fs: datavc.DatavcFileSystem) -> None:
     with pytest.raises(FileNotFoundError):
         fs.modified("nothing")
     json.dumps(fs.info("a.txt"))  # what tools serialise
+
+
+def test_to_json_round_trips_pinned_to_the_version(fs: datavc.DatavcFileSystem) -> None:
+    import pickle
+
+    from fsspec.spec import AbstractFileSystem
+
+    text = fs.to_json()
+    doc = json.loads(text)
+    assert doc["args"] == ["d@v1"] and doc["store"] == fs.store_url
+    back = AbstractFileSystem.from_json(text)
+    assert isinstance(back, datavc.DatavcFileSystem)
+    assert back.snapshot == fs.snapshot and back.cat_file("sub/b.txt") == b"b\n"
+    assert pickle.loads(pickle.dumps(fs)).to_json() == text  # an unpickled copy too
+    latest = datavc.open("d@latest", store=fs.store_url)
+    assert json.loads(latest.to_json())["args"] == ["d@v1"]  # pinned, not "latest"
+    secret = datavc.open("d@v1", store=fs.store_url, storage_options={"password": "pw"})
+    assert "pw" in secret.to_json() and "pw" not in secret.to_json(include_password=False)
+
+
+@pytest.mark.parametrize("path", ["./a.txt", "//a.txt", "sub/../a.txt", "sub/./../a.txt/"])
+def test_paths_are_normalised(fs: datavc.DatavcFileSystem, path: str) -> None:
+    assert fs.cat_file(path) == b"a\n"
+    assert fs.cat_file(f"datavc://d@v1/{path}") == b"a\n"
+
+
+@pytest.mark.parametrize("path", ["../a.txt", "sub/../../a.txt"])
+def test_a_path_above_the_root_names_nothing(fs: datavc.DatavcFileSystem, path: str) -> None:
+    with pytest.raises(FileNotFoundError):
+        fs.cat_file(path)

@@ -130,6 +130,22 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
             raise BadInput(f"{text}: git revisions need a datavc workspace in a git repository")
         return versions.resolve(self.chunks, spec)
 
+    def to_dict(self, *, include_password: bool = True) -> dict[str, Any]:
+        """What ``to_json`` writes: the version pinned as ``NAME@vN`` (a number names one
+        version for good: never reused, and a forgotten one is refused), the store and its
+        options (with their passwords unless ``include_password`` is False)."""
+        options = dict(self.store_options)
+        if not include_password:
+            for key in ("password", "secret", "key", "token"):
+                options.pop(key, None)
+        return {
+            "cls": f"{type(self).__module__}:{type(self).__name__}",
+            "protocol": PROTOCOL,
+            "args": [f"{self.record.name}@v{self.record.version}"],
+            "store": self.store_url,
+            "storage_options": options,
+        }
+
     def __reduce__(self) -> Any:
         state = (self.store_url, self.store_options, self.record, self.spec, self.store_retry)
         return (_rebuild, state)
@@ -191,11 +207,21 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> str:
+        """A path of the snapshot, normalised as LocalFileSystem does: ``./a``, ``a//b``
+        and ``a/../b`` name ``a`` and ``b``; a ``..`` above the root names nothing."""
         text = str(path)
         if text.startswith(f"{PROTOCOL}://"):
             text = text[len(PROTOCOL) + 3 :]
             text = text.split("/", 1)[1] if "/" in text else ""
-        return text.strip("/")
+        parts: list[str] = []
+        for part in text.split("/"):
+            if part == "..":
+                if not parts:
+                    raise PathNotFound(f"{text} (above the snapshot's root)")
+                parts.pop()
+            elif part not in ("", "."):
+                parts.append(part)
+        return "/".join(parts)
 
     @staticmethod
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
