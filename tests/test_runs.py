@@ -25,6 +25,8 @@ from datavc.store.runs import read_run, run_ids
 from datavc.workspace.core import Workspace
 
 PY = sys.executable
+OUTS = ("--out", "out/a", "--out", "out/b", "--out", "out/c")
+BIG_RUN = ("run", "--in", "raw", *OUTS, "--", PY, "big.py")
 
 TRAIN = """\
 import os, sys, subprocess
@@ -312,23 +314,7 @@ def test_a_run_killed_while_committing_outputs_leaves_no_record_naming_a_missing
     )
     store = Path(Workspace(str(repo)).config.store)
     proc = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "datavc",
-            "run",
-            "--in",
-            "raw",
-            "--out",
-            "out/a",
-            "--out",
-            "out/b",
-            "--out",
-            "out/c",
-            "--",
-            PY,
-            "big.py",
-        ],
+        [PY, "-m", "datavc", *BIG_RUN],
         cwd=repo,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -349,21 +335,7 @@ def test_a_run_killed_while_committing_outputs_leaves_no_record_naming_a_missing
     assert killed_run is not None
     if killed_run not in run_ids(ws.store):  # killed before its record: the usual case here
         assert not (repo / "runs" / "big.lock").exists()
-    run(
-        repo,
-        "run",
-        "--in",
-        "raw",
-        "--out",
-        "out/a",
-        "--out",
-        "out/b",
-        "--out",
-        "out/c",
-        "--",
-        PY,
-        "big.py",
-    )
+    run(repo, *BIG_RUN)
     _, rec = record_of(repo, "big")
     assert sorted(o.name for o in rec.outputs) == ["a", "b", "c"]
     for o in rec.outputs:

@@ -123,11 +123,12 @@ class Run:
         self.outputs = [ws.rel(p) for p in opts.outputs]
         if len(set(self.outputs)) != len(self.outputs):
             raise BadInput("an output is named twice")
-        _check_overlaps(self.outputs, [d.path for d in ws.datasets().values()])
+        known = ws.datasets()  # one walk of the workspace for its pointer files
+        _check_overlaps(self.outputs, [d.path for d in known.values()])
         self.params = [_param(ws, p) for p in opts.params]
         if len(self.params) > MAX_PARAMS:
             raise BadInput(f"at most {MAX_PARAMS} parameter files")
-        for ds, dirty in self._workspace_inputs():
+        for ds, dirty in self._workspace_inputs(known):
             rec = ws.pointed(ds.pointer, ds.path) if ds.pointer else None
             if rec is None:
                 raise UsageError(f"{ds.name} has no committed version: commit it first")
@@ -143,11 +144,10 @@ class Run:
     def lock_path(self) -> str:
         return f"{LOCK_FOLDER}/{self.name}{LOCK_SUFFIX}"
 
-    def _workspace_inputs(self) -> list[tuple[Dataset, bool]]:
+    def _workspace_inputs(self, known: dict[str, Dataset]) -> list[tuple[Dataset, bool]]:
         """The workspace datasets read, each with whether its folder differs from its
         pointer's snapshot (an error unless allow_dirty)."""
         ws = self.ws
-        known = ws.datasets()
         by_path = {d.path: d for d in known.values()}
         if self.options.inputs is None:
             chosen = [d for d in known.values() if d.path not in self.outputs]
