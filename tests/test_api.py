@@ -501,8 +501,8 @@ def test_fsspec_url_with_datavc_store(
         assert f.read() == V1["sub/deep/run.sh"]
     fs, path = fsspec.core.url_to_fs("datavc://x@v2/new")
     assert isinstance(fs, datavc.DatavcFileSystem)
-    assert path == "new"
-    assert fs.ls(path, detail=False) == ["new/n.bin"]
+    assert path == "x@v2/new"  # one filesystem for the store: the path names its version
+    assert fs.ls(path, detail=False) == ["x@v2/new/n.bin"]
 
 
 def test_fsspec_url_inside_the_workspace(

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
     """A seekable file that fetches only the chunks each read covers."""
 
-    def __init__(self, fs: DatavcFileSystem, entry: FileEntry) -> None:
+    def __init__(self, fs: DatavcFileSystem, entry: FileEntry, path: str) -> None:
+        """``path`` is the name the filesystem gives the file (``NAME@vN/...`` over the
+        whole store, relative in a rooted one)."""
         self.entry = entry
         self._starts: list[int] = []
         pos = 0
@@ -26,7 +28,7 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
             self._starts.append(pos)
             pos += length
         self._decoded: OrderedDict[int, bytes] = OrderedDict()
-        super().__init__(fs, entry.path, mode="rb", cache_type="none", size=entry.size)
+        super().__init__(fs, path, mode="rb", cache_type="none", size=entry.size)
 
     def _chunk(self, i: int) -> bytes:
         data = self._decoded.get(i)

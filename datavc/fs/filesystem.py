@@ -1,27 +1,39 @@
-"""``datavc.open``: a read-only fsspec filesystem over one snapshot.
+"""``datavc.open`` and ``datavc://``: a read-only fsspec filesystem over a store's snapshots.
+
+Two shapes of one class:
+
+- **Over the whole store** (``DatavcFileSystem(store=...)``, ``fsspec.filesystem("datavc")``
+  and every ``datavc://NAME@SPEC/path`` URL): paths are ``NAME@SPEC/path`` for any dataset
+  and version. A spec is resolved once per instance, and every path handed out names its
+  version pinned as ``NAME@vN``, so a path read back later (a cache key, a Dask path
+  column, a URL rebuilt by a client) names the same bytes. Instances are cached by fsspec,
+  keyed on the store, its options and where the store was found.
+- **Rooted at one snapshot** (``datavc.open("NAME@SPEC")``): paths are relative to the
+  dataset's root; ``unstrip_protocol`` gives the full ``datavc://NAME@vN/path`` URL, and a
+  full URL of the same version is accepted.
 
 Files are streamed: opening one file reads the version record (which holds the tree root)
-and one page, and a read fetches only the chunks it covers (neighbouring chunks in one
-ranged read, found through the page's location hints). Tree pages are kept for the process
-(:data:`datavc.store.trees.PAGES`, 64 MiB at most): every file opened in a page after the
-first, and every copy of the filesystem unpickled in the same worker, reads no page again.
-The filesystem pickles as (store URL, storage options, version record), so PyTorch
-DataLoader and Dask workers rebuild it, and it reconnects to the store after a fork.
+and one page, and a read fetches only the chunks it covers. Tree pages are kept for the
+process (:data:`datavc.store.trees.PAGES`). The filesystem pickles as (store URL, options,
+the versions it resolved), so DataLoader and Dask workers rebuild it without resolving
+again, and it reconnects to the store after a fork.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
-from fsspec.spec import AbstractFileSystem
+from fsspec.spec import AbstractFileSystem, _Cached
 
-from ..errors import BadInput, IsAFolder, NotAFolder, NotARepository, PathNotFound, ReadOnly
+from ..errors import BadInput, IsAFolder, NotARepository, PathNotFound, ReadOnly
+from ..format.paths import valid_name
 from ..format.record import VersionRecord
 from ..format.spec import parse_spec
 from ..format.tree import FileEntry, TreeRoot
-from ..lineage.tracking import note_open, pinned
+from ..lineage.tracking import context, note_open, pinned
 from ..store import (
     reader,  # noqa: F401 - loaded with the filesystem, not on its first read
     versions,
@@ -30,12 +42,15 @@ from ..store.chunkstore import ChunkStore
 from ..store.files import LocalFile, NoProgress, hash_path
 from ..store.materialize import materialize
 from ..store.retry import RetryPolicy
-from ..store.trees import PAGES, find_entry, iter_entries
 from ..workspace.config import DOT, find_root, load_config, resolve_store_url, retry_from_env
 from ..workspace.core import Workspace, open_store
 from .file import DatavcFile
+from .snapshot import Snapshot
 
 PROTOCOL = "datavc"
+_URL = f"{PROTOCOL}://"
+# what decides which store an instance over the whole store opens, besides its arguments
+_FOUND_FROM = ("DATAVC_STORE", "DATAVC_TIMEOUT", "DATAVC_RETRIES", "DATAVC_PINS")
 
 
 def open(
@@ -66,12 +81,54 @@ def _locate_store(
     return cfg.store, {**cfg.storage_options, **options}, cache, cfg.retry
 
 
-class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
-    """A read-only view of one snapshot. Paths are relative to the dataset's root."""
+def _normalise(text: str) -> str:
+    """A path inside a snapshot, normalised as LocalFileSystem does: ``./a``, ``a//b`` and
+    ``a/../b`` name ``a`` and ``b``; a ``..`` above the root names nothing."""
+    parts: list[str] = []
+    for part in text.split("/"):
+        if part == "..":
+            if not parts:
+                raise PathNotFound(f"{text} (above the snapshot's root)")
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/".join(parts)
+
+
+def _split(path: Any) -> tuple[str, str]:
+    """``[datavc://]NAME@SPEC/path`` as (``NAME@SPEC``, the normalised path). A ``/`` in the
+    spec (``git:origin/main``) is written ``%2F``."""
+    text = str(path)
+    if text.startswith(_URL):
+        text = text[len(_URL) :]
+    head, _, rest = text.lstrip("/").partition("/")
+    return unquote(head), _normalise(rest)
+
+
+def _join(spec: str, rel: str) -> str:
+    return f"{spec}/{rel}" if rel else spec
+
+
+class _Keyed(_Cached):  # type: ignore[misc]
+    """fsspec caches instances by their arguments. One over the whole store is also keyed on
+    where its store is found (the cwd's workspace and the DATAVC_* variables); one rooted at
+    a snapshot is never shared (its spec, ``latest`` say, is resolved when it is made)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs.get("spec") is not None or kwargs.get("record") is not None:
+            kwargs["skip_instance_cache"] = True
+        else:
+            where = find_root(os.getcwd())
+            kwargs["found_from"] = (where, *(os.environ.get(v) for v in _FOUND_FROM))
+        return super().__call__(*args, **kwargs)
+
+
+class DatavcFileSystem(AbstractFileSystem, metaclass=_Keyed):  # type: ignore[misc]
+    """A read-only view of a store's snapshots (``spec`` None), or of one snapshot."""
 
     protocol = PROTOCOL
     root_marker = ""
-    cachable = False
+    cachable = True
 
     def __init__(
         self,
@@ -87,31 +144,35 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         listings_expiry_time: float | None = None,
         max_paths: int | None = None,
         skip_instance_cache: bool = False,
+        found_from: Any = None,
     ) -> None:
         """``asynchronous`` and ``loop`` (this filesystem is synchronous: fsspec and zarr
         wrap it), ``use_listings_cache``, ``listings_expiry_time``, ``max_paths`` (a
         snapshot never changes: its listing is always cached) and ``skip_instance_cache``
-        are fsspec's standard arguments, accepted and ignored."""
+        are fsspec's standard arguments, accepted and ignored. ``found_from`` is set by the
+        instance cache (its key), never by callers."""
         super().__init__()
-        if spec is None and record is None:
-            raise BadInput("datavc.open needs a spec such as NAME@v3")
         url, options, cache_dir, located = _locate_store(store, storage_options)
         self.store_url = url
         self.store_options = options
         self.store_retry = retry or located
         self.chunks: ChunkStore = open_store(url, options, cache_dir, self.store_retry)
-        if record is None:
-            record = self._resolve(spec or "")
-            note_open(url, record.name, record.version, record.tree)  # a run records it
-        self.record = record
-        self.snapshot = record.tree
-        self.kind = record.kind
+        self._resolved: dict[str, Snapshot] = {}  # a spec as written -> its snapshot
+        self._noted: set[tuple[object, str]] = set()
+        self._root: Snapshot | None = None
         self.spec = spec
-        # fsspec strips every path it is given with _strip_protocol; on an instance, strip
-        # and also refuse a datavc:// URL that names another snapshot.
+        if record is None and spec is not None:
+            record = self._resolve(spec)
+        if record is not None:
+            self._root = self._snapshot_of(record)
+            if spec is not None:
+                self._resolved[spec] = self._root
+            self._note(self._root)
+        # fsspec strips every path it is given with _strip_protocol; on an instance, the
+        # spec a path names is resolved (and pinned) too
         self._strip_protocol = self._path  # type: ignore[method-assign]
-        self._entries: dict[str, FileEntry] | None = None
-        self._children: dict[str, set[str]] = {}
+
+    # -- versions -------------------------------------------------------------------
 
     def _resolve(self, text: str) -> VersionRecord:
         """Store-side specs resolve in the store; a bare NAME or NAME@git:REV inside a
@@ -130,6 +191,125 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
             raise BadInput(f"{text}: git revisions need a datavc workspace in a git repository")
         return versions.resolve(self.chunks, spec)
 
+    def _snapshot_of(self, record: VersionRecord) -> Snapshot:
+        """The one Snapshot of this instance for a version (shared by every spec naming it)."""
+        pinned_spec = f"{record.name}@v{record.version}"
+        known = self._resolved.get(pinned_spec)
+        if known is None or known.record.tree != record.tree:
+            known = self._resolved[pinned_spec] = Snapshot(self.chunks, record)
+        return known
+
+    def _version(self, spec: str) -> Snapshot:
+        """The snapshot ``spec`` names, resolved once per instance."""
+        snap = self._resolved.get(spec)
+        if snap is None:
+            snap = self._resolved[spec] = self._snapshot_of(self._resolve(spec))
+        self._note(snap)
+        return snap
+
+    def _note(self, snap: Snapshot) -> None:
+        """Tell the active run (if any) that this snapshot is read, once per run."""
+        who = context()
+        if who is not None and (who, snap.pinned) not in self._noted:
+            self._noted.add((who, snap.pinned))
+            rec = snap.record
+            note_open(self.store_url, rec.name, rec.version, rec.tree)
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        """Forget the specs resolved (``latest`` and tags resolve again on next use); a
+        rooted filesystem stays at its snapshot."""
+        root = self._root
+        self._resolved = {} if root is None else {root.pinned: root}
+        if root is not None and self.spec is not None:
+            self._resolved[self.spec] = root
+        super().invalidate_cache(path)
+
+    # -- paths ----------------------------------------------------------------------
+
+    def _locate(self, path: Any) -> tuple[Snapshot | None, str]:
+        """The snapshot a path is in and the path inside it; (None, "") for the root of a
+        filesystem over the whole store."""
+        text = str(path)
+        if self._root is not None:
+            if text.startswith(_URL):
+                spec, rel = _split(text)
+                if spec != self.spec and spec != self._root.pinned:
+                    raise BadInput(f"{text} is not in this filesystem, which shows {self.spec}")
+                return self._root, rel
+            return self._root, _normalise(text)
+        spec, rel = _split(text)
+        if not spec:
+            return None, ""
+        return self._version(spec), rel
+
+    def _outer(self, snap: Snapshot, rel: str) -> str:
+        """The name this filesystem gives a path of a snapshot."""
+        return rel if self._root is not None else _join(snap.pinned, rel)
+
+    def _path(self, path: Any) -> str:
+        """fsspec's stripped path, with its version pinned (a rooted filesystem's own)."""
+        snap, rel = self._locate(path)
+        return rel if snap is None else self._outer(snap, rel)
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> str:
+        """Without an instance: the protocol taken off and the path inside the snapshot
+        normalised; the spec is resolved (and pinned) by the instance."""
+        spec, rel = _split(path)
+        return _join(spec, rel) if spec else ""
+
+    @staticmethod
+    def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
+        return {}  # a URL's spec is part of its path: one filesystem serves every version
+
+    def unstrip_protocol(self, name: str) -> str:
+        """The full URL of a path: ``datavc://NAME@vN/path``."""
+        snap, rel = self._locate(name)
+        return _URL if snap is None else _URL + _join(snap.pinned, rel)
+
+    def ukey(self, path: str) -> str:
+        """A file's BLAKE3 (the same key means the same bytes, in any version); a folder's
+        pinned URL. (``checksum`` hashes ``info``, which has both the pinned name and the
+        BLAKE3.)"""
+        snap, rel = self._locate(path)
+        found = None if snap is None else snap.find(rel)
+        if found is not None:
+            return found.hash.hex()
+        self.info(path)
+        return self.unstrip_protocol(path)
+
+    # -- compatibility: a rooted filesystem's snapshot ---------------------------------
+
+    def _rooted(self) -> Snapshot:
+        if self._root is None:
+            raise BadInput("this filesystem shows every version: name one, as NAME@vN/path")
+        return self._root
+
+    @property
+    def record(self) -> VersionRecord:
+        return self._rooted().record
+
+    @property
+    def snapshot(self) -> str:
+        return self._rooted().record.tree
+
+    @property
+    def kind(self) -> str:
+        return self._rooted().record.kind
+
+    @property
+    def tree(self) -> TreeRoot:
+        return self._rooted().record.root
+
+    def entry(self, path: str) -> FileEntry:
+        snap, rel = self._locate(path)
+        if snap is None:
+            raise self._root_folder()
+        return snap.entry(rel)
+
+    def _root_folder(self) -> Exception:
+        return IsAFolder("the store's root is a folder of datasets, not a file")
+
     def to_dict(self, *, include_password: bool = True) -> dict[str, Any]:
         """What ``to_json`` writes: the version pinned as ``NAME@vN`` (a number names one
         version for good: never reused, and a forgotten one is refused), the store and its
@@ -141,149 +321,69 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return {
             "cls": f"{type(self).__module__}:{type(self).__name__}",
             "protocol": PROTOCOL,
-            "args": [f"{self.record.name}@v{self.record.version}"],
+            "args": [] if self._root is None else [self._root.pinned],
             "store": self.store_url,
             "storage_options": options,
         }
 
     def __reduce__(self) -> Any:
-        state = (self.store_url, self.store_options, self.record, self.spec, self.store_retry)
-        return (_rebuild, state)
+        records = [s.record for s in {id(s): s for s in self._resolved.values()}.values()]
+        specs = {spec: s.pinned for spec, s in self._resolved.items()}
+        root = None if self._root is None else self._root.record
+        state = (self.store_url, self.store_options, self.store_retry, root, self.spec)
+        return (_rebuild, (*state, records, specs))
 
     # -- metadata -------------------------------------------------------------------
 
-    @property
-    def tree(self) -> TreeRoot:
-        return self.record.root
-
-    def _all(self) -> dict[str, FileEntry]:
-        """Every entry, and each folder's children (built once, in one pass)."""
-        if self._entries is None:
-            # pages are checked sorted, none twice (load_page): no path can hide another
-            entries = {e.path: e for e in iter_entries(self.chunks, self.tree, cache=PAGES)}
-            children: dict[str, set[str]] = {"": set()}
-            for p in entries:
-                child = p
-                while child:
-                    parent = child.rsplit("/", 1)[0] if "/" in child else ""
-                    known = parent in children
-                    children.setdefault(parent, set()).add(child)
-                    if known:
-                        break
-                    child = parent
-            self._entries, self._children = entries, children
-        return self._entries
-
-    def _path(self, path: Any) -> str:
-        """A path of this snapshot; a full URL must name this filesystem's own spec."""
-        text = str(path)
-        if text.startswith(f"{PROTOCOL}://") and self.spec is not None:
-            spec = text[len(PROTOCOL) + 3 :].split("/", 1)[0]
-            if spec != self.spec:
-                raise BadInput(f"{text} is not in this filesystem, which shows {self.spec}")
-        return type(self)._strip_protocol(text)
-
-    def entry(self, path: str) -> FileEntry:
-        path = self._path(path)
-        if self._entries is not None:
-            found = self._entries.get(path)
-        else:
-            found = find_entry(self.chunks, self.tree, path, PAGES)
-        if found is None:
-            raise self._not_a_file(path)
-        return found
-
-    def _not_a_file(self, path: str) -> Exception:
-        """The error for a path that names no file: a folder, a path through a file, or
-        nothing (the listing is read to tell, on this error path only)."""
-        entries = self._all()
-        if path in self._children:
-            return IsAFolder(f"{path or '/'} is a folder of the snapshot, not a file")
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in entries:
-                return NotAFolder(f"{'/'.join(parts[:i])} is a file: {path} cannot be in it")
-        return PathNotFound(path)
-
-    @classmethod
-    def _strip_protocol(cls, path: Any) -> str:
-        """A path of the snapshot, normalised as LocalFileSystem does: ``./a``, ``a//b``
-        and ``a/../b`` name ``a`` and ``b``; a ``..`` above the root names nothing."""
-        text = str(path)
-        if text.startswith(f"{PROTOCOL}://"):
-            text = text[len(PROTOCOL) + 3 :]
-            text = text.split("/", 1)[1] if "/" in text else ""
-        parts: list[str] = []
-        for part in text.split("/"):
-            if part == "..":
-                if not parts:
-                    raise PathNotFound(f"{text} (above the snapshot's root)")
-                parts.pop()
-            elif part not in ("", "."):
-                parts.append(part)
-        return "/".join(parts)
-
-    @staticmethod
-    def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
-        if path.startswith(f"{PROTOCOL}://"):
-            return {"spec": path[len(PROTOCOL) + 3 :].split("/", 1)[0]}
-        return {}
-
-    def _info_of(self, path: str) -> dict[str, Any]:
-        e = self._all().get(path)
-        when = self._committed().timestamp()
-        if e is None:
-            return {"name": path, "size": 0, "type": "directory", "created": when, "mtime": when}
-        return {
-            "name": e.path,
-            "size": e.size,
-            "type": "file",
-            "mode": e.mode,
-            "blake3": e.hash.hex(),
-            "created": when,  # the version's commit time: every file of a snapshot has it
-            "mtime": when,
-        }
-
-    def _committed(self) -> datetime:
-        """When the version was committed (its record's time, UTC)."""
-        try:
-            return datetime.strptime(self.record.time, "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=timezone.utc
-            )
-        except ValueError:
-            return datetime.fromtimestamp(0, timezone.utc)  # a record's time is free text
-
-    def created(self, path: str) -> datetime:
-        self.info(path)
-        return self._committed()
-
-    def modified(self, path: str) -> datetime:
-        self.info(path)
-        return self._committed()
+    def _datasets(self) -> list[str]:
+        return [n for n in versions.dataset_names(self.chunks) if valid_name(n)]
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        path = self._path(path)
-        if path in self._all() or path in self._children:
-            return self._info_of(path)
-        raise PathNotFound(path)
+        snap, rel = self._locate(path)
+        if snap is None:
+            return {"name": "", "size": 0, "type": "directory"}
+        found = snap.info(rel)
+        if found is None:
+            raise PathNotFound(self._outer(snap, rel))
+        return {**found, "name": self._outer(snap, rel)}
 
     def ls(self, path: str = "", detail: bool = True, **kwargs: Any) -> list[Any]:
-        path = self._path(path)
-        entries = self._all()
-        if path in entries:
-            names = [path]
-        elif path in self._children:
-            names = sorted(self._children[path])
+        snap, rel = self._locate(path)
+        if snap is None:  # the store's datasets, each a folder (its latest, or pointer)
+            names = self._datasets()
+            if not detail:
+                return names
+            return [{"name": n, "size": 0, "type": "directory"} for n in names]
+        if snap.find(rel) is not None:
+            rels = [rel]
         else:
-            raise PathNotFound(path)
-        return [self._info_of(n) for n in names] if detail else names
+            children = snap.children(rel)
+            if children is None:
+                raise PathNotFound(self._outer(snap, rel))
+            rels = sorted(children)
+        if not detail:
+            return [self._outer(snap, r) for r in rels]
+        return [{**(snap.info(r) or {}), "name": self._outer(snap, r)} for r in rels]
+
+    def created(self, path: str) -> datetime:
+        snap, _ = self._locate(path)
+        if snap is None:
+            raise BadInput("the store's root is no version: it has no commit time")
+        self.info(path)
+        return snap.committed()
+
+    def modified(self, path: str) -> datetime:
+        return self.created(path)
 
     # -- reading --------------------------------------------------------------------
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> DatavcFile:
         if mode != "rb":
             raise ReadOnly(f"datavc snapshots are read-only (mode {mode!r})")
-        return DatavcFile(self, self.entry(path))
+        snap, rel = self._locate(path)
+        if snap is None:
+            raise self._root_folder()
+        return DatavcFile(self, snap.entry(rel), self._outer(snap, rel))
 
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
@@ -298,12 +398,13 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def materialize(self, dest: str) -> int:
         """Write the snapshot into ``dest`` exactly (extra files removed); return files written."""
-        entries = list(self._all().values())
+        snap = self._rooted()
+        entries = list(snap.all().values())
 
         def unchanged(local: LocalFile, e: FileEntry) -> bool:
             return local.size == e.size and hash_path(local.abspath, local.size) == e.hash
 
-        return materialize(self.chunks, entries, dest, self.kind, unchanged, NoProgress())
+        return materialize(self.chunks, entries, dest, snap.record.kind, unchanged, NoProgress())
 
     # read-only: every write is a PermissionError (ReadOnly), as fsspec's callers expect
     def _rm(self, path: str) -> None:
@@ -331,10 +432,20 @@ class DatavcFileSystem(AbstractFileSystem):  # type: ignore[misc]
 def _rebuild(
     url: str,
     options: dict[str, Any],
-    record: VersionRecord,
-    spec: str | None = None,
-    retry: RetryPolicy | None = None,
+    retry: RetryPolicy | None,
+    root: VersionRecord | None,
+    spec: str | None,
+    records: list[VersionRecord],
+    specs: dict[str, str],
 ) -> DatavcFileSystem:
-    fs = DatavcFileSystem(store=url, storage_options=options, record=record, retry=retry)
+    """An unpickled filesystem: the same store, pinned to the versions its parent resolved."""
+    fs = DatavcFileSystem(
+        store=url, storage_options=options, record=root, retry=retry, skip_instance_cache=True
+    )
     fs.spec = spec
+    for rec in records:
+        fs._snapshot_of(rec)
+    for written, pinned_spec in specs.items():
+        if pinned_spec in fs._resolved:
+            fs._resolved[written] = fs._resolved[pinned_spec]
     return fs

@@ -40,6 +40,15 @@ def stop_listening(listener: Listener) -> None:
         _listeners.remove(listener)
 
 
+def context() -> object | None:
+    """Who ``note_open`` would tell now: the innermost listener, the run log's path, or
+    None (no run: nothing to note). A filesystem notes each snapshot once per context."""
+    with _lock:
+        if _listeners:
+            return _listeners[-1]
+    return os.environ.get(LOG_VARIABLE) or None
+
+
 def note_open(store_url: str, name: str, version: int, tree: ObjectId) -> None:
     """A snapshot was resolved by ``datavc.open`` (or a ``datavc://`` URL): tell the active
     run of this process, else append it to the log of the run this process belongs to."""
