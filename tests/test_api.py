@@ -35,6 +35,8 @@ from datavc.errors import (
     NotFoundError,
 )
 from datavc.store.files import TMP_PREFIX
+from datavc.store.reader import CHUNKS
+from datavc.store.trees import PAGES
 from datavc.workspace.core import Workspace
 from datavc.workspace.initialize import init_workspace
 
@@ -174,6 +176,14 @@ class Scenario:
     elsewhere: Path
     v1: Any
     v2: Any | None = None
+
+
+@pytest.fixture(autouse=True)
+def new_process() -> None:
+    """Each test starts as a new process does: no page or chunk kept (content-addressed,
+    they are shared by every store of the process, and tests write the same bytes)."""
+    PAGES.clear()
+    CHUNKS.clear()
 
 
 @pytest.fixture
@@ -427,9 +437,6 @@ def test_open_and_read_one_file_is_three_store_reads(
     rec = commit(sc.ws, "data/imgs", files, "v1")
     assert len(rec.root.pages) == 4, "premise: the tree has several pages"
     monkeypatch.chdir(sc.elsewhere)
-    from datavc.store.trees import PAGES
-
-    PAGES.clear()  # as in a new process (another test may have read this same page)
     fs = datavc.open("imgs@v1", store=url)
     with fs.open("d1/f22.bin", "rb") as f:
         got = f.read()
@@ -469,7 +476,8 @@ def test_seek_into_a_64_mib_file_fetches_at_most_two_chunks(
     positions = (32 * MiB + 12345, 48 * MiB - 512, starts[pack_change] - 512, len(data) - 1024)
     for pos in positions:
         want = covering(pos, pos + 1024)
-        f = fs.open("big.bin", "rb")  # a new handle: nothing decoded yet
+        CHUNKS.clear()  # a new process: nothing read yet
+        f = fs.open("big.bin", "rb")
         with io_of(fs) as io:
             f.seek(pos)
             got = f.read(1024)

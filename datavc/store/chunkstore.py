@@ -26,6 +26,7 @@ from .backend import Backend
 if TYPE_CHECKING:
     from ..format.storeconfig import StoreConfig
     from ..format.tree import Hints
+    from .lru import BytesCache
     from .packs import Footers
     from .packwriter import PackWriter
     from .reader import ChunkReader
@@ -315,6 +316,16 @@ class ChunkStore:
     ) -> Generator[bytes | memoryview, None, None]:
         """Yield the plain bytes of each chunk in order (see :meth:`.ChunkReader.read_chunks`)."""
         return self._reader().read_chunks(ids, verify)
+
+    def read_many(
+        self,
+        ids: Iterable[ChunkId],
+        workers: int = 1,
+        max_gap: int = 0,
+        cache: BytesCache | None = None,
+    ) -> dict[ChunkId, bytes]:
+        """Each chunk's plain bytes, checked (see :meth:`.ChunkReader.read_many`)."""
+        return self._reader().read_many(ids, workers, max_gap, cache)
 
     def stream_plain(self, ids: Iterable[ChunkId], use: Callable[[list[memoryview]], None]) -> None:
         """Call ``use`` with the chunks' plain bytes, a run at a time (see

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import CorruptObject, DatavcError, IntegrityError, ObjectNotFound
 from ..format.hashing import ChunkId, ObjectId, chunk_id
 from ..format.packfile import CODEC_RAW, Location, decode_chunk
+from .lru import BytesCache
 from .spool import ALIGN, NOWAIT, open_direct, read_cached, read_into
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .chunkstore import ChunkStore
 
 RUN_BYTES = 8 << 20
+CHUNK_CACHE_BYTES = 64 << 20
 _T = TypeVar("_T")
 Run = list[tuple[ChunkId, Location]]
 """Neighbouring chunks of one pack, each with where it is stored."""
@@ -55,8 +57,37 @@ def group(
         yield run
 
 
+CHUNKS = BytesCache(CHUNK_CACHE_BYTES)
+"""Chunks recently read by ``datavc.open``'s files, checked, kept for the process."""
+
+
+def coalesce(located: Iterable[tuple[ChunkId, Location]], max_gap: int) -> Iterator[Run]:
+    """Chunks in pack order, grouped into runs of one pack whose neighbours are at most
+    ``max_gap`` bytes apart (the gap is read and not used), at most ``RUN_BYTES`` long."""
+    run: Run = []
+    for cid, loc in sorted(located, key=lambda item: (item[1].pack, item[1].offset)):
+        if run:
+            last = run[-1][1]
+            gap = loc.offset - (last.offset + last.stored_length)
+            length = loc.offset + loc.stored_length - run[0][1].offset
+            if last.pack == loc.pack and 0 <= gap <= max_gap and length <= RUN_BYTES:
+                run.append((cid, loc))
+                continue
+            yield run
+        run = [(cid, loc)]
+    if run:
+        yield run
+
+
 def decode_run(run: Run, blob: bytes) -> list[bytes]:
     """Decompress each chunk of a run and check it against its id."""
+    if len(run) == 1 and run[0][1].codec == CODEC_RAW and len(blob) == run[0][1].plain_length:
+        cid, loc = run[0]  # one raw chunk: the blob is its bytes, not copied
+        got = chunk_id(blob)
+        if got != cid:
+            obj = f"packs/{loc.pack}"
+            raise IntegrityError(obj, cid.hex(), got.hex(), what=f"chunk at offset {loc.offset}")
+        return [blob]
     view = memoryview(blob)
     base = run[0][1].offset
     out = []
@@ -208,6 +239,35 @@ class ChunkReader:
         with contextlib.closing(read_ahead(self._runs(ids), read)) as fetched:
             for run in fetched:
                 yield from run
+
+    def read_many(
+        self, ids: Iterable[ChunkId], workers: int, max_gap: int, cache: BytesCache | None
+    ) -> dict[ChunkId, bytes]:
+        """Each chunk's plain bytes, checked: from ``cache`` if it has them, the others
+        read in pack order, runs no more than ``max_gap`` apart coalesced into one ranged
+        read, up to ``workers`` reads in flight. The caller bounds how many it asks for."""
+        out: dict[ChunkId, bytes] = {}
+        wanted: list[tuple[ChunkId, Location]] = []
+        for cid in dict.fromkeys(ids):
+            hit = cache.get(cid) if cache is not None else None
+            if hit is not None:
+                out[cid] = hit
+            else:
+                wanted.append((cid, self.store.locate(cid)))
+        runs = list(coalesce(wanted, max_gap))
+        if len(runs) <= 1 or workers <= 1:
+            results: Iterable[list[bytes]] = map(self._read_run, runs)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(workers, len(runs)), "datavc-read") as pool:
+                results = list(pool.map(self._read_run, runs))
+        for run, plains in zip(runs, results, strict=True):
+            for (cid, _), plain in zip(run, plains, strict=True):
+                out[cid] = plain
+                if cache is not None:
+                    cache.put(cid, plain)
+        return out
 
     def stream_plain(self, ids: Iterable[ChunkId], use: Callable[[list[memoryview]], None]) -> None:
         """Call ``use`` with the chunks' plain bytes in order, a run of neighbouring chunks

@@ -7,9 +7,6 @@ location hints go to the chunk store, so reading its files' chunks needs no inde
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -24,58 +21,18 @@ from ..format.tree import (
     split_pages,
 )
 from .chunkstore import ChunkStore
+from .lru import BytesCache
 
 PAGE_CACHE_BYTES = 64 << 20
 
 
-class PageCache:
-    """Tree pages by id, kept for the process (the least recently used dropped past
-    ``limit`` bytes), for readers that open many files of one snapshot: a filesystem and
-    every copy of it unpickled in the same worker process read each page once.
-
-    A page is content-addressed and checked against its id when first read, so its bytes
-    are the same in every store and may be reused. Only readers that want that use it:
-    fsck and repair read the store every time (damage that came later must be seen)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
-        self._pages: OrderedDict[str, bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, oid: str) -> bytes | None:
-        with self._lock:
-            data = self._pages.get(oid)
-            if data is not None:
-                self._pages.move_to_end(oid)
-            return data
-
-    def put(self, oid: str, data: bytes) -> None:
-        if len(data) > self.limit:
-            return
-        with self._lock:
-            if oid in self._pages:
-                return
-            self._pages[oid] = data
-            self.size += len(data)
-            while self.size > self.limit:
-                _, dropped = self._pages.popitem(last=False)
-                self.size -= len(dropped)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._pages.clear()
-            self.size = 0
-
-    def after_fork(self) -> None:
-        """A child keeps the pages; its lock is new (a thread of the parent may have held
-        the old one at the fork)."""
-        self._lock = threading.Lock()
+class PageCache(BytesCache):
+    """Tree pages by id, kept for the process, for readers that open many files of one
+    snapshot: a filesystem and every copy of it unpickled in the same worker process read
+    each page once (see :mod:`.lru`)."""
 
 
 PAGES = PageCache(PAGE_CACHE_BYTES)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=PAGES.after_fork)
 
 
 def read_page(store: ChunkStore, oid: str, cache: PageCache | None) -> bytes:
