@@ -101,3 +101,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
         "[user]\n\tname = Test Author\n\temail = author@example.invalid\n"
         "[init]\n\tdefaultBranch = main\n"
     )
+
+
+def forget_reads() -> None:
+    """Empty the process's caches of checked pages, parsed pages and chunks, as a new process
+    starts (they are content-addressed, shared by every store, and tests write the same
+    bytes)."""
+    from datavc.store.reader import CHUNKS
+    from datavc.store.trees import PAGES, PARSED
+
+    PAGES.clear()
+    PARSED.clear()
+    CHUNKS.clear()

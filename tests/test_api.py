@@ -25,6 +25,7 @@ from typing import Any
 
 import fsspec
 import pytest
+from helpers import forget_reads
 
 import datavc
 from datavc.errors import (
@@ -35,8 +36,6 @@ from datavc.errors import (
     NotFoundError,
 )
 from datavc.store.files import TMP_PREFIX
-from datavc.store.reader import CHUNKS
-from datavc.store.trees import PAGES
 from datavc.workspace.core import Workspace
 from datavc.workspace.initialize import init_workspace
 
@@ -182,8 +181,7 @@ class Scenario:
 def new_process() -> None:
     """Each test starts as a new process does: no page or chunk kept (content-addressed,
     they are shared by every store of the process, and tests write the same bytes)."""
-    PAGES.clear()
-    CHUNKS.clear()
+    forget_reads()
 
 
 @pytest.fixture
@@ -476,7 +474,7 @@ def test_seek_into_a_64_mib_file_fetches_at_most_two_chunks(
     positions = (32 * MiB + 12345, 48 * MiB - 512, starts[pack_change] - 512, len(data) - 1024)
     for pos in positions:
         want = covering(pos, pos + 1024)
-        CHUNKS.clear()  # a new process: nothing read yet
+        forget_reads()  # a new process: nothing read yet
         f = fs.open("big.bin", "rb")
         with io_of(fs) as io:
             f.seek(pos)

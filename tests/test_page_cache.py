@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run, write
+from helpers import forget_reads, run, write
 
 import datavc
 from datavc.store.trees import PAGES, PageCache
@@ -33,7 +33,7 @@ def snapshot(tmp_path: Path, shared_store_url: str) -> str:
         write(root / "d" / f"f{i:05d}.txt", f"file {i}\n".encode())
     run(root, "add", "d")
     run(root, "commit", "-m", "v1")
-    PAGES.clear()  # this test counts reads
+    forget_reads()  # this test counts reads
     return shared_store_url
 
 

@@ -10,22 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import rand
+from helpers import forget_reads, rand
 from test_api import commit, io_of, make_workspace
 
 import datavc
 from datavc.errors import IntegrityError, NotFoundError
 from datavc.fs import file as file_module
 from datavc.store.reader import CHUNKS
-from datavc.store.trees import PAGES
 
 KiB, MiB = 1 << 10, 1 << 20
 
 
 @pytest.fixture(autouse=True)
 def new_process() -> None:
-    PAGES.clear()
-    CHUNKS.clear()
+    forget_reads()
 
 
 @pytest.fixture

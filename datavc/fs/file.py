@@ -92,5 +92,8 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
         if start >= end:
             return b""
         ids = self.layout.span(start, end)
-        got = self.fs.chunks.read_many(ids, workers(self.fs), 0, CHUNKS)
+        if len(ids) == 1:  # a small file, or a small read
+            got = {ids[0]: self.fs.chunks.read_one(ids[0], CHUNKS)}
+        else:
+            got = self.fs.chunks.read_many(ids, workers(self.fs), 0, CHUNKS)
         return self.layout.cut(start, end, got)

@@ -11,7 +11,7 @@ from ..errors import IsAFolder, NotAFolder, PathNotFound
 from ..format.record import VersionRecord
 from ..format.tree import FileEntry
 from ..store.chunkstore import ChunkStore
-from ..store.trees import PAGES, find_entry, iter_entries
+from ..store.trees import PAGES, iter_entries, lookup
 
 
 class Snapshot:
@@ -25,6 +25,7 @@ class Snapshot:
         self.pinned = f"{record.name}@v{record.version}"
         self._entries: dict[str, FileEntry] | None = None
         self._children: dict[str, set[str]] = {}
+        self._hinted: set[str] = set()  # pages whose location hints self.chunks has
 
     def all(self) -> dict[str, FileEntry]:
         """Every entry, and each folder's children (built once, in one pass)."""
@@ -53,7 +54,7 @@ class Snapshot:
         """The file at ``path``: from the listing when it was read, else through the pages."""
         if self._entries is not None:
             return self._entries.get(path)
-        return find_entry(self.chunks, self.record.root, path, PAGES)
+        return lookup(self.chunks, self.record.root, path, self._hinted)
 
     def entry(self, path: str) -> FileEntry:
         found = self.find(path)

@@ -317,6 +317,10 @@ class ChunkStore:
         """Yield the plain bytes of each chunk in order (see :meth:`.ChunkReader.read_chunks`)."""
         return self._reader().read_chunks(ids, verify)
 
+    def read_one(self, cid: ChunkId, cache: BytesCache | None = None) -> bytes:
+        """One chunk's plain bytes, checked (see :meth:`.ChunkReader.read_one`)."""
+        return self._reader().read_one(cid, cache)
+
     def read_many(
         self,
         ids: Iterable[ChunkId],

@@ -240,6 +240,15 @@ class ChunkReader:
             for run in fetched:
                 yield from run
 
+    def read_one(self, cid: ChunkId, cache: BytesCache | None) -> bytes:
+        """One chunk's plain bytes, checked: from ``cache`` if it has them (a small file)."""
+        hit = cache.get(cid) if cache is not None else None
+        if hit is None:
+            hit = self._read_run([(cid, self.store.locate(cid))])[0]
+            if cache is not None:
+                cache.put(cid, hit)
+        return hit
+
     def read_many(
         self, ids: Iterable[ChunkId], workers: int, max_gap: int, cache: BytesCache | None
     ) -> dict[ChunkId, bytes]:

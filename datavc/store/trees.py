@@ -7,11 +7,15 @@ location hints go to the chunk store, so reading its files' chunks needs no inde
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..format.tree import (
     FileEntry,
+    Hints,
     PageRef,
     TreeRoot,
     check_page,
@@ -24,6 +28,7 @@ from .chunkstore import ChunkStore
 from .lru import BytesCache
 
 PAGE_CACHE_BYTES = 64 << 20
+PARSED_PAGES = 16  # a page has up to some thousands of entries: tens of MiB at most
 
 
 class PageCache(BytesCache):
@@ -75,6 +80,59 @@ def iter_entries(
 ) -> Iterator[FileEntry]:
     for page in root.pages:
         yield from load_page(store, page, hints, cache)
+
+
+class ParsedPages:
+    """Pages decoded and checked (each path's entry, and the page's location hints) by page
+    id, the ``count`` last used kept for the process: a reader opening many files of one
+    page (a DataLoader worker) decodes it once, not once per file."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._pages: OrderedDict[str, tuple[dict[str, FileEntry], Hints]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: ChunkStore, page: PageRef) -> tuple[dict[str, FileEntry], Hints]:
+        with self._lock:
+            found = self._pages.get(page.id)
+            if found is not None:
+                self._pages.move_to_end(page.id)
+                return found
+        obj = f"trees/{page.id}"
+        entries, hints = decode_page(read_page(store, page.id, PAGES), obj, page.content)
+        check_page(entries, page, obj)
+        found = ({e.path: e for e in entries}, hints)
+        with self._lock:
+            self._pages[page.id] = found
+            while len(self._pages) > self.count:
+                self._pages.popitem(last=False)
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+
+PARSED = ParsedPages(PARSED_PAGES)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=PARSED.after_fork)
+
+
+def lookup(store: ChunkStore, root: TreeRoot, path: str, hinted: set[str]) -> FileEntry | None:
+    """One file's entry through :data:`PARSED`; the hints of each page go to ``store`` the
+    first time (``hinted``: the pages whose hints it has)."""
+    for page in root.pages_for(path):
+        table, hints = PARSED.get(store, page)
+        if page.id not in hinted:
+            store.add_hints(hints)
+            hinted.add(page.id)
+        found = table.get(path)
+        if found is not None:
+            return found
+    return None
 
 
 def find_entry(
