@@ -288,6 +288,19 @@ def summarise(parts: list[dict[str, Any]], seconds: float, files: int) -> dict[s
     }
 
 
+def runs_per_epoch(fs: Any) -> int:
+    """The ranged reads that reading every file whole takes: one per run of a file's chunks
+    that lie together in one pack (a file across a pack boundary has two)."""
+    from datavc.store.reader import group
+    from datavc.store.trees import iter_entries
+
+    store = fs.chunks
+    return sum(
+        sum(1 for _ in group((cid, store.locate(cid)) for cid, _ in entry.chunks))
+        for entry in iter_entries(store, fs.tree)
+    )
+
+
 def task_loader(cfg: dict[str, Any]) -> dict[str, Any]:
     fs, _ = open_fs(cfg)
     local, workers = cfg["local"], cfg["workers"]
@@ -319,6 +332,7 @@ def task_loader(cfg: dict[str, Any]) -> dict[str, Any]:
             out[f"{who}_epochs"].append(got)
         if out["datavc_epochs"][-1]["bytes"] != out["local_epochs"][-1]["bytes"]:
             raise SystemExit("the datavc epoch read another number of bytes than the local one")
+    out["runs"] = runs_per_epoch(fs)
     if cfg.get("profile"):  # a tenth of one worker's share, in this process (no page cached)
         from datavc.store.trees import PAGES
 

@@ -215,16 +215,22 @@ class Readers:
                     self.figs.add(READERS, tool, "epoch_reads", epoch["reads"])
                     self.figs.add(READERS, tool, "epoch_page_reads", epoch["page_reads"])
         expected = got["files"] + got["pages"] * got["workers"]
+        exact = got["runs"] + got["pages"] * got["workers"]
         self.figs.add(READERS, "expected", "epoch_reads", expected)
+        self.figs.add(READERS, "exact", "epoch_reads", exact)
         self.note(
-            loader=got["loader"], files=got["files"], workers=got["workers"], pages=got["pages"]
+            loader=got["loader"],
+            files=got["files"],
+            workers=got["workers"],
+            pages=got["pages"],
+            runs=got["runs"],
         )
         self.profiles(got)
         self.logged("loader epoch", "epoch_s")
         reads = self.figs.median(READERS, "datavc", "epoch_reads")
         log(
             f"  {READERS:7} {'store reads per epoch':22} {reads:,.0f} (files + pages{X}workers: "
-            f"{expected:,})"
+            f"{expected:,}; counting a file across two packs twice: {exact:,})"
         )
 
     def parquet(self, store: str) -> None:
@@ -344,11 +350,12 @@ class ReaderRow:
     limit: float | None = None
     target: str = ""
     local: str = "local"  # the tool whose median is the reference
+    bound: str = ""  # the tool whose median the limit applies to, if not the reference
 
 
 def reader_rows(figs: Figures) -> list[ReaderRow]:
     le = "\u2264"
-    reads = f"{le} files + tree pages {X} workers"
+    reads = f"{le} files (a file across two packs: 2) + tree pages {X} workers"
     return [
         ReaderRow(
             f"{RANDOM_READS} random 4 KiB reads, tensor v1 (file opened once)",
@@ -372,7 +379,7 @@ def reader_rows(figs: Figures) -> list[ReaderRow]:
             f"{le} 2{X} local",
         ),
         ReaderRow("of which reading (slowest worker)", "epoch_read_s", "s"),
-        ReaderRow("store reads per epoch", "epoch_reads", "count", 1, reads, "expected"),
+        ReaderRow("store reads per epoch", "epoch_reads", "count", 1, reads, "expected", "exact"),
         ReaderRow("`pandas.read_parquet`, table v1", "parquet_s", "s", 1.5, f"{le} 1.5{X} local"),
         ReaderRow(
             "one row group (`ParquetFile(...).read_row_group`), table v1",
@@ -406,23 +413,51 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:,.0f}"
 
 
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A row's medians, their ratio, and whether the target holds (None: no figure)."""
+
+    ours: float | None
+    theirs: float | None
+    ratio: float | None
+    holds: bool | None
+    reference: str  # the reference figure, said in words
+
+
+def judge(figs: Figures, row: ReaderRow) -> Judged:
+    ours = figs.median(READERS, "datavc", row.metric)
+    theirs = figs.median(READERS, row.local, row.metric)
+    ratio = ours / theirs if ours is not None and theirs else None
+    reference = _fmt(theirs, row.unit)
+    holds = None
+    if row.local == "expected":
+        reference = f"{reference} (files + pages {X} workers)"
+    elif row.metric == "s3_group_bytes":
+        reference = f"{reference} (compressed)"
+    if row.bound:
+        bound = figs.median(READERS, row.bound, row.metric)
+        if bound is not None and bound != theirs:
+            reference += f"; counting files across two packs twice: {_fmt(bound, row.unit)}"
+        if ours is not None and bound and row.limit is not None:
+            holds = ours <= row.limit * bound
+    elif ratio is not None and row.limit is not None:
+        holds = ratio <= row.limit
+    return Judged(ours, theirs, ratio, holds, reference)
+
+
 def reader_targets(figs: Figures) -> list[Target]:
     out = []
     for row in reader_rows(figs):
         if row.limit is None:
             continue
         op = f"readers: {row.label}"
-        ours = figs.median(READERS, "datavc", row.metric)
-        theirs = figs.median(READERS, row.local, row.metric)
-        if ours is None or not theirs:
+        j = judge(figs, row)
+        if j.ours is None or j.ratio is None:
             out.append(Target(op, "not measured (failed: see Failures)", row.target, None))
             continue
-        ratio = ours / theirs
-        reference = "local" if row.local == "local" else row.local
-        figure = (
-            f"datavc {_fmt(ours, row.unit)}, {reference} {_fmt(theirs, row.unit)}: {ratio:.2f}{X}"
-        )
-        out.append(Target(op, figure, row.target, ratio <= row.limit))
+        who = "local" if row.local == "local" else "expected"
+        figure = f"datavc {_fmt(j.ours, row.unit)}, {who} {j.reference}: {j.ratio:.2f}{X}"
+        out.append(Target(op, figure, row.target, j.holds))
     return out
 
 
@@ -444,22 +479,14 @@ def readers_section(figs: Figures) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for row in reader_rows(figs):
-        ours = figs.median(READERS, "datavc", row.metric)
-        theirs = figs.median(READERS, row.local, row.metric)
-        if ours is None and theirs is None:
+        j = judge(figs, row)
+        if j.ours is None and j.theirs is None:
             continue
-        ratio = f"{ours / theirs:.2f}" if ours is not None and theirs else "-"
-        holds = "-"
-        if row.limit is not None:
-            holds = "n/a" if ratio == "-" else "yes" if ours / theirs <= row.limit else "**no**"
-        ref = _fmt(theirs, row.unit)
-        if row.local == "expected":
-            ref = f"expected {ref}"
-        elif row.metric == "s3_group_bytes":
-            ref = f"compressed {ref}"
+        ratio = "-" if j.ratio is None else f"{j.ratio:.2f}"
+        holds = "-" if row.limit is None else {None: "n/a", True: "yes", False: "**no**"}[j.holds]
         lines.append(
-            f"| {row.label} | {_fmt(ours, row.unit)} | {ref} | {ratio} | {row.target or '-'} "
-            f"| {holds} |"
+            f"| {row.label} | {_fmt(j.ours, row.unit)} | {j.reference} | {ratio} | "
+            f"{row.target or '-'} | {holds} |"
         )
     lines += ["", *_method(figs, notes)]
     for n in notes:
@@ -493,7 +520,9 @@ def _method(figs: Figures, notes: list[dict[str, Any]]) -> list[str]:
             "as an epoch of a DataLoader whose workers are not persistent. Store reads: the "
             "backend's GETs in all workers (tree pages "
             f"{_fmt(figs.median(READERS, 'datavc', 'epoch_page_reads'), 'count')} of them); "
-            f"expected: files + {epoch['pages']} tree page(s) {X} {epoch['workers']} workers. "
+            f"expected: files + {epoch['pages']} tree page(s) {X} {epoch['workers']} workers, "
+            f"and one more for each file whose chunks lie in two packs (or two places of one: "
+            f"{epoch['runs'] - epoch['files']:,} here). "
             "A worker's unpickling of the filesystem (importing datavc): "
             f"{_fmt(figs.median(READERS, 'datavc', 'epoch_unpickle_s'), 's')}."
         )
