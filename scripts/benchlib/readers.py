@@ -455,7 +455,9 @@ def reader_targets(figs: Figures) -> list[Target]:
         if j.ours is None or j.ratio is None:
             out.append(Target(op, "not measured (failed: see Failures)", row.target, None))
             continue
-        who = "local" if row.local == "local" else "expected"
+        who = {"expected": "expected", "s3_group_bytes": "row group"}.get(
+            row.local if row.local != "local" else row.metric, "local"
+        )
         figure = f"datavc {_fmt(j.ours, row.unit)}, {who} {j.reference}: {j.ratio:.2f}{X}"
         out.append(Target(op, figure, row.target, j.holds))
     return out
