@@ -18,6 +18,7 @@ and ``local``.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -137,7 +138,9 @@ class Readers:
         conf, out = self.work / f"{task}.json", self.work / f"{task}.out.json"
         conf.write_text(json.dumps({"task": task, "profile": self.plan.profile, **cfg}))
         out.unlink(missing_ok=True)
+        before = os.getloadavg()[0]
         self.runner.must([self.python, str(PROBE), str(conf), str(out)], self.work, env)
+        self.note(load=[task, before, os.getloadavg()[0]])
         result: dict[str, Any] = json.loads(out.read_text())
         return result
 
@@ -553,6 +556,14 @@ def _method(figs: Figures, notes: list[dict[str, Any]]) -> list[str]:
     missing = next((n["s3_missing"] for n in notes if "s3_missing" in n), None)
     if missing:
         out.append(f"- S3: not measured ({missing}).")
+    loads = [n["load"] for n in notes if "load" in n]
+    if loads:
+        shown = ", ".join(f"{task} {a:.1f} \u2192 {b:.1f}" for task, a, b in loads)
+        out.append(
+            f"- Load average (1 minute) before \u2192 after each measurement: {shown}. The "
+            "machine's cores are shared with whatever else runs on it: above about 1, other "
+            "processes competed for them, and both sides' times are noisier."
+        )
     opened = figs.median(READERS, "datavc", "open_s")
     if opened is not None:
         out.append(f"- `datavc.open` of tensor v1 (after import): {_fmt(opened, 's')}.")
