@@ -7,7 +7,10 @@ same bytes:
 - datavc through its CLI in subprocesses, in a real git repo with the embedded store;
 - ``cp -r`` (the floor for checkout) and a single-threaded read-and-BLAKE3 (the floor for add);
 - DVC 3.x (add + push to a local remote, checkout, pull in a fresh clone, status) and restic
-  (backup, restore) when they are installed (``make bench-peers``); without them it says so.
+  (backup, restore) when they are installed (``make bench-peers``); without them it says so;
+- the readers (issue 15): ``datavc.open``'s filesystem against local disk, in the same run
+  (random reads, ``cat_ranges``, a DataLoader-like epoch, pandas and pyarrow Parquet reads, and
+  the bytes one row group fetches from S3 on a moto server).
 
 Writes docs/BENCHMARKS.md and docs/BENCHMARKS.json (``--quick``: docs/BENCHMARKS-quick.*).
 Every external command runs with a timeout; a failing peer is reported, never fatal. Nothing
@@ -15,10 +18,12 @@ touches the network. Runs are warm-cache: the page cache cannot be dropped here.
 
     python scripts/bench.py             # full size, 1 repetition (20-40 minutes)
     python scripts/bench.py --quick     # scaled down, 3 repetitions (1-2 minutes)
+    python scripts/bench.py --only readers --tools datavc   # the readers alone
 
 This file runs the benchmark; its parts are in ``scripts/benchlib/``: ``runner`` (commands
 timed, peak RSS), ``datasets`` (seeded data and its edits), ``tools`` (datavc, DVC, restic),
-``session`` (one dataset's steps and floors), ``targets``, ``report``, ``options``.
+``session`` (one dataset's steps and floors), ``readers`` (and ``reader_probe``, what it runs),
+``targets``, ``report``, ``options``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import time
 from benchlib.common import GIT_ENV, PEER_DVC, log, remove
 from benchlib.datasets import FULL, QUICK, Dataset, generate
 from benchlib.options import Options, parse_args
+from benchlib.readers import bench_readers
 from benchlib.report import first_line, machine_facts, run_scale, write_report
 from benchlib.runner import Runner, StepFailed
 from benchlib.session import Figures, Session, bench_floors
@@ -111,7 +117,8 @@ def run_all(opts: Options) -> None:
     compile_bytecode(opts.python)
     datasets = {n: generate(n, opts.workdir / "src", scale) for n in opts.datasets}
     figs = Figures()
-    for rep in range(1, opts.reps + 1):
+    reps = opts.reps if "cli" in opts.parts else 0
+    for rep in range(1, reps + 1):
         log(f"repetition {rep}/{opts.reps}")
         for ds in datasets.values():
             bench_floors(ds, runner, opts.workdir, figs)
@@ -122,10 +129,12 @@ def run_all(opts: Options) -> None:
                 Session(TOOLS[name](runner, exes[name], base), ds, figs, rep).run()
                 if not opts.keep:
                     remove(base)
+    if "readers" in opts.parts:
+        bench_readers(opts.python, datasets, runner, opts.workdir, figs, opts.quick, opts.profile)
     profile = None
-    if opts.profile and "images" in datasets:
+    if opts.profile and "images" in datasets and "cli" in opts.parts:
         profile = profile_add(datasets["images"], opts, runner)
-    scale_doc = run_scale(opts)
+    scale_doc = run_scale(opts) if "scale" in opts.parts else None
     facts = machine_facts(opts.python, peers)
     elapsed = time.perf_counter() - start
     write_report(opts, datasets, figs, facts, missing, elapsed, profile, scale_doc)

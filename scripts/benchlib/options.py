@@ -16,6 +16,12 @@ from .common import PEER_DVC, ROOT
 from .datasets import MAKERS
 from .tools import TOOLS
 
+PARTS = {
+    "cli": "every tool's commands on every dataset, and the floors",
+    "readers": "datavc.open's filesystem against local disk (issue 15)",
+    "scale": "scripts/scale.py (--scale-files)",
+}
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -36,6 +42,7 @@ class Options:
     restic: str | None
     command: str
     scale_files: int
+    parts: list[str]
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -64,6 +71,12 @@ def parse_args(argv: list[str]) -> Options:
         type=int,
         help="tiny files for the scale check, 0 to skip (default: 1,000,000; quick 20,000)",
     )
+    p.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help="comma-separated parts to run (default: all): "
+        + "; ".join(f"{name}: {what}" for name, what in PARTS.items()),
+    )
     a = p.parse_args(argv)
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="datavc-bench-"))
     python = a.python if os.path.isabs(a.python) else shutil.which(a.python) or a.python
@@ -83,6 +96,7 @@ def parse_args(argv: list[str]) -> Options:
         restic=a.restic,
         command=shlex.join(["python", os.path.relpath(ROOT / "scripts" / "bench.py"), *argv]),
         scale_files=a.scale_files if a.scale_files is not None else (20_000 if a.quick else 10**6),
+        parts=_split(a.only, PARTS),
     )
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from .common import ROOT, fmt_bytes, fmt_value, log
 from .datasets import Dataset
-from .options import Options
+from .options import PARTS, Options
+from .readers import reader_targets, readers_section
 from .session import Figures
 from .targets import TargetCheck, targets_table
 
@@ -235,7 +236,10 @@ def write_report(
     profile: str | None,
     scale_doc: dict[str, Any] | None = None,
 ) -> None:
-    targets = TargetCheck(figs, datasets, missing).all()
+    cli = "cli" in opts.parts
+    targets = TargetCheck(figs, datasets, missing).all() if cli else []
+    if "readers" in opts.parts:
+        targets += reader_targets(figs)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"# datavc benchmarks{' (quick)' if opts.quick else ''}",
@@ -254,26 +258,24 @@ def write_report(
     for ds in datasets.values():
         sizes = ", ".join(f"v{i + 1} {fmt_bytes(s)}" for i, s in enumerate(ds.sizes))
         lines.append(f"- **{ds.name}**: {ds.files:,} file(s); {sizes}.")
-    lines += [
-        "",
-        "## Method",
-        "",
-        *method_notes(opts, missing),
-        "",
-        "## Targets (issue 3)",
-        "",
-        *targets_table(targets),
-    ]
+    if cli:
+        lines += ["", "## Method", "", *method_notes(opts, missing)]
+    lines += ["", "## Targets (issues 3 and 15)", "", *targets_table(targets)]
     for ds in datasets.values():
-        lines += ["", f"## {ds.name}", "", *dataset_table(figs, ds), *open_keys(figs, ds)]
+        if cli:
+            lines += ["", f"## {ds.name}", "", *dataset_table(figs, ds), *open_keys(figs, ds)]
+    readers = readers_section(figs)
+    if readers:
+        lines += ["", *readers]
     if scale_doc:
         lines += ["", *scale_section(scale_doc)]
-    lines += [
-        "",
-        "Legend: DVC add = `dvc add` + `dvc push`; DVC empty cache = `dvc pull` in "
-        "a fresh clone; restic add = `backup`; restic checkout = `restore` (warm cache, "
-        "then an empty cache); cp -r and read+BLAKE3 are measured on v1.",
-    ]
+    if cli:
+        lines += [
+            "",
+            "Legend: DVC add = `dvc add` + `dvc push`; DVC empty cache = `dvc pull` in "
+            "a fresh clone; restic add = `backup`; restic checkout = `restore` (warm cache, "
+            "then an empty cache); cp -r and read+BLAKE3 are measured on v1.",
+        ]
     if figs.errors:
         lines += [
             "",
@@ -297,6 +299,8 @@ def write_report(
             "```",
         ]
     stem = "BENCHMARKS-quick" if opts.quick else "BENCHMARKS"
+    if set(opts.parts) != set(PARTS):  # a partial run never replaces the whole report
+        stem += "-" + "-".join(opts.parts)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     (opts.out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
     doc = {
@@ -319,6 +323,7 @@ def write_report(
         "targets": [asdict(t) for t in targets],
         "profile": profile,
         "scale": scale_doc,
+        "parts": opts.parts,
     }
     (opts.out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
     log(f"wrote {opts.out_dir / stem}.md and .json")
