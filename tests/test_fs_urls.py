@@ -64,16 +64,23 @@ def test_one_filesystem_serves_every_version(ws: tuple[Path, str]) -> None:
     assert fs.cat("x@v1/a.txt") == b"one\n"
     assert fs.cat("datavc://x@v2/a.txt") == b"two\n"
     assert fs.cat("y@latest/c.csv") == b"k,v\n1,2\n"
-    # every name handed out is pinned: latest, a bare name and a tag become NAME@vN
-    assert fs.ls("x@latest", detail=False) == ["x@v2/a.txt", "x@v2/sub"]
-    assert fs.ls("x", detail=False) == ["x@v2/a.txt", "x@v2/sub"]
-    assert fs.info("x@latest/sub/b.txt")["name"] == "x@v2/sub/b.txt"
-    assert fs.find("x@latest") == ["x@v2/a.txt", "x@v2/sub/b.txt"]
+    # a listing names paths under the spec as written (resolved once for the instance);
+    # what leaves it as an identifier is pinned: stripped paths, URLs, glob, file paths
+    assert fs.ls("x@latest", detail=False) == ["x@latest/a.txt", "x@latest/sub"]
+    assert fs.ls("x@v2", detail=False) == ["x@v2/a.txt", "x@v2/sub"]
+    assert fs.ls("x", detail=False) == ["x/a.txt", "x/sub"]
+    assert fs.info("x@latest/sub/b.txt")["name"] == "x@latest/sub/b.txt"
+    assert fs.find("x@latest") == ["x@latest/a.txt", "x@latest/sub/b.txt"]
+    assert list(fs.find("x@latest/sub", detail=True)) == ["x@latest/sub/b.txt"]
+    assert fs.glob("x@latest/**/*.txt") == ["x@v2/a.txt", "x@v2/sub/b.txt"]
     assert fs.glob("x@v1/**/*.txt") == ["x@v1/a.txt", "x@v1/sub/b.txt"]
+    with fs.open("x@latest/sub/b.txt") as f:
+        assert f.path == "x@v2/sub/b.txt"
     assert fs.unstrip_protocol("x@latest/a.txt") == "datavc://x@v2/a.txt"
     assert fs._strip_protocol("datavc://x@latest/./sub//b.txt") == "x@v2/sub/b.txt"
     run(ws[0], "tag", "x@v1", "gold")
-    assert fs.ls("x@gold", detail=False) == ["x@v1/a.txt", "x@v1/sub"]
+    assert fs.ls("x@gold", detail=False) == ["x@gold/a.txt", "x@gold/sub"]
+    assert fs.unstrip_protocol("x@gold/a.txt") == "datavc://x@v1/a.txt"
     with fsspec.open("datavc://x@gold/a.txt", store=store) as f:
         assert f.read() == b"one\n"
 

@@ -108,6 +108,14 @@ def _split(path: Any) -> tuple[str, str]:
     return unquote(head), _normalise(rest)
 
 
+def _head(path: Any) -> str:
+    """The dataset part of a path over the whole store, as the caller wrote it."""
+    text = str(path)
+    if text.startswith(_URL):
+        text = text[len(_URL) :]
+    return text.lstrip("/").partition("/")[0]
+
+
 def _join(spec: str, rel: str) -> str:
     return f"{spec}/{rel}" if rel else spec
 
@@ -249,6 +257,22 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=_Keyed):  # type: ignore[mi
         """The name this filesystem gives a path of a snapshot."""
         return rel if self._root is not None else _join(snap.pinned, rel)
 
+    def _listed(self, path: Any, snap: Snapshot, rel: str) -> str:
+        """The name a listing gives a path: over the whole store, under the spec as the
+        caller wrote it (pyarrow and zarr take a folder's children only under the folder's
+        own name); the spec is resolved once per instance, so the name keeps its bytes for
+        the instance's life and in every pickled copy."""
+        return rel if self._root is not None else _join(_head(path), rel)
+
+    def _renamed(self, path: Any, name: str) -> str:
+        """A pinned name from fsspec's machinery, back under the spec ``path`` names."""
+        if self._root is not None:
+            return name
+        head, pinned = _head(path), self._path(_head(path))
+        if head == pinned or not (name == pinned or name.startswith(pinned + "/")):
+            return name
+        return head + name[len(pinned) :]
+
     def _path(self, path: Any) -> str:
         """fsspec's stripped path, with its version pinned (a rooted filesystem's own)."""
         snap, rel = self._locate(path)
@@ -348,7 +372,7 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=_Keyed):  # type: ignore[mi
         found = snap.info(rel)
         if found is None:
             raise PathNotFound(self._outer(snap, rel))
-        return {**found, "name": self._outer(snap, rel)}
+        return {**found, "name": self._listed(path, snap, rel)}
 
     def ls(self, path: str = "", detail: bool = True, **kwargs: Any) -> list[Any]:
         snap, rel = self._locate(path)
@@ -365,8 +389,26 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=_Keyed):  # type: ignore[mi
                 raise PathNotFound(self._outer(snap, rel))
             rels = sorted(children)
         if not detail:
-            return [self._outer(snap, r) for r in rels]
-        return [{**(snap.info(r) or {}), "name": self._outer(snap, r)} for r in rels]
+            return [self._listed(path, snap, r) for r in rels]
+        return [{**(snap.info(r) or {}), "name": self._listed(path, snap, r)} for r in rels]
+
+    def find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        detail: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """fsspec's find, its names under the spec as ``path`` writes it (see ``ls``)."""
+        found = super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs)
+        if not detail:
+            return [self._renamed(path, n) for n in found]
+        out = {}
+        for name, info in found.items():
+            new = self._renamed(path, name)
+            out[new] = {**info, "name": new}
+        return out
 
     def created(self, path: str) -> datetime:
         snap, _ = self._locate(path)
