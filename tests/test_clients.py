@@ -224,12 +224,13 @@ def store(
 
 
 @pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No client reaches the network from the test's process: a connection or a name
     lookup to anything but the loopback fails the test (worker processes are not watched:
     they only read what the test's process reads, from the same stores)."""
     real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
     real_getaddrinfo = socket.getaddrinfo
+    attempts: list[str] = []
 
     def check(host: Any) -> None:
         if isinstance(host, bytes):
@@ -241,6 +242,7 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         except ValueError:
             loopback = False
         if not loopback:
+            attempts.append(str(host))  # kept: a client may swallow the error
             raise OSError(f"test_clients reached for the network: {host}")
 
     def connect(sock: socket.socket, address: Any) -> Any:
@@ -260,6 +262,8 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
+    assert not attempts, f"tried to reach beyond the loopback: {attempts}"
 
 
 def assert_frame(got: pd.DataFrame, want: pd.DataFrame, what: str) -> None:
@@ -374,8 +378,8 @@ def test_duckdb_through_register_filesystem(store: Store) -> None:
     both = con.sql(
         "select count(*) from read_parquet("
         "['datavc://tables@v1/*/*.parquet', 'datavc://tables@v2/*/*.parquet'])"
-    ).fetchone()
-    assert both == (len(YEARS) * (ROWS[1] + ROWS[2]),)
+    ).fetchall()
+    assert both == [(len(YEARS) * (ROWS[1] + ROWS[2]),)]
     latest = con.sql(
         "select distinct filename from read_parquet('datavc://tables@latest/*/*.parquet', "
         "filename=true) order by filename"
@@ -383,43 +387,51 @@ def test_duckdb_through_register_filesystem(store: Store) -> None:
     assert latest == [(f"datavc://tables@v2/year={y}/part-0.parquet",) for y in YEARS]
 
 
-@pytest.fixture
-def hf_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Hugging Face libraries offline, with their caches in this test's folder (set in the
-    environment, and in their modules, which read it once at import)."""
+def hugging_face_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hub: bool) -> Path:
+    """Hugging Face's libraries with their caches in the test's folder, telemetry and
+    download counts off, the Hub client offline. ``hub`` False: datasets' own offline
+    switch off too, for datasets treats every URL that is not a local path as online and
+    refuses a datavc:// file in offline mode ("Offline mode is enabled. Tried to reach
+    datavc://..."); the loopback guard then proves that nothing left the machine. Set in
+    the environment and in the modules, which read it once at import."""
     cache = tmp_path / "hf"
     env = {
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(cache),
         "HF_DATASETS_CACHE": str(cache / "datasets"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1" if hub else "0",
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_UPDATE_DOWNLOAD_COUNTS": "0",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     import datasets.config
     import huggingface_hub.constants
 
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", hub)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", hub)
+    monkeypatch.setattr(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache / "datasets")
     return cache / "datasets"
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["arrow", "streaming"])
 def test_hugging_face_load_dataset_parquet_and_csv(
-    store: Store, hf_offline: Path, streaming: bool
+    store: Store, streaming: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """Arrow (files fetched into datasets' cache, then converted) and streaming; v1 then
+    v2 with one cache folder, so a cache that mixed the versions up would show."""
     import datasets
 
+    cache = hugging_face_offline(monkeypatch, tmp_path, hub=streaming)
     for version in VERSIONS:
         parquet = datasets.load_dataset(
             "parquet",
             data_files={"train": f"datavc://tables@v{version}/year=*/*.parquet"},
             storage_options=store.so,
             streaming=streaming,
-            cache_dir=str(hf_offline),
+            cache_dir=str(cache),
         )["train"]
         got = canonical(pd.DataFrame(list(parquet)))
         want = rows(version)
@@ -431,11 +443,21 @@ def test_hugging_face_load_dataset_parquet_and_csv(
             data_files={"train": [f"datavc://csvs@v{version}/{n}" for n in CSVS]},
             storage_options=store.so,
             streaming=streaming,
-            cache_dir=str(hf_offline),
+            cache_dir=str(cache),
         )["train"]
         got = pd.DataFrame(list(csv))
         want = pd.concat([csv_frame(version, n) for n in CSVS]).reset_index(drop=True)
         assert_frame(got, want, f"csv v{version}")
+    # a pattern on @latest resolves to pinned files: datasets' download cache, keyed on
+    # the URL (datavc gives no ETag), cannot serve an older version's file for it later
+    builder = datasets.load_dataset_builder(
+        "parquet",
+        data_files={"train": "datavc://tables@latest/year=*/*.parquet"},
+        storage_options=store.so,
+        cache_dir=str(cache),
+    )
+    pinned = sorted(builder.config.data_files["train"])
+    assert pinned == [f"datavc://tables@v2/year={y}/part-0.parquet" for y in YEARS]
 
 
 def test_zarr_by_url(store: Store) -> None:
