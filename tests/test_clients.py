@@ -27,6 +27,7 @@ from typing import Any
 import fsspec
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 import pytest
 from conftest import BUCKET, S3_ENV
 from helpers import SnapshotFiles, clean_environment, rand, write
@@ -136,7 +137,8 @@ def write_cube(path: Path, version: int) -> None:
 
 
 def build(root: Path, url: str) -> None:
-    """A workspace on ``url`` with the four datasets committed as v1, then v2."""
+    """A workspace on ``url`` with the four datasets committed as v1, then v2; the tag
+    ``first`` names each one's v1."""
     root.mkdir(parents=True)
     init_workspace(str(root), url)
     ws = Workspace.find(str(root))
@@ -148,6 +150,8 @@ def build(root: Path, url: str) -> None:
         assert sorted((r.name, r.version) for r in published) == [
             (n, version) for n in sorted(DATASETS)
         ]
+    for name in DATASETS:
+        ws.tag(f"{name}@v1", "first")
 
 
 @dataclass(frozen=True)
@@ -275,8 +279,6 @@ def assert_frame(got: pd.DataFrame, want: pd.DataFrame, what: str) -> None:
 
 
 def test_pyarrow_dataset_hive_partitioning_and_filters(store: Store) -> None:
-    import pyarrow.dataset as ds
-
     for version in VERSIONS:
         fs = store.open(f"tables@v{version}")
         dataset = ds.dataset("", filesystem=fs, format="parquet", partitioning="hive")
@@ -292,6 +294,24 @@ def test_pyarrow_dataset_hive_partitioning_and_filters(store: Store) -> None:
         want = want[want["label"] >= 2].reset_index(drop=True)
         assert len(want) > 0
         assert_frame(got, want, f"v{version} filtered")
+
+
+@pytest.mark.parametrize("spec", ["v1", "first", "snapshot", "latest"])
+def test_pandas_and_pyarrow_read_a_folder_named_by_any_spec(store: Store, spec: str) -> None:
+    """A folder by version number, tag, snapshot-id prefix or latest: the paths the
+    store-wide filesystem lists are pinned (``tables@v1/...``), and pyarrow takes each
+    for a file of the folder it was asked for."""
+    version = 2 if spec == "latest" else 1
+    if spec == "snapshot":
+        spec = store.open("tables@v1").snapshot[:12]
+    url = f"datavc://tables@{spec}/"
+    got = pd.read_parquet(url, storage_options=store.so)
+    assert_frame(canonical(got), rows(version), url)
+    dataset = ds.dataset(
+        f"tables@{spec}", filesystem=store.whole(), format="parquet", partitioning="hive"
+    )
+    got = dataset.to_table(filter=ds.field("year") == 2024).to_pandas()
+    assert_frame(canonical(got), rows(version, (2024,)), f"ds.dataset tables@{spec}")
 
 
 def test_pandas_with_a_filesystem_and_by_url(store: Store) -> None:
@@ -465,15 +485,17 @@ def test_zarr_by_url(store: Store) -> None:
 
     groups = {}
     for version in VERSIONS:
-        group = zarr.open_group(f"datavc://cube@v{version}", mode="r", storage_options=store.so)
+        spec = f"v{version}"
+        group = zarr.open_group(f"datavc://cube@{spec}", mode="r", storage_options=store.so)
+        assert sorted(group.array_keys()) == ["t", "x", "y"]  # listed, through pinned paths
         t = group["t"]
         assert t.shape == (6, 4) and t.chunks == (3, 2)
         np.testing.assert_array_equal(t[:], cube(version))
         np.testing.assert_array_equal(t[4:, 1:3], cube(version)[4:, 1:3])  # two chunks
         np.testing.assert_array_equal(group["y"][:], np.arange(4) * 10 * version)
-        groups[version] = group
+        groups[spec] = group
     # two versions open at once do not share chunks
-    np.testing.assert_array_equal(groups[1]["t"][:] * 2, groups[2]["t"][:])
+    np.testing.assert_array_equal(groups["v1"]["t"][:] * 2, groups["v2"]["t"][:])
 
 
 def test_xarray_by_url(store: Store) -> None:
@@ -491,6 +513,23 @@ def test_xarray_by_url(store: Store) -> None:
             url, engine="zarr", storage_options=store.so, consolidated=False, chunks=None
         )
         np.testing.assert_array_equal(eager["t"].values, cube(version))
+
+
+@pytest.mark.parametrize("spec", ["first", "latest"])
+def test_zarr_and_xarray_by_a_tag_or_latest(store: Store, spec: str) -> None:
+    """A group named by a tag or by latest lists its members: zarr and xarray find them
+    under the path they opened (``cube@first``), and the filesystem lists them pinned."""
+    import xarray as xr
+    import zarr
+
+    version = 1 if spec == "first" else 2
+    url = f"datavc://cube@{spec}"
+    group = zarr.open_group(url, mode="r", storage_options=store.so)
+    assert sorted(group.array_keys()) == ["t", "x", "y"]
+    np.testing.assert_array_equal(group["t"][:], cube(version))
+    lazy = xr.open_zarr(url, storage_options=store.so, consolidated=False)
+    assert sorted(lazy.data_vars) == ["t"]
+    np.testing.assert_array_equal(lazy["t"].values, cube(version))
 
 
 # -- Dask distributed -----------------------------------------------------------------------
