@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 from conftest import BUCKET, S3_ENV
-from helpers import SnapshotFiles, clean_environment, rand, write
+from helpers import SnapshotFiles, clean_environment, forget_reads, rand, write
 
 import datavc
 from datavc.workspace.core import Workspace
@@ -225,6 +225,14 @@ def store(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_read_yet() -> None:
+    """Each test starts with the process's page and chunk caches empty, as a new process
+    does: they are content-addressed and shared by every store, and both backends hold the
+    same bytes, so an S3 test must not be served what a local test read."""
+    forget_reads()
 
 
 @pytest.fixture(autouse=True)
@@ -566,6 +574,8 @@ def test_dask_distributed_read_parquet(stores: Stores, moto_endpoint: str, clust
         assert len(workers) == 2 and os.getpid() not in workers
         for kind in BACKENDS:
             store = stores.get(kind, moto_endpoint)
+            forget_reads()  # the backends hold the same bytes: S3 is read, not the caches
+            client.run(forget_reads)
             for version in VERSIONS:
                 url = f"datavc://tables@v{version}/"
                 frame = dd.read_parquet(url, storage_options=store.so)
