@@ -415,10 +415,12 @@ def test_duckdb_through_register_filesystem(store: Store) -> None:
     assert latest == [(f"datavc://tables@v2/year={y}/part-0.parquet",) for y in YEARS]
 
 
-def hugging_face_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hub: bool) -> Path:
+def hugging_face_offline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, datasets_offline: bool
+) -> Path:
     """Hugging Face's libraries with their caches in the test's folder, telemetry and
-    download counts off, the Hub client offline. ``hub`` False: datasets' own offline
-    switch off too, for datasets treats every URL that is not a local path as online and
+    download counts off, the Hub client offline. ``datasets_offline`` False: datasets' own
+    offline switch off, for datasets treats every URL that is not a local path as online and
     refuses a datavc:// file in offline mode ("Offline mode is enabled. Tried to reach
     datavc://..."); the loopback guard then proves that nothing left the machine. Set in
     the environment and in the modules, which read it once at import."""
@@ -427,7 +429,7 @@ def hugging_face_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hub: b
         "HF_HOME": str(cache),
         "HF_DATASETS_CACHE": str(cache / "datasets"),
         "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1" if hub else "0",
+        "HF_DATASETS_OFFLINE": "1" if datasets_offline else "0",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_UPDATE_DOWNLOAD_COUNTS": "0",
     }
@@ -437,8 +439,8 @@ def hugging_face_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hub: b
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", hub)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", hub)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", datasets_offline)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", datasets_offline)
     monkeypatch.setattr(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache / "datasets")
     return cache / "datasets"
@@ -452,7 +454,7 @@ def test_hugging_face_load_dataset_parquet_and_csv(
     v2 with one cache folder, so a cache that mixed the versions up would show."""
     import datasets
 
-    cache = hugging_face_offline(monkeypatch, tmp_path, hub=streaming)
+    cache = hugging_face_offline(monkeypatch, tmp_path, datasets_offline=streaming)
     for version in VERSIONS:
         parquet = datasets.load_dataset(
             "parquet",
