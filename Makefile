@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+HEAVY_STAMP := $(VENV)/.installed-heavy
 
 .PHONY: venv demo demo-repro test test-all lint bench bench-quick bench-peers clean
 
@@ -16,6 +17,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(HEAVY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,heavy]'
+	$(BIN)/python -m pip check
+	touch $(HEAVY_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
@@ -27,7 +33,8 @@ demo-repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
 
-test-all: $(STAMP)
+# everything: the stress runs and the tests marked heavy, whose extra (torch) it installs
+test-all: $(HEAVY_STAMP)
 	$(BIN)/python -m pytest -q -m ''
 
 # The benchmark: docs/BENCHMARKS.md (+ .json). bench-quick: a 1-2 minute scaled-down run

@@ -113,3 +113,26 @@ def forget_reads() -> None:
     PAGES.clear()
     PARSED.clear()
     CHUNKS.clear()
+
+
+class SnapshotFiles:
+    """A map-style dataset for PyTorch's DataLoader (any object with ``__len__`` and
+    ``__getitem__`` is one): item ``i`` is (bytes, worker id, pid) of the i-th (filesystem,
+    path) pair, the filesystems being datavc's, which the DataLoader copies into each worker
+    (by fork or by pickle). Kept here, not in the test module, so that a spawned worker
+    imports little."""
+
+    def __init__(self, files: list[tuple[object, str]]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[bytes, int, int]:
+        from torch.utils.data import get_worker_info
+
+        fs, path = self.files[i]
+        with fs.open(path, "rb") as f:  # type: ignore[attr-defined]
+            data: bytes = f.read()
+        info = get_worker_info()
+        return data, -1 if info is None else info.id, os.getpid()
