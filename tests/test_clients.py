@@ -27,7 +27,6 @@ from typing import Any
 import fsspec
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from conftest import BUCKET, S3_ENV
@@ -305,29 +304,14 @@ def test_pyarrow_dataset_hive_partitioning_and_filters(store: Store) -> None:
         assert_frame(got, want, f"v{version} filtered")
 
 
-UNPINNED_FOLDER = pytest.mark.xfail(
-    strict=True,
-    raises=pa.ArrowInvalid,
-    reason="datavc bug on main (b787bd9): a folder named by a tag, a snapshot prefix or "
-    "latest is listed with pinned paths, which pyarrow refuses: ArrowInvalid: GetFileInfo() "
-    "yielded path 'tables@v1/year=2025/part-0.parquet', which is outside base dir "
-    "'tables@first'",
-)
-
-
 @pytest.mark.parametrize(
     "spec",
-    [
-        "v1",
-        pytest.param("first", marks=UNPINNED_FOLDER),
-        pytest.param("snapshot", marks=UNPINNED_FOLDER),
-        pytest.param("latest", marks=UNPINNED_FOLDER),
-    ],
+    ["v1", "first", "snapshot", "latest"],
 )
 def test_pandas_and_pyarrow_read_a_folder_named_by_any_spec(store: Store, spec: str) -> None:
-    """A folder by version number, tag, snapshot-id prefix or latest: the paths the
-    store-wide filesystem lists are pinned (``tables@v1/...``), and pyarrow takes each
-    for a file of the folder it was asked for."""
+    """A folder by version number, tag, snapshot-id prefix or latest: the store-wide
+    filesystem lists its files under the folder's own name (``tables@first/...``), which
+    pyarrow requires, and they are the version the spec names."""
     version = 2 if spec == "latest" else 1
     if spec == "snapshot":
         spec = store.open("tables@v1").snapshot[:12]
@@ -544,19 +528,11 @@ def test_xarray_by_url(store: Store) -> None:
         np.testing.assert_array_equal(eager["t"].values, cube(version))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="datavc bug on main (b787bd9): cube@latest lists its members as cube@v2/..., "
-    "which zarr does not take for members of cube@latest: an empty group ('Object at "
-    "cube@v2/t is not recognized as a component of a Zarr hierarchy'); xarray: an empty "
-    "Dataset",
-)
 @pytest.mark.filterwarnings("ignore:Object at cube@v")
 @pytest.mark.parametrize("spec", ["first", "latest"])
 def test_zarr_and_xarray_by_a_tag_or_latest(store: Store, spec: str) -> None:
     """A group named by a tag or by latest lists its members: zarr and xarray find them
-    under the path they opened (``cube@first``), and the filesystem lists them pinned."""
+    under the path they opened (``cube@first``), and they are the version it names."""
     import xarray as xr
     import zarr
 
@@ -670,8 +646,10 @@ def test_caching_wrapper_urls_keep_versions_apart(
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="datavc bug on main (b787bd9): a wrapper around datavc.open keys its cache on the "
-    "snapshot-relative path (f000.bin), the same in v1 and v2: v2 is served v1's bytes",
+    reason="known limitation (README): a wrapper around a rooted datavc.open filesystem keys "
+    "its cache on the snapshot-relative path (f000.bin), the same in v1 and v2, and fsspec "
+    "gives the filesystem no say in the key: v2 is served v1's bytes. datavc:// URLs and the "
+    "store-wide filesystem key on pinned paths (test_caching_wrapper_urls_keep_versions_apart)",
 )
 @pytest.mark.parametrize("wrapper", WRAPPERS)
 def test_caching_wrappers_over_snapshots_keep_versions_apart(
