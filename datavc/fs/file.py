@@ -4,12 +4,14 @@ read covers (neighbouring chunks in one ranged read); the last few chunks read a
 from __future__ import annotations
 
 import bisect
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from fsspec.spec import AbstractBufferedFile
 
 from ..format.tree import FileEntry
+from . import native
 
 if TYPE_CHECKING:
     from .filesystem import DatavcFileSystem
@@ -27,6 +29,12 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
             pos += length
         self._decoded: OrderedDict[int, bytes] = OrderedDict()
         super().__init__(fs, entry.path, mode="rb", cache_type="none", size=entry.size)
+        # fsspec's cache calls back the bound method self._fetch_range: a reference cycle
+        # that would keep the file (and its decoded chunks) until the next gc pass. Through
+        # a weak reference, the file goes as soon as its last holder lets go, which is also
+        # what the exit hook watches for (datavc.fs.native).
+        self.cache.fetcher = _Fetcher(self)
+        native.watch(self)
 
     def _chunk(self, i: int) -> bytes:
         data = self._decoded.get(i)
@@ -53,3 +61,18 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
             self._decoded.popitem(last=False)
         offset = self._starts[first]
         return blob[start - offset : end - offset]
+
+
+class _Fetcher:
+    """``file._fetch_range`` without holding the file."""
+
+    __slots__ = ("file",)
+
+    def __init__(self, file: DatavcFile) -> None:
+        self.file = weakref.ref(file)
+
+    def __call__(self, start: int, end: int) -> bytes:
+        file = self.file()
+        if file is None:  # only the file calls its cache, so it is alive here
+            raise ValueError("read of a file that has been released")
+        return file._fetch_range(start, end)
