@@ -6,6 +6,7 @@ in it: a re-read, or a read of a neighbouring byte range, reads nothing from the
 from __future__ import annotations
 
 import bisect
+import weakref
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from fsspec.spec import AbstractBufferedFile
 from ..format.hashing import ChunkId
 from ..format.tree import FileEntry
 from ..store.reader import CHUNKS
+from . import native
 
 if TYPE_CHECKING:
     from .filesystem import DatavcFileSystem
@@ -86,6 +88,12 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
             cache_options=cache_options,
             size=entry.size,
         )
+        # fsspec's cache calls back the bound method self._fetch_range: a reference cycle
+        # that would keep the file until the next gc pass. Through a weak reference, the
+        # file goes as soon as its last holder lets go, which is also what the exit hook
+        # watches for (datavc.fs.native).
+        self.cache.fetcher = _Fetcher(self)
+        native.watch(self)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         start, end = self.layout.clip(start, end)
@@ -97,3 +105,18 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
         else:
             got = self.fs.chunks.read_many(ids, workers(self.fs), 0, CHUNKS)
         return self.layout.cut(start, end, got)
+
+
+class _Fetcher:
+    """``file._fetch_range`` without holding the file."""
+
+    __slots__ = ("file",)
+
+    def __init__(self, file: DatavcFile) -> None:
+        self.file = weakref.ref(file)
+
+    def __call__(self, start: int, end: int) -> bytes:
+        file = self.file()
+        if file is None:  # only the file calls its cache, so it is alive here
+            raise ValueError("read of a file that has been released")
+        return file._fetch_range(start, end)
