@@ -24,11 +24,10 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
 
-from fsspec.spec import AbstractFileSystem, _Cached
+from fsspec.spec import AbstractFileSystem
 
-from ..errors import BadInput, IsAFolder, NotARepository, PathNotFound, ReadOnly
+from ..errors import BadInput, IsAFolder, PathNotFound, ReadOnly
 from ..format.hashing import ChunkId
 from ..format.paths import valid_name
 from ..format.record import VersionRecord
@@ -44,16 +43,13 @@ from ..store.files import LocalFile, NoProgress, hash_path
 from ..store.materialize import materialize
 from ..store.reader import CHUNKS
 from ..store.retry import RetryPolicy
-from ..workspace.config import DOT, find_root, load_config, resolve_store_url, retry_from_env
+from ..workspace.config import find_root
 from ..workspace.core import Workspace, open_store
 from .file import DatavcFile, Layout, workers
+from .locate import PROTOCOL, URL, Keyed, head, join, locate_store, normalise, split
 from .snapshot import Snapshot
 
-PROTOCOL = "datavc"
-_URL = f"{PROTOCOL}://"
-# what decides which store an instance over the whole store opens, besides its arguments
 CAT_BATCH = 32 << 20  # cat_ranges: chunk bytes held at once, about
-_FOUND_FROM = ("DATAVC_STORE", "DATAVC_TIMEOUT", "DATAVC_RETRIES", "DATAVC_PINS")
 
 
 def open(
@@ -63,78 +59,7 @@ def open(
     return DatavcFileSystem(spec, store=store, storage_options=storage_options)
 
 
-def _locate_store(
-    store: str | None, storage_options: dict[str, Any] | None
-) -> tuple[str, dict[str, Any], str | None, RetryPolicy]:
-    """Store URL, options, cache folder and retry policy: argument, then DATAVC_STORE (with
-    the environment's DATAVC_TIMEOUT and DATAVC_RETRIES), then the workspace's config."""
-    root = find_root(os.getcwd())
-    options = dict(storage_options or {})
-    if store:
-        return resolve_store_url(store, os.getcwd()), options, None, retry_from_env()
-    if os.environ.get("DATAVC_STORE"):
-        url = resolve_store_url(os.environ["DATAVC_STORE"], os.getcwd())
-        return url, options, None, retry_from_env()
-    if root is None:
-        raise NotARepository(
-            "no store: pass store=URL, set DATAVC_STORE, or run inside a datavc workspace"
-        )
-    cfg = load_config(root)
-    cache = os.path.join(root, DOT, "cache")
-    return cfg.store, {**cfg.storage_options, **options}, cache, cfg.retry
-
-
-def _normalise(text: str) -> str:
-    """A path inside a snapshot, normalised as LocalFileSystem does: ``./a``, ``a//b`` and
-    ``a/../b`` name ``a`` and ``b``; a ``..`` above the root names nothing."""
-    parts: list[str] = []
-    for part in text.split("/"):
-        if part == "..":
-            if not parts:
-                raise PathNotFound(f"{text} (above the snapshot's root)")
-            parts.pop()
-        elif part not in ("", "."):
-            parts.append(part)
-    return "/".join(parts)
-
-
-def _split(path: Any) -> tuple[str, str]:
-    """``[datavc://]NAME@SPEC/path`` as (``NAME@SPEC``, the normalised path). A ``/`` in the
-    spec (``git:origin/main``) is written ``%2F``."""
-    text = str(path)
-    if text.startswith(_URL):
-        text = text[len(_URL) :]
-    head, _, rest = text.lstrip("/").partition("/")
-    return unquote(head), _normalise(rest)
-
-
-def _head(path: Any) -> str:
-    """The dataset part of a path over the whole store, as the caller wrote it."""
-    text = str(path)
-    if text.startswith(_URL):
-        text = text[len(_URL) :]
-    return text.lstrip("/").partition("/")[0]
-
-
-def _join(spec: str, rel: str) -> str:
-    return f"{spec}/{rel}" if rel else spec
-
-
-class _Keyed(_Cached):  # type: ignore[misc]
-    """fsspec caches instances by their arguments. One over the whole store is also keyed on
-    where its store is found (the cwd's workspace and the DATAVC_* variables); one rooted at
-    a snapshot is never shared (its spec, ``latest`` say, is resolved when it is made)."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if args or kwargs.get("spec") is not None or kwargs.get("record") is not None:
-            kwargs["skip_instance_cache"] = True
-        else:
-            where = find_root(os.getcwd())
-            kwargs["found_from"] = (where, *(os.environ.get(v) for v in _FOUND_FROM))
-        return super().__call__(*args, **kwargs)
-
-
-class DatavcFileSystem(AbstractFileSystem, metaclass=_Keyed):  # type: ignore[misc]
+class DatavcFileSystem(AbstractFileSystem, metaclass=Keyed):  # type: ignore[misc]
     """A read-only view of a store's snapshots (``spec`` None), or of one snapshot."""
 
     protocol = PROTOCOL
@@ -163,7 +88,7 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=_Keyed):  # type: ignore[mi
         are fsspec's standard arguments, accepted and ignored. ``found_from`` is set by the
         instance cache (its key), never by callers."""
         super().__init__()
-        url, options, cache_dir, located = _locate_store(store, storage_options)
+        url, options, cache_dir, located = locate_store(store, storage_options)
         self.store_url = url
         self.store_options = options
         self.store_retry = retry or located
@@ -242,36 +167,37 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=_Keyed):  # type: ignore[mi
         filesystem over the whole store."""
         text = str(path)
         if self._root is not None:
-            if text.startswith(_URL):
-                spec, rel = _split(text)
+            if text.startswith(URL):
+                spec, rel = split(text)
                 if spec != self.spec and spec != self._root.pinned:
                     raise BadInput(f"{text} is not in this filesystem, which shows {self.spec}")
                 return self._root, rel
-            return self._root, _normalise(text)
-        spec, rel = _split(text)
+            return self._root, normalise(text)
+        spec, rel = split(text)
         if not spec:
             return None, ""
         return self._version(spec), rel
 
     def _outer(self, snap: Snapshot, rel: str) -> str:
         """The name this filesystem gives a path of a snapshot."""
-        return rel if self._root is not None else _join(snap.pinned, rel)
+        return rel if self._root is not None else join(snap.pinned, rel)
 
     def _listed(self, path: Any, snap: Snapshot, rel: str) -> str:
         """The name a listing gives a path: over the whole store, under the spec as the
         caller wrote it (pyarrow and zarr take a folder's children only under the folder's
         own name); the spec is resolved once per instance, so the name keeps its bytes for
         the instance's life and in every pickled copy."""
-        return rel if self._root is not None else _join(_head(path), rel)
+        return rel if self._root is not None else join(head(path), rel)
 
     def _renamed(self, path: Any, name: str) -> str:
         """A pinned name from fsspec's machinery, back under the spec ``path`` names."""
         if self._root is not None:
             return name
-        head, pinned = _head(path), self._path(_head(path))
-        if head == pinned or not (name == pinned or name.startswith(pinned + "/")):
+        written = head(path)
+        pinned = self._path(written)
+        if written == pinned or not (name == pinned or name.startswith(pinned + "/")):
             return name
-        return head + name[len(pinned) :]
+        return written + name[len(pinned) :]
 
     def _path(self, path: Any) -> str:
         """fsspec's stripped path, with its version pinned (a rooted filesystem's own)."""
@@ -282,8 +208,8 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=_Keyed):  # type: ignore[mi
     def _strip_protocol(cls, path: Any) -> str:
         """Without an instance: the protocol taken off and the path inside the snapshot
         normalised; the spec is resolved (and pinned) by the instance."""
-        spec, rel = _split(path)
-        return _join(spec, rel) if spec else ""
+        spec, rel = split(path)
+        return join(spec, rel) if spec else ""
 
     @staticmethod
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
@@ -292,7 +218,7 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=_Keyed):  # type: ignore[mi
     def unstrip_protocol(self, name: str) -> str:
         """The full URL of a path: ``datavc://NAME@vN/path``."""
         snap, rel = self._locate(name)
-        return _URL if snap is None else _URL + _join(snap.pinned, rel)
+        return URL if snap is None else URL + join(snap.pinned, rel)
 
     def ukey(self, path: str) -> str:
         """A file's BLAKE3 (the same key means the same bytes, in any version); a folder's
