@@ -50,8 +50,10 @@ class Layout:
         offset = self.starts[first]
         if first == last:
             return chunks[self.entry.chunks[first][0]][start - offset : end - offset]
-        blob = b"".join(chunks[self.entry.chunks[i][0]] for i in range(first, last + 1))
-        return blob[start - offset : end - offset]
+        parts = [memoryview(chunks[self.entry.chunks[i][0]]) for i in range(first, last + 1)]
+        parts[0] = parts[0][start - offset :]
+        parts[-1] = parts[-1][: end - self.starts[last]]
+        return b"".join(parts)  # one copy: the ends cut as views
 
     def clip(self, start: int | None, end: int | None) -> tuple[int, int]:
         """fsspec's range arguments (None, negative from the end) as ``0 <= start <= end``."""
