@@ -78,6 +78,9 @@ def test_one_filesystem_serves_every_version(ws: tuple[Path, str]) -> None:
         assert f.path == "x@v2/sub/b.txt"
     assert fs.unstrip_protocol("x@latest/a.txt") == "datavc://x@v2/a.txt"
     assert fs._strip_protocol("datavc://x@latest/./sub//b.txt") == "x@v2/sub/b.txt"
+    # without an instance nothing is resolved; a '/' of a git revision stays written %2F
+    strip = datavc.DatavcFileSystem._strip_protocol
+    assert strip("datavc://x@git:origin%2Fmain/./a//b") == "x@git:origin%2Fmain/a/b"
     run(ws[0], "tag", "x@v1", "gold")
     assert fs.ls("x@gold", detail=False) == ["x@gold/a.txt", "x@gold/sub"]
     assert fs.unstrip_protocol("x@gold/a.txt") == "datavc://x@v1/a.txt"

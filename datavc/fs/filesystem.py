@@ -209,7 +209,7 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=Keyed):  # type: ignore[mis
         """Without an instance: the protocol taken off and the path inside the snapshot
         normalised; the spec is resolved (and pinned) by the instance."""
         spec, rel = split(path)
-        return join(spec, rel) if spec else ""
+        return join(head(path), rel) if spec else ""  # the spec as written (%2F kept)
 
     @staticmethod
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
