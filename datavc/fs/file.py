@@ -37,16 +37,20 @@ class Layout:
         self.entry = entry
         self.starts = [0, *accumulate(length for _, length in entry.chunks)][:-1]
 
+    def _bounds(self, start: int, end: int) -> tuple[int, int]:
+        return (
+            bisect.bisect_right(self.starts, start) - 1,
+            bisect.bisect_right(self.starts, end - 1) - 1,
+        )
+
     def span(self, start: int, end: int) -> list[ChunkId]:
         """The ids of the chunks under ``[start, end)`` (``0 <= start < end <= size``)."""
-        first = bisect.bisect_right(self.starts, start) - 1
-        last = bisect.bisect_right(self.starts, end - 1) - 1
+        first, last = self._bounds(start, end)
         return [self.entry.chunks[i][0] for i in range(first, last + 1)]
 
     def cut(self, start: int, end: int, chunks: dict[ChunkId, bytes]) -> bytes:
         """Bytes ``[start, end)`` from the chunks under them."""
-        first = bisect.bisect_right(self.starts, start) - 1
-        last = bisect.bisect_right(self.starts, end - 1) - 1
+        first, last = self._bounds(start, end)
         offset = self.starts[first]
         if first == last:
             return chunks[self.entry.chunks[first][0]][start - offset : end - offset]
@@ -54,6 +58,18 @@ class Layout:
         parts[0] = parts[0][start - offset :]
         parts[-1] = parts[-1][: end - self.starts[last]]
         return b"".join(parts)  # one copy: the ends cut as views
+
+    def read(self, fs: DatavcFileSystem, start: int | None, end: int | None) -> bytes:
+        """Bytes ``[start, end)`` (fsspec's conventions), through the process's chunk cache."""
+        start, end = self.clip(start, end)
+        if start >= end:
+            return b""
+        ids = self.span(start, end)
+        if len(ids) == 1:  # a small file, or a small read
+            got = {ids[0]: fs.chunks.read_one(ids[0], CHUNKS)}
+        else:
+            got = fs.chunks.read_many(ids, workers(fs), 0, CHUNKS)
+        return self.cut(start, end, got)
 
     def clip(self, start: int | None, end: int | None) -> tuple[int, int]:
         """fsspec's range arguments (None, negative from the end) as ``0 <= start <= end``."""
@@ -98,15 +114,7 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
         native.watch(self)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        start, end = self.layout.clip(start, end)
-        if start >= end:
-            return b""
-        ids = self.layout.span(start, end)
-        if len(ids) == 1:  # a small file, or a small read
-            got = {ids[0]: self.fs.chunks.read_one(ids[0], CHUNKS)}
-        else:
-            got = self.fs.chunks.read_many(ids, workers(self.fs), 0, CHUNKS)
-        return self.layout.cut(start, end, got)
+        return self.layout.read(self.fs, start, end)
 
 
 class _Fetcher:

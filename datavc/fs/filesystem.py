@@ -380,12 +380,7 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=Keyed):  # type: ignore[mis
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
-        layout = self._layout(path)
-        start, end = layout.clip(start, end)
-        if start >= end:
-            return b""
-        got = self.chunks.read_many(layout.span(start, end), workers(self), 0, CHUNKS)
-        return layout.cut(start, end, got)
+        return self._layout(path).read(self, start, end)
 
     def cat_ranges(
         self,

@@ -7,9 +7,6 @@ location hints go to the chunk store, so reading its files' chunks needs no inde
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -25,7 +22,7 @@ from ..format.tree import (
     split_pages,
 )
 from .chunkstore import ChunkStore
-from .lru import BytesCache
+from .lru import BytesCache, Cache
 
 PAGE_CACHE_BYTES = 64 << 20
 PARSED_PAGES = 16  # a page has up to some thousands of entries: tens of MiB at most
@@ -67,12 +64,20 @@ def load_page(
 ) -> list[FileEntry]:
     """A page's entries; its chunks' location hints go to the store (unless ``hints`` is
     False: the caller reads no chunks), so reading a file needs no index."""
-    data = read_page(store, page.id, cache)
-    entries, found = decode_page(data, f"trees/{page.id}", page.content, hints)
-    check_page(entries, page, f"trees/{page.id}")
+    entries, found = _decoded(store, page, hints, cache)
     if found:
         store.add_hints(found)
     return entries
+
+
+def _decoded(
+    store: ChunkStore, page: PageRef, hints: bool, cache: PageCache | None
+) -> tuple[list[FileEntry], Hints]:
+    """A page's entries, checked against the root's record of it, and its hints."""
+    obj = f"trees/{page.id}"
+    entries, found = decode_page(read_page(store, page.id, cache), obj, page.content, hints)
+    check_page(entries, page, obj)
+    return entries, found
 
 
 def iter_entries(
@@ -82,56 +87,29 @@ def iter_entries(
         yield from load_page(store, page, hints, cache)
 
 
-class ParsedPages:
-    """Pages decoded and checked (each path's entry, and the page's location hints) by page
-    id, the ``count`` last used kept for the process: a reader opening many files of one
-    page (a DataLoader worker) decodes it once, not once per file."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self._pages: OrderedDict[str, tuple[dict[str, FileEntry], Hints]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, store: ChunkStore, page: PageRef) -> tuple[dict[str, FileEntry], Hints]:
-        with self._lock:
-            found = self._pages.get(page.id)
-            if found is not None:
-                self._pages.move_to_end(page.id)
-                return found
-        obj = f"trees/{page.id}"
-        entries, hints = decode_page(read_page(store, page.id, PAGES), obj, page.content)
-        check_page(entries, page, obj)
-        found = ({e.path: e for e in entries}, hints)
-        with self._lock:
-            self._pages[page.id] = found
-            while len(self._pages) > self.count:
-                self._pages.popitem(last=False)
-        return found
-
-    def clear(self) -> None:
-        with self._lock:
-            self._pages.clear()
-
-    def after_fork(self) -> None:
-        self._lock = threading.Lock()
-
-
-PARSED = ParsedPages(PARSED_PAGES)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=PARSED.after_fork)
+Parsed = tuple[dict[str, FileEntry], Hints]
+PARSED: Cache[Parsed] = Cache(PARSED_PAGES, lambda _: 1)
+"""Pages decoded and checked (each path's entry, and the page's location hints) by page
+id, the last used kept for the process: a reader opening many files of one page (a
+DataLoader worker) decodes it once, not once per file."""
 
 
 def lookup(store: ChunkStore, root: TreeRoot, path: str, hinted: set[str]) -> FileEntry | None:
     """One file's entry through :data:`PARSED`; the hints of each page go to ``store`` the
     first time (``hinted``: the pages whose hints it has)."""
     for page in root.pages_for(path):
-        table, hints = PARSED.get(store, page)
+        parsed = PARSED.get(page.id)
+        if parsed is None:
+            entries, page_hints = _decoded(store, page, True, PAGES)
+            parsed = ({e.path: e for e in entries}, page_hints)
+            PARSED.put(page.id, parsed)
+        table, hints = parsed
         if page.id not in hinted:
             store.add_hints(hints)
             hinted.add(page.id)
-        found = table.get(path)
-        if found is not None:
-            return found
+        entry = table.get(path)
+        if entry is not None:
+            return entry
     return None
 
 
