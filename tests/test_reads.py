@@ -165,3 +165,42 @@ def test_block_size_and_cache_type_are_honoured(
         f.seek(5 * MiB)
         assert f.read(10) == files["big.bin"][5 * MiB : 5 * MiB + 10]
     assert fetched == [(5 * MiB, 5 * MiB + 256 * KiB)]
+
+
+def test_a_small_file_read_whole_is_one_ranged_read_and_is_not_kept(
+    big: tuple[Any, dict],
+) -> None:
+    """A file of several chunks read whole (a DataLoader's item): its chunks, stored
+    together, come in one ranged read, each checked; an epoch does not churn the cache."""
+    fs, files = big
+    assert len(fs.entry("small.bin").chunks) > 3
+    with io_of(fs) as io, fs.open("small.bin") as f:
+        assert f.read() == files["small.bin"]
+        assert f.tell() == len(files["small.bin"]) and f.read() == b""
+    assert io.range_reads == 1 and io.bytes_read == len(files["small.bin"])
+    assert CHUNKS.size == 0
+    with io_of(fs) as io:
+        assert fs.cat_file("small.bin") == files["small.bin"]
+        assert fs.cat_file("small.bin", 10, -10) == files["small.bin"][10:-10]
+    assert io.range_reads == 1 + 1  # a part: through the chunk cache, which keeps it
+    assert CHUNKS.size > 0
+
+
+def test_a_file_keeps_the_conventions_of_a_python_file(big: tuple[Any, dict]) -> None:
+    fs, files = big
+    data = files["small.bin"]
+    f = fs.open("small.bin")
+    assert f.read(0) == b"" and f.read(None)[:10] == data[:10] and f.read(5) == b""
+    f.seek(-20, 2)
+    assert f.tell() == len(data) - 20 and f.read(100) == data[-20:]
+    f.seek(7)
+    buf = bytearray(9)
+    assert f.readinto(buf) == 9 and bytes(buf) == data[7:16]
+    f.close()
+    with pytest.raises(ValueError):
+        f.read()
+    with fs.open("small.bin", "rb", cache_type="bytes") as g:
+        g.seek(100)
+        assert g.read(50) == data[100:150] and g.cache.name == "bytes"
+    with fs.open("small.bin", "r", encoding="latin-1") as t:
+        assert t.read(3) == data[:3].decode("latin-1")

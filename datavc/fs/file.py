@@ -10,6 +10,7 @@ import weakref
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
+from fsspec.caching import BaseCache
 from fsspec.spec import AbstractBufferedFile
 
 from ..format.hashing import ChunkId
@@ -26,6 +27,11 @@ page-cache copies, and threads only contend for the GIL (2,000 random 4 KiB rang
 256 MiB file: 88 ms with one, 147-212 ms with 2-8); a remote store's wait on the network."""
 
 
+WHOLE_BYTES = 1 << 20
+"""A file of up to this many bytes read whole is read with as few ranged reads as its
+chunks allow, and not kept in :data:`CHUNKS` (a DataLoader's epoch reads each file once)."""
+
+
 def workers(fs: DatavcFileSystem) -> int:
     return LOCAL_WORKERS if fs.chunks.backend.is_local else REMOTE_WORKERS
 
@@ -33,9 +39,18 @@ def workers(fs: DatavcFileSystem) -> int:
 class Layout:
     """Where each chunk of a file starts; which chunks a byte range covers."""
 
+    __slots__ = ("_starts", "entry")
+
     def __init__(self, entry: FileEntry) -> None:
         self.entry = entry
-        self.starts = [0, *accumulate(length for _, length in entry.chunks)][:-1]
+        self._starts: list[int] | None = None
+
+    @property
+    def starts(self) -> list[int]:
+        """Each chunk's offset in the file (worked out on the first read that needs it)."""
+        if self._starts is None:
+            self._starts = [0, *accumulate(length for _, length in self.entry.chunks)][:-1]
+        return self._starts
 
     def _bounds(self, start: int, end: int) -> tuple[int, int]:
         return (
@@ -64,6 +79,13 @@ class Layout:
         start, end = self.clip(start, end)
         if start >= end:
             return b""
+        chunks = self.entry.chunks
+        whole = end - start == self.entry.size and end <= WHOLE_BYTES  # a small file read whole
+        if len(chunks) == 1:
+            data = fs.chunks.reader.read_one(chunks[0][0], CHUNKS, keep=not whole)
+            return data if whole else data[start:end]
+        if whole:
+            return fs.chunks.reader.read_whole([cid for cid, _ in chunks])
         ids = self.span(start, end)
         if len(ids) == 1:  # a small file, or a small read
             got = {ids[0]: fs.chunks.read_one(ids[0], CHUNKS)}
@@ -97,21 +119,47 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
         whole store, relative in a rooted one)."""
         self.entry = entry
         self.layout = Layout(entry)
-        super().__init__(
-            fs,
-            path,
-            mode="rb",
-            block_size="default" if block_size is None else block_size,
-            cache_type=cache_type or "none",
-            cache_options=cache_options,
-            size=entry.size,
-        )
+        if (cache_type or "none") == "none" and not cache_options:
+            # What AbstractBufferedFile.__init__ sets for reading with no cache, set here:
+            # opening many small files (a DataLoader epoch) pays for each part of an open.
+            self.path, self.fs, self.mode = path, fs, "rb"
+            self.kwargs: dict[str, Any] = {}
+            sized = isinstance(block_size, int)  # or None, or fsspec's "default"
+            self.blocksize = block_size if sized else self.DEFAULT_BLOCK_SIZE
+            self.loc, self.size, self.autocommit, self.closed = 0, entry.size, True, False
+            self.start = self.end = None
+            self.cache = BaseCache(self.blocksize, _Fetcher(self), entry.size)
+        else:
+            super().__init__(
+                fs,
+                path,
+                mode="rb",
+                block_size="default" if block_size is None else block_size,
+                cache_type=cache_type,
+                cache_options=cache_options,
+                size=entry.size,
+            )
+            self.cache.fetcher = _Fetcher(self)
         # fsspec's cache calls back the bound method self._fetch_range: a reference cycle
         # that would keep the file until the next gc pass. Through a weak reference, the
         # file goes as soon as its last holder lets go, which is also what the exit hook
         # watches for (datavc.fs.native).
-        self.cache.fetcher = _Fetcher(self)
         native.watch(self)
+
+    def read(self, length: int | None = -1) -> bytes:
+        """fsspec's read; with no cache, straight to the chunks (fsspec's also formats a
+        debug line for each read)."""
+        if type(self.cache) is not BaseCache:  # fsspec's caches, or a caching wrapper's
+            return bytes(super().read(length))
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        loc = self.loc
+        end = self.size if length is None or length < 0 else min(self.size, loc + int(length))
+        if end <= loc:
+            return b""
+        out = self._fetch_range(loc, end)
+        self.loc = loc + len(out)
+        return out
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         return self.layout.read(self.fs, start, end)

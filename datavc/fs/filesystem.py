@@ -348,6 +348,22 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=Keyed):  # type: ignore[mis
 
     # -- reading --------------------------------------------------------------------
 
+    def open(
+        self,
+        path: Any,
+        mode: str = "rb",
+        block_size: int | None = None,
+        cache_options: dict[str, Any] | None = None,
+        compression: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """fsspec's open; a binary read goes straight to :meth:`_open`, which finds the
+        path once (fsspec's finds it for ``_strip_protocol`` too)."""
+        if mode == "rb" and compression is None:
+            kwargs.pop("autocommit", None)
+            return self._open(path, mode, block_size, cache_options=cache_options, **kwargs)
+        return super().open(path, mode, block_size, cache_options, compression, **kwargs)
+
     def _open(
         self,
         path: str,

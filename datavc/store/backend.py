@@ -299,9 +299,18 @@ class Backend:
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of an object."""
-        data: bytes = self._run(
-            "read", key, lambda: self._fs().cat_file(self.path(key), start=start, end=end)
-        )
+
+        def call() -> bytes:
+            data: bytes = self._fs().cat_file(self.path(key), start=start, end=end)
+            return data
+
+        if self.is_local:  # one pread: the retry loop only for a failure, to translate it
+            try:
+                data = call()
+            except OSError:
+                data = self._run("read", key, call)
+        else:
+            data = self._run("read", key, call)
         if len(data) != end - start:
             raise ObjectNotFound(f"{key} (range {start}-{end} past its end)")
         self.stats.count_read(key, len(data), ranged=True)

@@ -317,9 +317,13 @@ class ChunkStore:
         """Yield the plain bytes of each chunk in order (see :meth:`.ChunkReader.read_chunks`)."""
         return self._reader().read_chunks(ids, verify)
 
-    def read_one(self, cid: ChunkId, cache: BytesCache | None = None) -> bytes:
+    def read_one(self, cid: ChunkId, cache: BytesCache | None = None, keep: bool = True) -> bytes:
         """One chunk's plain bytes, checked (see :meth:`.ChunkReader.read_one`)."""
-        return self._reader().read_one(cid, cache)
+        return self._reader().read_one(cid, cache, keep)
+
+    def read_whole(self, ids: Sequence[ChunkId]) -> bytes:
+        """Chunks' plain bytes joined, each checked (see :meth:`.ChunkReader.read_whole`)."""
+        return self._reader().read_whole(ids)
 
     def read_many(
         self,
@@ -335,6 +339,11 @@ class ChunkStore:
         """Call ``use`` with the chunks' plain bytes, a run at a time (see
         :meth:`.ChunkReader.stream_plain`)."""
         self._reader().stream_plain(ids, use)
+
+    @property
+    def reader(self) -> ChunkReader:
+        """What reads this store's chunks (:class:`.ChunkReader`)."""
+        return self._reader()
 
     def _reader(self) -> ChunkReader:
         if self._chunk_reader is None:

@@ -79,8 +79,9 @@ def coalesce(located: Iterable[tuple[ChunkId, Location]], max_gap: int) -> Itera
         yield run
 
 
-def decode_run(run: Run, blob: bytes) -> list[bytes]:
-    """Decompress each chunk of a run and check it against its id."""
+def decode_run(run: Run, blob: bytes, joined: bool = False) -> list[bytes]:
+    """Decompress each chunk of a run and check it against its id. ``joined``: a run of
+    raw chunks comes back as one blob (each chunk checked in place, nothing copied)."""
     if len(run) == 1 and run[0][1].codec == CODEC_RAW and len(blob) == run[0][1].plain_length:
         cid, loc = run[0]  # one raw chunk: the blob is its bytes, not copied
         got = chunk_id(blob)
@@ -88,6 +89,20 @@ def decode_run(run: Run, blob: bytes) -> list[bytes]:
             obj = f"packs/{loc.pack}"
             raise IntegrityError(obj, cid.hex(), got.hex(), what=f"chunk at offset {loc.offset}")
         return [blob]
+    if joined and all(loc.codec == CODEC_RAW for _, loc in run):
+        view = memoryview(blob)  # raw chunks: the blob is their bytes, not copied
+        base = run[0][1].offset
+        for cid, loc in run:
+            rel = loc.offset - base
+            if loc.stored_length != loc.plain_length or rel + loc.plain_length > len(blob):
+                break  # a lying length: decode_chunk below says what is wrong
+            got = chunk_id(view[rel : rel + loc.plain_length])
+            if got != cid:
+                obj = f"packs/{loc.pack}"
+                what = f"chunk at offset {loc.offset}"
+                raise IntegrityError(obj, cid.hex(), got.hex(), what=what)
+        else:
+            return [blob]
     view = memoryview(blob)
     base = run[0][1].offset
     out = []
@@ -240,14 +255,25 @@ class ChunkReader:
             for run in fetched:
                 yield from run
 
-    def read_one(self, cid: ChunkId, cache: BytesCache | None) -> bytes:
-        """One chunk's plain bytes, checked: from ``cache`` if it has them (a small file)."""
+    def read_one(self, cid: ChunkId, cache: BytesCache | None, keep: bool = True) -> bytes:
+        """One chunk's plain bytes, checked: from ``cache`` if it has them (a small file),
+        else read and, with ``keep``, put there."""
         hit = cache.get(cid) if cache is not None else None
         if hit is None:
             hit = self._read_run([(cid, self.store.locate(cid))])[0]
-            if cache is not None:
+            if cache is not None and keep:
                 cache.put(cid, hit)
         return hit
+
+    def read_whole(self, ids: Sequence[ChunkId]) -> bytes:
+        """Chunks' plain bytes joined, each checked (a file read whole): raw chunks stored
+        together in one pack, as a small file's are written, take one ranged read and no
+        copy. Not through :data:`CHUNKS`: a file read whole is seldom read again soon (a
+        DataLoader epoch), and one-chunk files go through :meth:`read_one`."""
+        parts: list[bytes] = []
+        for run in group((cid, self.store.locate(cid)) for cid in ids):
+            parts.extend(self._read_run(run, joined=True))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def read_many(
         self, ids: Iterable[ChunkId], workers: int, max_gap: int, cache: BytesCache | None
@@ -340,20 +366,25 @@ class ChunkReader:
             moved.append((cid, elsewhere[0]))
         return moved
 
-    def _read_run(self, run: Run) -> list[bytes]:
-        out: list[bytes] = []
-        gone: set[ObjectId] = set()
-        todo = deque([run])
+    def _read_run(self, run: Run, joined: bool = False) -> list[bytes]:
+        """A run's chunks, checked; ``joined``: see :func:`decode_run`."""
+        try:
+            return self._read_run_at(run, joined)
+        except ObjectNotFound:
+            pass
+        out: list[bytes] = []  # the pack is gone: wherever else the index puts them
+        gone: set[ObjectId] = {run[0][1].pack}
+        todo = deque(group(self._relocated(run, gone)))
         while todo:
             part = todo.popleft()
             try:
-                out.extend(self._read_run_at(part))
+                out.extend(self._read_run_at(part, joined))
             except ObjectNotFound:
                 gone.add(part[0][1].pack)
                 todo.extendleft(reversed(list(group(self._relocated(part, gone)))))
         return out
 
-    def _read_run_at(self, run: Run) -> list[bytes]:
+    def _read_run_at(self, run: Run, joined: bool = False) -> list[bytes]:
         """Fetch one contiguous run of chunks: from the cache if it has the pack and its
         bytes check out, else from the store (a damaged cached pack is dropped)."""
         first, last = run[0][1], run[-1][1]
@@ -366,8 +397,8 @@ class ChunkReader:
                 blob = None
             if blob is not None:
                 try:
-                    return decode_run(run, blob)
+                    return decode_run(run, blob, joined)
                 except IntegrityError:
                     with contextlib.suppress(DatavcError):
                         self.store.cache.delete(key)
-        return decode_run(run, self.store.backend.read_range(key, first.offset, end))
+        return decode_run(run, self.store.backend.read_range(key, first.offset, end), joined)
