@@ -14,11 +14,14 @@ import json
 import os
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..format.hashing import ObjectId, is_object_id
 from ..format.jsondoc import Malformed, integer, load_document, optional_string, string
 from ..format.paths import valid_name
-from ..format.run import MAX_INPUTS, RunInput
+
+if TYPE_CHECKING:  # run records: only for a run's log (a reader's import stays light)
+    from ..format.run import RunInput
 
 LOG_VARIABLE = "DATAVC_RUN_LOG"
 MAX_LOG = 16 << 20
@@ -77,6 +80,8 @@ def note_open(store_url: str, name: str, version: int, tree: ObjectId) -> None:
 def read_log(path: str) -> list[tuple[str, RunInput]]:
     """The snapshots a log names, each once, with the store URL each came from. A line
     that breaks the format is skipped (a process killed mid-write leaves at most one)."""
+    from ..format.run import MAX_INPUTS, RunInput
+
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_LOG + 1)
