@@ -454,7 +454,7 @@ def test_page_content_id_ignores_hints_and_is_checked() -> None:
     """The content id covers the entries, not where their chunks are stored."""
     entries = [entry("a", 2), entry("b/c", 1)]
     here, content = encode_page(entries, locate)
-    elsewhere, content2 = encode_page(entries, lambda c: dataclasses.replace(locate(c), offset=7))
+    elsewhere, content2 = encode_page(entries, lambda c: locate(c)._replace(offset=7))
     assert here != elsewhere and content == content2
     decode_page(elsewhere, "trees/t", content)
     other = encode_page([entry("a", 2), entry("b/c", 1, seed=1)], locate)[1]

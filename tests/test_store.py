@@ -588,7 +588,7 @@ def test_a_moved_chunk_is_found_through_the_index(
     backend.write(f"packs/{new_pack}", backend.read(f"packs/{old_pack}"))
     reader = reopen(store_url)
     reader.load_index()
-    moved = {cid: dataclasses.replace(loc, pack=new_pack) for cid, loc in reader._index.items()}
+    moved = {cid: loc._replace(pack=new_pack) for cid, loc in reader._index.items()}
     reader.write_object("index", encode_index(moved))
     backend.delete(f"packs/{old_pack}")
     backend.delete(f"index/{old_index}")

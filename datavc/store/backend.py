@@ -299,22 +299,25 @@ class Backend:
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of an object."""
-
-        def call() -> bytes:
-            data: bytes = self._fs().cat_file(self.path(key), start=start, end=end)
-            return data
-
-        if self.is_local:  # one pread: the retry loop only for a failure, to translate it
-            try:
-                data = call()
+        data: bytes
+        if self.is_local and self._pid == os.getpid():  # one pread; the retry loop only
+            try:  # for a failure, to translate it
+                data = self.fs.cat_file(f"{self.root}/{key}", start, end)
             except OSError:
-                data = self._run("read", key, call)
+                data = self._read_range(key, start, end)
         else:
-            data = self._run("read", key, call)
+            data = self._read_range(key, start, end)
         if len(data) != end - start:
             raise ObjectNotFound(f"{key} (range {start}-{end} past its end)")
         self.stats.count_read(key, len(data), ranged=True)
         return data
+
+    def _read_range(self, key: str, start: int, end: int) -> bytes:
+        def call() -> bytes:
+            data: bytes = self._fs().cat_file(self.path(key), start=start, end=end)
+            return data
+
+        return self._run("read", key, call)
 
     def exists(self, key: str) -> bool:
         return bool(self._run("check", key, lambda: self._fs().exists(self.path(key))))
