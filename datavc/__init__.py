@@ -22,8 +22,34 @@ if TYPE_CHECKING:
     from .fs import DatavcFileSystem, open
     from .lineage.run import track
 
-__all__ = ["DatavcError", "DatavcFileSystem", "open", "track"]
+__all__ = ["DatavcError", "DatavcFileSystem", "add", "materialize", "open", "track"]
 __version__ = "0.1.0"
+
+
+def add(path: str, name: str | None = None, *, client: Any = None) -> Any:
+    """``datavc add PATH`` in the workspace of the current folder: the dataset staged for
+    the next commit (an ``AddResult``). With a Dask ``client`` (``distributed.Client``),
+    the changed files are chunked, packed and stored by the cluster's workers, a shard
+    each, and the snapshot is the one a local add makes (``datavc.workspace.cluster``)."""
+    from .workspace.core import Workspace
+
+    return Workspace.find(".").add(path, name, client)
+
+
+def materialize(
+    spec: str,
+    dest: str,
+    *,
+    shard: tuple[int, int] | None = None,
+    store: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> int:
+    """Write snapshot ``spec`` (``NAME@vN``, as :func:`open` takes it) into ``dest``;
+    return the files written. ``shard=(i, n)``: only every n-th file from the i-th (in
+    path order), nothing removed, so that n workers write one snapshot together."""
+    from . import fs
+
+    return int(fs.open(spec, store=store, storage_options=storage_options).materialize(dest, shard))
 
 
 def __getattr__(name: str) -> Any:

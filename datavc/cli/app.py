@@ -132,9 +132,26 @@ def add(
             help="Dataset name (default: the path's last part without extension).",
         ),
     ] = None,
+    dask: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            metavar="ADDRESS",
+            help="Chunk and store the changed files on the workers of the Dask scheduler "
+            "at ADDRESS (tcp://host:8786); they must see the files at the same paths.",
+        ),
+    ] = None,
 ) -> None:
     """Track a folder or file: chunk it, store new data, stage it for the next commit."""
-    result = workspace().add(path, name)
+    client = None
+    if dask is not None:
+        from ..workspace.cluster import connect
+
+        client = connect(dask)
+    try:
+        result = workspace().add(path, name, client)
+    finally:
+        if client is not None:
+            client.close()
     s, d = result.staged, result.diff
     typer.echo(
         f"{s.name}: staged {s.files} files, {size(s.bytes)} "

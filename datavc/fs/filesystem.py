@@ -465,15 +465,26 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=Keyed):  # type: ignore[mis
         for i, layout, lo, hi, ids in batch:
             out[i] = layout.cut(lo, hi, got) if ids else b""
 
-    def materialize(self, dest: str) -> int:
-        """Write the snapshot into ``dest`` exactly (extra files removed); return files written."""
+    def materialize(self, dest: str, shard: tuple[int, int] | None = None) -> int:
+        """Write the snapshot into ``dest`` exactly (extra files removed); return files
+        written. ``shard=(i, n)``: only every n-th file from the i-th, in path order, and
+        nothing removed, so that n processes (Dask workers) write a snapshot together."""
         snap = self._rooted()
-        entries = list(snap.all().values())
+        entries = sorted(snap.all().values(), key=lambda e: e.path)
+        if shard is not None:
+            i, n = shard
+            if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
+                raise BadInput(f"shard must be (i, n) with 0 <= i < n, not {shard!r}")
+            entries = entries[i::n]
+            if not entries:
+                return 0
 
         def unchanged(local: LocalFile, e: FileEntry) -> bool:
             return local.size == e.size and hash_path(local.abspath, local.size) == e.hash
 
-        return materialize(self.chunks, entries, dest, snap.record.kind, unchanged, NoProgress())
+        kind, progress = snap.record.kind, NoProgress()
+        prune = shard is None
+        return materialize(self.chunks, entries, dest, kind, unchanged, progress, None, prune)
 
     # read-only: every write is a PermissionError (ReadOnly), as fsspec's callers expect
     def _rm(self, path: str) -> None:

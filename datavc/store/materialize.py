@@ -38,8 +38,11 @@ def materialize(
     unchanged: Callable[[LocalFile, FileEntry], bool],
     progress: Progress,
     placed: Callable[[], None] | None = None,
+    prune: bool = True,
 ) -> int:
-    """Make ``dest`` equal the snapshot; return the number of files written.
+    """Make ``dest`` equal the snapshot; return the number of files written. Without
+    ``prune``, ``entries`` may be a part of the snapshot (a shard that other processes
+    write the rest of, at once): files not among them are left alone.
 
     Two phases: every file to write is first fetched and verified into a staging folder
     beside ``dest``; only then are files renamed into place and extra files removed. A
@@ -75,7 +78,7 @@ def materialize(
         todo = [e for e in entries if not _in_place(present.get(e.path), e, unchanged)]
         _fetch_all(store, [(os.path.join(stage, str(i)), e) for i, e in enumerate(todo)], progress)
         with interrupts_held():
-            _place(dest, entries, present, odd, todo, stage)
+            _place(dest, entries, present, odd, todo, stage, prune)
             if placed is not None:
                 placed()
         progress.advance(sum(e.size for e in entries) - sum(e.size for e in todo))
@@ -237,12 +240,17 @@ def _place(
     odd: list[str],
     todo: list[FileEntry],
     stage: str,
+    prune: bool = True,
 ) -> None:
-    """Second phase: rename the fetched files into place, fix modes, remove the rest."""
+    """Second phase: rename the fetched files into place, fix modes, remove the rest
+    (with ``prune``)."""
     if os.path.lexists(dest) and not os.path.isdir(dest):
         os.unlink(dest)  # a file where the dataset's folder belongs
     os.makedirs(dest, exist_ok=True)
     folders = _folders_of(e.path for e in entries)
+    if not prune:  # only what is in the way of this shard's files: others write the rest
+        mine = folders | {e.path for e in entries}
+        odd = [p for p in odd if p in mine]
     for path in odd + [p for p in present if p in folders]:
         _remove(os.path.join(dest, *path.split("/")))  # symlinks, specials, files in the way
         present.pop(path, None)
@@ -259,6 +267,8 @@ def _place(
     for e in entries:
         if e.path not in fetched:
             _set_mode(os.path.join(dest, *e.path.split("/")), e)
+    if not prune:
+        return
     wanted = {e.path for e in entries}
     for path in sorted(set(present) - wanted, reverse=True):
         _remove(os.path.join(dest, *path.split("/")))
@@ -382,8 +392,12 @@ def _prepare_parent(dest: str, path: str, ready: set[str], made: set[str]) -> No
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            os.mkdir(current)
-            made.add(rel)
+            try:
+                os.mkdir(current)
+                made.add(rel)
+            except FileExistsError:  # made just now by another shard's writer
+                if not os.path.isdir(current) or os.path.islink(current):
+                    raise
         else:
             if not S_ISDIR(st.st_mode):
                 os.unlink(current)

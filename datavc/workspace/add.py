@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, PathNotFound, VersionForgotten
 from ..format.paths import check_name
@@ -27,6 +27,7 @@ from .lock import workspace_lock
 from .statcache import StatCache
 
 if TYPE_CHECKING:
+    from ..store.packwriter import UploadStats
     from .core import Workspace
 
 
@@ -37,12 +38,14 @@ class AddResult:
     diff: TreeDiff
 
 
-def add(ws: Workspace, path: str, name: str | None = None) -> AddResult:
+def add(ws: Workspace, path: str, name: str | None = None, client: Any = None) -> AddResult:
+    """Track ``path``; with a Dask ``client``, its changed files are chunked and stored by
+    the cluster's workers (:mod:`.cluster`)."""
     with workspace_lock(ws.state):
-        return add_locked(ws, path, name)
+        return add_locked(ws, path, name, client)
 
 
-def add_locked(ws: Workspace, path: str, name: str | None) -> AddResult:
+def add_locked(ws: Workspace, path: str, name: str | None, client: Any = None) -> AddResult:
     """:func:`add`, for a caller that holds the workspace lock already."""
     rel = ws.rel(path)
     absolute = ws.abs(rel)
@@ -76,8 +79,13 @@ def add_locked(ws: Workspace, path: str, name: str | None) -> AddResult:
             def put(f: LocalFile, e: FileEntry) -> None:
                 cache.put(f, e.hash)
 
-            entries = build_entries(files, store, writer, reuse, bar, put)  # empties files
-            stats = writer.finish()
+            if client is None:
+                entries = build_entries(files, store, writer, reuse, bar, put)  # empties files
+            else:
+                from .cluster import build_on_cluster
+
+                entries, stats = build_on_cluster(client, files, store, reuse, bar, put)
+            stats = _sum(writer.finish(), stats) if client is not None else writer.finish()
     finally:
         ws.progress.close()
     cache.retain((e.path for e in entries), len(entries))  # each got a row as it settled
@@ -110,6 +118,14 @@ def add_locked(ws: Workspace, path: str, name: str | None) -> AddResult:
         changes[kind].append(e.path)
     diff = TreeDiff(*(tuple(changes[k]) for k in ("added", "removed", "modified")))
     return AddResult(ds, staged, diff)
+
+
+def _sum(a: UploadStats, b: UploadStats) -> UploadStats:
+    from ..store.packwriter import UploadStats
+
+    return UploadStats(
+        a.new_chunks + b.new_chunks, a.new_bytes + b.new_bytes, a.new_objects + b.new_objects
+    )
 
 
 def _check_nesting(rel: str, existing: dict[str, Dataset]) -> None:

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     BadInput,
@@ -189,10 +189,10 @@ class Workspace:
 
     # -- the commands, each in a module of its own -----------------------------------
 
-    def add(self, path: str, name: str | None = None) -> AddResult:
+    def add(self, path: str, name: str | None = None, client: Any = None) -> AddResult:
         from .add import add
 
-        return add(self, path, name)
+        return add(self, path, name, client)
 
     def commit(
         self,
