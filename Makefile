@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HEAVY_STAMP := $(VENV)/.installed-heavy
 
-.PHONY: venv demo demo-repro test test-all lint bench bench-quick bench-peers clean
+.PHONY: venv demo demo-repro test test-all lint bench bench-quick bench-peers bench-cluster clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench-quick: $(STAMP)
 
 bench-peers:
 	PYTHON=$(PYTHON) PEERS=$(VENV)/peers bash scripts/bench_peers.sh
+
+# datavc add --dask on a 2-worker LocalCluster against the local add: docs/BENCHMARKS-cluster.md
+bench-cluster: $(STAMP)
+	$(BIN)/python scripts/bench_cluster.py $(BENCH_ARGS)
 
 # ruff, mypy (strict) and the layer contract ([tool.importlinter] in pyproject.toml)
 lint: $(STAMP)
