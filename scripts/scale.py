@@ -34,7 +34,7 @@ with fs.open(sys.argv[2], "rb") as f:
     data = f.read()
 stats = fs.chunks.backend.stats
 print(json.dumps({"seconds": time.perf_counter() - t0, "reads": stats.reads,
-                  "lists": stats.lists, "keys": stats.read_keys, "data": data.decode()}))
+                  "lists": stats.lists, "keys": list(stats.read_keys), "data": data.decode()}))
 """
 
 

@@ -1125,3 +1125,19 @@ def test_resolve(store: ChunkStore) -> None:
     with pytest.raises(NotFoundError):
         versions.read_version(store, "ds", 9)
     assert versions.dataset_names(store) == ["ds"]
+
+
+def test_the_read_log_keeps_the_last_keys_and_counts_them_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datavc.store.backend import KeyLog
+
+    monkeypatch.setattr(KeyLog, "KEEP", 3)
+    log = KeyLog()
+    for key in "abcde":
+        log.append(key)
+    assert len(log) == 5 and list(log) == ["c", "d", "e"]  # memory: the last KEEP
+    assert log[-1] == "e" and log[4] == "e" and log[2] == "c"
+    assert log[3:] == ["d", "e"] and log[0:] == ["c", "d", "e"] and log[-2:] == ["d", "e"]
+    with pytest.raises(IndexError):
+        log[1]  # dropped

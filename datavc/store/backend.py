@@ -11,14 +11,16 @@ its I/O so tests and the benchmark can check access patterns.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from ..errors import DatavcError, ObjectNotFound, StoreUnreachable
 from .atomic import FILE_MODE, fsync_dir, write_atomic
@@ -73,6 +75,49 @@ def redacted(text: str, url: str) -> str:
     return text
 
 
+class KeyLog:
+    """The keys of the last :data:`KEEP` reads, in order. Its length counts every read
+    ever made, so ``log[n:]`` is what was read since ``len(log)`` was ``n`` (as long as that
+    is kept): a reader that runs for days (a training job's DataLoader worker) does not
+    keep a string per read."""
+
+    KEEP = 100_000
+
+    def __init__(self) -> None:
+        self._keys: deque[str] = deque(maxlen=self.KEEP)
+        self._count = 0
+
+    def append(self, key: str) -> None:
+        self._keys.append(key)
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._keys))
+
+    def __repr__(self) -> str:
+        return repr(list(self._keys))
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        dropped = self._count - len(self._keys)
+        if isinstance(i, slice):
+            start, stop, step = i.indices(self._count)
+            start, stop = max(start, dropped) - dropped, max(stop, dropped) - dropped
+            return list(itertools.islice(self._keys, start, stop, step if step > 0 else None))
+        j = i + self._count if i < 0 else i
+        if not dropped <= j < self._count:
+            raise IndexError(f"read {i} is not kept (the last {self.KEEP} are)")
+        return self._keys[j - dropped]
+
+
 @dataclass(slots=True)
 class BackendStats:
     """I/O counters; ``reads`` counts every GET, whole or ranged."""
@@ -84,7 +129,7 @@ class BackendStats:
     bytes_written: int = 0
     lists: int = 0
     retries: int = 0
-    read_keys: list[str] = field(default_factory=list)
+    read_keys: KeyLog = field(default_factory=KeyLog)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_read(self, key: str, n: int, ranged: bool) -> None:
