@@ -840,12 +840,14 @@ def test_stream_plain_gives_the_file_across_packs_and_codecs(
 
 
 def test_stream_plain_starts_before_every_chunk_is_located(
-    store_url: str, backend: Backend, tmp_path: Path
+    store_url: str, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Runs are located as they are needed: the first one is used while most of a large
-    file's chunks are not looked up yet (a 1 GiB file has ~16,000), and all come back."""
+    file's chunks are not looked up yet (a 1 GiB file has ~16,000), and all come back. (A
+    remote store's reads run DATAVC_READ_AHEAD runs ahead: 4 here.)"""
+    monkeypatch.setenv("DATAVC_READ_AHEAD", "4")
     store = ChunkStore.create(backend, StoreConfig(PARAMS, pack_target=MIB))
-    data = randbytes("lazy", 8 * MIB)  # 1 MiB packs: 8 runs or more
+    data = randbytes("lazy", 16 * MIB)  # 1 MiB packs: 16 runs or more
     src = tmp_path / "src"
     make_files(src, {"f.bin": data})
     _, _, (entry,) = commit(store, src)
@@ -1141,3 +1143,29 @@ def test_the_read_log_keeps_the_last_keys_and_counts_them_all(
     assert log[3:] == ["d", "e"] and log[0:] == ["c", "d", "e"] and log[-2:] == ["d", "e"]
     with pytest.raises(IndexError):
         log[1]  # dropped
+
+
+@pytest.mark.parametrize("depth, most", [(2, 1), (5, 5)])
+def test_read_ahead_keeps_depth_reads_in_flight_and_yields_in_order(depth: int, most: int) -> None:
+    """A remote store's runs are read several at once (each a round trip); a local
+    store's on one thread. Results come in the runs' order whatever order reads end in."""
+    import threading
+    import time
+
+    from datavc.store.reader import read_ahead
+
+    lock = threading.Lock()
+    running, peak = [0], [0]
+
+    def read(run: int) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02 if run % 3 else 0.05)  # some end later than those after them
+        with lock:
+            running[0] -= 1
+        return int(run) * 10
+
+    got = list(read_ahead(iter(range(20)), read, depth))  # type: ignore[arg-type]
+    assert got == [i * 10 for i in range(20)]
+    assert peak[0] == most

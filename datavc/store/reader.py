@@ -131,14 +131,24 @@ def decode_unchecked(run: Run, view: memoryview) -> list[bytes | memoryview]:
     return out
 
 
+def remote_depth() -> int:
+    """Runs read at once from a remote store (:func:`read_ahead`): ``DATAVC_READ_AHEAD``,
+    1 to 64, default 8 (each run is at most ``RUN_BYTES``, so 8 hold up to 64 MiB)."""
+    text = os.environ.get("DATAVC_READ_AHEAD", "")
+    return min(64, max(1, int(text))) if text.isdigit() else 8
+
+
 def read_ahead(
     runs: Iterable[Run],
     read: Callable[[Run], _T],
+    depth: int = 2,
 ) -> Generator[_T, None, None]:
-    """``read(run)`` for each run, in order, the next two on another thread while the
-    caller uses one (so at most three results exist at once). ``runs`` is taken as it
-    is needed: reading starts once the first two runs are known, not all of them (a
-    1 GiB file has ~16,000 chunks to locate)."""
+    """``read(run)`` for each run, in order, the next ``depth`` on other threads while the
+    caller uses one (so at most ``depth + 1`` results exist at once): on one thread for a
+    depth of 2 (a local store's reads are copies from the page cache), on ``depth`` threads
+    for more (a remote store's wait on the network, each request a round trip). ``runs``
+    is taken as it is needed: reading starts once the first two runs are known, not all of
+    them (a 1 GiB file has ~16,000 chunks to locate)."""
     todo = iter(runs)
     first = next(todo, None)
     if first is None:
@@ -149,12 +159,14 @@ def read_ahead(
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(1, thread_name_prefix="datavc-read") as pool:
+    depth = max(2, depth)
+    threads = 1 if depth == 2 else depth
+    with ThreadPoolExecutor(threads, thread_name_prefix="datavc-read") as pool:
         ahead: deque[Future[_T]] = deque([pool.submit(read, first), pool.submit(read, second)])
         try:
             for run in todo:
                 ahead.append(pool.submit(read, run))
-                if len(ahead) > 2:
+                if len(ahead) > depth:
                     yield ahead.popleft().result()
             while ahead:
                 yield ahead.popleft().result()
@@ -251,7 +263,7 @@ class ChunkReader:
         the caller checks the hash of the file they make before anyone sees the bytes."""
         read: Callable[[Run], Sequence[bytes | memoryview]]
         read = self._read_run if verify else self._read_run_unchecked
-        with contextlib.closing(read_ahead(self._runs(ids), read)) as fetched:
+        with contextlib.closing(read_ahead(self._runs(ids), read, self._depth())) as fetched:
             for run in fetched:
                 yield from run
 
@@ -316,7 +328,8 @@ class ChunkReader:
         around the page cache (:class:`DirectReads`)."""
         runs = self._runs(ids)
         if self.store.cache is not None or not self.store.backend.is_local:
-            with contextlib.closing(read_ahead(runs, self._read_raw_run)) as blocks:
+            depth = self._depth()
+            with contextlib.closing(read_ahead(runs, self._read_raw_run, depth)) as blocks:
                 for block in blocks:
                     use([memoryview(part) for part in block])
             return
@@ -330,6 +343,10 @@ class ChunkReader:
                         direct.release(buf)
         finally:  # the reader thread has stopped: its descriptors can go
             direct.close()
+
+    def _depth(self) -> int:
+        """Runs in flight: two from a local store, :func:`remote_depth` from a remote one."""
+        return 2 if self.store.backend.is_local else remote_depth()
 
     def _read_raw_run(self, run: Run) -> list[bytes]:
         """A run of raw chunks from the store as one unchecked blob; other runs checked."""
