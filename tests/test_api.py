@@ -25,6 +25,7 @@ from typing import Any
 
 import fsspec
 import pytest
+from conftest import BUCKET
 from helpers import forget_reads
 
 import datavc
@@ -446,6 +447,32 @@ def test_open_and_read_one_file_is_three_store_reads(
     assert keys[1].startswith("trees/") and keys[2].startswith("packs/")
     assert stats.lists == 0
     assert stats.range_reads == 1
+
+
+def test_open_and_read_one_file_on_s3_is_three_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_env: str
+) -> None:
+    """On S3, each of the three reads is one request: no HEAD before a whole object's GET
+    (s3fs makes one to read a large object in parallel parts), so three round trips."""
+    import s3fs
+
+    url = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+    sc = make_workspace(tmp_path, monkeypatch, url)
+    files = {f"d/f{i:02d}.bin": rand(700 + i, 64 * KiB) for i in range(10)}
+    commit(sc.ws, "data/imgs", files, "v1")
+    monkeypatch.chdir(sc.elsewhere)
+    forget_reads()
+    calls: list[str] = []
+    real = s3fs.S3FileSystem._call_s3
+
+    async def counted(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        return await real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    fs = datavc.open("imgs@v1", store=url)
+    assert_bytes(fs.cat_file("d/f03.bin"), files["d/f03.bin"])
+    assert calls == ["get_object"] * 3, calls
 
 
 def test_seek_into_a_64_mib_file_fetches_at_most_two_chunks(

@@ -11,6 +11,7 @@ its I/O so tests and the benchmark can check access patterns.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import os
 import re
@@ -242,6 +243,7 @@ class Backend:
 
     def _connect(self) -> None:
         protocol = self.url.split("://", 1)[0] if "://" in self.url else "file"
+        self._whole: dict[str, Any] = {}  # keyword arguments of a whole object's read
         self.is_local = protocol in ("file", "local")
         self.is_memory = protocol == "memory"
         if self.is_local:  # plain os calls: no fsspec import, no per-call overhead
@@ -259,6 +261,11 @@ class Backend:
             self.root = self.root.rstrip("/")
             if protocol in _S3:
                 self.fs.retries = 1  # s3fs's own loop: one pass (the backend retries)
+                if "max_concurrency" in inspect.signature(self.fs._cat_file).parameters:
+                    # s3fs asks for a whole object's size (a HEAD, one more round trip)
+                    # before reading it, to read a large one in parallel parts; the
+                    # objects datavc reads whole are small (records, pages, indexes)
+                    self._whole = {"max_concurrency": 1}
         self._pid = os.getpid()
 
     def _fs(self) -> Any:
@@ -338,7 +345,9 @@ class Backend:
         )
 
     def read(self, key: str) -> bytes:
-        data: bytes = self._run("read", key, lambda: self._fs().cat_file(self.path(key)))
+        data: bytes = self._run(
+            "read", key, lambda: self._fs().cat_file(self.path(key), **self._whole)
+        )
         self.stats.count_read(key, len(data), ranged=False)
         return data
 
