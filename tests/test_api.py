@@ -473,6 +473,9 @@ def test_open_and_read_one_file_on_s3_is_three_requests(
     fs = datavc.open("imgs@v1", store=url)
     assert_bytes(fs.cat_file("d/f03.bin"), files["d/f03.bin"])
     assert calls == ["get_object"] * 3, calls
+    calls.clear()  # a listing is one request, also of a folder that is empty or missing
+    assert fs.chunks.backend.list("gc") == [] and len(fs.chunks.backend.list("index")) == 1
+    assert calls == ["list_objects_v2"] * 2, calls
 
 
 def test_seek_into_a_64_mib_file_fetches_at_most_two_chunks(

@@ -244,6 +244,7 @@ class Backend:
     def _connect(self) -> None:
         protocol = self.url.split("://", 1)[0] if "://" in self.url else "file"
         self._whole: dict[str, Any] = {}  # keyword arguments of a whole object's read
+        self._s3 = protocol in _S3
         self.is_local = protocol in ("file", "local")
         self.is_memory = protocol == "memory"
         if self.is_local:  # plain os calls: no fsspec import, no per-call overhead
@@ -406,8 +407,14 @@ class Backend:
         return self._run("size", key, lambda: int(self._fs().size(self.path(key))))
 
     def _ls(self, prefix: str, detail: bool = False) -> Sequence[Any]:
+        fs, path = self._fs(), self.path(prefix)
         try:
-            entries: Sequence[Any] = self._fs().ls(self.path(prefix), detail=detail)
+            if self._s3:  # one LIST: s3fs's ls lists the parent too when a folder is empty
+                from fsspec.asyn import sync
+
+                found: list[dict[str, Any]] = sync(fs.loop, fs._lsdir, path, refresh=True)
+                return found if detail else [e["name"] for e in found]
+            entries: Sequence[Any] = fs.ls(path, detail=detail)
             return entries
         except FileNotFoundError:
             return []
