@@ -143,9 +143,9 @@ def test_block_size_and_cache_type_are_honoured(
     fetched: list[tuple[int, int]] = []
     real = file_module.DatavcFile._fetch_range
 
-    def counting(self: Any, start: int, end: int) -> bytes:
+    def counting(self: Any, start: int, end: int, ahead: int = 0) -> bytes:
         fetched.append((start, end))
-        out: bytes = real(self, start, end)
+        out: bytes = real(self, start, end, ahead)
         return out
 
     monkeypatch.setattr(file_module.DatavcFile, "_fetch_range", counting)
@@ -204,3 +204,19 @@ def test_a_file_keeps_the_conventions_of_a_python_file(big: tuple[Any, dict]) ->
         assert g.read(50) == data[100:150] and g.cache.name == "bytes"
     with fs.open("small.bin", "r", encoding="latin-1") as t:
         assert t.read(3) == data[:3].decode("latin-1")
+
+
+def test_a_sequential_reader_of_a_remote_file_is_read_ahead(big: tuple[Any, dict]) -> None:
+    """Small reads that go on where the last ended: on a remote store, the chunks ahead come
+    in a few parallel batches, not a request per read; local stores read as asked."""
+    fs, files = big
+    data = files["big.bin"]
+    with io_of(fs) as io, fs.open("big.bin") as f:
+        got = b"".join(iter(lambda: f.read(64 * KiB), b""))
+    assert got == data
+    reads = len(data) // (64 * KiB)  # 96
+    if fs.chunks.backend.is_local:
+        assert io.range_reads >= reads // 2  # a chunk at a time (~64 KiB each)
+    else:
+        assert io.range_reads <= 12, io.range_reads  # 1, 2, 4 MiB windows: a few batches
+        assert io.bytes_read <= len(data) + 64 * KiB  # nothing fetched twice

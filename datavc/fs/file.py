@@ -32,6 +32,10 @@ WHOLE_BYTES = 1 << 20
 chunks allow, and not kept in :data:`CHUNKS` (a DataLoader's epoch reads each file once)."""
 
 
+AHEAD_BYTES = 16 << 20
+"""The most a sequential reader of a remote store's file has fetched ahead of it."""
+
+
 def workers(fs: DatavcFileSystem) -> int:
     return LOCAL_WORKERS if fs.chunks.backend.is_local else REMOTE_WORKERS
 
@@ -74,8 +78,12 @@ class Layout:
         parts[-1] = parts[-1][: end - self.starts[last]]
         return b"".join(parts)  # one copy: the ends cut as views
 
-    def read(self, fs: DatavcFileSystem, start: int | None, end: int | None) -> bytes:
-        """Bytes ``[start, end)`` (fsspec's conventions), through the process's chunk cache."""
+    def read(
+        self, fs: DatavcFileSystem, start: int | None, end: int | None, ahead: int = 0
+    ) -> bytes:
+        """Bytes ``[start, end)`` (fsspec's conventions), through the process's chunk cache;
+        the chunks of the ``ahead`` bytes after them are fetched with them (a sequential
+        reader's next reads then find them in the cache)."""
         start, end = self.clip(start, end)
         if start >= end:
             return b""
@@ -87,6 +95,8 @@ class Layout:
         if whole:
             return fs.chunks.reader.read_whole([cid for cid, _ in chunks])
         ids = self.span(start, end)
+        if ahead and end < self.entry.size:
+            ids += self.span(end, min(self.entry.size, end + ahead))
         if len(ids) == 1:  # a small file, or a small read
             got = {ids[0]: fs.chunks.read_one(ids[0], CHUNKS)}
         else:
@@ -140,6 +150,7 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
                 size=entry.size,
             )
             self.cache.fetcher = _Fetcher(self)
+        self._expect, self._window, self._until = -1, 0, 0  # see _read_ahead
         # fsspec's cache calls back the bound method self._fetch_range: a reference cycle
         # that would keep the file until the next gc pass. Through a weak reference, the
         # file goes as soon as its last holder lets go, which is also what the exit hook
@@ -157,12 +168,29 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
         end = self.size if length is None or length < 0 else min(self.size, loc + int(length))
         if end <= loc:
             return b""
-        out = self._fetch_range(loc, end)
+        ahead = self._read_ahead(loc, end)
+        out = self._fetch_range(loc, end, ahead) if ahead else self._fetch_range(loc, end)
         self.loc = loc + len(out)
         return out
 
-    def _fetch_range(self, start: int, end: int) -> bytes:
-        return self.layout.read(self.fs, start, end)
+    def _read_ahead(self, start: int, end: int) -> int:
+        """How far past ``end`` to fetch: on a remote store, once small reads (under 1 MiB;
+        a large one is fetched in parallel already) go on where the last one ended, a
+        window that doubles from 1 MiB to :data:`AHEAD_BYTES`, fetched (in parallel ranged
+        reads) when the reader is half-way through the last one."""
+        sequential = start == self._expect and end - start < 1 << 20
+        if not sequential or self.fs.chunks.backend.is_local:
+            self._expect, self._window, self._until = end, 0, end
+            return 0
+        self._expect = end
+        if end + self._window // 2 < self._until:
+            return 0  # still well inside what was fetched
+        self._window = min(AHEAD_BYTES, max(1 << 20, 2 * self._window))
+        self._until = end + self._window
+        return self._window
+
+    def _fetch_range(self, start: int, end: int, ahead: int = 0) -> bytes:
+        return self.layout.read(self.fs, start, end, ahead)
 
 
 class _Fetcher:
