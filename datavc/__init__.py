@@ -48,7 +48,10 @@ def materialize(
     return the files written. ``shard=(i, n)``: only every n-th file from the i-th (in
     path order), nothing removed, so that n workers write one snapshot together."""
     from . import fs
+    from .fs.filesystem import check_shard
 
+    if shard is not None:
+        check_shard(shard)  # before the store is opened: a bad argument is said first
     return int(fs.open(spec, store=store, storage_options=storage_options).materialize(dest, shard))
 
 

@@ -216,3 +216,74 @@ def test_shards_materialize_a_snapshot_together(
     with pytest.raises(BadInput):
         datavc.materialize("data@v1", str(dest), shard=(3, 3), store=store)
     shutil.rmtree(dest)
+
+
+def test_a_dask_add_keeps_the_whole_trees_path_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: Any
+) -> None:
+    """Paths that differ only by case, in two shards: refused as a local add refuses
+    them (each worker sees only its shard), and nothing is staged."""
+    from datavc.errors import UnsafePath
+
+    clean_environment(monkeypatch, tmp_path / "home")
+    ws = workspace(tmp_path / "ws", {"A.bin": rand("A", 3 * MiB), "a.bin": rand("a", 3 * MiB)})
+    with pytest.raises(UnsafePath):
+        ws.add(f"{ws.root}/data", None, cluster)
+    staged = Path(ws.state) / "staged"
+    assert not staged.exists() or not list(staged.iterdir())
+
+
+def test_shards_write_through_stale_things_in_the_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: Any
+) -> None:
+    """A file and a symlink where the snapshot has folders: shards written at once each
+    clear only what is in their own way, as they go, and lose none of the others' files."""
+    clean_environment(monkeypatch, tmp_path / "home")
+    files = {f"f{d}/x{i:02d}.bin": rand(f"s{d}{i}", 2000 + i) for d in range(4) for i in range(30)}
+    ws = workspace(tmp_path / "ws", files)
+    ws.add(f"{ws.root}/data")
+    run(tmp_path / "ws", "commit", "-m", "v1")
+    store = os.path.join(ws.dot, "store")
+    for attempt in range(3):
+        dest = tmp_path / f"out{attempt}"
+        dest.mkdir()
+        (dest / "f2").write_bytes(b"a file where a folder goes")
+        os.symlink(str(tmp_path), dest / "f3")
+        n = 4
+        jobs = [
+            cluster.submit(datavc.materialize, "data@v1", str(dest), shard=(i, n), store=store)
+            for i in range(n)
+        ]
+        assert sum(cluster.gather(jobs)) == len(files)
+        got = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+        assert got == files
+
+
+def test_stale_stages_of_other_hosts_are_left_alone(tmp_path: Path) -> None:
+    """On a shared filesystem another host's writer's pid means nothing here."""
+    from datavc.store import materialize as m
+
+    dead = 2**22 + 12345  # above any pid this machine hands out
+    mine = tmp_path / f"{m.TMP_PREFIX}{dead}-{m._host()}-abc"
+    other = tmp_path / f"{m.TMP_PREFIX}{dead}-0badc0de-abc"
+    legacy = tmp_path / f"{m.TMP_PREFIX}{dead}-abc"
+    for p in (mine, other, legacy):
+        p.mkdir()
+    m._remove_stale_stages(str(tmp_path))
+    assert other.exists() and not mine.exists() and not legacy.exists()
+
+
+@pytest.mark.parametrize("shard", [(1,), (0, 2, 3), (True, 2), [0, 2], (-1, 2), (2, 2), (0, 0)])
+def test_a_bad_shard_is_one_clear_error(shard: Any, tmp_path: Path) -> None:
+    with pytest.raises(BadInput):
+        datavc.materialize("x@v1", str(tmp_path / "out"), shard=shard, store=str(tmp_path))
+
+
+def test_a_malformed_scheduler_address_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_environment(monkeypatch, tmp_path / "home")
+    workspace(tmp_path / "ws", {"a.bin": b"a"})
+    for address in ("foo", "http://127.0.0.1:9"):
+        out = run(tmp_path / "ws", "add", "data", "--dask", address, code=2)
+        assert "Dask scheduler" in out.stderr and len(out.stderr.splitlines()) == 1

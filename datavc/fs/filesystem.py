@@ -59,6 +59,18 @@ def open(
     return DatavcFileSystem(spec, store=store, storage_options=storage_options)
 
 
+def check_shard(shard: Any) -> tuple[int, int]:
+    """``shard`` as ``(i, n)`` with ``0 <= i < n``, or BadInput."""
+    if not (
+        isinstance(shard, tuple)
+        and len(shard) == 2
+        and all(type(x) is int for x in shard)
+        and 0 <= shard[0] < shard[1]
+    ):
+        raise BadInput(f"shard must be a tuple (i, n) with 0 <= i < n, not {shard!r}")
+    return shard[0], shard[1]
+
+
 class DatavcFileSystem(AbstractFileSystem, metaclass=Keyed):  # type: ignore[misc]
     """A read-only view of a store's snapshots (``spec`` None), or of one snapshot."""
 
@@ -472,9 +484,7 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=Keyed):  # type: ignore[mis
         snap = self._rooted()
         entries = sorted(snap.all().values(), key=lambda e: e.path)
         if shard is not None:
-            i, n = shard
-            if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
-                raise BadInput(f"shard must be (i, n) with 0 <= i < n, not {shard!r}")
+            i, n = check_shard(shard)
             entries = entries[i::n]
             if not entries:
                 return 0

@@ -64,7 +64,7 @@ def materialize(
     _remove_stale_stages(parent)
     import tempfile
 
-    stage = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=parent)
+    stage = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-{_host()}-", dir=parent)
     try:
         if kind == "file":
             staged = _stage_file(store, entries[0], dest, stage, unchanged, progress)
@@ -108,12 +108,25 @@ def interrupts_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def _host() -> str:
+    """This machine, in staging folders' names: on a shared filesystem, another host's
+    process ids say nothing here (its writers' stages must not be taken for dead ones)."""
+    import hashlib
+    import socket
+
+    return hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
+
+
 def _remove_stale_stages(parent: str) -> None:
-    """Remove staging folders left by checkouts whose process is gone (killed, crashed)."""
+    """Remove staging folders left by checkouts of this host whose process is gone
+    (killed, crashed). A name without a host part is from an older datavc: this host's."""
     for name in os.listdir(parent):
         if not name.startswith(TMP_PREFIX):
             continue
-        pid = name[len(TMP_PREFIX) :].split("-", 1)[0]
+        parts = name[len(TMP_PREFIX) :].split("-")
+        pid = parts[0]
+        if len(parts) > 2 and parts[1] != _host():
+            continue  # another host's writer, perhaps alive
         if not pid.isdigit() or _alive(int(pid)):
             continue
         _remove(os.path.join(parent, name))
@@ -248,12 +261,11 @@ def _place(
         os.unlink(dest)  # a file where the dataset's folder belongs
     os.makedirs(dest, exist_ok=True)
     folders = _folders_of(e.path for e in entries)
-    if not prune:  # only what is in the way of this shard's files: others write the rest
-        mine = folders | {e.path for e in entries}
-        odd = [p for p in odd if p in mine]
-    for path in odd + [p for p in present if p in folders]:
-        _remove(os.path.join(dest, *path.split("/")))  # symlinks, specials, files in the way
-        present.pop(path, None)
+    if prune:  # a shard (not pruning) leaves it to _prepare_parent, checked as it goes:
+        # what its scan saw in the way may be another shard's folder by now
+        for path in odd + [p for p in present if p in folders]:
+            _remove(os.path.join(dest, *path.split("/")))  # symlinks, specials, files in the way
+            present.pop(path, None)
     ready: set[str] = set()  # folders made or checked in this pass
     made: set[str] = set()  # those made now: nothing is in the way in them
     for i, e in enumerate(todo):
@@ -392,18 +404,23 @@ def _prepare_parent(dest: str, path: str, ready: set[str], made: set[str]) -> No
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            try:
-                os.mkdir(current)
-                made.add(rel)
-            except FileExistsError:  # made just now by another shard's writer
-                if not os.path.isdir(current) or os.path.islink(current):
-                    raise
+            _make_folder(current, rel, made)
         else:
             if not S_ISDIR(st.st_mode):
-                os.unlink(current)
-                os.mkdir(current)
-                made.add(rel)
+                with contextlib.suppress(FileNotFoundError):  # another shard's writer did
+                    os.unlink(current)
+                _make_folder(current, rel, made)
         ready.add(rel)
+
+
+def _make_folder(current: str, rel: str, made: set[str]) -> None:
+    """Make a folder; one made at the same moment by another shard's writer will do."""
+    try:
+        os.mkdir(current)
+        made.add(rel)
+    except FileExistsError:
+        if not os.path.isdir(current) or os.path.islink(current):
+            raise
 
 
 def _remove(path: str) -> None:

@@ -20,11 +20,13 @@ filesystem) and must be able to reach the store.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import DatavcError, UsageError
+from ..format.paths import check_paths
 from ..format.tree import FileEntry
 from ..store.build import build_entries
 from ..store.files import LocalFile, NoProgress, Progress, file_mode
@@ -64,15 +66,22 @@ def shards(files: list[LocalFile], workers: int) -> list[list[LocalFile]]:
 
 def add_shard(
     url: str, options: dict[str, Any], retry: RetryPolicy, files: list[LocalFile]
-) -> tuple[list[FileEntry], UploadStats]:
+) -> tuple[list[FileEntry], UploadStats] | tuple[str, int]:
     """On a worker: store a shard's new chunks (packs and one index) and return its
-    entries, in path order, and what it stored."""
+    entries, in path order, and what it stored. A failure that running the task again
+    would not mend (a datavc error, a file that cannot be read) comes back as its one line
+    and exit code, so that Dask does not retry it; Dask retries the others."""
     from .core import open_store
 
-    store = open_store(url, options, None, retry)
-    with store.new_writer() as writer:
-        entries = build_entries(files, store, writer, lambda f: None, NoProgress())
-        stats = writer.finish()
+    try:
+        store = open_store(url, options, None, retry)
+        with store.new_writer() as writer:
+            entries = build_entries(files, store, writer, lambda f: None, NoProgress())
+            stats = writer.finish()
+    except DatavcError as err:
+        return str(err), err.exit_code
+    except OSError as err:
+        return f"cannot read {err.filename or 'a file'}: {err.strerror or err}", 1
     return entries, stats
 
 
@@ -86,6 +95,7 @@ def build_on_cluster(
 ) -> tuple[list[FileEntry], UploadStats]:
     """The entries of ``files`` (in path order), the changed ones made by the cluster's
     workers; ``files`` is emptied. What was stored, summed over the tasks."""
+    check_paths(f.path for f in files)  # the whole tree's rules: a shard sees only its own
     known: dict[str, FileEntry] = {}
     todo: list[LocalFile] = []
     for f in files:
@@ -111,6 +121,7 @@ def build_on_cluster(
         )
         for part in parts
     ]
+    _first_failure(client, futures)
     made: dict[str, FileEntry] = {}
     stored = [0, 0, 0]
     for future, part in zip(futures, parts, strict=True):
@@ -132,16 +143,34 @@ def build_on_cluster(
     return out, UploadStats(*stored)
 
 
+def _first_failure(client: Any, futures: list[Any]) -> None:
+    """Wait for every task, or for the first to fail: then cancel the others (they would
+    go on uploading for nothing) and raise its error."""
+    from distributed import as_completed
+
+    try:
+        for future in as_completed(futures):  # type: ignore[no-untyped-call]
+            if future.status == "error" or isinstance(future.result()[0], str):
+                _result(future)  # raises
+    except BaseException:
+        client.cancel([f for f in futures if not f.done()])
+        raise
+
+
 def _result(future: Any) -> tuple[list[FileEntry], UploadStats]:
     """A task's result; its failure, after Dask's retries, as one datavc error."""
     try:
-        entries, stats = future.result()
+        first, second = future.result()
     except DatavcError:
-        raise  # the task's own error (the store unreachable, a file unreadable, ...)
+        raise
     except Exception as err:  # a worker lost too often, the scheduler gone
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
         raise UsageError(f"a shard of the add failed on the Dask cluster ({reason})") from None
-    return entries, stats
+    if isinstance(first, str):  # the task's own error: its line and exit code
+        failed = DatavcError(first)
+        failed.exit_code = second
+        raise failed
+    return first, second
 
 
 def connect(address: str) -> Any:
@@ -152,9 +181,15 @@ def connect(address: str) -> Any:
         raise UsageError(
             "--dask needs Dask's distributed package: pip install 'datavc[dask]'"
         ) from None
-    timeout = float(os.environ.get("DATAVC_DASK_TIMEOUT", "30"))
+    text = os.environ.get("DATAVC_DASK_TIMEOUT", "30")
+    try:
+        timeout = float(text)
+    except ValueError:
+        raise UsageError(f"DATAVC_DASK_TIMEOUT is {text!r}, not a number of seconds") from None
+    # distributed logs its own errors (a lost scheduler) besides the one line datavc prints
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     try:
         return Client(address, timeout=timeout)  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError) as err:
+    except (OSError, TimeoutError, ValueError, TypeError) as err:
         reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
         raise UsageError(f"cannot reach the Dask scheduler at {address} ({reason})") from None
