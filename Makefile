@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HEAVY_STAMP := $(VENV)/.installed-heavy
 
-.PHONY: venv demo demo-repro test test-all lint bench bench-quick bench-peers clean
+.PHONY: venv demo demo-repro test test-all lint bench bench-quick bench-peers bench-remote \
+	bench-remote-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,15 @@ bench-quick: $(STAMP)
 
 bench-peers:
 	PYTHON=$(PYTHON) PEERS=$(VENV)/peers bash scripts/bench_peers.sh
+
+# S3 at a distance (issue 16): datavc and DVC on an S3 server (SeaweedFS from bench-peers, else
+# moto) behind a proxy delaying every byte, round trips of 0, 20 and 80 ms:
+# docs/BENCHMARKS-remote.md (about 30 minutes); bench-remote-quick: a few minutes (-quick.md).
+bench-remote: $(STAMP)
+	$(BIN)/python scripts/bench.py --only remote $(BENCH_ARGS)
+
+bench-remote-quick: $(STAMP)
+	$(BIN)/python scripts/bench.py --only remote --quick $(BENCH_ARGS)
 
 # ruff, mypy (strict) and the layer contract ([tool.importlinter] in pyproject.toml)
 lint: $(STAMP)
