@@ -50,10 +50,11 @@ bench-peers:
 	PYTHON=$(PYTHON) PEERS=$(VENV)/peers bash scripts/bench_peers.sh
 
 # S3 at a distance (issue 16): datavc and DVC on an S3 server (SeaweedFS from bench-peers, else
-# moto) behind a proxy delaying every byte, round trips of 0, 20 and 80 ms:
-# docs/BENCHMARKS-remote.md (about 30 minutes); bench-remote-quick: a few minutes (-quick.md).
+# moto) behind a proxy delaying every byte, round trips of 0, 20 and 80 ms: datavc 3 times, DVC
+# once (its 20,000 images take 20 minutes): docs/BENCHMARKS-remote.md (about 40 minutes);
+# bench-remote-quick: 3 and 1 repetitions at a tenth of the size, 7 minutes (-quick.md).
 bench-remote: $(STAMP)
-	$(BIN)/python scripts/bench.py --only remote $(BENCH_ARGS)
+	$(BIN)/python scripts/bench.py --only remote --reps 3 --peer-reps 1 $(BENCH_ARGS)
 
 bench-remote-quick: $(STAMP)
 	$(BIN)/python scripts/bench.py --only remote --quick $(BENCH_ARGS)

@@ -167,23 +167,33 @@ class RemoteBench:
         self.last_rep = reps
         for ds in datasets:
             folder = self.work / f"server-{ds.name}"
-            self.server = self.start_server(folder)
-            self.proxy = DelayProxy(("127.0.0.1", self.server.port))
             try:
+                self.server = self.start_server(folder)
                 make_bucket(self.server, self.python, self.runner)
-                self.proxy.start()
+            except StepFailed as e:
+                self.figs.error(ds.name, "server", 1, "start", str(e))
+                self.stop_server(folder)
+                continue
+            self.proxy = DelayProxy(("127.0.0.1", self.server.port))
+            self.proxy.start()
+            try:
                 self.servers.append(f"{self.server.name} {self.server.version}")
                 self.attempt(ds, "server", 1, 0, self.floor)
                 for rep in range(1, reps + 1):
-                    for rtt in rtts:
+                    for rtt in rotated(rtts, rep - 1):
                         self.proxy.delay = rtt / 2000  # one way: half the round trip
                         self.attempt(ds, "datavc", rep, rtt, self.datavc_round)
                         if self.dvc and rep <= peer_reps:
                             self.attempt(ds, "dvc", rep, rtt, self.dvc_round)
             finally:
                 self.proxy.stop()
-                stop(self.server)
-                remove(folder)
+                self.stop_server(folder)
+
+    def stop_server(self, folder: Path) -> None:
+        if self.server is not None:
+            stop(self.server)
+            self.server = None
+        remove(folder)
 
     def attempt(
         self,
@@ -215,14 +225,17 @@ class RemoteBench:
     def floor(self, ds: Dataset, rep: int, rtt: int) -> None:
         """What the server moves with plain boto3 (parallel PUTs, then GETs, of 16 MiB
         objects), straight and through the proxy at 0 ms: the ceiling of every figure. A
-        first pass, not recorded, warms a new server up (SeaweedFS allocates its volumes on
-        the first writes: a request then can outlast datavc's 2.5 s timeout)."""
+        first pass, not recorded, warms a new server up with as many bytes as the dataset
+        (SeaweedFS allocates its volumes on the first writes: a request then can outlast
+        datavc's 2.5 s timeout, and the first round would pay for it)."""
         assert self.server is not None
         direct, proxied = self.server.endpoint, self.endpoint
+        warm = min(max(FLOOR_OBJECTS, ds.sizes[0] // (FLOOR_MIB << 20)), 4 * FLOOR_OBJECTS)
         for via, endpoint in (("warm-up", direct), ("direct", direct), ("proxy", proxied)):
             prefix = f"floor-{via}"
             args = [self.python, "-c", FLOOR_PROBE, endpoint, BUCKET, prefix]
-            args += [str(FLOOR_OBJECTS), str(FLOOR_MIB), str(FLOOR_STREAMS)]
+            objects = warm if via == "warm-up" else FLOOR_OBJECTS
+            args += [str(objects), str(FLOOR_MIB), str(FLOOR_STREAMS)]
             done = self.runner.must(args, self.work, {**S3_ENV, "AWS_ENDPOINT_URL": endpoint})
             got = json.loads(done.out.strip().splitlines()[-1])
             remove_prefix(self.server, self.python, self.runner, prefix)
@@ -346,6 +359,13 @@ class RemoteBench:
             f"{figures['requests']:6,.0f} requests  {figures['connections']:4,.0f} conns  "
             f"in flight max {figures['in_flight_max']:.0f} mean {figures['in_flight_mean']:.1f}"
         )
+
+
+def rotated(rtts: list[int], by: int) -> list[int]:
+    """The round trips in order, starting ``by`` places on (each repetition starts at another
+    one, so what a new server or a busy machine costs a first round falls on each in turn)."""
+    by %= len(rtts)
+    return rtts[by:] + rtts[:by]
 
 
 def probe_target(ds: Dataset) -> tuple[str, int, str]:

@@ -259,7 +259,9 @@ class Report:
             f"- Medians of {o.reps} repetition(s) for datavc, {min(o.reps, o.peer_reps)} for DVC; "
             "each round (tool, dataset, RTT, repetition) starts from a fresh git repo and an empty "
             "prefix of the bucket, deleted afterwards. Round trips in the order "
-            f"{', '.join(f'{r} ms' for r in o.rtts)}, datavc then DVC at each.",
+            f"{', '.join(f'{r} ms' for r in o.rtts)}, each repetition starting one further "
+            "on (the second at the second), datavc then DVC at each. Each server is warmed up "
+            "first with as many bytes as the dataset (16 to 64 objects of 16 MiB).",
             "- add + commit: `datavc add` + `datavc commit` of v1 (its input in the page cache), "
             "in a workspace made by `datavc init --store s3://...`; DVC: `dvc add` + `dvc push` "
             "to an S3 remote (dvc-s3, `endpointurl` at the proxy). Fresh-clone checkout: a new "
