@@ -122,6 +122,7 @@ class DelayProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # held: a pending task is never collected
 
     def start(self) -> None:
         self._thread.start()
@@ -159,6 +160,10 @@ class DelayProxy:
             t.unframed += unframed
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -233,3 +238,5 @@ class DelayProxy:
             line.put_nowait((loop.time() + self.delay, b""))
         with contextlib.suppress(OSError):
             await out
+        if upward:  # the client is gone (HTTP clients do not half-close): so is its upstream
+            writer.close()

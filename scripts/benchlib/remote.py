@@ -350,6 +350,7 @@ class RemoteBench:
         for metric, value in figures.items():
             self.figs.add(ds.name, tool, f"{op}.{metric}@{rtt}", value)
         note = {"dataset": ds.name, "tool": tool, "op": op, "rtt_ms": rtt, "rep": rep}
+        note["load"] = os.getloadavg()[0]  # the machine's, over the last minute: shared cores
         note["kinds"] = by_kind(traffic, prefix, since)
         if tool == "datavc" and rep == self.last_rep:  # DVC's run to tens of thousands
             note["timeline"] = timeline(traffic, prefix, since or zero, TIMELINE_REQUESTS)

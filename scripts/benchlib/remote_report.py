@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -212,6 +213,17 @@ class Report:
                 lines.append(f"| {' | '.join([*row, versus])} |")
         return lines
 
+    def load_line(self, ds: Dataset) -> list[str]:
+        loads = sorted(n["load"] for n in self.figs.notes if n.get("dataset") == ds.name)
+        if not loads:
+            return []
+        return [
+            "",
+            f"Load average (1 minute) after each timed operation: {loads[0]:.1f} to "
+            f"{loads[-1]:.1f}, median {statistics.median(loads):.1f} (2 cores: above about 2, "
+            "other processes competed with the benchmark for them).",
+        ]
+
     def kinds_list(self, ds: Dataset) -> list[str]:
         rtt = self.opts.rtts[-1]
         out = ["", f"Requests by kind at {rtt} ms (last repetition):", ""]
@@ -220,8 +232,15 @@ class Report:
                 kinds = self.kinds(ds.name, tool, op, rtt)
                 if kinds == "-":
                     continue
-                waited = self.m(ds.name, tool, op, "continued", rtt)
-                extra = f" ({waited:,.0f} sent their body after `100 Continue`)" if waited else ""
+                extra = ""
+                for what, said in (
+                    ("continued", "sent their body after `100 Continue`"),
+                    ("unanswered", "closed by the client before their response"),
+                    ("server_errors", "answered with a 5xx status"),
+                ):
+                    count = self.m(ds.name, tool, op, what, rtt)
+                    extra += f"; {count:,.0f} {said}" if count else ""
+                extra = f" ({extra[2:]})" if extra else ""
                 out.append(f"- {'DVC' if tool == 'dvc' else 'datavc'} {label}: {kinds}{extra}.")
         return out
 
@@ -317,6 +336,7 @@ class Report:
         ]
         for ds in self.datasets.values():
             lines += ["", f"## {ds.name}", "", *self.dataset_table(ds), *self.kinds_list(ds)]
+            lines += self.load_line(ds)
         lines += self.failures()
         stem = "BENCHMARKS-remote-quick" if o.quick else "BENCHMARKS-remote"
         o.out_dir.mkdir(parents=True, exist_ok=True)

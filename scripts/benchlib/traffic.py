@@ -43,7 +43,8 @@ def summarize(traffic: Traffic, wall: float, since: float = 0.0) -> dict[str, fl
         "in_flight_max": in_flight_max(done),
         "in_flight_mean": sum(r.end - r.start for r in done if r.end) / wall if wall else 0.0,
         "continued": sum(1 for r in reqs if r.interim),
-        "failed": sum(1 for r in reqs if r.end is None or r.status >= 500),
+        "unanswered": sum(1 for r in reqs if r.end is None),  # the client left first
+        "server_errors": sum(1 for r in reqs if r.status >= 500),
         "unframed": traffic.unframed,
     }
 
