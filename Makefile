@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HEAVY_STAMP := $(VENV)/.installed-heavy
 
-.PHONY: venv demo demo-repro test test-all lint bench bench-quick bench-peers bench-cluster clean
+.PHONY: venv demo demo-repro test test-all lint bench bench-quick bench-peers bench-remote \
+	bench-remote-quick bench-cluster clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,16 @@ bench-peers:
 # datavc add --dask on a 2-worker LocalCluster against the local add: docs/BENCHMARKS-cluster.md
 bench-cluster: $(STAMP)
 	$(BIN)/python scripts/bench_cluster.py $(BENCH_ARGS)
+
+# S3 at a distance (issue 16): datavc and DVC on an S3 server (SeaweedFS from bench-peers, else
+# moto) behind a proxy delaying every byte, round trips of 0, 20 and 80 ms: datavc 3 times, DVC
+# once (its 20,000 images take 20 minutes): docs/BENCHMARKS-remote.md (about 40 minutes);
+# bench-remote-quick: 3 and 1 repetitions at a tenth of the size, 7 minutes (-quick.md).
+bench-remote: $(STAMP)
+	$(BIN)/python scripts/bench.py --only remote --reps 3 --peer-reps 1 $(BENCH_ARGS)
+
+bench-remote-quick: $(STAMP)
+	$(BIN)/python scripts/bench.py --only remote --quick $(BENCH_ARGS)
 
 # ruff, mypy (strict) and the layer contract ([tool.importlinter] in pyproject.toml)
 lint: $(STAMP)

@@ -10,7 +10,10 @@ same bytes:
   (backup, restore) when they are installed (``make bench-peers``); without them it says so;
 - the readers (issue 15): ``datavc.open``'s filesystem against local disk, in the same run
   (random reads, ``cat_ranges``, a DataLoader-like epoch, pandas and pyarrow Parquet reads, and
-  the bytes one row group fetches from S3 on a moto server).
+  the bytes one row group fetches from S3 on a moto server);
+- with ``--only remote`` (not in the default run; ``make bench-remote``), datavc and DVC on S3
+  (SeaweedFS, else moto) behind a proxy that delays every byte, at round trips of 0, 20 and
+  80 ms (issue 16): docs/BENCHMARKS-remote.md.
 
 Writes docs/BENCHMARKS.md and docs/BENCHMARKS.json (``--quick``: docs/BENCHMARKS-quick.*).
 Every external command runs with a timeout; a failing peer is reported, never fatal. Nothing
@@ -19,11 +22,13 @@ touches the network. Runs are warm-cache: the page cache cannot be dropped here.
     python scripts/bench.py             # full size, 1 repetition (20-40 minutes)
     python scripts/bench.py --quick     # scaled down, 3 repetitions (1-2 minutes)
     python scripts/bench.py --only readers --tools datavc   # the readers alone
+    python scripts/bench.py --only remote --quick           # S3 at a distance (a few minutes)
 
 This file runs the benchmark; its parts are in ``scripts/benchlib/``: ``runner`` (commands
 timed, peak RSS), ``datasets`` (seeded data and its edits), ``tools`` (datavc, DVC, restic),
 ``session`` (one dataset's steps and floors), ``readers`` (and ``reader_probe``, what it runs),
-``targets``, ``report``, ``options``.
+``targets``, ``report``, ``options``; the remote part: ``remote`` and ``remote_report``,
+``s3server``, ``delayproxy`` (with ``httpframe``) and ``traffic``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from benchlib.common import GIT_ENV, PEER_DVC, log, remove
 from benchlib.datasets import FULL, QUICK, Dataset, generate
 from benchlib.options import Options, parse_args
 from benchlib.readers import bench_readers
+from benchlib.remote_report import bench_remote
 from benchlib.report import first_line, machine_facts, run_scale, write_report
 from benchlib.runner import Runner, StepFailed
 from benchlib.session import Figures, Session, bench_floors
@@ -131,6 +137,10 @@ def run_all(opts: Options) -> None:
                     remove(base)
     if "readers" in opts.parts:
         bench_readers(opts.python, datasets, runner, opts.workdir, figs, opts.quick, opts.profile)
+    if "remote" in opts.parts:  # its own report: docs/BENCHMARKS-remote*.md
+        bench_remote(opts, datasets, runner, peers, missing)
+        if opts.parts == ["remote"]:
+            return
     profile = None
     if opts.profile and "images" in datasets and "cli" in opts.parts:
         profile = profile_add(datasets["images"], opts, runner)

@@ -20,7 +20,11 @@ PARTS = {
     "cli": "every tool's commands on every dataset, and the floors",
     "readers": "datavc.open's filesystem against local disk (issue 15)",
     "scale": "scripts/scale.py (--scale-files)",
+    "remote": "datavc and DVC on S3 behind a delay proxy, at several round trip times "
+    "(issue 16; not in the default: `make bench-remote`)",
 }
+DEFAULT_PARTS = ("cli", "readers", "scale")
+S3_SERVERS = ("seaweedfs", "moto")
 
 # -- main ------------------------------------------------------------------------------------
 
@@ -43,6 +47,9 @@ class Options:
     command: str
     scale_files: int
     parts: list[str]
+    rtts: list[int]
+    s3_server: str | None
+    weed: str | None
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -72,9 +79,18 @@ def parse_args(argv: list[str]) -> Options:
         help="tiny files for the scale check, 0 to skip (default: 1,000,000; quick 20,000)",
     )
     p.add_argument(
+        "--rtts", default="0,20,80", help="remote: round trip times in ms (default 0,20,80)"
+    )
+    p.add_argument(
+        "--s3-server",
+        choices=S3_SERVERS,
+        help="remote: the S3 server (default: seaweedfs if installed, else moto)",
+    )
+    p.add_argument("--weed", help="remote: SeaweedFS's weed executable (default: the peers')")
+    p.add_argument(
         "--only",
-        default=",".join(PARTS),
-        help="comma-separated parts to run (default: all): "
+        default=",".join(DEFAULT_PARTS),
+        help=f"comma-separated parts to run (default: {','.join(DEFAULT_PARTS)}): "
         + "; ".join(f"{name}: {what}" for name, what in PARTS.items()),
     )
     a = p.parse_args(argv)
@@ -97,6 +113,9 @@ def parse_args(argv: list[str]) -> Options:
         command=shlex.join(["python", os.path.relpath(ROOT / "scripts" / "bench.py"), *argv]),
         scale_files=a.scale_files if a.scale_files is not None else (20_000 if a.quick else 10**6),
         parts=_split(a.only, PARTS),
+        rtts=_rtts(a.rtts),
+        s3_server=a.s3_server,
+        weed=a.weed,
     )
 
 
@@ -106,3 +125,13 @@ def _split(text: str, known: dict[str, Any]) -> list[str]:
     if unknown:
         raise SystemExit(f"unknown: {', '.join(unknown)} (known: {', '.join(known)})")
     return names
+
+
+def _rtts(text: str) -> list[int]:
+    try:
+        rtts = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise SystemExit(f"--rtts: not a list of whole milliseconds: {text}") from None
+    if not rtts or rtts[0] != 0 or any(n < 0 for n in rtts):
+        raise SystemExit("--rtts: the first must be 0 (the baseline the others are compared to)")
+    return rtts

@@ -14,7 +14,7 @@ from typing import Any
 
 from .common import ROOT, fmt_bytes, fmt_value, log
 from .datasets import Dataset
-from .options import PARTS, Options
+from .options import DEFAULT_PARTS, Options
 from .readers import reader_targets, readers_section
 from .session import Figures
 from .targets import TargetCheck, targets_table
@@ -299,8 +299,9 @@ def write_report(
             "```",
         ]
     stem = "BENCHMARKS-quick" if opts.quick else "BENCHMARKS"
-    if set(opts.parts) != set(PARTS):  # a partial run never replaces the whole report
-        stem += "-" + "-".join(opts.parts)
+    parts = [p for p in opts.parts if p != "remote"]  # the remote part has its own report
+    if set(parts) != set(DEFAULT_PARTS):  # a partial run never replaces the whole report
+        stem += "-" + "-".join(parts)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     (opts.out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
     doc = {
