@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,3 +137,18 @@ class SnapshotFiles:
             data: bytes = f.read()
         info = get_worker_info()
         return data, -1 if info is None else info.id, os.getpid()
+
+
+def local_cluster(base: Path) -> Any:
+    """A Dask LocalCluster of two worker processes, one thread each, on 127.0.0.1, its
+    scratch in ``base``; call under the environment its workers are to inherit."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        local_directory=str(base / "scratch"),
+    )

@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 from conftest import BUCKET, S3_ENV
-from helpers import SnapshotFiles, clean_environment, forget_reads, rand, write
+from helpers import SnapshotFiles, clean_environment, forget_reads, local_cluster, rand, write
 
 import datavc
 from datavc.workspace.core import Workspace
@@ -552,20 +552,11 @@ def test_zarr_and_xarray_by_a_tag_or_latest(store: Store, spec: str) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Two worker processes, one thread each, started once for the module."""
-    from distributed import LocalCluster
-
     base = tmp_path_factory.mktemp("dask")
     with pytest.MonkeyPatch.context() as mp:
         clean_environment(mp, base / "home")
         mp.chdir(base)  # the workers' folder: no workspace in it
-        local = LocalCluster(
-            n_workers=2,
-            processes=True,
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address=None,
-            local_directory=str(base / "scratch"),
-        )
+        local = local_cluster(base)
     with local:
         yield local
 

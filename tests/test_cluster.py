@@ -18,7 +18,7 @@ from typing import Any
 import cloudpickle
 import pytest
 from distributed.diagnostics.plugin import WorkerPlugin
-from helpers import clean_environment, rand, run, write
+from helpers import clean_environment, local_cluster, rand, run, write
 
 import datavc
 from datavc.errors import BadInput
@@ -32,20 +32,13 @@ KiB, MiB = 1 << 10, 1 << 20
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Two worker processes, one thread each, started once for the module."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     base = tmp_path_factory.mktemp("dask")
     with pytest.MonkeyPatch.context() as mp:
         clean_environment(mp, base / "home")
         mp.chdir(base)
-        local = LocalCluster(
-            n_workers=2,
-            processes=True,
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address=None,
-            local_directory=str(base / "scratch"),
-        )
+        local = local_cluster(base)
     with local, Client(local) as client:
         yield client
 

@@ -28,22 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import ROOT, X, fmt_bytes, fmt_seconds, log, remove
+from .common import X, fmt_bytes, fmt_seconds, log, remove
 from .datasets import Dataset
 from .runner import Runner, StepFailed
+from .s3server import BUCKET, MOTO, S3_ENV
 from .session import Figures, page_cache
 from .targets import Target
 from .tools import Datavc
 
 READERS = "readers"  # the figures' dataset name
 PROBE = Path(__file__).with_name("reader_probe.py")
-MOTO = ROOT / "tests" / "moto_s3_server.py"
-BUCKET = "datavc-bench"
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 READ_BYTES = 4096
 RANDOM_READS = 500
 RANGES = 2000
