@@ -53,3 +53,12 @@ def fmt_value(value: float | None, unit: str, nbytes: int) -> str:
     if unit == "rss":
         return f"{value / 1024:,.0f} MiB"
     return f"{value:,.0f}"
+
+
+MOTO = ROOT / "tests" / "moto_s3_server.py"
+BUCKET = "datavc-bench"
+S3_ENV = {  # the benchmark's S3 servers (moto, SeaweedFS) take any credentials
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import X, fmt_bytes, fmt_seconds, log, remove
+from .common import BUCKET, MOTO, S3_ENV, X, fmt_bytes, fmt_seconds, log, remove
 from .datasets import Dataset
 from .runner import Runner, StepFailed
-from .s3server import BUCKET, MOTO, S3_ENV
 from .session import Figures, page_cache
 from .targets import Target
 from .tools import Datavc

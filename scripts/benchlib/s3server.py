@@ -19,18 +19,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import ROOT
+from .common import BUCKET, MOTO, ROOT, S3_ENV
 from .report import first_line
 from .runner import Runner, StepFailed
 
 PEER_WEED = ROOT / ".venv" / "peers" / "seaweedfs" / "bin" / "weed"
-MOTO = ROOT / "tests" / "moto_s3_server.py"
-BUCKET = "datavc-bench"
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 # SeaweedFS's processes: each an HTTP and a gRPC port (S3's gRPC, filer's, volume's, master's)
 WEED_PORTS = ("master", "volume", "filer", "s3")
 
