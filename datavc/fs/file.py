@@ -169,7 +169,7 @@ class DatavcFile(AbstractBufferedFile):  # type: ignore[misc]
         if end <= loc:
             return b""
         ahead = self._read_ahead(loc, end)
-        out = self._fetch_range(loc, end, ahead) if ahead else self._fetch_range(loc, end)
+        out = self._fetch_range(loc, end, ahead)
         self.loc = loc + len(out)
         return out
 
