@@ -32,7 +32,7 @@ from .common import log, remove
 from .datasets import Dataset, fingerprint
 from .delayproxy import DelayProxy, Traffic
 from .runner import Runner, StepFailed
-from .s3server import BUCKET, S3_ENV, S3Server, make_bucket, remove_prefix, stop
+from .s3server import BUCKET, S3_ENV, S3Server, log_tail, make_bucket, remove_prefix, stop
 from .session import Figures, page_cache
 from .tools import Tool
 from .traffic import by_kind, summarize, timeline
@@ -176,6 +176,7 @@ class RemoteBench:
                 continue
             self.proxy = DelayProxy(("127.0.0.1", self.server.port))
             self.proxy.start()
+            errors = len(self.figs.errors)
             try:
                 self.servers.append(f"{self.server.name} {self.server.version}")
                 self.attempt(ds, "server", 1, 0, self.floor)
@@ -187,6 +188,10 @@ class RemoteBench:
                             self.attempt(ds, "dvc", rep, rtt, self.dvc_round)
             finally:
                 self.proxy.stop()
+                if self.server is not None and len(self.figs.errors) > errors:  # it may say why
+                    self.figs.notes.append(
+                        {"dataset": ds.name, "server_log": log_tail(self.server)}
+                    )
                 self.stop_server(folder)
 
     def stop_server(self, folder: Path) -> None:

@@ -358,6 +358,10 @@ class Report:
         for e in self.figs.errors:
             error = e["error"].replace("|", "/")
             lines.append(f"| {e['dataset']} | {e['tool']} | {e['rep']} | {e['step']} | {error} |")
+        for n in self.figs.notes:
+            if n.get("server_log"):
+                lines += ["", f"The end of the server's log ({n['dataset']}):", "", "```"]
+                lines += [n["server_log"], "```"]
         return lines
 
     def document(

@@ -52,6 +52,7 @@ class S3Server:
     proc: subprocess.Popen[bytes]
     folder: Path
     sockets: list[Path] = field(default_factory=list)  # files it leaves in /tmp
+    master: int = 0  # SeaweedFS's master (HTTP port): it reclaims deleted objects' space
 
     @property
     def endpoint(self) -> str:
@@ -87,7 +88,7 @@ def start_seaweedfs(exe: Path, folder: Path) -> S3Server:
     s3 = ports["s3"][0]
     sockets = [Path(f"/tmp/seaweedfs-{n}-grpc-{ports[n][1]}.sock") for n in WEED_PORTS]
     sockets.append(Path(f"/tmp/seaweedfs-s3-{s3}.sock"))
-    server = S3Server("SeaweedFS", version, s3, proc, folder, sockets)
+    server = S3Server("SeaweedFS", version, s3, proc, folder, sockets, ports["master"][0])
     wait_for(server, "/")
     return server
 
@@ -157,3 +158,16 @@ def remove_prefix(server: S3Server, python: str, runner: Runner, prefix: str) ->
     moto keeps objects in memory, and SeaweedFS's folder would grow with every round."""
     env = {**S3_ENV, "AWS_ENDPOINT_URL": server.endpoint}
     runner.run([python, "-c", REMOVE_PREFIX, server.endpoint, f"{BUCKET}/{prefix}"], ROOT, env)
+    if server.master:  # SeaweedFS frees a deleted object's space only when it vacuums
+        url = f"http://127.0.0.1:{server.master}/vol/vacuum?garbageThreshold=0.0001"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=300):
+            pass
+
+
+def log_tail(server: S3Server, lines: int = 15) -> str:
+    """The end of the server's log (SeaweedFS writes one in its folder), for a failure."""
+    try:
+        text = (server.folder / "server.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
