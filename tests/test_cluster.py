@@ -62,6 +62,15 @@ def workspace(root: Path, files: dict[str, bytes]) -> Workspace:
     return Workspace(str(root))
 
 
+def twins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: str
+) -> tuple[dict[str, bytes], Workspace, Workspace]:
+    """The same files in two workspaces: one to add locally, one to add on the cluster."""
+    clean_environment(monkeypatch, tmp_path / "home")
+    files = files_of(seed)
+    return files, workspace(tmp_path / "local", files), workspace(tmp_path / "spread", files)
+
+
 def snapshot_files(spec: str, cwd: Path) -> dict[str, bytes]:
     here = os.getcwd()
     os.chdir(cwd)
@@ -85,10 +94,7 @@ def test_shards_are_consecutive_and_bounded() -> None:
 def test_a_dask_add_makes_the_snapshot_a_local_add_makes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: Any
 ) -> None:
-    clean_environment(monkeypatch, tmp_path / "home")
-    files = files_of("a")
-    local = workspace(tmp_path / "local", files)
-    spread = workspace(tmp_path / "spread", files)
+    files, local, spread = twins(tmp_path, monkeypatch, "a")
     want = local.add(f"{local.root}/data").staged
     got = spread.add(f"{spread.root}/data", None, cluster).staged
     assert got.tree == want.tree and (got.files, got.bytes) == (want.files, want.bytes)
@@ -159,10 +165,7 @@ class _KillFirstShard(WorkerPlugin):  # type: ignore[misc]
 def test_a_worker_killed_mid_shard_has_its_shard_redone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: Any
 ) -> None:
-    clean_environment(monkeypatch, tmp_path / "home")
-    files = files_of("c")
-    local = workspace(tmp_path / "local", files)
-    spread = workspace(tmp_path / "spread", files)
+    files, local, spread = twins(tmp_path, monkeypatch, "c")
     want = local.add(f"{local.root}/data").staged.tree
     packs = os.path.join(spread.dot, "store", "packs")
     plugin = _KillFirstShard(str(tmp_path / "killed"), packs)
