@@ -51,6 +51,7 @@ from datavc.format.tree import (
     FileEntry,
     PageRef,
     TreeRoot,
+    cut_here,
     decode_page,
     decode_root,
     encode_page,
@@ -485,8 +486,20 @@ def weight(e: FileEntry) -> int:
     return len(e.path.encode()) + 50 + 53 * len(e.chunks)
 
 
+def uncut(n: int, fmt: str = "{:07d}", nchunks: int = 0) -> list[FileEntry]:
+    """``n`` entries, none of whose paths ends a page by itself (no natural cut)."""
+    out: list[FileEntry] = []
+    i = 0
+    while len(out) < n:
+        path = fmt.format(i)
+        if not cut_here(path.encode()):
+            out.append(entry(path, nchunks))
+        i += 1
+    return out
+
+
 def test_split_pages_cuts_by_entry_count() -> None:
-    entries = [entry(f"{i:07d}") for i in range(2 * PAGE_MAX_ENTRIES + 100)]  # short paths
+    entries = uncut(2 * PAGE_MAX_ENTRIES + 100)  # short paths
     pages = list(split_pages(entries))
     assert [len(p) for p in pages] == [PAGE_MAX_ENTRIES, PAGE_MAX_ENTRIES, 100]
     assert [e for p in pages for e in p] == entries
@@ -495,8 +508,30 @@ def test_split_pages_cuts_by_entry_count() -> None:
     ]
 
 
+def test_split_pages_cuts_after_the_paths_cut_here_picks() -> None:
+    entries = [entry(f"data/{i:06d}.bin") for i in range(40_000)]
+    pages = list(split_pages(entries))
+    picked = [e.path for e in entries if cut_here(e.path.encode())]
+    assert 5 <= len(picked) <= 60  # about 1 in 2048
+    ends = picked if picked[-1] == entries[-1].path else [*picked, entries[-1].path]
+    assert [p[-1].path for p in pages] == ends
+    assert all(not cut_here(e.path.encode()) for p in pages for e in p[:-1])
+
+
+def test_a_change_moves_the_cuts_of_its_own_page_only() -> None:
+    """Inserting or removing one file changes one page: the others keep their content ids
+    (what lets add keep them unread)."""
+    entries = [entry(f"data/{i:06d}.bin") for i in range(40_000)]
+    before = [page_of(p) for p in split_pages(entries)]
+    changed = [*entries[:20_000], entry("data/020000a.bin"), *entries[20_000:]]
+    del changed[30_000]
+    after = [page_of(p) for p in split_pages(changed)]
+    assert len(set(before) - set(after)) <= 2 and len(set(after) - set(before)) <= 2
+    assert len(set(before) & set(after)) >= len(before) - 2
+
+
 def test_split_pages_cuts_by_size_and_is_deterministic() -> None:
-    entries = many_entries(6000, nchunks=30)  # about 1.7 KiB of weight per entry
+    entries = uncut(6000, "data/{:07d}.bin", nchunks=30)
     pages = list(split_pages(entries))
     assert len(pages) > 2
     assert [e for p in pages for e in p] == entries

@@ -97,8 +97,9 @@ class RichProgress(ProgressFactory):
     def __init__(self) -> None:
         self._progress: Any = None
 
-    def __call__(self, label: str, total: int) -> ProgressSink:
-        if not sys.stderr.isatty() or total < 32 << 20:
+    def __call__(self, label: str, total: int | None) -> ProgressSink:
+        """``total`` None: not known ahead (a streamed add): bytes done and speed only."""
+        if not sys.stderr.isatty() or (total is not None and total < 32 << 20):
             return NoProgress()
         from rich.progress import (
             BarColumn,

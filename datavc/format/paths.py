@@ -65,6 +65,52 @@ def check_paths(paths: Iterable[str]) -> None:
         raise UnsafePath(sorted(clash)[0], "is both a file and a folder")
 
 
+class SortedPathCheck:
+    """:func:`check_paths` for paths that arrive sorted (code-point order), one at a time,
+    in memory that grows with the largest folder and the depth, not with the number of
+    paths: two paths that clash by case, or as file and folder, differ first in names that
+    are siblings in one folder, and a folder's paths arrive together. So only the names
+    seen in each folder on the way to the current path are kept."""
+
+    __slots__ = ("_children", "_last", "_open")
+
+    def __init__(self) -> None:
+        self._open: list[str] = []  # the folders the last path is in, outermost first
+        # the names seen in each of them (and in the root): casefold -> (name, is a folder)
+        self._children: list[dict[str, tuple[str, bool]]] = [{}]
+        self._last: str | None = None
+
+    def add(self, path: str) -> None:
+        check_path(path)
+        if self._last is not None and path <= self._last:
+            reason = "duplicate path" if path == self._last else "paths are not in order"
+            raise UnsafePath(path, reason)
+        self._last = path
+        parts = path.split("/")
+        folders = len(parts) - 1
+        same = 0
+        while same < min(folders, len(self._open)) and self._open[same] == parts[same]:
+            same += 1
+        del self._open[same:]
+        del self._children[same + 1 :]
+        for depth in range(same, len(parts)):
+            name = parts[depth]
+            folder = depth < folders
+            seen = self._children[depth].get(name.casefold())
+            if seen is not None:
+                where = "/".join(parts[: depth + 1])
+                if seen[0] != name:
+                    kind = "folder" if folder else "path"
+                    raise UnsafePath(
+                        path, f"{kind} {where!r} differs only by case from {seen[0]!r}"
+                    )
+                raise UnsafePath(path, "is both a file and a folder")
+            self._children[depth][name.casefold()] = (name, folder)
+            if folder:
+                self._open.append(name)
+                self._children.append({})
+
+
 def valid_name(name: str) -> bool:
     """Whether ``name`` is a dataset name (see :func:`check_name`)."""
     ok = bool(name) and len(name) <= 128 and name[0].isalnum()

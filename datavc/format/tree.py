@@ -38,7 +38,8 @@ from __future__ import annotations
 import itertools
 import json
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -55,6 +56,8 @@ PAGE_MAX_ENTRIES = 65536  # a writer cuts a page at this many entries
 PAGE_MAX_BYTES = 4 << 20  # or at about this many bytes
 PAGE_LIMIT_ENTRIES = 1 << 20  # what a reader accepts in one page
 PAGE_LIMIT_BODY = 128 << 20  # and the largest decoded page body (one file's recipe can be long)
+CUT_MASK = (1 << 11) - 1  # a page ends after a path whose CRC-32 has these bits 0 (1 in 2048)
+CUT_RULE = 1  # the root's "cut": pages end where cut_here says (0: an older writer's rule)
 
 _HEAD = struct.Struct("<BI")
 _ENTRY = struct.Struct("<IQ32sI")
@@ -94,6 +97,7 @@ class TreeRoot:
     files: int
     bytes: int
     pages: tuple[PageRef, ...]
+    cut: int = 0  # CUT_RULE if the pages were cut by :class:`Cutter` (a writer may reuse them)
 
     def pages_for(self, path: str) -> list[PageRef]:
         """The pages whose path range could hold ``path`` (at most one, by construction)."""
@@ -144,38 +148,59 @@ class Hints(Mapping[ChunkId, Location]):
 NO_HINTS = Hints((), ())
 
 
-def encode_page(
-    entries: Iterable[FileEntry], locate: Callable[[ChunkId], Location]
-) -> tuple[bytes, ObjectId]:
-    """Encode a page; ``locate`` gives each chunk's place in the store (its hint).
-    Returns the page's bytes and its content id."""
-    rows = list(entries)
-    content = bytearray(_U32.pack(len(rows)))  # appended in place: no object per field
-    hints = bytearray()
-    packs: dict[str, int] = {}
-    for e in rows:
+def encode_content(entries: Sequence[FileEntry]) -> bytes:
+    """A page's content bytes: its entries without their location hints."""
+    content = bytearray(_U32.pack(len(entries)))  # appended in place: no object per field
+    for e in entries:
         raw = e.path.encode("utf-8")
         content += _U16.pack(len(raw))
         content += raw
         content += _ENTRY.pack(e.mode, e.size, e.hash, len(e.chunks))
         for cid, length in e.chunks:
             content += _CHUNK.pack(cid, length)
-            loc = locate(cid)
-            number = packs.setdefault(loc.pack, len(packs))
-            hints += _HINT.pack(number, loc.offset, loc.stored_length, loc.codec)
+    return bytes(content)
+
+
+def encode_page(
+    entries: Iterable[FileEntry], locate: Callable[[ChunkId], Location]
+) -> tuple[bytes, ObjectId]:
+    """Encode a page; ``locate`` gives each chunk's place in the store (its hint).
+    Returns the page's bytes and its content id."""
+    rows = list(entries)
+    content = encode_content(rows)
+    recipe = [cid for e in rows for cid, _ in e.chunks]
+    return encode_page_parts(content, recipe, locate, rows)[0], object_id(content)
+
+
+def encode_page_parts(
+    content: bytes,
+    recipe: Sequence[ChunkId],
+    locate: Callable[[ChunkId], Location],
+    rows: Sequence[FileEntry] = (),
+) -> tuple[bytes, tuple[ObjectId, ...]]:
+    """A page's bytes from its content and the chunk ids of its recipes in order, each
+    given its hint by ``locate`` (``rows``: the entries, to name the largest if too big),
+    and the packs its hints name."""
+    hints = bytearray()
+    packs: dict[str, int] = {}
+    for cid in recipe:
+        loc = locate(cid)
+        number = packs.setdefault(loc.pack, len(packs))
+        hints += _HINT.pack(number, loc.offset, loc.stored_length, loc.codec)
     table = b"".join([_U32.pack(len(packs)), *(bytes.fromhex(p) for p in packs)])
     body = b"".join([_U32.pack(len(content)), content, table, hints])
     if len(body) > PAGE_LIMIT_BODY:  # what a reader would refuse is never written
-        largest = max(rows, key=lambda e: len(e.chunks))
-        raise BadInput(
-            f"{largest.path}: {len(largest.chunks)} chunks are more than a tree page holds "
-            f"({PAGE_LIMIT_BODY >> 20} MiB of recipe and hints): a file of this size is not "
-            "supported"
-        )
-    content_id = object_id(content)
-    del content, hints
+        if rows:
+            largest = max(rows, key=lambda e: len(e.chunks))
+            raise BadInput(
+                f"{largest.path}: {len(largest.chunks)} chunks are more than a tree page "
+                f"holds ({PAGE_LIMIT_BODY >> 20} MiB of recipe and hints): a file of this "
+                "size is not supported"
+            )
+        raise BadInput(f"a tree page would exceed {PAGE_LIMIT_BODY >> 20} MiB")
+    del hints
     codec, stored = encode_chunk(body)
-    return PAGE_MAGIC + _HEAD.pack(codec, len(body)) + stored, content_id
+    return PAGE_MAGIC + _HEAD.pack(codec, len(body)) + stored, tuple(map(ObjectId, packs))
 
 
 def decode_page(
@@ -319,22 +344,58 @@ def _check_entry(path: str, mode: int, size: int, chunks: tuple[tuple[ChunkId, i
         raise _BadEntry(f"{path!r} names a chunk longer than {MAX_CHUNK} bytes")
 
 
+def cut_here(raw_path: bytes) -> bool:
+    """Whether a page ends after the entry of this path (UTF-8): a property of the path
+    alone, so a change to one file moves the cuts of its own page only, and a writer can
+    keep the other pages of the snapshot it started from as they are."""
+    return zlib.crc32(raw_path) & CUT_MASK == 0
+
+
+class Cutter:
+    """Cuts sorted entries into pages: after an entry whose path :func:`cut_here` picks,
+    or once a page holds ``PAGE_MAX_ENTRIES`` entries or weighs ``PAGE_MAX_BYTES``. The
+    cuts depend only on the entries, so equal trees get equal pages and ids."""
+
+    __slots__ = ("_page", "_weight")
+
+    def __init__(self) -> None:
+        self._page: list[FileEntry] = []
+        self._weight = 0
+
+    @property
+    def empty(self) -> bool:
+        """True at a cut: a page ended here (or nothing was pushed)."""
+        return not self._page
+
+    def push(self, e: FileEntry) -> list[FileEntry] | None:
+        """Add the next entry; the page it ends, if it ends one."""
+        raw = e.path.encode()
+        self._page.append(e)
+        self._weight += len(raw) + 50 + (_CHUNK.size + _HINT.size) * len(e.chunks)
+        if cut_here(raw) or len(self._page) >= PAGE_MAX_ENTRIES or self._weight >= PAGE_MAX_BYTES:
+            return self.flush()
+        return None
+
+    def flush(self) -> list[FileEntry] | None:
+        """The last page (the entries pushed since the last cut), if any."""
+        page, self._page, self._weight = self._page, [], 0
+        return page or None
+
+
 def split_pages(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
-    """Cut sorted entries into pages; deterministic, so equal trees get equal ids."""
-    page: list[FileEntry] = []
-    weight = 0
+    """Cut sorted entries into pages (see :class:`Cutter`)."""
+    cutter = Cutter()
     for e in entries:
-        page.append(e)
-        weight += len(e.path.encode()) + 50 + (_CHUNK.size + _HINT.size) * len(e.chunks)
-        if len(page) >= PAGE_MAX_ENTRIES or weight >= PAGE_MAX_BYTES:
+        page = cutter.push(e)
+        if page is not None:
             yield page
-            page, weight = [], 0
-    if page:
-        yield page
+    last = cutter.flush()
+    if last is not None:
+        yield last
 
 
 def root_doc(root: TreeRoot) -> dict[str, Any]:
-    return {
+    doc = {
         "type": "datavc-tree",
         "format": TREE_FORMAT,
         "files": root.files,
@@ -351,6 +412,9 @@ def root_doc(root: TreeRoot) -> dict[str, Any]:
             for p in root.pages
         ],
     }
+    if root.cut:
+        doc["cut"] = root.cut
+    return doc
 
 
 def encode_root(root: TreeRoot) -> bytes:
@@ -378,7 +442,8 @@ def root_from_doc(doc: Any, obj: str) -> TreeRoot:
         if member(doc, "format") != TREE_FORMAT:
             raise CorruptObject(obj, f"unsupported tree format {doc.get('format')}")
         pages = tuple(_page_ref(p) for p in array(doc, "pages"))
-        root = TreeRoot(integer(doc, "files"), integer(doc, "bytes"), pages)
+        cut = integer(doc, "cut", CUT_RULE, CUT_RULE) if "cut" in doc else 0
+        root = TreeRoot(integer(doc, "files"), integer(doc, "bytes"), pages, cut)
     except Malformed as err:
         raise CorruptObject(obj, f"tree root is malformed: {err}") from None
     check_root(root, obj)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -221,6 +221,60 @@ def _read_whole(path: str, size: int) -> bytes:
     return blocks[0] if len(blocks) == 1 else b"".join(blocks)
 
 
+class Builder:
+    """Makes tree entries for files handed in one at a time, in path order, and gives them
+    back in that order as they are ready: files read one after another while earlier
+    files' chunks are still being stored. ``extra``: anything the caller wants back with
+    the entry."""
+
+    def __init__(self, store: ChunkStore, writer: PackWriter, progress: Progress) -> None:
+        self.chunker = Chunker(store.config.chunker)
+        self.writer = writer
+        self.progress = progress
+        self._waiting: deque[tuple[LocalFile, _Pending | FileEntry, Any]] = deque()
+        self._batch = _Batch([])
+
+    def put(
+        self, f: LocalFile, known: FileEntry | None, extra: Any = None
+    ) -> list[tuple[LocalFile, FileEntry, Any]]:
+        """Hand in a file: ``known``, its entry if its content is known already (it is not
+        read). The entries ready now, in order."""
+        waiting, batch = self._waiting, self._batch
+        if known is not None:
+            entry = FileEntry(f.path, file_mode(f.mode), known.size, known.hash, known.chunks)
+            waiting.append((f, entry, extra))
+            self.progress.advance(f.size)
+        else:
+            if f.size > WHOLE_READ_LIMIT and batch.pieces:  # its chunks go after the batch's
+                batch.submit(self.writer)
+                batch = self._batch = _Batch([])
+            pending = chunk_file(f, self.chunker, self.writer, self.progress, batch)
+            waiting.append((f, pending, extra))
+        if batch.pieces and (
+            batch.size >= BATCH or max(len(batch.pieces), len(waiting)) >= BATCH_PIECES
+        ):  # full, or files wait behind it (those known already, when few files changed)
+            batch.submit(self.writer)
+            self._batch = _Batch([])
+        ready = []
+        while waiting and (isinstance(waiting[0][1], FileEntry) or waiting[0][1].done()):
+            ready.append(_settled(*waiting.popleft()))
+        return ready
+
+    def drain(self) -> Iterator[tuple[LocalFile, FileEntry, Any]]:
+        """Every entry still being made, in order (waiting for them)."""
+        if self._batch.pieces or self._waiting:  # (an empty file's part waits on it too)
+            self._batch.submit(self.writer)
+            self._batch = _Batch([])
+        while self._waiting:
+            yield _settled(*self._waiting.popleft())
+
+
+def _settled(
+    f: LocalFile, item: _Pending | FileEntry, extra: Any
+) -> tuple[LocalFile, FileEntry, Any]:
+    return f, (item if isinstance(item, FileEntry) else item.entry()), extra
+
+
 def build_entries(
     files: list[LocalFile],
     store: ChunkStore,
@@ -235,38 +289,21 @@ def build_entries(
     ``files`` is emptied as it is used (with a million files, their stat results need not
     outlive their entries); ``settled(file, entry)`` is called as each entry is made."""
     check_paths(f.path for f in files)
-    chunker = Chunker(store.config.chunker)
+    builder = Builder(store, writer, progress)
     entries: list[FileEntry] = []
-    waiting: deque[tuple[LocalFile, _Pending | FileEntry]] = deque()
 
-    def settle(f: LocalFile, item: _Pending | FileEntry) -> None:
-        e = item if isinstance(item, FileEntry) else item.entry()
-        entries.append(e)
-        if settled is not None:
-            settled(f, e)
+    def settle(ready: Iterable[tuple[LocalFile, FileEntry, Any]]) -> None:
+        for f, e, _ in ready:
+            entries.append(e)
+            if settled is not None:
+                settled(f, e)
 
-    batch = _Batch([])
     files.reverse()
     while files:
         f = files.pop()
         known = reuse(f)
-        if known is not None and all(store.has_chunk(c) for c, _ in known.chunks):
-            entry = FileEntry(f.path, file_mode(f.mode), known.size, known.hash, known.chunks)
-            waiting.append((f, entry))
-            progress.advance(f.size)
-        else:
-            if f.size > WHOLE_READ_LIMIT and batch.pieces:  # its chunks go after the batch's
-                batch.submit(writer)
-                batch = _Batch([])
-            waiting.append((f, chunk_file(f, chunker, writer, progress, batch)))
-        if batch.pieces and (
-            batch.size >= BATCH or max(len(batch.pieces), len(waiting)) >= BATCH_PIECES
-        ):  # full, or files wait behind it (those known already, when few files changed)
-            batch.submit(writer)
-            batch = _Batch([])
-        while waiting and (isinstance(waiting[0][1], FileEntry) or waiting[0][1].done()):
-            settle(*waiting.popleft())
-    batch.submit(writer)
-    while waiting:
-        settle(*waiting.popleft())
+        if known is not None and not all(store.has_chunk(c) for c, _ in known.chunks):
+            known = None
+        settle(builder.put(f, known))
+    settle(builder.drain())
     return entries

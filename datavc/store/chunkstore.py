@@ -162,6 +162,13 @@ class ChunkStore:
         except ObjectNotFound:
             return False
 
+    def live(self, kind: str) -> set[ObjectId]:
+        """The ids of the objects of ``kind`` ("packs", "trees") stored and not condemned by
+        gc (as of :meth:`new_writer`): one listing."""
+        condemned = self._condemned_packs if kind == "packs" else self._condemned_trees
+        listed = (ObjectId(i.name) for i in self.backend.list_detail(kind))
+        return {oid for oid in listed if oid not in condemned}
+
     def write_anew(self, packs: Iterable[ObjectId]) -> None:
         """Packs this process must write over if it stores one of the same id (repair: the
         old one is damaged), not take as stored already."""

@@ -11,6 +11,7 @@ dataset's folder, sorted by code point (the byte order of valid UTF-8, as trees 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import Protocol
@@ -52,6 +53,14 @@ def scan(root: str, kind: str, odd: list[str] | None = None) -> list[LocalFile]:
 
     Symlinks and special files are an error, unless ``odd`` is given to collect them.
     """
+    return list(iter_scan(root, kind, odd))
+
+
+def iter_scan(root: str, kind: str, odd: list[str] | None = None) -> Iterator[LocalFile]:
+    """:func:`scan`, one file at a time: each folder is listed and sorted as the walk
+    reaches it, so memory grows with the largest folder, not with the number of files.
+    A folder's name sorts as if it ended in "/", which puts its files where the whole
+    paths sort (``a.txt`` before ``a/b``: "." is below "/")."""
     try:
         st = os.lstat(root)
     except FileNotFoundError:
@@ -59,33 +68,40 @@ def scan(root: str, kind: str, odd: list[str] | None = None) -> list[LocalFile]:
     if kind == "file":
         if not S_ISREG(st.st_mode):
             raise BadInput(f"{root} is not a regular file")
-        return [_local(os.path.basename(root), os.path.dirname(root), st)]
+        yield _local(os.path.basename(root), os.path.dirname(root), st)
+        return
     if not S_ISDIR(st.st_mode):
         raise BadInput(f"{root} is not a folder")
-    found: list[LocalFile] = []
-    _walk(root, root, "", found, odd)
-    found.sort(key=lambda f: f.path)  # code-point order: the byte order of valid UTF-8
-    return found
+    yield from _walk(root, root, "", odd)
 
 
-def _walk(base: str, abspath: str, rel: str, out: list[LocalFile], odd: list[str] | None) -> None:
+def _walk(base: str, abspath: str, rel: str, odd: list[str] | None) -> Iterator[LocalFile]:
     with os.scandir(abspath) as it:
-        for e in it:
-            name = e.name
-            if not name.isascii():
-                _check_utf8(e.path)
-            st = e.stat(follow_symlinks=False)
-            mode = st.st_mode
-            if S_ISREG(mode):
-                out.append(_local(rel + name, base, st))
-            elif S_ISDIR(mode):
-                _walk(base, e.path, f"{rel}{name}/", out, odd)
-            elif odd is not None:
-                odd.append(rel + name)
-            elif S_ISLNK(mode):
-                raise BadInput(f"{e.path} is a symbolic link: datavc tracks regular files only")
-            else:
-                raise BadInput(f"{e.path} is not a regular file")
+        found = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]
+    found.sort(key=_first)  # code-point order: the byte order of valid UTF-8
+    for key, e in found:
+        name = e.name
+        if not name.isascii():
+            _check_utf8(e.path)
+        if key[-1] == "/":
+            yield from _walk(base, e.path, rel + key, odd)
+            continue
+        st = e.stat(follow_symlinks=False)
+        mode = st.st_mode
+        if S_ISREG(mode):
+            yield _local(rel + name, base, st)
+        elif S_ISDIR(mode):  # made a folder since it was listed
+            raise BadInput(f"{e.path} changed while it was being read")
+        elif odd is not None:
+            odd.append(rel + name)
+        elif S_ISLNK(mode):
+            raise BadInput(f"{e.path} is a symbolic link: datavc tracks regular files only")
+        else:
+            raise BadInput(f"{e.path} is not a regular file")
+
+
+def _first(item: tuple[str, os.DirEntry[str]]) -> str:
+    return item[0]
 
 
 def _check_utf8(path: str) -> None:

@@ -7,19 +7,24 @@ location hints go to the chunk store, so reading its files' chunks needs no inde
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import struct
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+from ..format.hashing import DIGEST_SIZE, ChunkId, ObjectId, object_id
 from ..format.tree import (
+    CUT_RULE,
+    Cutter,
     FileEntry,
     Hints,
     PageRef,
     TreeRoot,
     check_page,
     decode_page,
-    encode_page,
+    encode_content,
+    encode_page_parts,
     find_in_page,
-    split_pages,
 )
 from .chunkstore import ChunkStore
 from .lru import BytesCache, Cache
@@ -47,16 +52,153 @@ def read_page(store: ChunkStore, oid: str, cache: PageCache | None) -> bytes:
     return data
 
 
-def write_tree(store: ChunkStore, entries: list[FileEntry]) -> TreeRoot:
+def write_tree(store: ChunkStore, entries: Iterable[FileEntry]) -> TreeRoot:
     """Write the pages and return the root (its id is the snapshot id; the root itself is
     stored in the version record). Every chunk named must be in the store already."""
-    pages: list[PageRef] = []
-    for page in split_pages(entries):
-        data, content = encode_page(page, store.locate_stored)
-        pid = store.write_object("trees", data)
+    with TreeWriter(store) as tw:
+        for e in entries:
+            if tw.add(e):
+                tw.attach(b"")
+        if tw.end():
+            tw.attach(b"")
+        return tw.finish()
+
+
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class _Spilled:
+    first: str
+    last: str
+    files: int
+    bytes: int
+    content: ObjectId
+
+
+class TreeWriter:
+    r"""Writes a snapshot's tree from its entries as they come, in path order, in memory
+    that does not grow with the number of files.
+
+    Pages are cut as entries arrive (:class:`Cutter`), but a page's location hints can be
+    written only once its new chunks' packs are stored: so each page's content and chunk
+    ids go to a temporary file, and :meth:`finish` (after the pack writer finished) writes
+    the pages, each chunk's hint from the index. A page of an older snapshot whose entries
+    are all kept, at a cut, is kept as it is (:meth:`splice`): it is not read, encoded or
+    written again.
+
+    After :meth:`add` or :meth:`end` says a page was cut, the caller :meth:`attach`\ es
+    its own bytes for that page (b"" for none); :meth:`finish` hands them back with the
+    page written (the stat cache's rows, say)."""
+
+    def __init__(self, store: ChunkStore, spill_dir: str | None = None) -> None:
+        import tempfile
+
+        self.store = store
+        self.cutter = Cutter()
+        self._spill = tempfile.TemporaryFile(dir=spill_dir)  # noqa: SIM115 (closed on exit)
+        self._order: list[_Spilled | tuple[PageRef, Any]] = []
+        self._attach_due = False
+        self.files = 0
+        self.bytes = 0
+
+    def __enter__(self) -> TreeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._spill.close()
+
+    @property
+    def at_cut(self) -> bool:
+        return self.cutter.empty
+
+    def add(self, e: FileEntry) -> bool:
+        """The next entry. True if it ends a page."""
+        assert not self._attach_due, "attach() the last page's bytes first"
+        page = self.cutter.push(e)
+        if page is not None:
+            self._cut(page)
+            return True
+        return False
+
+    def end(self) -> bool:
+        """No more entries: True if that ends a page."""
+        page = self.cutter.flush()
+        if page is not None:
+            self._cut(page)
+            return True
+        return False
+
+    def splice(self, ref: PageRef, token: Any = None) -> None:
+        """Keep a page of the snapshot being changed as it is: only at a cut, where the
+        writer would cut it the same way (its entries all kept, its snapshot cut by the
+        same rule). ``token`` comes back with it in :meth:`finish`."""
+        assert self.cutter.empty and not self._attach_due
+        self._order.append((ref, token))
+        self.files += ref.files
+        self.bytes += ref.bytes
+
+    def attach(self, data: bytes) -> None:
+        assert self._attach_due
+        self._spill.write(_U32.pack(len(data)))
+        self._spill.write(data)
+        self._attach_due = False
+
+    def _cut(self, page: list[FileEntry]) -> None:
+        content = encode_content(page)
+        spill = self._spill
+        spill.write(_U32.pack(len(content)))
+        spill.write(content)
+        recipe = b"".join(cid for e in page for cid, _ in e.chunks)
+        spill.write(_U32.pack(len(recipe) // DIGEST_SIZE))
+        spill.write(recipe)
         size = sum(e.size for e in page)
-        pages.append(PageRef(pid, page[0].path, page[-1].path, len(page), size, content))
-    return TreeRoot(len(entries), sum(e.size for e in entries), tuple(pages))
+        self._order.append(
+            _Spilled(page[0].path, page[-1].path, len(page), size, object_id(content))
+        )
+        self.files += len(page)
+        self.bytes += size
+        self._attach_due = True
+
+    def finish(
+        self, on_page: Callable[[PageRef, tuple[ObjectId, ...] | None, Any], None] | None = None
+    ) -> TreeRoot:
+        """Write the cut pages (every chunk they name must be stored by now) and return the
+        root. ``on_page(ref, packs, attached)`` for each page in order: a written page with
+        the packs its hints name and its attached bytes; a spliced one with None and its
+        token."""
+        assert not self._attach_due and self.cutter.empty
+        spill = self._spill
+        spill.seek(0)
+        pages: list[PageRef] = []
+        for item in self._order:
+            if isinstance(item, tuple):
+                pages.append(item[0])
+                if on_page is not None:
+                    on_page(item[0], None, item[1])
+                continue
+            content = _read_exact(spill, _U32.unpack(_read_exact(spill, 4))[0])
+            (count,) = _U32.unpack(_read_exact(spill, 4))
+            table = _read_exact(spill, count * DIGEST_SIZE)
+            recipe = [
+                ChunkId(table[i : i + DIGEST_SIZE]) for i in range(0, len(table), DIGEST_SIZE)
+            ]
+            data, packs = encode_page_parts(content, recipe, self.store.locate_stored)
+            del content, table
+            attached = _read_exact(spill, _U32.unpack(_read_exact(spill, 4))[0])
+            pid = self.store.write_object("trees", data)
+            ref = PageRef(pid, item.first, item.last, item.files, item.bytes, item.content)
+            pages.append(ref)
+            if on_page is not None:
+                on_page(ref, packs, attached)
+        return TreeRoot(self.files, self.bytes, tuple(pages), CUT_RULE)
+
+
+def _read_exact(f: Any, n: int) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise OSError("a temporary file was cut short")
+    return bytes(data)
 
 
 def load_page(
@@ -68,6 +210,12 @@ def load_page(
     if found:
         store.add_hints(found)
     return entries
+
+
+def decoded_page(store: ChunkStore, page: PageRef) -> tuple[list[FileEntry], Hints]:
+    """A page's entries, checked against the root's record of it, and its chunks' hints
+    (kept by the caller, not given to the store)."""
+    return _decoded(store, page, True, None)
 
 
 def _decoded(

@@ -8,26 +8,37 @@ path goes into the root ``.gitignore``.
 
 from __future__ import annotations
 
-import functools
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import BadInput, PathNotFound, VersionForgotten
-from ..format.paths import check_name
+from ..format.hashing import ObjectId
+from ..format.paths import SortedPathCheck, check_name
 from ..format.pointer import SUFFIX
-from ..format.tree import FileEntry, TreeRoot, snapshot_id
-from ..store.build import build_entries
-from ..store.files import LocalFile, scan
-from ..store.trees import TreeDiff, iter_entries, merge_entries, write_tree
+from ..format.tree import CUT_RULE, FileEntry, PageRef, TreeRoot, snapshot_id
+from ..store.build import Builder
+from ..store.files import LocalFile, iter_scan, scan
+from ..store.trees import TreeDiff, TreeWriter, decoded_page, iter_entries, merge_entries
 from .core import Dataset, Staged, write_staged
 from .git import ignore_path
 from .lock import workspace_lock
-from .statcache import StatCache
+from .statcache import (
+    NO_PAGE,
+    CacheWriter,
+    Group,
+    Row,
+    groups_by_page,
+    scan_digest,
+    split_scan,
+    stat_key,
+    take,
+)
 
 if TYPE_CHECKING:
-    from ..store.packwriter import UploadStats
+    from ..store.packwriter import PackWriter, UploadStats
     from .core import Workspace
 
 
@@ -35,7 +46,8 @@ if TYPE_CHECKING:
 class AddResult:
     dataset: Dataset
     staged: Staged
-    diff: TreeDiff
+    diff: TreeDiff  # the first SHOWN paths of each kind of change
+    counts: tuple[int, int, int]  # added, modified, removed
 
 
 def add(ws: Workspace, path: str, name: str | None = None, client: Any = None) -> AddResult:
@@ -64,43 +76,34 @@ def add_locked(ws: Workspace, path: str, name: str | None, client: Any = None) -
     _check_nesting(rel, existing)
     if known is not None and known.conflict is not None:
         raise BadInput(known.conflict)  # resolve it first: which version is this data after?
-    files = scan(absolute, kind)
     ds = known or Dataset(name, rel, kind, None, None)
+    if client is not None:
+        return _add_on_cluster(ws, ds, absolute, client)
     reference = _reference(ws, ds)
-    cache = ws.stat_cache(name, files)
-    cache.load()  # before build_entries empties the scan list
     store = ws.store
-    previous = _Cursor(iter_entries(store, reference, hints=False) if reference else iter(()))
-    bar = ws.progress(f"adding {rel}", sum(f.size for f in files))
+    bar = ws.progress(f"adding {rel}", None)
     try:
-        with store.new_writer() as writer:
-            reuse = functools.partial(_reuse, cache, previous)
-
-            def put(f: LocalFile, e: FileEntry) -> None:
-                cache.put(f, e.hash)
-
-            if client is None:
-                entries = build_entries(files, store, writer, reuse, bar, put)  # empties files
-            else:
-                from .cluster import build_on_cluster
-
-                entries, stats = build_on_cluster(client, files, store, reuse, bar, put)
-            stats = _sum(writer.finish(), stats) if client is not None else writer.finish()
+        with store.new_writer() as writer, _Adder(ws, ds, reference, writer, bar) as adder:
+            adder.run(iter_scan(absolute, kind))
+            stats = writer.finish()
+            root, tree = adder.finish()
     finally:
         ws.progress.close()
-    cache.retain((e.path for e in entries), len(entries))  # each got a row as it settled
-    root = write_tree(store, entries)
-    tree = snapshot_id(root)
-    cache.mark(tree)
-    cache.save()
+    return _staged_result(ws, ds, root, tree, stats, adder.changes)
+
+
+def _staged_result(
+    ws: Workspace, ds: Dataset, root: TreeRoot, tree: ObjectId, stats: UploadStats, changes: Changes
+) -> AddResult:
+    """Stage ``root`` (unless it is what the pointer names already) and say so."""
     carried = ds.staged if ds.staged else None
     staged = Staged(
-        name,
-        rel,
-        kind,
+        ds.name,
+        ds.path,
+        ds.kind,
         tree,
-        len(entries),
-        sum(e.size for e in entries),
+        root.files,
+        root.bytes,
         stats.new_bytes + (carried.new_bytes if carried else 0),
         stats.new_chunks + (carried.new_chunks if carried else 0),
         stats.new_objects + (carried.new_objects if carried else 0),
@@ -108,16 +111,227 @@ def add_locked(ws: Workspace, path: str, name: str | None, client: Any = None) -
         root,
     )
     if ds.pointer is not None and ds.pointer.snapshot == tree:
-        ws.unstage(name)
+        ws.unstage(ds.name)
     else:
-        write_staged(ws.staged_path(name), staged)
-    ignore_path(ws.root, rel)
-    changes: dict[str, list[str]] = {"added": [], "removed": [], "modified": []}
-    old = iter_entries(store, reference, hints=False) if reference else iter(())
-    for kind, e in merge_entries(old, iter(entries)):  # the new entries are in memory
-        changes[kind].append(e.path)
-    diff = TreeDiff(*(tuple(changes[k]) for k in ("added", "removed", "modified")))
-    return AddResult(ds, staged, diff)
+        write_staged(ws.staged_path(ds.name), staged)
+    ignore_path(ws.root, ds.path)
+    return AddResult(ds, staged, changes.diff(), changes.counts)
+
+
+SHOWN = 10_000  # paths of each kind of change an AddResult keeps (the counts are all)
+
+
+class Changes:
+    """What an add changed against the snapshot it started from: counts, and the first
+    :data:`SHOWN` paths of each kind (a first add of a million files adds a million)."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, list[str]] = {"added": [], "removed": [], "modified": []}
+        self.count = {"added": 0, "removed": 0, "modified": 0}
+
+    def note(self, kind: str, path: str) -> None:
+        self.count[kind] += 1
+        if len(self.paths[kind]) < SHOWN:
+            self.paths[kind].append(path)
+
+    def diff(self) -> TreeDiff:
+        return TreeDiff(*(tuple(self.paths[k]) for k in ("added", "removed", "modified")))
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        return self.count["added"], self.count["modified"], self.count["removed"]
+
+
+class _Adder:
+    """One add of a folder, streamed: the scan, in path order, is cut into the groups of
+    the stat cache, one per page of the snapshot the add starts from (its reference).
+
+    A group whose files have the paths and stat fields they had when that page was last
+    known to describe them keeps the page as it is, unread, when the new tree is at a cut
+    there (:meth:`TreeWriter.splice`). The others are compared file by file: a file whose
+    stat fields are unchanged keeps its entry (read from the page), the rest are read and
+    chunked. Memory grows with a page and a folder, not with the number of files."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        ds: Dataset,
+        reference: TreeRoot | None,
+        writer: PackWriter,
+        bar: Any,
+    ) -> None:
+        self.ws, self.ds, self.reference = ws, ds, reference
+        self.store = ws.store
+        self.cache = ws.stat_cache(ds.name)
+        self.out = CacheWriter(self.cache.path)
+        self.tree = TreeWriter(self.store, ws.state)
+        self.builder = Builder(self.store, writer, bar)
+        self.checker = SortedPathCheck()
+        self.changes = Changes()
+        self.rows = self.out.rows()  # the stat rows of the page being cut
+        self._cache_file: BinaryIO | None = None
+        self._live: tuple[set[ObjectId], set[ObjectId]] | None = None
+
+    def __enter__(self) -> _Adder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tree.__exit__()
+        if self._cache_file is not None:
+            self._cache_file.close()
+        if exc[0] is not None:
+            self.out.abort()
+
+    # -- the scan, group by group ----------------------------------------------------
+
+    def run(self, scan: Iterator[LocalFile]) -> None:
+        ref = self.reference
+        scan = self._checked(scan)
+        groups = None
+        if ref is not None and ref.pages:
+            groups = groups_by_page(
+                self.cache, [(bytes.fromhex(p.content), p.last) for p in ref.pages]
+            )
+        if ref is None or not ref.pages:
+            for f in scan:
+                self.changes.note("added", f.path)
+                self._feed(f, None, None)
+        elif groups is None:  # no usable groups: every page is compared file by file
+            rows = self.cache.all_rows()
+            bounds: list[str | None] = [p.last for p in ref.pages[:-1]] + [None]
+            for i, files in split_scan(scan, bounds):
+                self._compare(ref.pages[i], files, rows)
+        else:
+            bounds = [p.last for p in ref.pages[:-1]] + [None]
+            for i, files in split_scan(scan, bounds):
+                self._group(ref.pages[i], groups[i], files, ref.cut == CUT_RULE)
+        for item in self.builder.drain():
+            self._settled(*item)
+
+    def _checked(self, scan: Iterator[LocalFile]) -> Iterator[LocalFile]:
+        for f in scan:
+            self.checker.add(f.path)
+            yield f
+
+    def _group(self, page: PageRef, g: Group, group: Iterator[LocalFile], same_rule: bool) -> None:
+        files, more = take(group, page.files)  # a group grown past its page: changed
+        unchanged = g.exact and not more and len(files) == page.files
+        unchanged = unchanged and scan_digest(files) == g.digest
+        if unchanged and same_rule and self._still_stored(page, g):
+            for item in self.builder.drain():
+                self._settled(*item)
+            if self.tree.at_cut:
+                if self._cache_file is None:
+                    self._cache_file = open(self.cache.path, "rb")  # noqa: SIM115
+                self.tree.splice(page, g)
+                return
+        self._compare(page, itertools.chain(files, group), self.cache.rows(g))
+
+    def _compare(self, page: PageRef, files: Iterable[LocalFile], rows: dict[str, Row]) -> None:
+        """A page's files one by one: unchanged ones (by stat) keep their entries."""
+        entries, _ = decoded_page(self.store, page)
+        old = {e.path: e for e in entries}
+        for f in files:
+            e = old.pop(f.path, None)
+            row = rows.get(f.path)
+            keep = (
+                e is not None
+                and row is not None
+                and row.hash == e.hash
+                and row.key == stat_key(f)
+                and all(self.store.has_chunk(c) for c, _ in e.chunks)
+            )
+            if e is None:
+                self.changes.note("added", f.path)
+            # kept entries take their chunks' places from the index, not the old page's
+            # hints: gc may have moved a chunk since (the hints of a page kept whole are
+            # checked instead: its packs are live)
+            self._feed(f, e if keep else None, e)
+        for gone in old:
+            self.changes.note("removed", gone)
+
+    def _feed(self, f: LocalFile, known: FileEntry | None, before: FileEntry | None) -> None:
+        """A file for the new tree: ``known``, its entry if kept; ``before``, the entry of
+        its path in the snapshot the add started from."""
+        for item in self.builder.put(f, known, before):
+            self._settled(*item)
+
+    def _settled(self, f: LocalFile, e: FileEntry, before: FileEntry | None) -> None:
+        if before is not None and (before.hash, before.mode) != (e.hash, e.mode):
+            self.changes.note("modified", e.path)
+        self.put(f, e)
+
+    def put(self, f: LocalFile, e: FileEntry) -> None:
+        """The next entry of the new tree, with its file's stat row."""
+        self.rows.add(f, e.mode, e.hash)
+        if self.tree.add(e):
+            self.tree.attach(self.rows.pack())
+            self.rows = self.out.rows()
+
+    def _still_stored(self, page: PageRef, g: Group) -> bool:
+        """Whether a page kept unread, and the packs it names, are stored and not condemned
+        by gc (one listing of each, for the whole add)."""
+        if self._live is None:
+            self._live = (self.store.live("trees"), self.store.live("packs"))
+        trees, packs = self._live
+        return page.id in trees and all(ObjectId(p) in packs for p in g.packs)
+
+    # -- the end ---------------------------------------------------------------------
+
+    def finish(self) -> tuple[TreeRoot, ObjectId]:
+        """Write the tree and the new stat cache (after the packs are stored)."""
+        if self.tree.end():
+            self.tree.attach(self.rows.pack())
+        pages: list[tuple[PageRef, tuple[str, ...] | None, Any]] = []
+        root = self.tree.finish(lambda ref, packs, extra: pages.append((ref, packs, extra)))
+        tree = snapshot_id(root)
+        for i, (ref, packs, extra) in enumerate(pages):
+            last = ref.last if i < len(pages) - 1 else None
+            if packs is None:  # kept as it was, with its group of the old cache
+                assert self._cache_file is not None
+                self.out.copy(self.cache, self._cache_file, extra, last)
+            else:
+                self.out.packed_group(bytes.fromhex(ref.content), last, extra, packs)
+        if not pages:
+            self.out.group(NO_PAGE, None, self.out.rows(), False)
+        self.out.finish(tree, tree if self.out.all_exact else None)
+        return root, tree
+
+
+def _add_on_cluster(ws: Workspace, ds: Dataset, absolute: str, client: Any) -> AddResult:
+    """An add whose changed files are chunked and stored by a Dask cluster's workers
+    (:mod:`.cluster`). The driver lists the files and holds their entries: its memory
+    grows with the number of files, as it does not on one machine."""
+    from .cluster import build_on_cluster
+
+    files = scan(absolute, ds.kind)
+    by_path = {f.path: f for f in files}
+    reference = _reference(ws, ds)
+    store = ws.store
+    rows = ws.stat_cache(ds.name).all_rows()
+    previous = _Cursor(iter_entries(store, reference, hints=False) if reference else iter(()))
+
+    def reuse(f: LocalFile) -> FileEntry | None:
+        row = rows.get(f.path)
+        if row is None or row.key != stat_key(f):
+            return None
+        e = previous.at(f.path)
+        return e if e is not None and e.hash == row.hash else None
+
+    bar = ws.progress(f"adding {ds.path}", sum(f.size for f in files))
+    try:
+        with store.new_writer() as writer, _Adder(ws, ds, reference, writer, bar) as adder:
+            entries, done = build_on_cluster(client, files, store, reuse, bar, lambda f, e: None)
+            stats = _sum(writer.finish(), done)
+            old = iter_entries(store, reference, hints=False) if reference else iter(())
+            for change, e in merge_entries(old, iter(entries)):
+                adder.changes.note(change, e.path)
+            for e in entries:
+                adder.put(by_path[e.path], e)
+            root, tree = adder.finish()
+    finally:
+        ws.progress.close()
+    return _staged_result(ws, ds, root, tree, stats, adder.changes)
 
 
 def _sum(a: UploadStats, b: UploadStats) -> UploadStats:
@@ -156,16 +370,6 @@ def new_nonce() -> str:
     import uuid  # uuid and datetime are imported when a version is made, not by status
 
     return uuid.uuid4().hex
-
-
-def _reuse(cache: StatCache, previous: _Cursor, f: LocalFile) -> FileEntry | None:
-    """The previous snapshot's entry for ``f`` if the stat cache says it is unchanged
-    (files come in path order, so the previous snapshot is read one page at a time)."""
-    known = cache.get(f)
-    if known is None:
-        return None
-    e = previous.at(f.path)
-    return e if e is not None and e.hash == known else None
 
 
 def _default_name(rel: str, kind: str) -> str:

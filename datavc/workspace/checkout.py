@@ -22,10 +22,11 @@ from ..format.record import VersionRecord
 from ..format.spec import parse_spec
 from ..format.tree import FileEntry, TreeRoot
 from ..store import versions
-from ..store.files import LocalFile, scan
+from ..store.files import LocalFile, iter_scan, scan
 from ..store.materialize import materialize
 from .git import ignore_path
 from .lock import workspace_lock
+from .statcache import PathRows, now_ns, write_for_tree
 
 if TYPE_CHECKING:
     from .core import Dataset, Workspace
@@ -90,10 +91,8 @@ def _local_hashes(ws: Workspace, ds: Dataset) -> dict[str, FileHash]:
     if not os.path.lexists(absolute) or os.path.islink(absolute):
         return {}  # nothing there, or a symlink that materialize refuses
     kind = "dir" if os.path.isdir(absolute) else "file"
-    cache = ws.stat_cache(ds.name)
-    local = {f.path: ws.hash_of(cache, f) for f in scan(absolute, kind, odd=[])}
-    cache.save()
-    return local
+    rows = PathRows(ws.stat_cache(ds.name))
+    return {f.path: ws.hash_of(rows, f) for f in scan(absolute, kind, odd=[])}
 
 
 def _trees_to_compare(ws: Workspace, ds: Dataset) -> Iterator[TreeRoot]:
@@ -119,18 +118,22 @@ def _checkout_one(
     if rec.kind != ds.kind and os.path.lexists(ws.abs(ds.path)):
         raise BadInput(f"{rec.name}@v{rec.version} is a {rec.kind}, but {ds.path} is a {ds.kind}")
     cache = ws.stat_cache(ds.name)
+    rows = PathRows(cache)
     absolute = ws.abs(ds.path)
+    started = now_ns()
 
     def unchanged(local: LocalFile, e: FileEntry) -> bool:
-        return local.size == e.size and ws.hash_of(cache, local) == e.hash
+        return local.size == e.size and ws.hash_of(rows, local) == e.hash
 
     def placed() -> None:  # with the files: an interrupt waits for both
-        hashes = {e.path: e.hash for e in entries}
-        for f in scan(absolute, rec.kind):
-            cache.put(f, hashes[f.path])
-        cache.retain({e.path for e in entries})
-        cache.mark(rec.tree)
-        cache.save()
+        known = {e.path: (e.mode, e.hash) for e in entries}  # what every file now holds
+        pages = [(bytes.fromhex(p.content), p.last, p.files) for p in rec.root.pages]
+        scanned = iter_scan(absolute, rec.kind)
+
+        def actual(f: LocalFile) -> tuple[int, bytes]:
+            return known[f.path]
+
+        write_for_tree(cache.path, rec.tree, pages, scanned, actual, known.get, started)
         pointer = ds.pointer
         if pointer is None or pointer.version != rec.version or pointer.snapshot != rec.tree:
             ws.write_pointer(ds.path, rec)
@@ -142,5 +145,4 @@ def _checkout_one(
         written = materialize(ws.store, entries, absolute, rec.kind, unchanged, bar, placed)
     finally:
         ws.progress.close()
-        cache.save()
     return CheckoutResult(ds.name, rec.version, ds.path, written, len(entries))

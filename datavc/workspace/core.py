@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +44,10 @@ from ..format.pointer import (
 )
 from ..format.tree import FileEntry, TreeRoot, root_doc, root_from_doc, snapshot_id
 from ..store.atomic import write_text_atomic
-from ..store.files import LocalFile, NoProgress, Progress, hash_path
+from ..store.files import LocalFile, NoProgress, Progress, file_mode, hash_path
 from ..store.trees import iter_entries
 from .config import DOT, Config, load_config, require_root
-from .statcache import StatCache
+from .statcache import PathRows, StatCache
 
 if TYPE_CHECKING:
     from ..format.record import DerivedFrom, VersionRecord
@@ -121,7 +121,8 @@ class Dataset:
 class ProgressFactory:
     """Makes a progress sink for a labelled amount of work (the CLI shows bars)."""
 
-    def __call__(self, label: str, total: int) -> Progress:
+    def __call__(self, label: str, total: int | None) -> Progress:
+        """``total``: bytes to do (None: not known ahead)."""
         return NoProgress()
 
     def close(self) -> None:
@@ -381,17 +382,17 @@ class Workspace:
 
     # -- snapshots and local files ----------------------------------------------------
 
-    def stat_cache(self, name: str, files: Sequence[LocalFile] = ()) -> StatCache:
-        return StatCache(os.path.join(self.state, "stat", f"{name}.cache"), files)
+    def stat_cache(self, name: str) -> StatCache:
+        return StatCache(os.path.join(self.state, "stat", f"{name}.cache"))
 
-    def hash_of(self, cache: StatCache, f: LocalFile) -> FileHash:
-        """A local file's hash: from the stat cache if it has the file unchanged, else read
-        (and put in the cache)."""
-        known = cache.get(f)
+    def hash_of(self, rows: PathRows, f: LocalFile) -> FileHash:
+        """A local file's hash: from the stat cache's rows if they have the file unchanged,
+        else read (and put in the rows)."""
+        known = rows.get(f)
         if known is not None:
             return known
         digest = hash_path(f.abspath, f.size)
-        cache.put(f, digest)
+        rows.put(f, file_mode(f.mode), digest)
         return digest
 
     def tree_entries(self, root: TreeRoot, hints: bool = False) -> list[FileEntry]:

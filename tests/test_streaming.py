@@ -1,0 +1,277 @@
+"""Streaming over many files (issue 16): a scan in snapshot order, path rules checked one
+path at a time, pages cut where the paths say, and an add or status that keeps the pages
+of unchanged files unread."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import rand, write
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from datavc.errors import UnsafePath
+from datavc.format.paths import SortedPathCheck, check_paths
+from datavc.store.files import iter_scan, scan
+from datavc.workspace import statcache
+from datavc.workspace.core import Workspace
+from datavc.workspace.initialize import init_workspace
+
+N = 3000  # files: about two pages at the natural cut rate (1 in 2048)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Iterator[Workspace]:
+    root = tmp_path / "ws"
+    root.mkdir()
+    init_workspace(str(root), str(tmp_path / "store"))
+    yield Workspace(str(root))
+
+
+@pytest.fixture
+def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock 10 s ahead: no file is within the racy window, so every row is trusted."""
+    ahead = types.SimpleNamespace(time_ns=lambda: time.time_ns() + 10 * 10**9)
+    monkeypatch.setattr(statcache, "time", ahead)
+
+
+def many(folder: Path, n: int = N) -> None:
+    for i in range(n):
+        write(folder / f"{i // 100:03d}" / f"{i:05d}.txt", b"file %d\n" % i)
+
+
+# -- scan order and path rules ----------------------------------------------------------------
+
+
+def test_scan_is_in_snapshot_path_order(tmp_path: Path) -> None:
+    """A folder's files come where its whole paths sort: "a.txt" (".": 0x2e) before "a/b"
+    ("/": 0x2f), "a/b" before "a0"; the listing order of the file system does not matter."""
+    names = ["a.txt", "a/b", "a/c/d", "a0", "a-b/x", "B", "é/z", "z"]
+    for name in names:
+        write(tmp_path / "d" / name, b"x")
+    paths = [f.path for f in iter_scan(str(tmp_path / "d"), "dir")]
+    assert paths == sorted(names)
+    assert [f.path for f in scan(str(tmp_path / "d"), "dir")] == paths
+
+
+segment = st.sampled_from(["a", "A", "b", "a.b", "a0", "ä", "Ä", "ß", "ss", "SS", "x-y"])
+paths = st.lists(st.lists(segment, min_size=1, max_size=3).map("/".join), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(paths)
+def test_sorted_path_check_agrees_with_check_paths(found: list[str]) -> None:
+    """Checked one at a time in sorted order, a set of paths is refused exactly when the
+    whole-list check refuses it (case clashes, file and folder, duplicates)."""
+    ordered = sorted(found)
+    try:
+        check_paths(ordered)
+        whole = None
+    except UnsafePath as err:
+        whole = err
+    checker = SortedPathCheck()
+    try:
+        for p in ordered:
+            checker.add(p)
+        streamed = None
+    except UnsafePath as err:
+        streamed = err
+    assert (whole is None) == (streamed is None), (ordered, whole, streamed)
+
+
+def test_sorted_path_check_refuses_a_clash_far_apart() -> None:
+    """Folders "A" and "a" clash though thousands of paths lie between them."""
+    checker = SortedPathCheck()
+    for i in range(5000):
+        checker.add(f"A/{i:05d}")
+    checker.add("B/x")
+    with pytest.raises(UnsafePath, match="differs only by case"):
+        checker.add("a/00000")
+
+
+# -- add and status keep unchanged pages unread -------------------------------------------
+
+
+def page_reads(ws: Workspace) -> list[str]:
+    return [k for k in ws.store.backend.stats.read_keys if k.startswith("trees/")]
+
+
+def test_add_of_a_few_changes_reads_and_writes_only_their_pages(
+    ws: Workspace, trusted: None
+) -> None:
+    data = Path(ws.root) / "d"
+    many(data, 12_000)
+    first = ws.add(str(data))
+    ws.commit([first.staged.name], "v1")
+    pages = first.staged.root.pages
+    assert len(pages) >= 4
+    (data / "050" / "05007.txt").write_bytes(b"changed\n")
+    write(data / "080" / "new.txt", b"new\n")
+    os.unlink(data / "110" / "11003.txt")
+    again = Workspace(ws.root)
+    result = again.add(str(data))
+    assert result.counts == (1, 1, 1)
+    assert result.diff.added == ("080/new.txt",) and result.diff.removed == ("110/11003.txt",)
+    assert result.diff.modified == ("050/05007.txt",)
+    new_pages = result.staged.root.pages
+    kept = {p.id for p in pages} & {p.id for p in new_pages}
+    assert len(kept) >= len(new_pages) - 4  # each change rewrote about one page
+    assert len(page_reads(again)) <= 3, "only the changed pages are read"
+    # The same files added from nothing give the same snapshot: cuts depend on the files.
+    scratch = Path(ws.root).parent / "scratch"
+    scratch.mkdir()
+    init_workspace(str(scratch), str(Path(ws.root).parent / "store2"))
+    os.rename(data, scratch / "d")
+    assert Workspace(str(scratch)).add(str(scratch / "d")).staged.tree == result.staged.tree
+
+
+def test_removing_the_file_a_page_ends_at_joins_two_pages(ws: Workspace, trusted: None) -> None:
+    """The file a page is cut after goes: the next page can no longer be kept as it is
+    (the cut moved), and the result is what an add from nothing gives."""
+    data = Path(ws.root) / "d"
+    many(data, 12_000)
+    first = ws.add(str(data))
+    ws.commit([first.staged.name], "v1")
+    pages = first.staged.root.pages
+    os.unlink(data / pages[1].last)
+    result = Workspace(ws.root).add(str(data))
+    assert result.counts == (0, 0, 1)
+    new = result.staged.root.pages
+    assert pages[2].id not in {p.id for p in new}  # joined with what was left of page 1
+    assert pages[3].id in {p.id for p in new}  # and the cuts are back after it
+    scratch = Path(ws.root).parent / "scratch"
+    scratch.mkdir()
+    init_workspace(str(scratch), str(Path(ws.root).parent / "store2"))
+    shutil.copytree(data, scratch / "d")
+    assert Workspace(str(scratch)).add(str(scratch / "d")).staged.tree == result.staged.tree
+
+
+def test_status_of_a_changed_file_reads_one_group(ws: Workspace, trusted: None) -> None:
+    data = Path(ws.root) / "d"
+    many(data, 8000)
+    result = ws.add(str(data))
+    ws.commit([result.staged.name], "v1")
+    rows: list[int] = []
+    original = statcache.StatCache.rows
+
+    def counting(self: statcache.StatCache, g: statcache.Group) -> dict[str, statcache.Row]:
+        rows.append(g.count)
+        return original(self, g)
+
+    clean = Workspace(ws.root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(statcache.StatCache, "rows", counting)
+        assert [s.state for s in clean.status()] == ["clean"]
+        assert rows == [] and clean._store is None
+        (data / "040" / "04001.txt").write_bytes(b"other content\n")
+        status = Workspace(ws.root).status()
+    assert [s.state for s in status] == ["modified"]
+    assert status[0].diff.modified == ("040/04001.txt",)
+    assert len(rows) == 1 and rows[0] < 8000  # one group's rows, not every file's
+    assert [s.state for s in Workspace(ws.root).status()] == ["modified"]  # still seen
+
+
+def test_a_damaged_stat_cache_is_rebuilt(ws: Workspace, trusted: None) -> None:
+    data = Path(ws.root) / "d"
+    many(data, 500)
+    result = ws.add(str(data))
+    ws.commit([result.staged.name], "v1")
+    cache = Path(ws.root) / ".datavc" / "state" / "stat" / "d.cache"
+    raw = bytearray(cache.read_bytes())
+    raw[152:160] = bytes(8)  # the first group's header (after the 152-byte first line)
+    cache.write_bytes(bytes(raw))
+    (data / "001" / "00100.txt").write_bytes(b"edited\n")
+    status = Workspace(ws.root).status()
+    assert [s.state for s in status] == ["modified"]
+    assert status[0].diff.modified == ("001/00100.txt",)
+    again = Workspace(ws.root).add(str(data))
+    assert again.counts == (0, 1, 0)
+    cache.write_bytes(b"datavc-statcache 4 garbage")
+    assert Workspace(ws.root).add(str(data)).staged.tree == again.staged.tree
+
+
+def test_a_change_within_the_racy_window_is_seen(ws: Workspace) -> None:
+    """Rows of files changed just before the cache was written are never trusted: a
+    same-size edit in the same clock tick is still seen (real clock here)."""
+    data = Path(ws.root) / "d"
+    many(data, 300)
+    result = ws.add(str(data))
+    ws.commit([result.staged.name], "v1")
+    target = data / "002" / "00200.txt"
+    before = target.stat()
+    target.write_bytes(b"file 999\n"[: before.st_size].ljust(before.st_size, b"x"))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    status = Workspace(ws.root).status()
+    assert status[0].diff.modified == ("002/00200.txt",)
+
+
+def test_many_random_edits_keep_add_exact(ws: Workspace, trusted: None) -> None:
+    """Rounds of random edits, adds and removals: each add's snapshot equals a fresh add
+    of the same files (what the kept pages hold is what the files are)."""
+    data = Path(ws.root) / "d"
+    many(data, 5000)
+    rng = random.Random(7)
+    ws.add(str(data))
+    for round_ in range(4):
+        files = sorted(p for p in data.rglob("*") if p.is_file())
+        for p in rng.sample(files, 5):
+            p.unlink()
+        for p in rng.sample(files, 5):
+            if p.exists():
+                p.write_bytes(rand((round_, p.name), 40))
+        for k in range(5):
+            write(data / f"{rng.randrange(60):03d}" / f"n{round_}-{k}.txt", b"n")
+        staged = Workspace(ws.root).add(str(data)).staged
+        scratch = Path(ws.root).parent / f"scratch{round_}"
+        scratch.mkdir()
+        init_workspace(str(scratch), str(scratch / ".store"))
+        copy = scratch / "d"
+        shutil.copytree(data, copy)
+        assert Workspace(str(scratch)).add(str(copy)).staged.tree == staged.tree
+
+
+def test_status_without_a_cache_keeps_seeing_the_change(ws: Workspace, trusted: None) -> None:
+    """A status that compares every file (no usable cache) writes the files' own hashes in
+    the new cache, not the snapshot's: the next status still sees the change."""
+    data = Path(ws.root) / "d"
+    many(data, 400)
+    result = ws.add(str(data))
+    ws.commit([result.staged.name], "v1")
+    (Path(ws.root) / ".datavc" / "state" / "stat" / "d.cache").unlink()
+    (data / "002" / "00201.txt").write_bytes(b"edited\n")
+    for _ in range(2):
+        status = Workspace(ws.root).status()
+        assert [s.state for s in status] == ["modified"]
+        assert status[0].diff.modified == ("002/00201.txt",)
+
+
+def test_every_row_racy_still_compares_right(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clock 10 s behind: every row is racy (never trusted, no group exact), so status
+    and add read the pages and the files, and still get every change right."""
+    behind = types.SimpleNamespace(time_ns=lambda: time.time_ns() - 10 * 10**9)
+    monkeypatch.setattr(statcache, "time", behind)
+    data = Path(ws.root) / "d"
+    many(data, 3000)
+    result = ws.add(str(data))
+    ws.commit([result.staged.name], "v1")
+    assert [s.state for s in Workspace(ws.root).status()] == ["clean"]
+    (data / "010" / "01005.txt").write_bytes(b"edited\n")
+    os.unlink(data / "020" / "02007.txt")
+    write(data / "025" / "new.txt", b"new\n")
+    status = Workspace(ws.root).status()
+    assert (status[0].diff.added, status[0].diff.removed, status[0].diff.modified) == (
+        ("025/new.txt",),
+        ("020/02007.txt",),
+        ("010/01005.txt",),
+    )
+    assert Workspace(ws.root).add(str(data)).counts == (1, 1, 1)
