@@ -274,6 +274,8 @@ class _Adder:
         if self._live is None:
             self._live = (self.store.live("trees"), self.store.live("packs"))
         trees, packs = self._live
+        if not g.packs:  # not known (a cache written by checkout or status): not checked
+            return False
         return page.id in trees and all(ObjectId(p) in packs for p in g.packs)
 
     # -- the end ---------------------------------------------------------------------
