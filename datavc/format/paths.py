@@ -82,10 +82,21 @@ class SortedPathCheck:
 
     def add(self, path: str) -> None:
         check_path(path)
-        if self._last is not None and path <= self._last:
-            reason = "duplicate path" if path == self._last else "paths are not in order"
+        last = self._last
+        if last is not None and path <= last:
+            reason = "duplicate path" if path == last else "paths are not in order"
             raise UnsafePath(path, reason)
         self._last = path
+        cut = path.rfind("/") + 1
+        if last is not None and last.rfind("/") + 1 == cut and last[:cut] == path[:cut]:
+            # the same folder as the last path (most paths): only the name is new
+            name = path[cut:]
+            children = self._children[-1]
+            seen = children.get(name.casefold())
+            if seen is not None:
+                raise UnsafePath(path, f"path {path!r} differs only by case from {seen[0]!r}")
+            children[name.casefold()] = (name, False)
+            return
         parts = path.split("/")
         folders = len(parts) - 1
         same = 0

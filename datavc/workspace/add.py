@@ -239,7 +239,7 @@ class _Adder:
                 and row is not None
                 and row.hash == e.hash
                 and row.key == stat_key(f)
-                and all(self.store.has_chunk(c) for c, _ in e.chunks)
+                and self._stored(e)
             )
             if e is None:
                 self.changes.note("added", f.path)
@@ -268,12 +268,25 @@ class _Adder:
             self.tree.attach(self.rows.pack())
             self.rows = self.out.rows()
 
+    def _stored(self, e: FileEntry) -> bool:
+        """Whether the index places each of an entry's chunks in a live pack (the new
+        page's hints will name those places)."""
+        packs = self._live_sets()[1]
+        for cid, _ in e.chunks:
+            loc = self.store.location(cid)
+            if loc is None or loc.pack not in packs:
+                return False
+        return True
+
+    def _live_sets(self) -> tuple[set[ObjectId], set[ObjectId]]:
+        if self._live is None:
+            self._live = (self.store.live("trees"), self.store.live("packs"))
+        return self._live
+
     def _still_stored(self, page: PageRef, g: Group) -> bool:
         """Whether a page kept unread, and the packs it names, are stored and not condemned
         by gc (one listing of each, for the whole add)."""
-        if self._live is None:
-            self._live = (self.store.live("trees"), self.store.live("packs"))
-        trees, packs = self._live
+        trees, packs = self._live_sets()
         if not g.packs:  # not known (a cache written by checkout or status): not checked
             return False
         return page.id in trees and all(ObjectId(p) in packs for p in g.packs)
