@@ -275,3 +275,26 @@ def test_every_row_racy_still_compares_right(
         ("010/01005.txt",),
     )
     assert Workspace(ws.root).add(str(data)).counts == (1, 1, 1)
+
+
+def test_add_stores_again_what_a_lost_pack_held(ws: Workspace, trusted: None) -> None:
+    """The store lost its pack since v1: an add keeps no page and no entry that needs it
+    (the files are read and stored again), so the new version reads back whole."""
+    data = Path(ws.root) / "d"
+    many(data, 5000)
+    first = ws.add(str(data))
+    ws.commit([first.staged.name], "v1")
+    store = Path(ws.root).parent / "store"
+    for pack in (store / "packs").iterdir():
+        pack.unlink()
+    (data / "020" / "02001.txt").write_bytes(b"edited\n")
+    result = Workspace(ws.root).add(str(data))
+    assert result.counts == (0, 1, 0)
+    assert result.staged.new_bytes > 5000  # every file stored again
+    Workspace(ws.root).commit([result.staged.name], "v2")
+    out = Path(ws.root).parent / "out"
+    import datavc
+
+    datavc.materialize("d@v2", str(out), store=str(store))
+    assert (out / "020" / "02001.txt").read_bytes() == b"edited\n"
+    assert (out / "049" / "04999.txt").read_bytes() == b"file 4999\n"
