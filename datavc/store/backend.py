@@ -11,6 +11,7 @@ its I/O so tests and the benchmark can check access patterns.
 from __future__ import annotations
 
 import contextlib
+import enum
 import inspect
 import itertools
 import os
@@ -147,6 +148,38 @@ class BackendStats:
 
 
 _S3 = ("s3", "s3a")
+# A remote file up to this size is stored with one PUT from memory, whose answer can confirm
+# it (below s3fs's own limit for one PUT, 2 x its 50 MiB part size); a larger one in parts.
+WHOLE_PUT = 96 << 20
+class Created(enum.Enum):
+    """What an exclusive create did."""
+
+    EXISTS = "exists"  # the key existed: nothing written
+    CREATED = "created"  # created; whether the store kept the bytes whole is not known
+    CONFIRMED = "confirmed"  # created, and the answer confirms the store keeps exactly them
+
+
+def answer_confirms(answer: object, data: bytes) -> bool:
+    """Whether an S3 PUT's answer shows that the store keeps exactly ``data``: its CRC-32
+    checksum (which botocore sends with the body, and which S3 checks against what it
+    received, answering BadDigest on a mismatch) is that of ``data``; or, where the answer
+    has no checksum, its ETag is the MD5 of ``data`` (as S3 and the servers compatible with
+    it make a single PUT's ETag, unless the object is encrypted with a KMS or customer key).
+    False says only "not confirmed": the caller then checks the size, as for any store."""
+    if not isinstance(answer, dict):
+        return False
+    crc = answer.get("ChecksumCRC32")
+    if isinstance(crc, str) and crc:
+        import base64
+        import zlib
+
+        return crc == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    etag = str(answer.get("ETag") or "").strip('"')
+    if len(etag) != 32:
+        return False  # from a multipart upload ("-N" at the end), or none
+    import hashlib
+
+    return etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _options(protocol: str, given: dict[str, Any], policy: RetryPolicy) -> dict[str, Any]:
@@ -419,28 +452,46 @@ class Backend:
         except FileNotFoundError:
             return []
 
-    def write(self, key: str, data: bytes | Sequence[bytes]) -> None:
+    def write(self, key: str, data: bytes | Sequence[bytes]) -> bool:
         """Store an immutable object (bytes, or parts written one after another, so a
         large object is never copied into one buffer on local disk); writing the same key
-        again is harmless."""
-        self._put(key, data, "once")
+        again is harmless. True if the store's answer shows that it holds exactly these
+        bytes (:func:`answer_confirms`); False if that is not known, and the caller who
+        must know checks (:meth:`size`)."""
+        return self._put(key, data, "once")
 
-    def replace(self, key: str, data: bytes) -> None:
-        """Overwrite a mutable object (tags) atomically."""
-        self._put(key, data, "replace")
+    def replace(self, key: str, data: bytes) -> bool:
+        """Overwrite a mutable object (tags) atomically; True as for :meth:`write`."""
+        return self._put(key, data, "replace")
 
-    def _put(self, key: str, data: bytes | Sequence[bytes], how: str) -> None:
+    def _put(self, key: str, data: bytes | Sequence[bytes], how: str) -> bool:
         size = len(data) if isinstance(data, bytes) else sum(len(p) for p in data)
+        confirmed = False
         if self.is_local:
             written = self._run(
                 "write", key, lambda: self._write_local(self.path(key), data, how), writing=True
             )
         else:
             whole = data if isinstance(data, bytes) else b"".join(data)
-            self._run("write", key, lambda: self._fs().pipe_file(self.path(key), whole), True)
+            path = self.path(key)
+            confirmed = self._run("write", key, lambda: self._pipe(path, whole, False), True)
             written = True
         if written:
             self.stats.count_write(size)
+        return confirmed
+
+    def _pipe(self, path: str, data: bytes, create: bool) -> bool:
+        """One PUT of ``data`` (exclusive with ``create``: FileExistsError if the key
+        exists); True if its answer confirms the store keeps exactly ``data``."""
+        fs = self._fs()
+        if not self._s3:
+            if create:
+                fs.pipe_file(path, data, mode="create")
+            else:
+                fs.pipe_file(path, data)
+            return False
+        answer = fs.pipe_file(path, data, mode="create" if create else "overwrite")
+        return answer_confirms(answer, data)
 
     def spool_dir(self) -> str | None:
         """A local folder where an object can be built before :meth:`put_path` (beside the
@@ -451,42 +502,58 @@ class Backend:
         os.makedirs(folder, exist_ok=True)
         return folder
 
-    def put_path(self, key: str, src: str, move: bool) -> None:
+    def put_path(self, key: str, src: str, move: bool) -> bool:
         """Store the local file ``src`` as the immutable object ``key``; with ``move`` the
-        file is consumed (renamed into place on a local store, deleted after upload)."""
+        file is consumed (renamed into place on a local store, deleted after upload). True
+        as for :meth:`write`."""
         size = os.path.getsize(src)
         path = self.path(key)
+        confirmed = False
         if self.is_local:
             if not move:
                 raise StoreUnreachable(self.shown_url, "a local put must move its file")
             written = self._run("write", key, lambda: _move_local(src, path), writing=True)
+        elif self._s3 and size <= WHOLE_PUT:
+            with open(src, "rb") as f:  # s3fs's put_file reads it whole as well
+                data = f.read()
+            confirmed = self._run("write", key, lambda: self._pipe(path, data, False), True)
+            written = True
+            del data
         else:
             self._run("write", key, lambda: self._fs().put_file(src, path), writing=True)
             written = True
-            if move:
-                os.unlink(src)
+        if not self.is_local and move:
+            os.unlink(src)
         if written:
             self.stats.count_write(size)
+        return confirmed
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if it does not exist; False if it already did. A retried
         create whose first attempt succeeded but whose answer was lost returns False: the
         caller tells its own object by what it holds (a version record's nonce)."""
+        return self.create(key, data) is not Created.EXISTS
+
+    def create(self, key: str, data: bytes) -> Created:
+        """:meth:`create_exclusive`, also saying whether the store's answer confirms it
+        keeps exactly ``data`` (as for :meth:`write`)."""
         path = self.path(key)
         created = self._run("create", key, lambda: self._create(path, data), writing=True)
-        if created:
+        if created is not Created.EXISTS:
             self.stats.count_write(len(data))
         return created
 
     def delete(self, key: str) -> None:
         self._run("delete", key, lambda: self._fs().rm_file(self.path(key)))
 
-    def _create(self, path: str, data: bytes) -> bool:
+    def _create(self, path: str, data: bytes) -> Created:
         if self.is_local:
-            return self._write_local(path, data, "exclusive")
-        if self.is_memory:
-            return self._create_memory(path, data)
-        return self._create_remote(path, data)
+            done = self._write_local(path, data, "exclusive")
+        elif self.is_memory:
+            done = self._create_memory(path, data)
+        else:
+            return self._create_remote(path, data)
+        return Created.CREATED if done else Created.EXISTS
 
     def _create_memory(self, path: str, data: bytes) -> bool:
         with _MEMORY_LOCK:
@@ -495,12 +562,12 @@ class Backend:
             self.fs.pipe_file(path, data)
             return True
 
-    def _create_remote(self, path: str, data: bytes) -> bool:
+    def _create_remote(self, path: str, data: bytes) -> Created:
         try:
-            self._fs().pipe_file(path, data, mode="create")
+            confirmed = self._pipe(path, data, True)
         except FileExistsError:
-            return False
-        return True
+            return Created.EXISTS
+        return Created.CONFIRMED if confirmed else Created.CREATED
 
     def _write_local(self, path: str, data: bytes | Sequence[bytes], how: str) -> bool:
         """Temp file, fsync, then rename (or link, which fails if ``path`` exists)."""

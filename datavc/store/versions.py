@@ -36,6 +36,7 @@ from ..format.record import (
     encode_forgotten,
     encode_record,
 )
+from .backend import Created
 from .chunkstore import ChunkStore
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
         key = f"versions/{record.name}/{number}.json"
         data = encode_record(candidate)
         try:
-            created = store.backend.create_exclusive(key, data)
+            created = store.backend.create(key, data)
         except StoreUnreachable:
             # The backend's retries are spent, but the create may have succeeded with only
             # its answer lost: one look settles it (our nonce there means it did).
@@ -138,7 +139,9 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
             if mine is None:
                 raise
             return mine
-        if created:
+        if created is Created.CONFIRMED:  # the answer confirms the store keeps these bytes
+            return candidate
+        if created is Created.CREATED:
             _check_kept(store, key, data)
             return candidate
         try:

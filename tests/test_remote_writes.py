@@ -1,0 +1,214 @@
+"""add and commit on S3 at a distance (issue 16): every request they make, counted at s3fs's
+``_call_s3`` against the moto server, and their timing: what can go at once does (the fixed
+requests of each command, several packs), what must wait does (packs, then index, then
+pages, then the version record), and a PUT whose answer confirms its bytes is not checked
+again with a HEAD or a GET, while one whose answer does not is."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import threading
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BUCKET
+from helpers import rand, write
+
+from datavc.errors import CorruptObject
+from datavc.format.record import VersionRecord
+from datavc.store import versions
+from datavc.store.backend import answer_confirms
+from datavc.workspace.core import Workspace
+from datavc.workspace.initialize import init_workspace
+
+KiB, MiB = 1 << 10, 1 << 20
+
+
+@dataclass
+class Call:
+    """One request: ``what`` is the method and the key's first folder under the store root
+    ("put_object packs", "list_objects_v2 gc"), ``key`` the key under the store root."""
+
+    what: str
+    key: str
+    start: float
+    end: float = float("inf")
+
+
+@dataclass
+class S3Calls:
+    """Every ``_call_s3`` made in this process, with an optional delay before each (as a
+    round trip would add) and an optional fault (``fault(call, kwargs)`` may raise, or
+    change the request's arguments)."""
+
+    calls: list[Call] = field(default_factory=list)
+    delay: Callable[[Call], float] = lambda call: 0.0
+    fault: Callable[[Call, dict[str, Any]], None] = lambda call, kwargs: None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.calls = []
+
+    def whats(self) -> Counter[str]:
+        with self.lock:
+            return Counter(c.what for c in self.calls)
+
+    def of(self, what: str) -> list[Call]:
+        with self.lock:
+            return [c for c in self.calls if c.what == what]
+
+
+@pytest.fixture
+def s3_calls(monkeypatch: pytest.MonkeyPatch) -> S3Calls:
+    import s3fs
+
+    record = S3Calls()
+    real = s3fs.S3FileSystem._call_s3
+
+    async def recorded(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        key = str(kwargs.get("Key") or kwargs.get("Prefix") or "")
+        rel = key.split("/", 1)[1] if "/" in key else key  # under the store's prefix
+        call = Call(f"{method} {rel.split('/', 1)[0]}", rel, time.monotonic())
+        with record.lock:
+            record.calls.append(call)
+        try:
+            await asyncio.sleep(record.delay(call))
+            record.fault(call, kwargs)
+            return await real(self, method, *args, **kwargs)
+        finally:
+            call.end = time.monotonic()
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", recorded)
+    return record
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_env: str) -> Workspace:
+    root = tmp_path / "ws"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    init_workspace(".", f"s3://{BUCKET}/{uuid.uuid4().hex}", pack_target=1 * MiB)
+    return Workspace.find(str(root))
+
+
+def fresh(ws: Workspace) -> Workspace:
+    """The workspace as a new process sees it (a command is a process of its own)."""
+    return Workspace.find(ws.root)
+
+
+def add_commit(ws: Workspace, files: dict[str, bytes], message: str) -> VersionRecord:
+    for name, data in files.items():
+        write(Path(ws.root) / "data" / name, data)
+    fresh(ws).add(str(Path(ws.root) / "data"))
+    published, _ = fresh(ws).commit([], message)
+    return published[0]
+
+
+def files_of(seed: int, count: int, size: int) -> dict[str, bytes]:
+    return {f"f{i:02d}.bin": rand((seed, i), size) for i in range(count)}
+
+
+def test_add_and_commit_make_only_the_requests_they_need(
+    workspace: Workspace, s3_calls: S3Calls
+) -> None:
+    """add: the store config, the gc records and the index, then one PUT per pack, the
+    index and the page. commit: the config, the versions, the gc records, the packs and the
+    page checked, then the record. No HEAD after a PUT and no GET of the record back: each
+    PUT's answer confirms its bytes (before: a HEAD after every PUT of add, and a GET)."""
+    ws = workspace
+    write(Path(ws.root) / "data" / "a.bin", rand(1, 3 * MiB + 5 * KiB))
+    s3_calls.clear()
+    fresh(ws).add(str(Path(ws.root) / "data"))
+    packs = len(s3_calls.of("put_object packs"))
+    assert packs >= 3, "premise: several packs"
+    assert s3_calls.whats() == Counter(
+        {
+            "get_object datavc.json": 1,
+            "list_objects_v2 gc": 1,
+            "list_objects_v2 index": 1,
+            "put_object packs": packs,
+            "put_object index": 1,
+            "put_object trees": 1,
+        }
+    )
+    s3_calls.clear()
+    fresh(ws).commit([], "v1")
+    assert s3_calls.whats() == Counter(
+        {
+            "get_object datavc.json": 1,
+            "list_objects_v2 versions": 1,
+            "list_objects_v2 gc": 1,
+            "list_objects_v2 packs": 1,
+            "head_object trees": 1,
+            "put_object versions": 1,
+        }
+    )
+
+
+@pytest.mark.parametrize("kind", ["packs", "index", "trees", "versions"])
+def test_a_put_the_store_kept_part_of_is_caught(
+    workspace: Workspace, s3_calls: S3Calls, kind: str
+) -> None:
+    """A store that keeps half of a PUT's body and says it kept it (here the request is
+    cut before it leaves): the answer's checksum is not that of the bytes meant, so the
+    object is checked as before: a page or index is written again, the record too, a pack
+    fails the add; nothing damaged is ever referenced."""
+    ws = workspace
+    cut: list[str] = []
+
+    def keep_half(call: Call, kwargs: dict[str, Any]) -> None:
+        if call.what == f"put_object {kind}" and not cut:
+            cut.append(call.key)
+            kwargs["Body"] = kwargs["Body"][: len(kwargs["Body"]) // 2]
+
+    s3_calls.fault = keep_half
+    files = files_of(40, 2, 300 * KiB)
+    if kind == "packs":
+        with pytest.raises(CorruptObject, match="did not keep"):
+            add_commit(ws, files, "v1")
+        assert fresh(ws).store.backend.list("index") == []
+        return
+    rec = add_commit(ws, files, "v1")
+    whats = [c.what for c in s3_calls.calls]
+    after = whats[whats.index(f"put_object {kind}") + 1 :]
+    checked = "get_object versions" if kind == "versions" else f"head_object {kind}"
+    again = [f"delete_object {kind}", f"put_object {kind}"]  # deleted, written again
+    if kind == "versions":
+        again = [f"put_object {kind}"]  # replaced
+    assert after[: 1 + len(again)] == [checked, *again], whats
+    store = fresh(ws).store
+    if kind == "versions":
+        assert versions.read_version(store, "data", 1) == rec
+    else:
+        store.read_object(kind, cut[0].rsplit("/", 1)[1])  # whole: checked against its id
+
+
+def _crc(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+@pytest.mark.parametrize(
+    ("answer", "confirms"),
+    [
+        ({"ChecksumCRC32": _crc(b"data"), "ETag": '"0"'}, True),
+        ({"ChecksumCRC32": _crc(b"dat"), "ETag": f'"{hashlib.md5(b"data").hexdigest()}"'}, False),
+        ({"ETag": f'"{hashlib.md5(b"data").hexdigest()}"'}, True),
+        ({"ETag": f'"{hashlib.md5(b"dat").hexdigest()}"'}, False),
+        ({"ETag": f'"{hashlib.md5(b"data").hexdigest()}-2"'}, False),  # multipart
+        ({}, False),
+        (None, False),
+    ],
+)
+def test_what_an_answer_confirms(answer: object, confirms: bool) -> None:
+    assert answer_confirms(answer, b"data") is confirms
+
