@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import BUCKET
@@ -26,7 +27,7 @@ from helpers import rand, write
 from datavc.errors import CorruptObject
 from datavc.format.record import VersionRecord
 from datavc.store import versions
-from datavc.store.backend import answer_confirms
+from datavc.store.backend import EXPECT_FROM, answer_confirms
 from datavc.workspace.core import Workspace
 from datavc.workspace.initialize import init_workspace
 
@@ -191,6 +192,33 @@ def test_a_put_the_store_kept_part_of_is_caught(
         assert versions.read_version(store, "data", 1) == rec
     else:
         store.read_object(kind, cut[0].rsplit("/", 1)[1])  # whole: checked against its id
+
+
+def test_small_puts_go_without_waiting_for_100_continue(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore asks for ``100 Continue`` before every PUT body (a round trip each): datavc
+    keeps the ask only for bodies of EXPECT_FROM (8 MiB) or more, here the pack."""
+    import aiobotocore.httpsession as http
+
+    seen: list[tuple[str, int, bool]] = []
+    real = http.AIOHTTPSession.send
+
+    async def send(self: Any, request: Any) -> Any:
+        if request.method == "PUT":
+            size = int(request.headers.get("Content-Length", -1))
+            folder = urlsplit(request.url).path.split("/")[3]  # /bucket/prefix/folder/...
+            seen.append((folder, size, "Expect" in request.headers))
+        return await real(self, request)
+
+    monkeypatch.setattr(http.AIOHTTPSession, "send", send)
+    ws = workspace
+    add_commit(ws, files_of(50, 3, 100 * KiB), "v1")
+    big = Path(ws.root) / "big.bin"
+    big.write_bytes(rand(7, EXPECT_FROM + 1))
+    fresh(ws).store.backend.put_path("probe", str(big), move=True)  # as a pack of 8 MiB
+    assert {folder for folder, _, _ in seen} >= {"packs", "index", "trees", "versions"}
+    assert [(size, expect) for _, size, expect in seen if expect] == [(EXPECT_FROM + 1, True)]
 
 
 def _crc(data: bytes) -> str:

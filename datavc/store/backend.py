@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import inspect
+import io
 import itertools
 import os
 import re
@@ -151,6 +152,11 @@ _S3 = ("s3", "s3a")
 # A remote file up to this size is stored with one PUT from memory, whose answer can confirm
 # it (below s3fs's own limit for one PUT, 2 x its 50 MiB part size); a larger one in parts.
 WHOLE_PUT = 96 << 20
+# botocore sends every PUT body only after the server's ``100 Continue``: a round trip more
+# per PUT, to spare sending a body the server refuses. A body smaller than this goes at once.
+EXPECT_FROM = 8 << 20
+
+
 class Created(enum.Enum):
     """What an exclusive create did."""
 
@@ -180,6 +186,31 @@ def answer_confirms(answer: object, data: bytes) -> bool:
     import hashlib
 
     return etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _expect_only_large(params: dict[str, Any], **_: Any) -> None:
+    """A botocore ``before-call`` handler, run after the one that asks for ``100 Continue``
+    before every PUT body: it drops the ask for a body under ``EXPECT_FROM``. Such a body
+    costs less to send than the round trip spent waiting; a server that refuses the request
+    (a 412 of an exclusive create, a 403) answers it all the same, and the body is lost."""
+    headers = params.get("headers")
+    if not headers or "Expect" not in headers:
+        return
+    size = _body_size(params.get("body"))
+    if size is not None and size < EXPECT_FROM:
+        del headers["Expect"]
+
+
+def _body_size(body: object) -> int | None:
+    """The bytes left to send of a request body (botocore makes bytes a BytesIO)."""
+    if isinstance(body, (bytes, bytearray)):
+        return len(body)
+    if isinstance(body, io.IOBase) and body.seekable():
+        here = body.tell()
+        end = body.seek(0, os.SEEK_END)
+        body.seek(here)
+        return end - here
+    return None
 
 
 def _options(protocol: str, given: dict[str, Any], policy: RetryPolicy) -> dict[str, Any]:
@@ -272,6 +303,7 @@ class Backend:
         self.stats = BackendStats()
         self.answered = False  # the store has answered a request in this process
         self._pid = -1
+        self._hooked: Any = None  # the S3 client told to skip 100 Continue for small bodies
         self._connect()
 
     def _connect(self) -> None:
@@ -490,8 +522,22 @@ class Backend:
             else:
                 fs.pipe_file(path, data)
             return False
+        self._small_puts_without_expect(fs)
         answer = fs.pipe_file(path, data, mode="create" if create else "overwrite")
         return answer_confirms(answer, data)
+
+    def _small_puts_without_expect(self, fs: Any) -> None:
+        """Have the S3 client send a small body at once, not after ``Expect:
+        100-continue`` (:func:`_expect_only_large`); once per client (s3fs makes a new one
+        after a fork, or when its connections are closed)."""
+        from fsspec.asyn import sync
+
+        client = sync(fs.loop, fs.set_session)  # the client s3fs uses (no request made)
+        if client is not self._hooked:
+            client.meta.events.register_last(
+                "before-call.s3", _expect_only_large, unique_id="datavc-expect-only-large"
+            )
+            self._hooked = client
 
     def spool_dir(self) -> str | None:
         """A local folder where an object can be built before :meth:`put_path` (beside the
