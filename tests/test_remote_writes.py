@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import shutil
 import threading
 import time
 import uuid
@@ -93,6 +94,11 @@ def s3_calls(monkeypatch: pytest.MonkeyPatch) -> S3Calls:
     return record
 
 
+def most_at_once(calls: list[Call]) -> int:
+    """The most of ``calls`` in flight at one moment."""
+    return max((sum(1 for c in calls if c.start <= t.start < c.end) for t in calls), default=0)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_env: str) -> Workspace:
     root = tmp_path / "ws"
@@ -154,6 +160,35 @@ def test_add_and_commit_make_only_the_requests_they_need(
             "put_object versions": 1,
         }
     )
+
+
+def test_the_fixed_requests_of_add_and_commit_go_at_once(
+    workspace: Workspace, s3_calls: S3Calls
+) -> None:
+    """With a round trip of 0.2 s on every request: add's config, gc records and index
+    listing are in flight together, then its index objects (of three uploads before, read by
+    a machine that did not write them); commit's
+    five checks together, then the newest records (for a nonce of an earlier attempt)."""
+    ws = workspace
+    for v in range(3):
+        add_commit(ws, files_of(10 + v, 2, 20 * KiB), f"v{v + 1}")
+    write(Path(ws.root) / "data" / "new.bin", rand(99, 20 * KiB))
+    shutil.rmtree(Path(ws.root) / ".datavc" / "cache" / "index")  # as on another machine
+    s3_calls.delay = lambda call: 0.2 if not call.what.startswith("put_object") else 0.0
+    s3_calls.clear()
+    fresh(ws).add(str(Path(ws.root) / "data"))
+    setup = ("get_object datavc.json", "list_objects_v2 gc", "list_objects_v2 index")
+    first = [c for c in s3_calls.calls if c.what in setup]
+    assert len(first) == 3 and most_at_once(first) == 3, first
+    assert most_at_once(s3_calls.of("get_object index")) == 3
+    s3_calls.clear()
+    fresh(ws).commit([], "v4")
+    checks = [c for c in s3_calls.calls if c.what != "put_object versions"]
+    recent = s3_calls.of("get_object versions")
+    assert len(recent) == 3  # v3, v2, v1: the 8 newest
+    first = [c for c in checks if c not in recent]
+    assert len(first) == 5 and most_at_once(first) == 5, first
+    assert most_at_once(recent) == 3
 
 
 @pytest.mark.parametrize("kind", ["packs", "index", "trees", "versions"])
