@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import shutil
 import threading
@@ -29,6 +30,7 @@ from datavc.errors import CorruptObject
 from datavc.format.record import VersionRecord
 from datavc.store import versions
 from datavc.store.backend import EXPECT_FROM, answer_confirms
+from datavc.store.versions import Start
 from datavc.workspace.core import Workspace
 from datavc.workspace.initialize import init_workspace
 
@@ -254,6 +256,39 @@ def test_small_puts_go_without_waiting_for_100_continue(
     fresh(ws).store.backend.put_path("probe", str(big), move=True)  # as a pack of 8 MiB
     assert {folder for folder, _, _ in seen} >= {"packs", "index", "trees", "versions"}
     assert [(size, expect) for _, size, expect in seen if expect] == [(EXPECT_FROM + 1, True)]
+
+
+def test_a_412_without_its_condition_still_means_the_key_exists(
+    workspace: Workspace, s3_calls: S3Calls
+) -> None:
+    """SeaweedFS answers a refused ``If-None-Match: *`` with a 412 that does not name the
+    condition, which s3fs then reports as EINVAL, not FileExistsError: it is still the
+    other writer's record, so the publish goes on to the next number (it used to fail as
+    an unreachable store)."""
+    from botocore.exceptions import ClientError
+
+    ws = workspace
+    theirs = add_commit(ws, files_of(60, 1, 10 * KiB), "theirs")
+    answer = {
+        "Error": {"Code": "PreconditionFailed", "Message": "At least one of the pre-conditions"},
+        "ResponseMetadata": {"HTTPStatusCode": 412},
+    }
+
+    def as_seaweedfs(call: Call, kwargs: dict[str, Any]) -> None:
+        if kwargs.get("IfNoneMatch") == "*" and call.key.endswith("/1.json"):
+            raise OSError(errno.EINVAL, "pre-conditions") from ClientError(answer, "PutObject")
+
+    s3_calls.fault = as_seaweedfs
+    store = fresh(ws).store
+    mine = versions.publish_version(store, _renonced(theirs), Start(1))  # as if v1 were free
+    assert mine.version == 2
+    assert [v.nonce for v in versions.live_versions(store, "data")] == [theirs.nonce, mine.nonce]
+
+
+def _renonced(rec: VersionRecord) -> VersionRecord:
+    import dataclasses
+
+    return dataclasses.replace(rec, version=0, nonce=uuid.uuid4().hex)
 
 
 def _crc(data: bytes) -> str:

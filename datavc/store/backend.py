@@ -213,6 +213,18 @@ def _body_size(body: object) -> int | None:
     return None
 
 
+def _precondition_failed(err: OSError) -> bool:
+    """Whether s3fs's error is S3's ``412 Precondition Failed``: for a PUT whose only
+    precondition is ``If-None-Match: *``, the key exists (s3fs says FileExistsError only
+    when the answer names that condition, which SeaweedFS's does not)."""
+    cause = err.__cause__
+    response = getattr(cause, "response", None)
+    if not isinstance(response, dict):
+        return False
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return bool(status == 412 or response.get("Error", {}).get("Code") == "PreconditionFailed")
+
+
 def _options(protocol: str, given: dict[str, Any], policy: RetryPolicy) -> dict[str, Any]:
     """The storage options for ``protocol``: datavc's defaults, ``given`` winning (inside
     ``config_kwargs`` too, key by key)."""
@@ -523,7 +535,12 @@ class Backend:
                 fs.pipe_file(path, data)
             return False
         self._small_puts_without_expect(fs)
-        answer = fs.pipe_file(path, data, mode="create" if create else "overwrite")
+        try:
+            answer = fs.pipe_file(path, data, mode="create" if create else "overwrite")
+        except OSError as err:
+            if create and _precondition_failed(err):
+                raise FileExistsError(path) from None
+            raise
         return answer_confirms(answer, data)
 
     def _small_puts_without_expect(self, fs: Any) -> None:
