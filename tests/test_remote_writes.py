@@ -26,10 +26,11 @@ import pytest
 from conftest import BUCKET
 from helpers import rand, write
 
-from datavc.errors import CorruptObject
+from datavc.errors import CorruptObject, StoreUnreachable
 from datavc.format.record import VersionRecord
 from datavc.store import versions
 from datavc.store.backend import EXPECT_FROM, answer_confirms
+from datavc.store.packwriter import MAX_TASKS
 from datavc.store.versions import Start
 from datavc.workspace.core import Workspace
 from datavc.workspace.initialize import init_workspace
@@ -191,6 +192,81 @@ def test_the_fixed_requests_of_add_and_commit_go_at_once(
     first = [c for c in checks if c not in recent]
     assert len(first) == 5 and most_at_once(first) == 5, first
     assert most_at_once(recent) == 3
+
+
+@pytest.mark.parametrize("uploads", [1, 3])
+def test_packs_upload_at_once_and_before_their_index(
+    workspace: Workspace, s3_calls: S3Calls, monkeypatch: pytest.MonkeyPatch, uploads: int
+) -> None:
+    """Each pack's PUT takes 0.4 s: up to DATAVC_UPLOADS are in flight at once, never more
+    (each is a pack in memory), and packs are not piled up on disk meanwhile; the index is
+    sent only once every pack is stored, the page after the index, the record after the
+    page."""
+    monkeypatch.setenv("DATAVC_UPLOADS", str(uploads))
+    ws = workspace
+    spooled: list[int] = []  # pack files on local disk, seen as each pack's PUT starts
+
+    def slow_packs(call: Call) -> float:
+        if call.what != "put_object packs":
+            return 0.0
+        spooled.append(len(list(Path(ws.root, ".datavc", "cache").rglob(".tmp-pack-*"))))
+        return 0.4
+
+    s3_calls.delay = slow_packs
+    add_commit(ws, files_of(20, 16, 1 * MiB), "v1")
+    packs = s3_calls.of("put_object packs")
+    assert len(packs) >= 15, "premise: a pack a file"
+    assert most_at_once(packs) == uploads
+    # those being stored, one waiting for its turn, those queued to the pack thread (two
+    # tasks each at least: its last chunks, then storing it), one filling: then the add
+    # waits for the store, so pack files do not pile up on disk
+    assert max(spooled) <= uploads + 1 + MAX_TASKS // 2 + 1 < len(packs), spooled
+    (index,) = s3_calls.of("put_object index")
+    (page,) = s3_calls.of("put_object trees")
+    (record,) = s3_calls.of("put_object versions")
+    assert index.start >= max(p.end for p in packs)
+    assert page.start >= index.end
+    assert record.start >= page.end
+
+
+def test_a_failed_pack_upload_leaves_no_index(
+    workspace: Workspace, s3_calls: S3Calls
+) -> None:
+    """One pack's PUT fails while others are in flight: add fails with one line, writes no
+    index (so none names a pack that is missing), leaves no pack file behind; a new add
+    then stores what is missing."""
+    ws = workspace
+    s3_calls.delay = lambda call: 0.3 if call.what == "put_object packs" else 0.0
+
+    def third_pack_fails(call: Call, kwargs: dict[str, Any]) -> None:
+        if call.what == "put_object packs" and call is s3_calls.of("put_object packs")[2]:
+            raise PermissionError(errno.EACCES, "injected: access denied")
+
+    s3_calls.fault = third_pack_fails
+    files = files_of(30, 7, 1 * MiB)
+    for name, data in files.items():
+        write(Path(ws.root) / "data" / name, data)
+    with pytest.raises(StoreUnreachable) as failed:
+        fresh(ws).add(str(Path(ws.root) / "data"))
+    assert "injected: access denied" in str(failed.value) and "\n" not in str(failed.value)
+    assert most_at_once(s3_calls.of("put_object packs")) >= 2, "premise: others in flight"
+    assert s3_calls.of("put_object index") == [] and s3_calls.of("put_object trees") == []
+    backend = fresh(ws).store.backend
+    assert backend.list("index") == []
+    assert list(Path(ws.root, ".datavc", "cache").rglob(".tmp-pack-*")) == []
+    assert fresh(ws).datasets() == {}  # nothing staged
+    s3_calls.fault = lambda call, kwargs: None
+    s3_calls.delay = lambda call: 0.0
+    rec = add_commit(ws, {}, "v1")
+    assert rec.version == 1 and rec.root.files == 7
+    store = fresh(ws).store
+    store.load_index()
+    packs = set(backend.list("packs"))
+    for name in backend.list("index"):
+        from datavc.format.packfile import decode_index
+
+        index = decode_index(store.read_object("index", name), name)
+        assert {f"{loc.pack}" for loc in index.values()} <= packs
 
 
 @pytest.mark.parametrize("kind", ["packs", "index", "trees", "versions"])
