@@ -311,7 +311,8 @@ def test_small_puts_go_without_waiting_for_100_continue(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """botocore asks for ``100 Continue`` before every PUT body (a round trip each): datavc
-    keeps the ask only for bodies of EXPECT_FROM (8 MiB) or more, here the pack."""
+    keeps the ask only for bodies of EXPECT_FROM (8 MiB) or more, and only until the store
+    has taken one such body."""
     import aiobotocore.httpsession as http
 
     seen: list[tuple[str, int, bool]] = []
@@ -327,11 +328,14 @@ def test_small_puts_go_without_waiting_for_100_continue(
     monkeypatch.setattr(http.AIOHTTPSession, "send", send)
     ws = workspace
     add_commit(ws, files_of(50, 3, 100 * KiB), "v1")
-    big = Path(ws.root) / "big.bin"
-    big.write_bytes(rand(7, EXPECT_FROM + 1))
-    fresh(ws).store.backend.put_path("probe", str(big), move=True)  # as a pack of 8 MiB
+    backend = fresh(ws).store.backend  # a new process: it has sent no large body yet
+    for name in ("probe-1", "probe-2"):  # as packs of 8 MiB
+        big = Path(ws.root) / "big.bin"
+        big.write_bytes(rand(7, EXPECT_FROM + 1))
+        backend.put_path(name, str(big), move=True)
     assert {folder for folder, _, _ in seen} >= {"packs", "index", "trees", "versions"}
     assert [(size, expect) for _, size, expect in seen if expect] == [(EXPECT_FROM + 1, True)]
+    assert seen[-1] == ("probe-2", EXPECT_FROM + 1, False)  # once the store took one
 
 
 def test_a_412_without_its_condition_still_means_the_key_exists(

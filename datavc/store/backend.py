@@ -153,7 +153,8 @@ _S3 = ("s3", "s3a")
 # it (below s3fs's own limit for one PUT, 2 x its 50 MiB part size); a larger one in parts.
 WHOLE_PUT = 96 << 20
 # botocore sends every PUT body only after the server's ``100 Continue``: a round trip more
-# per PUT, to spare sending a body the server refuses. A body smaller than this goes at once.
+# per PUT, to spare sending a body the server refuses. A body smaller than this goes at once
+# (and a larger one too, once the store has taken one: see _ExpectContinue).
 EXPECT_FROM = 8 << 20
 
 
@@ -188,17 +189,26 @@ def answer_confirms(answer: object, data: bytes) -> bool:
     return etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _expect_only_large(params: dict[str, Any], **_: Any) -> None:
+class _ExpectContinue:
     """A botocore ``before-call`` handler, run after the one that asks for ``100 Continue``
-    before every PUT body: it drops the ask for a body under ``EXPECT_FROM``. Such a body
-    costs less to send than the round trip spent waiting; a server that refuses the request
-    (a 412 of an exclusive create, a 403) answers it all the same, and the body is lost."""
-    headers = params.get("headers")
-    if not headers or "Expect" not in headers:
-        return
-    size = _body_size(params.get("body"))
-    if size is not None and size < EXPECT_FROM:
-        del headers["Expect"]
+    before every PUT body: it keeps the ask only where it may pay. The ask spares the
+    sending of a body the server refuses, at the cost of a round trip per PUT. A body under
+    ``EXPECT_FROM`` costs less to send than that round trip; a larger one is sent at once
+    after the store has taken one (:attr:`taken`): the refusals the ask is for (wrong
+    credentials or permissions, a missing bucket, another region) hold for every PUT of a
+    process, so they are settled by then. A refused request is answered all the same; only
+    its body is sent for nothing."""
+
+    def __init__(self) -> None:
+        self.taken = False  # the store has taken a body of EXPECT_FROM or more
+
+    def __call__(self, params: dict[str, Any], **_: Any) -> None:
+        headers = params.get("headers")
+        if not headers or "Expect" not in headers:
+            return
+        size = _body_size(params.get("body"))
+        if size is not None and (size < EXPECT_FROM or self.taken):
+            del headers["Expect"]
 
 
 def _body_size(body: object) -> int | None:
@@ -315,7 +325,8 @@ class Backend:
         self.stats = BackendStats()
         self.answered = False  # the store has answered a request in this process
         self._pid = -1
-        self._hooked: Any = None  # the S3 client told to skip 100 Continue for small bodies
+        self._hooked: Any = None  # the S3 client whose PUTs _expect oversees
+        self._expect = _ExpectContinue()
         self._connect()
 
     def _connect(self) -> None:
@@ -534,25 +545,27 @@ class Backend:
             else:
                 fs.pipe_file(path, data)
             return False
-        self._small_puts_without_expect(fs)
+        self._oversee_expect(fs)
         try:
             answer = fs.pipe_file(path, data, mode="create" if create else "overwrite")
         except OSError as err:
             if create and _precondition_failed(err):
                 raise FileExistsError(path) from None
             raise
+        if len(data) >= EXPECT_FROM:
+            self._expect.taken = True
         return answer_confirms(answer, data)
 
-    def _small_puts_without_expect(self, fs: Any) -> None:
-        """Have the S3 client send a small body at once, not after ``Expect:
-        100-continue`` (:func:`_expect_only_large`); once per client (s3fs makes a new one
-        after a fork, or when its connections are closed)."""
+    def _oversee_expect(self, fs: Any) -> None:
+        """Have the S3 client ask for ``100 Continue`` only where it may pay
+        (:class:`_ExpectContinue`); once per client (s3fs makes a new one after a fork, or
+        when its connections are closed)."""
         from fsspec.asyn import sync
 
         client = sync(fs.loop, fs.set_session)  # the client s3fs uses (no request made)
         if client is not self._hooked:
             client.meta.events.register_last(
-                "before-call.s3", _expect_only_large, unique_id="datavc-expect-only-large"
+                "before-call.s3", self._expect, unique_id=f"datavc-expect-{id(self)}"
             )
             self._hooked = client
 
