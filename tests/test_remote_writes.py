@@ -1,8 +1,8 @@
-"""add and commit on S3 at a distance (issue 16): every request they make, counted at s3fs's
-``_call_s3`` against the moto server, and their timing: what can go at once does (the fixed
-requests of each command, several packs), what must wait does (packs, then index, then
-pages, then the version record), and a PUT whose answer confirms its bytes is not checked
-again with a HEAD or a GET, while one whose answer does not is."""
+"""add, commit and checkout on S3 at a distance (issue 16): every request they make,
+counted at s3fs's ``_call_s3`` against the moto server, and their timing: what can go at
+once does (the fixed requests of each command, several packs), what must wait does (packs,
+then index, then pages, then the version record), and a PUT whose answer confirms its bytes
+is not checked again with a HEAD or a GET, while one whose answer does not is."""
 
 from __future__ import annotations
 
@@ -229,9 +229,7 @@ def test_packs_upload_at_once_and_before_their_index(
     assert record.start >= page.end
 
 
-def test_a_failed_pack_upload_leaves_no_index(
-    workspace: Workspace, s3_calls: S3Calls
-) -> None:
+def test_a_failed_pack_upload_leaves_no_index(workspace: Workspace, s3_calls: S3Calls) -> None:
     """One pack's PUT fails while others are in flight: add fails with one line, writes no
     index (so none names a pack that is missing), leaves no pack file behind; a new add
     then stores what is missing."""
@@ -365,6 +363,26 @@ def test_a_412_without_its_condition_still_means_the_key_exists(
     assert [v.nonce for v in versions.live_versions(store, "data")] == [theirs.nonce, mine.nonce]
 
 
+def test_a_fresh_clone_checkout_reads_the_record_once(
+    workspace: Workspace, s3_calls: S3Calls, tmp_path: Path
+) -> None:
+    """A checkout into a fresh clone (no data there, an empty cache) reads the version
+    record, its page, then pack ranges: it has nothing to lose, so it reads no version to
+    compare with (it read the record a second time for that: one round trip more)."""
+    ws = workspace
+    add_commit(ws, files_of(70, 3, 300 * KiB), "v1")
+    clone = tmp_path / "clone"
+    (clone / ".datavc").mkdir(parents=True)
+    shutil.copy(Path(ws.root, ".datavc", "config.toml"), clone / ".datavc")
+    shutil.copy(Path(ws.root, "data.datavc"), clone)
+    s3_calls.clear()
+    (done,) = Workspace.find(str(clone)).checkout([])
+    assert done.written == 3
+    whats = [c.what for c in s3_calls.calls]
+    assert whats[:2] == ["get_object versions", "get_object trees"], whats
+    assert set(whats[2:]) == {"get_object packs"}, whats
+
+
 def _renonced(rec: VersionRecord) -> VersionRecord:
     import dataclasses
 
@@ -389,4 +407,3 @@ def _crc(data: bytes) -> str:
 )
 def test_what_an_answer_confirms(answer: object, confirms: bool) -> None:
     assert answer_confirms(answer, b"data") is confirms
-
