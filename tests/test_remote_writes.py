@@ -29,8 +29,8 @@ from helpers import rand, write
 from datavc.errors import CorruptObject, StoreUnreachable
 from datavc.format.record import VersionRecord
 from datavc.store import versions
-from datavc.store.backend import EXPECT_FROM, answer_confirms
 from datavc.store.packwriter import MAX_TASKS
+from datavc.store.s3answers import EXPECT_FROM, answer_confirms
 from datavc.store.versions import Start
 from datavc.workspace.core import Workspace
 from datavc.workspace.initialize import init_workspace

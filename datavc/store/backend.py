@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import inspect
-import io
 import itertools
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any, TypeVar, overload
 from ..errors import DatavcError, ObjectNotFound, StoreUnreachable
 from .atomic import FILE_MODE, fsync_dir, write_atomic
 from .retry import RetryPolicy, failure_kind
+from .s3answers import EXPECT_FROM, ExpectContinue, answer_confirms, precondition_failed
 
 T = TypeVar("T")
 
@@ -152,10 +152,6 @@ _S3 = ("s3", "s3a")
 # A remote file up to this size is stored with one PUT from memory, whose answer can confirm
 # it (below s3fs's own limit for one PUT, 2 x its 50 MiB part size); a larger one in parts.
 WHOLE_PUT = 96 << 20
-# botocore sends every PUT body only after the server's ``100 Continue``: a round trip more
-# per PUT, to spare sending a body the server refuses. A body smaller than this goes at once
-# (and a larger one too, once the store has taken one: see _ExpectContinue).
-EXPECT_FROM = 8 << 20
 
 
 class Created(enum.Enum):
@@ -164,75 +160,6 @@ class Created(enum.Enum):
     EXISTS = "exists"  # the key existed: nothing written
     CREATED = "created"  # created; whether the store kept the bytes whole is not known
     CONFIRMED = "confirmed"  # created, and the answer confirms the store keeps exactly them
-
-
-def answer_confirms(answer: object, data: bytes) -> bool:
-    """Whether an S3 PUT's answer shows that the store keeps exactly ``data``: its CRC-32
-    checksum (which botocore sends with the body, and which S3 checks against what it
-    received, answering BadDigest on a mismatch) is that of ``data``; or, where the answer
-    has no checksum, its ETag is the MD5 of ``data`` (as S3 and the servers compatible with
-    it make a single PUT's ETag, unless the object is encrypted with a KMS or customer key).
-    False says only "not confirmed": the caller then checks the size, as for any store."""
-    if not isinstance(answer, dict):
-        return False
-    crc = answer.get("ChecksumCRC32")
-    if isinstance(crc, str) and crc:
-        import base64
-        import zlib
-
-        return crc == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
-    etag = str(answer.get("ETag") or "").strip('"')
-    if len(etag) != 32:
-        return False  # from a multipart upload ("-N" at the end), or none
-    import hashlib
-
-    return etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-class _ExpectContinue:
-    """A botocore ``before-call`` handler, run after the one that asks for ``100 Continue``
-    before every PUT body: it keeps the ask only where it may pay. The ask spares the
-    sending of a body the server refuses, at the cost of a round trip per PUT. A body under
-    ``EXPECT_FROM`` costs less to send than that round trip; a larger one is sent at once
-    after the store has taken one (:attr:`taken`): the refusals the ask is for (wrong
-    credentials or permissions, a missing bucket, another region) hold for every PUT of a
-    process, so they are settled by then. A refused request is answered all the same; only
-    its body is sent for nothing."""
-
-    def __init__(self) -> None:
-        self.taken = False  # the store has taken a body of EXPECT_FROM or more
-
-    def __call__(self, params: dict[str, Any], **_: Any) -> None:
-        headers = params.get("headers")
-        if not headers or "Expect" not in headers:
-            return
-        size = _body_size(params.get("body"))
-        if size is not None and (size < EXPECT_FROM or self.taken):
-            del headers["Expect"]
-
-
-def _body_size(body: object) -> int | None:
-    """The bytes left to send of a request body (botocore makes bytes a BytesIO)."""
-    if isinstance(body, (bytes, bytearray)):
-        return len(body)
-    if isinstance(body, io.IOBase) and body.seekable():
-        here = body.tell()
-        end = body.seek(0, os.SEEK_END)
-        body.seek(here)
-        return end - here
-    return None
-
-
-def _precondition_failed(err: OSError) -> bool:
-    """Whether s3fs's error is S3's ``412 Precondition Failed``: for a PUT whose only
-    precondition is ``If-None-Match: *``, the key exists (s3fs says FileExistsError only
-    when the answer names that condition, which SeaweedFS's does not)."""
-    cause = err.__cause__
-    response = getattr(cause, "response", None)
-    if not isinstance(response, dict):
-        return False
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return bool(status == 412 or response.get("Error", {}).get("Code") == "PreconditionFailed")
 
 
 def _options(protocol: str, given: dict[str, Any], policy: RetryPolicy) -> dict[str, Any]:
@@ -326,7 +253,7 @@ class Backend:
         self.answered = False  # the store has answered a request in this process
         self._pid = -1
         self._hooked: Any = None  # the S3 client whose PUTs _expect oversees
-        self._expect = _ExpectContinue()
+        self._expect = ExpectContinue()
         self._connect()
 
     def _connect(self) -> None:
@@ -549,7 +476,7 @@ class Backend:
         try:
             answer = fs.pipe_file(path, data, mode="create" if create else "overwrite")
         except OSError as err:
-            if create and _precondition_failed(err):
+            if create and precondition_failed(err):
                 raise FileExistsError(path) from None
             raise
         if len(data) >= EXPECT_FROM:
@@ -558,7 +485,7 @@ class Backend:
 
     def _oversee_expect(self, fs: Any) -> None:
         """Have the S3 client ask for ``100 Continue`` only where it may pay
-        (:class:`_ExpectContinue`); once per client (s3fs makes a new one after a fork, or
+        (:class:`.ExpectContinue`); once per client (s3fs makes a new one after a fork, or
         when its connections are closed)."""
         from fsspec.asyn import sync
 
