@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from datavc.errors import StoreUnreachable
-from datavc.store.backend import Backend, ObjectInfo
+from datavc.store.backend import Backend, Created, ObjectInfo
 
 T = TypeVar("T")
 WRITES = ("write", "replace", "put_path", "create_exclusive", "delete")
@@ -141,31 +141,35 @@ class FaultyBackend(Backend):
 
     # -- writes (``truncate`` stores the first half) ------------------------------------
 
-    def write(self, key: str, data: bytes | Sequence[bytes]) -> None:
-        def action(fault: str | None) -> None:
+    def write(self, key: str, data: bytes | Sequence[bytes]) -> bool:
+        def action(fault: str | None) -> bool:
             whole = data if isinstance(data, bytes) else b"".join(data)
-            Backend.write(self, key, whole[: len(whole) // 2] if fault == "truncate" else data)
+            half = whole[: len(whole) // 2]
+            return Backend.write(self, key, half if fault == "truncate" else data)
 
-        self._do("write", key, action)
+        return self._do("write", key, action)
 
-    def replace(self, key: str, data: bytes) -> None:
-        def action(fault: str | None) -> None:
-            Backend.replace(self, key, data[: len(data) // 2] if fault == "truncate" else data)
-
-        self._do("replace", key, action)
-
-    def put_path(self, key: str, src: str, move: bool) -> None:
-        def action(fault: str | None) -> None:
-            if fault == "truncate":
-                os.truncate(src, os.path.getsize(src) // 2)
-            Backend.put_path(self, key, src, move)
-
-        self._do("put_path", key, action)
-
-    def create_exclusive(self, key: str, data: bytes) -> bool:
+    def replace(self, key: str, data: bytes) -> bool:
         def action(fault: str | None) -> bool:
             half = data[: len(data) // 2]
-            return Backend.create_exclusive(self, key, half if fault == "truncate" else data)
+            return Backend.replace(self, key, half if fault == "truncate" else data)
+
+        return self._do("replace", key, action)
+
+    def put_path(self, key: str, src: str, move: bool) -> bool:
+        def action(fault: str | None) -> bool:
+            if fault == "truncate":
+                os.truncate(src, os.path.getsize(src) // 2)
+            return Backend.put_path(self, key, src, move)
+
+        return self._do("put_path", key, action)
+
+    def create(self, key: str, data: bytes) -> Created:
+        """Also what ``create_exclusive`` calls: counted once, as ``create_exclusive``."""
+
+        def action(fault: str | None) -> Created:
+            half = data[: len(data) // 2]
+            return Backend.create(self, key, half if fault == "truncate" else data)
 
         return self._do("create_exclusive", key, action)
 

@@ -34,7 +34,7 @@ from datavc.format.spec import parse_spec
 from datavc.format.storeconfig import StoreConfig
 from datavc.format.tree import MODE_EXEC, MODE_FILE, FileEntry, PageRef, TreeRoot, snapshot_id
 from datavc.store import versions
-from datavc.store.backend import Backend, BackendStats
+from datavc.store.backend import Backend, BackendStats, Created
 from datavc.store.build import build_entries
 from datavc.store.chunkstore import ChunkStore
 from datavc.store.files import TMP_PREFIX, LocalFile, NoProgress, scan
@@ -1016,16 +1016,16 @@ def test_lost_response_inside_create_is_recognised(
     store: ChunkStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The create succeeded but its answer was lost; a retried create then says 'exists'."""
-    real = store.backend.create_exclusive
+    real = store.backend.create
     calls: list[str] = []
 
-    def create_then_lose_answer(key: str, data: bytes) -> bool:
+    def create_then_lose_answer(key: str, data: bytes) -> Created:
         calls.append(key)
         real(key, data)
-        return False
+        return Created.EXISTS
 
     versions.publish_version(store, record("ds"))  # v1 belongs to someone else
-    monkeypatch.setattr(store.backend, "create_exclusive", create_then_lose_answer)
+    monkeypatch.setattr(store.backend, "create", create_then_lose_answer)
     mine = record("ds")
     published = versions.publish_version(store, mine)
     assert calls == ["versions/ds/2.json"]

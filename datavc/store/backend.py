@@ -11,6 +11,7 @@ its I/O so tests and the benchmark can check access patterns.
 from __future__ import annotations
 
 import contextlib
+import enum
 import inspect
 import itertools
 import os
@@ -26,6 +27,7 @@ from typing import Any, TypeVar, overload
 from ..errors import DatavcError, ObjectNotFound, StoreUnreachable
 from .atomic import FILE_MODE, fsync_dir, write_atomic
 from .retry import RetryPolicy, failure_kind
+from .s3answers import EXPECT_FROM, ExpectContinue, answer_confirms, precondition_failed
 
 T = TypeVar("T")
 
@@ -147,6 +149,17 @@ class BackendStats:
 
 
 _S3 = ("s3", "s3a")
+# A remote file up to this size is stored with one PUT from memory, whose answer can confirm
+# it (below s3fs's own limit for one PUT, 2 x its 50 MiB part size); a larger one in parts.
+WHOLE_PUT = 96 << 20
+
+
+class Created(enum.Enum):
+    """What an exclusive create did."""
+
+    EXISTS = "exists"  # the key existed: nothing written
+    CREATED = "created"  # created; whether the store kept the bytes whole is not known
+    CONFIRMED = "confirmed"  # created, and the answer confirms the store keeps exactly them
 
 
 def _options(protocol: str, given: dict[str, Any], policy: RetryPolicy) -> dict[str, Any]:
@@ -239,6 +252,8 @@ class Backend:
         self.stats = BackendStats()
         self.answered = False  # the store has answered a request in this process
         self._pid = -1
+        self._hooked: Any = None  # the S3 client whose PUTs _expect oversees
+        self._expect = ExpectContinue()
         self._connect()
 
     def _connect(self) -> None:
@@ -419,28 +434,67 @@ class Backend:
         except FileNotFoundError:
             return []
 
-    def write(self, key: str, data: bytes | Sequence[bytes]) -> None:
+    def write(self, key: str, data: bytes | Sequence[bytes]) -> bool:
         """Store an immutable object (bytes, or parts written one after another, so a
         large object is never copied into one buffer on local disk); writing the same key
-        again is harmless."""
-        self._put(key, data, "once")
+        again is harmless. True if the store's answer shows that it holds exactly these
+        bytes (:func:`answer_confirms`); False if that is not known, and the caller who
+        must know checks (:meth:`size`)."""
+        return self._put(key, data, "once")
 
-    def replace(self, key: str, data: bytes) -> None:
-        """Overwrite a mutable object (tags) atomically."""
-        self._put(key, data, "replace")
+    def replace(self, key: str, data: bytes) -> bool:
+        """Overwrite a mutable object (tags) atomically; True as for :meth:`write`."""
+        return self._put(key, data, "replace")
 
-    def _put(self, key: str, data: bytes | Sequence[bytes], how: str) -> None:
+    def _put(self, key: str, data: bytes | Sequence[bytes], how: str) -> bool:
         size = len(data) if isinstance(data, bytes) else sum(len(p) for p in data)
+        confirmed = False
         if self.is_local:
             written = self._run(
                 "write", key, lambda: self._write_local(self.path(key), data, how), writing=True
             )
         else:
             whole = data if isinstance(data, bytes) else b"".join(data)
-            self._run("write", key, lambda: self._fs().pipe_file(self.path(key), whole), True)
+            path = self.path(key)
+            confirmed = self._run("write", key, lambda: self._pipe(path, whole, False), True)
             written = True
         if written:
             self.stats.count_write(size)
+        return confirmed
+
+    def _pipe(self, path: str, data: bytes, create: bool) -> bool:
+        """One PUT of ``data`` (exclusive with ``create``: FileExistsError if the key
+        exists); True if its answer confirms the store keeps exactly ``data``."""
+        fs = self._fs()
+        if not self._s3:
+            if create:
+                fs.pipe_file(path, data, mode="create")
+            else:
+                fs.pipe_file(path, data)
+            return False
+        self._oversee_expect(fs)
+        try:
+            answer = fs.pipe_file(path, data, mode="create" if create else "overwrite")
+        except OSError as err:
+            if create and precondition_failed(err):
+                raise FileExistsError(path) from None
+            raise
+        if len(data) >= EXPECT_FROM:
+            self._expect.taken = True
+        return answer_confirms(answer, data)
+
+    def _oversee_expect(self, fs: Any) -> None:
+        """Have the S3 client ask for ``100 Continue`` only where it may pay
+        (:class:`.ExpectContinue`); once per client (s3fs makes a new one after a fork, or
+        when its connections are closed)."""
+        from fsspec.asyn import sync
+
+        client = sync(fs.loop, fs.set_session)  # the client s3fs uses (no request made)
+        if client is not self._hooked:
+            client.meta.events.register_last(
+                "before-call.s3", self._expect, unique_id=f"datavc-expect-{id(self)}"
+            )
+            self._hooked = client
 
     def spool_dir(self) -> str | None:
         """A local folder where an object can be built before :meth:`put_path` (beside the
@@ -451,42 +505,58 @@ class Backend:
         os.makedirs(folder, exist_ok=True)
         return folder
 
-    def put_path(self, key: str, src: str, move: bool) -> None:
+    def put_path(self, key: str, src: str, move: bool) -> bool:
         """Store the local file ``src`` as the immutable object ``key``; with ``move`` the
-        file is consumed (renamed into place on a local store, deleted after upload)."""
+        file is consumed (renamed into place on a local store, deleted after upload). True
+        as for :meth:`write`."""
         size = os.path.getsize(src)
         path = self.path(key)
+        confirmed = False
         if self.is_local:
             if not move:
                 raise StoreUnreachable(self.shown_url, "a local put must move its file")
             written = self._run("write", key, lambda: _move_local(src, path), writing=True)
+        elif self._s3 and size <= WHOLE_PUT:
+            with open(src, "rb") as f:  # s3fs's put_file reads it whole as well
+                data = f.read()
+            confirmed = self._run("write", key, lambda: self._pipe(path, data, False), True)
+            written = True
+            del data
         else:
             self._run("write", key, lambda: self._fs().put_file(src, path), writing=True)
             written = True
-            if move:
-                os.unlink(src)
+        if not self.is_local and move:
+            os.unlink(src)
         if written:
             self.stats.count_write(size)
+        return confirmed
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if it does not exist; False if it already did. A retried
         create whose first attempt succeeded but whose answer was lost returns False: the
         caller tells its own object by what it holds (a version record's nonce)."""
+        return self.create(key, data) is not Created.EXISTS
+
+    def create(self, key: str, data: bytes) -> Created:
+        """:meth:`create_exclusive`, also saying whether the store's answer confirms it
+        keeps exactly ``data`` (as for :meth:`write`)."""
         path = self.path(key)
         created = self._run("create", key, lambda: self._create(path, data), writing=True)
-        if created:
+        if created is not Created.EXISTS:
             self.stats.count_write(len(data))
         return created
 
     def delete(self, key: str) -> None:
         self._run("delete", key, lambda: self._fs().rm_file(self.path(key)))
 
-    def _create(self, path: str, data: bytes) -> bool:
+    def _create(self, path: str, data: bytes) -> Created:
         if self.is_local:
-            return self._write_local(path, data, "exclusive")
-        if self.is_memory:
-            return self._create_memory(path, data)
-        return self._create_remote(path, data)
+            done = self._write_local(path, data, "exclusive")
+        elif self.is_memory:
+            done = self._create_memory(path, data)
+        else:
+            return self._create_remote(path, data)
+        return Created.CREATED if done else Created.EXISTS
 
     def _create_memory(self, path: str, data: bytes) -> bool:
         with _MEMORY_LOCK:
@@ -495,12 +565,12 @@ class Backend:
             self.fs.pipe_file(path, data)
             return True
 
-    def _create_remote(self, path: str, data: bytes) -> bool:
+    def _create_remote(self, path: str, data: bytes) -> Created:
         try:
-            self._fs().pipe_file(path, data, mode="create")
+            confirmed = self._pipe(path, data, True)
         except FileExistsError:
-            return False
-        return True
+            return Created.EXISTS
+        return Created.CONFIRMED if confirmed else Created.CREATED
 
     def _write_local(self, path: str, data: bytes | Sequence[bytes], how: str) -> bool:
         """Temp file, fsync, then rename (or link, which fails if ``path`` exists)."""

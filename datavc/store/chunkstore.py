@@ -22,6 +22,7 @@ from ..errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFou
 from ..format.hashing import ChunkId, ObjectId, file_hasher, is_object_id, object_id
 from ..format.packfile import Location, LocationTable, PackEntry
 from .backend import Backend
+from .overlap import Overlap
 
 if TYPE_CHECKING:
     from ..format.storeconfig import StoreConfig
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from .packs import Footers
     from .packwriter import PackWriter
     from .reader import ChunkReader
+
+
+INDEX_READS = 32  # index objects read (and held) at once by load_index
 
 
 class ChunkStore:
@@ -123,11 +127,11 @@ class ChunkStore:
         if kind == "trees" and oid in self._condemned_trees:
             self._refresh(key)
         size = sum(len(p) for p in parts)
-        self.backend.write(key, parts)
-        if not self._kept(key, size):  # a store that kept part of it, or an old damaged copy
+        # a store that kept part of it, or an old damaged copy (a local write skips a key
+        # that exists): checked unless the store's answer confirms the bytes
+        if not self.backend.write(key, parts) and not self._kept(key, size):
             self._refresh(key)
-            self.backend.write(key, parts)
-            if not self._kept(key, size):
+            if not self.backend.write(key, parts) and not self._kept(key, size):
                 self._refresh(key)
                 raise CorruptObject(key, f"the store did not keep the {size} bytes written")
         self.written.add(key)
@@ -145,18 +149,19 @@ class ChunkStore:
             self._refresh(key)
         size = os.path.getsize(path)
         if self.cache is not None:
-            self.backend.put_path(key, path, move=False)
+            confirmed = self.backend.put_path(key, path, move=False)
             self.cache.put_path(key, path, move=True)
         else:
-            self.backend.put_path(key, path, move=True)
-        if not self._kept(key, size):
+            confirmed = self.backend.put_path(key, path, move=True)
+        if not confirmed and not self._kept(key, size):
             self._refresh(key)
             raise CorruptObject(key, f"the store did not keep the {size} bytes of this pack")
         return oid
 
     def _kept(self, key: str, size: int) -> bool:
         """Whether the object just written has the size written: a store that says it
-        stored an object but kept part of it must not have it referenced (one HEAD)."""
+        stored an object but kept part of it must not have it referenced (one HEAD; not
+        needed where the write's answer confirmed the bytes, see :meth:`.Backend.write`)."""
         try:
             return self.backend.size(key) == size
         except ObjectNotFound:
@@ -187,31 +192,41 @@ class ChunkStore:
     # -- index ------------------------------------------------------------------------
 
     def load_index(self) -> None:
-        """Read the index objects not loaded yet (new ones appear as others upload). A
-        reader may ask from two threads at once (locating runs, and its read-ahead thread
-        finding a moved pack): the second waits, then reads only what is still new."""
+        """Read the index objects not loaded yet (new ones appear as others upload), several
+        at once from a remote store. A reader may ask from two threads at once (locating
+        runs, and its read-ahead thread finding a moved pack): the second waits, then reads
+        only what is still new."""
         with self._loading:
             names = [n for n in self.backend.list("index") if n not in self._indexes_loaded]
-            for name in names:
-                if not is_object_id(name):
-                    continue  # not an index object (a temporary file, a stray): fsck's job
-                try:
-                    data = self.read_object("index", name)
-                    with self._lock:
-                        self._index.add_index(data, f"index/{name}")
-                except ObjectNotFound:
-                    continue  # gone since listed (gc replaced it): its entries are elsewhere
-                except IntegrityError:
-                    # A damaged index is skipped (fsck names it, repair replaces it): a
-                    # writer stores its chunks again (the entries it took in before the
-                    # damage are checked against footers, as every entry is), a reader
-                    # finds them another way or fails on the chunk. It must not stop every
-                    # later add.
-                    self.damaged_indexes.add(name)
-                with self._lock:
-                    self._indexes_loaded.add(name)
+            # not an index object (a temporary file, a stray): fsck's job
+            names = [n for n in names if is_object_id(n)]
+            with Overlap(not self.backend.is_local) as overlap:
+                for start in range(0, len(names), INDEX_READS):  # bounded memory
+                    group = names[start : start + INDEX_READS]
+                    found = overlap.map(self._index_object, group)
+                    for name, data in zip(group, found, strict=True):
+                        if data is not None:
+                            with self._lock:
+                                self._index.add_index(data, f"index/{name}")
+                        with self._lock:
+                            self._indexes_loaded.add(name)
             if self._indexes_loaded:
                 self._hints = LocationTable()  # the index is loaded: hints are not needed
+
+    def _index_object(self, name: str) -> bytes | None:
+        """An index object's bytes, checked; None if it is gone or damaged."""
+        try:
+            return self.read_object("index", name)
+        except ObjectNotFound:
+            return None  # gone since listed (gc replaced it): its entries are elsewhere
+        except IntegrityError:
+            # A damaged index is skipped (fsck names it, repair replaces it): a writer
+            # stores its chunks again (the entries it took in before the damage are checked
+            # against footers, as every entry is), a reader finds them another way or fails
+            # on the chunk. It must not stop every later add.
+            with self._lock:
+                self.damaged_indexes.add(name)
+            return None
 
     def location(self, cid: ChunkId) -> Location | None:
         return self._index.get(cid)
@@ -295,15 +310,21 @@ class ChunkStore:
             return self._index.locations(cid)
 
     def new_writer(self) -> PackWriter:
-        """A writer for an upload, deduplicating against every index in the store."""
+        """A writer for an upload, deduplicating against every index in the store. What it
+        needs first (the store config, the gc records, the index) is read at once."""
         from .gc import read_condemned
         from .packwriter import PackWriter  # it records what it stores here
 
-        condemned = read_condemned(self)
+        with Overlap(not self.backend.is_local) as overlap:
+            config = overlap.start(lambda: self.config)
+            records = overlap.start(lambda: read_condemned(self))
+            index = overlap.start(self.load_index)
+            config.result()  # its error first: no store at all is what to say
+            condemned = records.result()
+            index.result()
         self.footers().condemned = condemned.packs  # never reuse what gc will delete
         self._condemned_trees = condemned.trees
         self._condemned_packs = condemned.packs
-        self.load_index()
         return PackWriter(self)
 
     # -- reading chunks ---------------------------------------------------------------

@@ -3,8 +3,9 @@
 Chunks are hashed and compressed on a thread pool and appended, in the order they were
 submitted, to a pack file built on local disk (so memory does not grow with the pack size);
 each full pack (about ``pack_target`` bytes) is stored by a background thread while the next
-one fills. :meth:`PackWriter.finish` stores the last pack and then writes one index object
-for the packs of the upload: packs before index, so an index never names a missing pack.
+one fills, up to ``DATAVC_UPLOADS`` packs at once to a remote store. :meth:`PackWriter.finish`
+waits until every pack is stored and only then writes one index object for the packs of the
+upload: packs before index, so an index never names a missing pack.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ MAX_HASHING_BYTES = 16 << 20  # blocks waiting for the whole-file hash thread
 BATCH_BYTES = 8 << 20  # chunks handed to the pack thread at a time
 MAX_TASKS = 8  # pack-thread tasks waiting at most (about 64 MiB of chunks)
 INLINE_CHUNK = 16 << 10  # smaller chunks are hashed and compressed without a thread hop
+UPLOADS = 4  # packs stored at once to a remote store (DATAVC_UPLOADS), each read whole
+MAX_UPLOADS = 16
+
+
+def remote_uploads() -> int:
+    """Packs stored at once to a remote store: ``DATAVC_UPLOADS``, 1 to 16, default 4. Each
+    is read into memory for its PUT, so up to that many packs (about ``pack_target`` bytes
+    each) are in memory at once; a local store takes one at a time (a rename)."""
+    text = os.environ.get("DATAVC_UPLOADS", "")
+    return min(MAX_UPLOADS, max(1, int(text))) if text.isdigit() else UPLOADS
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,11 @@ class PackWriter:
         self._inflight: deque[tuple[Future[list[Encoded]], int]] = deque()
         self._inflight_bytes = 0
         self._hashing = ThreadPoolExecutor(1, thread_name_prefix="datavc-hash")
+        uploads = 1 if store.backend.is_local else remote_uploads()
+        self._uploader = ThreadPoolExecutor(uploads, thread_name_prefix="datavc-upload")
+        self._slots = threading.BoundedSemaphore(uploads)  # packs in the uploader at most
+        self._uploads: list[Future[None]] = []
+        self._handed: set[str] = set()  # closed pack files handed to the uploader
         self._tasks: deque[Future[None]] = deque()
         self._hash_queue: deque[tuple[Future[None], int]] = deque()
         self._hash_bytes = 0
@@ -99,6 +115,11 @@ class PackWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._hashing.shutdown(wait=True, cancel_futures=True)
         self._packer.shutdown(wait=True, cancel_futures=True)
+        self._uploader.shutdown(wait=True, cancel_futures=True)
+        for path in list(self._handed):  # an upload cancelled before it started
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._handed.clear()
         for path, spool in self._spools.items():  # never stored (an error stopped the upload)
             try:
                 spool.close()  # may fail too (a full disk): the file goes all the same
@@ -247,6 +268,9 @@ class PackWriter:
         self._spool, self._entries, self._size = None, [], len(PACK_MAGIC)
 
     def _store_pack(self, path: str, footer: bytes, entries: list[PackEntry], size: int) -> None:
+        """On the pack thread: close a finished pack file and hand it to the uploader, once
+        fewer than its ``uploads`` packs are being stored (so at most that many packs are
+        read into memory at once, and this thread, then the caller, waits for the store)."""
         try:
             try:
                 self._spools[path].close()
@@ -254,13 +278,36 @@ class PackWriter:
                 raise _naming(err, path) from None
             if path in self._failed or os.path.getsize(path) != size:
                 raise CorruptObject(path, "a write to this pack file failed: not stored")
-            pack = self.store.put_pack(path, footer)
+            self._slots.acquire()
+            try:
+                self._raise_failed_upload()  # stop filling packs once one could not be stored
+                self._handed.add(path)
+                self._uploads.append(
+                    self._uploader.submit(self._upload, path, footer, entries, size)
+                )
+            except BaseException:
+                self._handed.discard(path)
+                self._slots.release()
+                raise
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
         finally:
             self._spools.pop(path, None)
+
+    def _upload(self, path: str, footer: bytes, entries: list[PackEntry], size: int) -> None:
+        """On an upload thread: store a pack (the file is consumed), then record its chunks
+        as stored by this upload, for its index."""
+        try:
+            pack = self.store.put_pack(path, footer)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        finally:
+            self._handed.discard(path)
+            self._slots.release()
         with self._done:  # not self._lock: a flush holds it while waiting for this thread
             self.store.index_pack(pack, entries)
             self._stored.extend(e.chunk for e in entries)
@@ -269,6 +316,23 @@ class PackWriter:
             self.new_bytes += size
             self.new_objects += 1
 
+    def _raise_failed_upload(self) -> None:
+        """The error of the first upload that failed, if one has."""
+        for future in self._uploads:
+            if future.done() and future.exception() is not None:
+                future.result()
+        self._uploads = [f for f in self._uploads if not f.done()]
+
+    def _wait_uploads(self) -> None:
+        """Until every pack handed to the uploader is stored; the first error, in order,
+        once none is still being stored (an index must wait for them all)."""
+        from concurrent.futures import wait
+
+        wait(self._uploads)
+        for future in self._uploads:
+            future.result()
+        self._uploads = []
+
     def finish(self) -> UploadStats:
         """Wait for every chunk and pack, then write the index of this upload."""
         self._drain(0)
@@ -276,6 +340,7 @@ class PackWriter:
             self._flush_locked()
         while self._tasks:
             self._tasks.popleft().result()
+        self._wait_uploads()  # every pack stored before the index that names them
         with self._lock, self._done:
             if self._stored:
                 _, size = self.store.write_index(self._stored)

@@ -11,6 +11,7 @@ retry finds it there, and it is recognised by its nonce.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,9 @@ from ..format.record import (
     encode_forgotten,
     encode_record,
 )
+from .backend import Created
 from .chunkstore import ChunkStore
+from .overlap import Overlap
 
 if TYPE_CHECKING:
     from ..format.spec import VersionSpec
@@ -108,29 +111,59 @@ def forget_version(store: ChunkStore, name: str, number: int, who: str, when: st
     return True
 
 
-def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
-    """Create the record under the next free number; return it with that number.
+@dataclasses.dataclass(frozen=True, slots=True)
+class Start:
+    """Where a publish starts (:func:`publish_start`): the version an earlier attempt with
+    the same nonce published (its answer lost), or else the number to try first."""
+
+    number: int
+    published: VersionRecord | None = None
+
+
+def publish_start(store: ChunkStore, name: str, nonce: str) -> Start:
+    """List ``versions/<name>/`` and read its ``RECENT`` newest records (at once, on a
+    remote store): one of them may hold ``nonce``, published by an attempt whose answer was
+    lost. Else the first number to try is the largest + 1, or 1."""
+    numbers = version_numbers(store, name)
+    recent = list(reversed(numbers[-RECENT:]))
+    with Overlap(not store.backend.is_local) as overlap:
+        entries = overlap.map(functools.partial(_recent_entry, store, name), recent)
+    for n, earlier in zip(recent, entries, strict=True):
+        if earlier is not None and earlier.nonce == nonce:
+            return Start(n, _published(earlier))
+    return Start((numbers[-1] + 1) if numbers else 1)
+
+
+def _recent_entry(store: ChunkStore, name: str, number: int) -> VersionRecord | Forgotten | None:
+    try:
+        return read_entry(store, name, number)
+    except IntegrityError:
+        return None  # a damaged record (fsck names it) must not stop every later commit
+
+
+def publish_version(
+    store: ChunkStore, record: VersionRecord, start: Start | None = None
+) -> VersionRecord:
+    """Create the record under the next free number; return it with that number. ``start``:
+    :func:`publish_start`'s answer, if the caller asked for it already (alongside its own
+    requests; it has then also read the store config).
 
     A create that fails in passing is retried on the same number (by the backend); if it had
     in fact succeeded, the retry finds the record and recognises it by its nonce, so a lost
     response is no conflict.
     """
-    _ = store.config  # a store this datavc can write (and not a bare folder)
-    numbers = version_numbers(store, record.name)
-    for n in reversed(numbers[-RECENT:]):
-        try:
-            earlier = read_entry(store, record.name, n)
-        except IntegrityError:
-            continue  # a damaged record (fsck names it) must not stop every later commit
-        if earlier.nonce == record.nonce:  # published before, by an attempt whose answer was lost
-            return _published(earlier)
-    number = (numbers[-1] + 1) if numbers else 1
+    if start is None:
+        _ = store.config  # a store this datavc can write (and not a bare folder)
+        start = publish_start(store, record.name, record.nonce)
+    if start.published is not None:  # published before, by an attempt whose answer was lost
+        return start.published
+    number = start.number
     for _ in range(MAX_PUBLISH_TRIES):
         candidate = dataclasses.replace(record, version=number)
         key = f"versions/{record.name}/{number}.json"
         data = encode_record(candidate)
         try:
-            created = store.backend.create_exclusive(key, data)
+            created = store.backend.create(key, data)
         except StoreUnreachable:
             # The backend's retries are spent, but the create may have succeeded with only
             # its answer lost: one look settles it (our nonce there means it did).
@@ -138,7 +171,9 @@ def publish_version(store: ChunkStore, record: VersionRecord) -> VersionRecord:
             if mine is None:
                 raise
             return mine
-        if created:
+        if created is Created.CONFIRMED:  # the answer confirms the store keeps these bytes
+            return candidate
+        if created is Created.CREATED:
             _check_kept(store, key, data)
             return candidate
         try:

@@ -73,6 +73,8 @@ def _refuse_unsaved(ws: Workspace, ds: Dataset, target: list[FileEntry]) -> None
         for e in ws.tree_entries(ds.staged.root):
             needed.setdefault(f"{e.path} (added, not committed)", e.hash)
     saved = {e.hash for e in target}
+    if all(h in saved for h in needed.values()):
+        return  # nothing to lose (a fresh clone has nothing there): no version is read
     for root in _trees_to_compare(ws, ds):
         if all(h in saved for h in needed.values()):
             return

@@ -8,11 +8,12 @@ staged state dropped. ``-a`` re-adds every tracked dataset first, under the same
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import BadInput, DatasetNotFound, UsageError
 from ..format.record import CommitStats, DerivedFrom, VersionRecord
 from ..store import versions
+from ..store.overlap import Overlap
 from .add import add_locked, new_nonce
 from .git import git, git_author
 from .lock import workspace_lock
@@ -78,7 +79,19 @@ def _publish(
     derived_from: tuple[DerivedFrom, ...],
     run: str | None,
 ) -> VersionRecord:
-    _check_still_stored(ws, ds.name, staged)
+    """The checks before the record and the listing of the dataset's versions are sent
+    at once (on a remote store each is a round trip); then the record is created."""
+    store = ws.store
+    nonce = staged.nonce or new_nonce()
+    with Overlap(not store.backend.is_local) as overlap:
+        config = overlap.start(lambda: store.config)  # a store this datavc can write
+        start = overlap.start(lambda: versions.publish_start(store, ds.name, nonce))
+        stored = overlap.start(lambda: _check_still_stored(ws, ds.name, staged))
+        author = git_author(ws.root)
+        head = git(ws.root, "rev-parse", "HEAD")
+        config.result()  # its error first: no store at all is what to say
+        stored.result()
+        first = start.result()
     record = VersionRecord(
         name=ds.name,
         version=0,
@@ -86,10 +99,10 @@ def _publish(
         tree=staged.tree,
         parent=ds.pointer.version if ds.pointer else None,
         message=message,
-        author=git_author(ws.root),
+        author=author,
         time=_utc_now(),
-        git_head=git(ws.root, "rev-parse", "HEAD"),
-        nonce=staged.nonce or new_nonce(),
+        git_head=head,
+        nonce=nonce,
         root=staged.root,
         stats=CommitStats(
             staged.files, staged.bytes, staged.new_bytes, staged.new_chunks, staged.new_objects
@@ -97,7 +110,7 @@ def _publish(
         run=run,
         derived_from=derived_from,
     )
-    record = versions.publish_version(ws.store, record)
+    record = versions.publish_version(store, record, first)
     ws.write_pointer(staged.path, record)
     ws.unstage(ds.name)
     return record
@@ -107,31 +120,42 @@ def _check_still_stored(ws: Workspace, name: str, staged: Staged) -> None:
     """A staged snapshot is published only if gc has neither deleted nor condemned what it
     needs: its pages, and the packs their hints name (which add checked when it staged
     them), unless written anew since they were condemned. Staged long ago, before a gc
-    run, it must be added again (which stores anew what is gone). One listing of the packs
-    and gc records, one existence check per page."""
+    run, it must be added again (which stores anew what is gone). The gc records, the
+    listing of the packs and an existence check of each page are sent at once."""
     from ..format.tree import decode_page
     from ..store.gc import read_condemned
 
     store = ws.store
-    condemned = read_condemned(store)
-    packs = {i.name: i for i in store.backend.list_detail("packs")}
-    pages = None  # listed only if a gc record names one of the staged pages (rare)
-    for page in staged.root.pages:
+    pages = staged.root.pages
+    with Overlap(not store.backend.is_local) as overlap:
+        condemned_at = overlap.start(lambda: read_condemned(store))
+        packs_at = overlap.start(lambda: store.backend.list_detail("packs"))
+        found = overlap.map(lambda p: store.backend.exists(f"trees/{p.id}"), pages)
+        condemned = condemned_at.result()
+        packs = {i.name: i for i in packs_at.result()}
+    listed = None  # trees listed only if a gc record names one of the staged pages (rare)
+    kept = []
+    for page, exists in zip(pages, found, strict=True):
         if page.id in condemned.since:
-            if pages is None:
-                pages = {i.name: i for i in store.backend.list_detail("trees")}
-            gone = condemned.at_risk(page.id, pages.get(page.id))
-        else:
-            gone = not store.backend.exists(f"trees/{page.id}")
-        if not gone:
-            key = f"trees/{page.id}"
-            _, hints = decode_page(store.read_object("trees", page.id), key, page.content)
-            gone = any(condemned.at_risk(p, packs.get(p)) for p in hints.packs)
-        if gone:
-            raise UsageError(
-                f"{name}: data staged by add has since been removed or condemned by gc: "
-                f"run 'datavc add {staged.path}' again, then commit"
-            )
+            if listed is None:
+                listed = {i.name: i for i in store.backend.list_detail("trees")}
+            exists = not condemned.at_risk(page.id, listed.get(page.id))
+        if not exists:
+            _staged_gone(name, staged)
+        kept.append(page)
+    with Overlap(not store.backend.is_local) as overlap:  # the cache has them, usually
+        data = overlap.map(lambda p: store.read_object("trees", p.id), kept)
+    for page, page_bytes in zip(kept, data, strict=True):
+        _, hints = decode_page(page_bytes, f"trees/{page.id}", page.content)
+        if any(condemned.at_risk(p, packs.get(p)) for p in hints.packs):
+            _staged_gone(name, staged)
+
+
+def _staged_gone(name: str, staged: Staged) -> NoReturn:
+    raise UsageError(
+        f"{name}: data staged by add has since been removed or condemned by gc: "
+        f"run 'datavc add {staged.path}' again, then commit"
+    )
 
 
 def _utc_now() -> str:
