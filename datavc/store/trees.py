@@ -7,6 +7,7 @@ location hints go to the chunk store, so reading its files' chunks needs no inde
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -168,29 +169,51 @@ class TreeWriter:
         the packs its hints name and its attached bytes; a spliced one with None and its
         token."""
         assert not self._attach_due and self.cutter.empty
+        from collections import deque
+
+        from .overlap import WORKERS, Overlap
+
         spill = self._spill
         spill.seek(0)
         pages: list[PageRef] = []
-        for item in self._order:
-            if isinstance(item, tuple):
-                pages.append(item[0])
-                if on_page is not None:
-                    on_page(item[0], None, item[1])
-                continue
-            content = _read_exact(spill, _U32.unpack(_read_exact(spill, 4))[0])
-            (count,) = _U32.unpack(_read_exact(spill, 4))
-            table = _read_exact(spill, count * DIGEST_SIZE)
-            recipe = [
-                ChunkId(table[i : i + DIGEST_SIZE]) for i in range(0, len(table), DIGEST_SIZE)
-            ]
-            data, packs = encode_page_parts(content, recipe, self.store.locate_stored)
-            del content, table
-            attached = _read_exact(spill, _U32.unpack(_read_exact(spill, 4))[0])
-            pid = self.store.write_object("trees", data)
-            ref = PageRef(pid, item.first, item.last, item.files, item.bytes, item.content)
+        # pages are written several at once to a remote store (each PUT waits a round
+        # trip), at most 2 x WORKERS held at a time; handed to on_page in order
+        pending: deque[tuple[Any, Any, tuple[ObjectId, ...] | None, Any]] = deque()
+
+        def settle_one() -> None:
+            written, item, packs, extra = pending.popleft()
+            ref = item
+            if written is not None:
+                pid = written.result()
+                ref = PageRef(pid, item.first, item.last, item.files, item.bytes, item.content)
             pages.append(ref)
             if on_page is not None:
-                on_page(ref, packs, attached)
+                on_page(ref, packs, extra)
+
+        with Overlap(not self.store.backend.is_local) as overlap:
+            for item in self._order:
+                if isinstance(item, tuple):
+                    pending.append((None, item[0], None, item[1]))
+                else:
+                    content = _read_exact(spill, _U32.unpack(_read_exact(spill, 4))[0])
+                    (count,) = _U32.unpack(_read_exact(spill, 4))
+                    table = _read_exact(spill, count * DIGEST_SIZE)
+                    recipe = [
+                        ChunkId(table[i : i + DIGEST_SIZE])
+                        for i in range(0, len(table), DIGEST_SIZE)
+                    ]
+                    data, packs = encode_page_parts(content, recipe, self.store.locate_stored)
+                    del content, table
+                    attached = _read_exact(spill, _U32.unpack(_read_exact(spill, 4))[0])
+                    written = overlap.start(
+                        functools.partial(self.store.write_object, "trees", data)
+                    )
+                    pending.append((written, item, packs, attached))
+                    del data
+                while len(pending) > 2 * WORKERS or (pending and pending[0][0] is None):
+                    settle_one()
+            while pending:
+                settle_one()
         return TreeRoot(self.files, self.bytes, tuple(pages), CUT_RULE)
 
 
