@@ -57,6 +57,7 @@ from datavc.format.tree import (
     encode_page,
     encode_root,
     find_in_page,
+    page_packs,
     snapshot_id,
     split_pages,
 )
@@ -445,6 +446,10 @@ def test_find_in_page_agrees_with_decoding_the_page(
                 want.codec,
             )
             assert got.plain_length == length or len({n for c, n in e.chunks if c == cid}) > 1
+    _, hints = decode_page(page_bytes, "trees/t", content)
+    assert page_packs(page_bytes, "trees/t", content) == hints.packs  # the pack table alone
+    with pytest.raises(CorruptObject):
+        page_packs(page_bytes, "trees/t", "0" * 64)
     absent = data.draw(st.text(max_size=5).filter(lambda p: p not in {e.path for e in entries}))
     assert find_in_page(page_bytes, "trees/t", content, absent) == (None, {})
     with pytest.raises(CorruptObject):

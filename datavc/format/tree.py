@@ -222,6 +222,24 @@ def decode_page(
         raise CorruptObject(obj, "tree page is truncated or malformed") from None
 
 
+def page_packs(data: bytes, obj: str, content: str | None) -> tuple[ObjectId, ...]:
+    """The packs a page's hints name (its pack table), without decoding its entries; with
+    ``content``, the page's content must hash to it."""
+    try:
+        body, content_bytes = _page_body(data, obj, content)
+        pos = _U32.size + len(content_bytes)
+        (npacks,) = _U32.unpack_from(body, pos)
+        pos += _U32.size
+        if pos + npacks * DIGEST_SIZE > len(body):
+            raise struct.error("short pack table")
+        return tuple(
+            ObjectId(body[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
+            for i in range(npacks)
+        )
+    except (struct.error, IndexError):
+        raise CorruptObject(obj, "tree page is truncated or malformed") from None
+
+
 def find_in_page(
     data: bytes, obj: str, content: str | None, path: str
 ) -> tuple[FileEntry | None, Hints]:

@@ -122,7 +122,7 @@ def _check_still_stored(ws: Workspace, name: str, staged: Staged) -> None:
     them), unless written anew since they were condemned. Staged long ago, before a gc
     run, it must be added again (which stores anew what is gone). The gc records, the
     listing of the packs and an existence check of each page are sent at once."""
-    from ..format.tree import decode_page
+    from ..format.tree import page_packs
     from ..store.gc import read_condemned
 
     store = ws.store
@@ -144,11 +144,16 @@ def _check_still_stored(ws: Workspace, name: str, staged: Staged) -> None:
             _staged_gone(name, staged)
         kept.append(page)
     with Overlap(not store.backend.is_local) as overlap:  # the cache has them, usually
-        data = overlap.map(lambda p: store.read_object("trees", p.id), kept)
-    for page, page_bytes in zip(kept, data, strict=True):
-        _, hints = decode_page(page_bytes, f"trees/{page.id}", page.content)
-        if any(condemned.at_risk(p, packs.get(p)) for p in hints.packs):
-            _staged_gone(name, staged)
+        for start in range(0, len(kept), WINDOW):  # a window at a time: memory stays small
+            window = kept[start : start + WINDOW]
+            data = overlap.map(lambda p: store.read_object("trees", p.id), window)
+            for page, page_bytes in zip(window, data, strict=True):
+                named = page_packs(page_bytes, f"trees/{page.id}", page.content)
+                if any(condemned.at_risk(p, packs.get(p)) for p in named):
+                    _staged_gone(name, staged)
+
+
+WINDOW = 32  # staged pages read at once by the check before a commit
 
 
 def _staged_gone(name: str, staged: Staged) -> NoReturn:
