@@ -152,10 +152,10 @@ def add(
     finally:
         if client is not None:
             client.close()
-    s, d = result.staged, result.diff
+    s, (added, modified, removed) = result.staged, result.counts
     typer.echo(
         f"{s.name}: staged {s.files} files, {size(s.bytes)} "
-        f"({len(d.added)} added, {len(d.modified)} modified, {len(d.removed)} removed); "
+        f"({added} added, {modified} modified, {removed} removed); "
         f"new data stored: {size(s.new_bytes)}"
     )
 
