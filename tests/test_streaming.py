@@ -17,7 +17,9 @@ from helpers import rand, write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datavc.errors import UnsafePath
+from datavc.errors import CorruptObject, UnsafePath
+from datavc.format.hashing import ChunkId, ObjectId
+from datavc.format.packfile import CODEC_RAW, IndexTable, Location, LocationTable, encode_index
 from datavc.format.paths import SortedPathCheck, check_paths
 from datavc.store.files import iter_scan, scan
 from datavc.workspace import statcache
@@ -298,3 +300,52 @@ def test_add_stores_again_what_a_lost_pack_held(ws: Workspace, trusted: None) ->
     datavc.materialize("d@v2", str(out), store=str(store))
     assert (out / "020" / "02001.txt").read_bytes() == b"edited\n"
     assert (out / "049" / "04999.txt").read_bytes() == b"file 4999\n"
+
+
+# -- the index searched in place ---------------------------------------------------------
+
+
+def _place(rng: random.Random) -> Location:
+    pack = ObjectId(f"{rng.randrange(4):064x}")
+    length = rng.randrange(1, 5000)
+    return Location(pack, rng.randrange(8, 1 << 30), length, length, CODEC_RAW)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.lists(st.integers(0, 3), max_size=40))
+def test_index_table_answers_as_the_dict_table_does(seed: int, ops: list[int]) -> None:
+    """Two index objects naming some chunks twice, then puts, preferred places and drops:
+    the table searched in place gives every answer the dict table gives."""
+    rng = random.Random(seed)
+    ids = [ChunkId(rng.randbytes(32)) for _ in range(60)]
+    objects = [encode_index({c: _place(rng) for c in rng.sample(ids, 30)}) for _ in range(2)]
+    plain, searched = LocationTable(), IndexTable()
+    for table in (plain, searched):
+        for i, data in enumerate(objects):
+            table.add_index(data, f"index/{i}")
+    for op in ops:
+        cid, loc = rng.choice(ids), _place(rng)
+        for table in (plain, searched):
+            if op == 0:
+                table.put(cid, loc)
+            elif op == 1 and table.locations(cid):
+                table.prefer(cid, table.locations(cid)[-1])
+            elif op == 2:
+                table.drop(cid)
+    for cid in ids:
+        assert searched.get(cid) == plain.get(cid)
+        assert searched.locations(cid) == plain.locations(cid)
+        assert (cid in searched) == (cid in plain)
+    assert dict(searched.items()) == dict(plain.items())
+    assert searched.encode_index() == plain.encode_index()
+
+
+def test_index_table_refuses_an_impossible_entry_when_it_is_found() -> None:
+    cid = ChunkId(bytes(32))
+    good = Location(ObjectId("1" * 64), 8, 10, 10, CODEC_RAW)
+    data = bytearray(encode_index({cid: good}))
+    data[-5:-1] = (1 << 30).to_bytes(4, "little")  # a plain length no chunk has
+    table = IndexTable()
+    table.add_index(bytes(data), "index/x")
+    with pytest.raises(CorruptObject):
+        table.get(cid)

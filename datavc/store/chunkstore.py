@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFound
 from ..format.hashing import ChunkId, ObjectId, file_hasher, is_object_id, object_id
-from ..format.packfile import Location, LocationTable, PackEntry
+from ..format.packfile import IndexTable, Location, LocationTable, PackEntry
 from .backend import Backend
 from .overlap import Overlap
 
@@ -45,7 +45,7 @@ class ChunkStore:
         self.backend = backend
         self._config = config
         self.cache = cache
-        self._index = LocationTable()
+        self._index = IndexTable()  # the loaded index objects, searched in place
         self._hints = LocationTable()
         self._indexes_loaded: set[str] = set()
         self._lock = threading.Lock()
