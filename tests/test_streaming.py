@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from datavc.errors import CorruptObject, UnsafePath
 from datavc.format.hashing import ChunkId, ObjectId
-from datavc.format.packfile import CODEC_RAW, IndexTable, Location, LocationTable, encode_index
+from datavc.format.indextable import IndexTable
+from datavc.format.packfile import CODEC_RAW, Location, LocationTable, encode_index
 from datavc.format.paths import SortedPathCheck, check_paths
 from datavc.store.files import iter_scan, scan
 from datavc.workspace import statcache

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFound
 from ..format.hashing import ChunkId, ObjectId, file_hasher, is_object_id, object_id
-from ..format.packfile import IndexTable, Location, LocationTable, PackEntry
+from ..format.indextable import IndexTable
+from ..format.packfile import Location, LocationTable, PackEntry
 from .backend import Backend
 from .overlap import Overlap
 
