@@ -148,15 +148,22 @@ class _KillFirstShard(WorkerPlugin):  # type: ignore[misc]
         except FileExistsError:
             return  # another shard, or the second attempt: left alone
 
+        own = os.path.join(os.path.realpath(self.packs), ".tmp-pack")
+
         def writing() -> bool:
-            try:
-                return any(n.startswith(".tmp-pack") for n in os.listdir(self.packs))
-            except FileNotFoundError:
-                return False  # the store's first pack: its folder is not there yet
+            """This worker has a pack of its own open (another worker's does not count:
+            this one must die leaving a pack half written)."""
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    if os.readlink(f"/proc/self/fd/{fd}").startswith(own):
+                        return True
+                except OSError:
+                    continue  # closed since listed
+            return False
 
         def kill_once_writing() -> None:
             while not writing():
-                threading.Event().wait(0.0005)
+                threading.Event().wait(0.002)
             os._exit(1)
 
         threading.Thread(target=kill_once_writing, daemon=True).start()
