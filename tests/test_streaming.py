@@ -17,7 +17,7 @@ from helpers import rand, write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datavc.errors import CorruptObject, UnsafePath
+from datavc.errors import CorruptObject, UnsafePath, UsageError
 from datavc.format.hashing import ChunkId, ObjectId
 from datavc.format.indextable import IndexTable
 from datavc.format.packfile import CODEC_RAW, Location, LocationTable, encode_index
@@ -350,3 +350,26 @@ def test_index_table_refuses_an_impossible_entry_when_it_is_found() -> None:
     table.add_index(bytes(data), "index/x")
     with pytest.raises(CorruptObject):
         table.get(cid)
+
+
+def test_commit_refuses_a_staged_page_whose_pack_is_gone(ws: Workspace, trusted: None) -> None:
+    """Staged, then the store loses the pack (its page is still there): commit refuses
+    with one line naming the fix, and the add it names stores the data again."""
+    data = Path(ws.root) / "d"
+    many(data, 300)
+    staged = ws.add(str(data)).staged
+    store = Path(ws.root).parent / "store"
+    for pack in (store / "packs").iterdir():
+        pack.unlink()
+    with pytest.raises(UsageError, match="run 'datavc add d' again"):
+        Workspace(ws.root).commit([staged.name], "v1")
+    again = Workspace(ws.root).add(str(data))
+    assert again.staged.tree == staged.tree
+    assert list((store / "packs").iterdir()), "stored again"
+    (rec,), _ = Workspace(ws.root).commit([staged.name], "v1")
+    assert rec.version == 1
+    import datavc
+
+    out = Path(ws.root).parent / "out"
+    datavc.materialize("d@v1", str(out), store=str(store))
+    assert (out / "002" / "00299.txt").read_bytes() == b"file 299\n"
