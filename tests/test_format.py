@@ -609,6 +609,20 @@ def test_root_round_trip_and_rejects_damage() -> None:
             decode_root(bad, "trees/r")
 
 
+def test_root_cut_rule_is_kept_checked_and_covered() -> None:
+    """A root cut by the path rule says "cut":1, which round-trips and is covered by the
+    snapshot id; any other value, or a non-integer, is refused."""
+    plain = root_of(list(split_pages(many_entries(300))))
+    cut = dataclasses.replace(plain, cut=1)
+    data = encode_root(cut)
+    assert b'"cut":1' in data and decode_root(data, "trees/r") == cut
+    assert b'"cut"' not in encode_root(plain) and snapshot_id(cut) != snapshot_id(plain)
+    doc = json.loads(data)
+    for value in (0, 2, -1, "1", True, None):
+        with pytest.raises(CorruptObject, match="trees/r"):
+            decode_root(json.dumps({**doc, "cut": value}).encode(), "trees/r")
+
+
 # -- pointer files --------------------------------------------------------------------------
 
 pointers = st.builds(
