@@ -50,6 +50,14 @@ def many(folder: Path, n: int = N) -> None:
         write(folder / f"{i // 100:03d}" / f"{i:05d}.txt", b"file %d\n" % i)
 
 
+def from_nothing(data: Path, scratch: Path) -> str:
+    """The snapshot id of a copy of ``data`` added in a new workspace with its own store."""
+    scratch.mkdir()
+    init_workspace(str(scratch), str(scratch / ".store"))
+    shutil.copytree(data, scratch / "d")
+    return Workspace(str(scratch)).add(str(scratch / "d")).staged.tree
+
+
 # -- scan order and path rules ----------------------------------------------------------------
 
 
@@ -128,11 +136,7 @@ def test_add_of_a_few_changes_reads_and_writes_only_their_pages(
     assert len(kept) >= len(new_pages) - 4  # each change rewrote about one page
     assert len(page_reads(again)) <= 3, "only the changed pages are read"
     # The same files added from nothing give the same snapshot: cuts depend on the files.
-    scratch = Path(ws.root).parent / "scratch"
-    scratch.mkdir()
-    init_workspace(str(scratch), str(Path(ws.root).parent / "store2"))
-    os.rename(data, scratch / "d")
-    assert Workspace(str(scratch)).add(str(scratch / "d")).staged.tree == result.staged.tree
+    assert from_nothing(data, Path(ws.root).parent / "scratch") == result.staged.tree
 
 
 def test_removing_the_file_a_page_ends_at_joins_two_pages(ws: Workspace, trusted: None) -> None:
@@ -149,11 +153,7 @@ def test_removing_the_file_a_page_ends_at_joins_two_pages(ws: Workspace, trusted
     new = result.staged.root.pages
     assert pages[2].id not in {p.id for p in new}  # joined with what was left of page 1
     assert pages[3].id in {p.id for p in new}  # and the cuts are back after it
-    scratch = Path(ws.root).parent / "scratch"
-    scratch.mkdir()
-    init_workspace(str(scratch), str(Path(ws.root).parent / "store2"))
-    shutil.copytree(data, scratch / "d")
-    assert Workspace(str(scratch)).add(str(scratch / "d")).staged.tree == result.staged.tree
+    assert from_nothing(data, Path(ws.root).parent / "scratch") == result.staged.tree
 
 
 def test_status_of_a_changed_file_reads_one_group(ws: Workspace, trusted: None) -> None:
@@ -233,12 +233,7 @@ def test_many_random_edits_keep_add_exact(ws: Workspace, trusted: None) -> None:
         for k in range(5):
             write(data / f"{rng.randrange(60):03d}" / f"n{round_}-{k}.txt", b"n")
         staged = Workspace(ws.root).add(str(data)).staged
-        scratch = Path(ws.root).parent / f"scratch{round_}"
-        scratch.mkdir()
-        init_workspace(str(scratch), str(scratch / ".store"))
-        copy = scratch / "d"
-        shutil.copytree(data, copy)
-        assert Workspace(str(scratch)).add(str(copy)).staged.tree == staged.tree
+        assert from_nothing(data, Path(ws.root).parent / f"scratch{round_}") == staged.tree
 
 
 def test_status_without_a_cache_keeps_seeing_the_change(ws: Workspace, trusted: None) -> None:

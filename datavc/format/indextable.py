@@ -3,11 +3,11 @@ as the format requires, kept as the object's bytes and binary-searched."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 
 from ..errors import CorruptObject
-from .hashing import ChunkId, ObjectId
-from .packfile import INDEX_ROW, PLACE_ROW, HintRow, Location, LocationTable, plausible
+from .hashing import ChunkId
+from .packfile import INDEX_ROW, PLACE_ROW, Location, LocationTable, plausible
 
 
 class _SortedRows:
@@ -95,39 +95,8 @@ class IndexTable(LocationTable):
                 return row
         return None
 
-    def _put_row(self, cid: ChunkId, row: bytes) -> None:
-        first = self._first_row(cid)
-        if first is None:
-            self._rows[cid] = row
-        elif first != row:
-            more = self._more.setdefault(cid, [])
-            if row not in more:
-                more.append(row)
-
-    def prefer(self, cid: ChunkId, loc: Location) -> None:
-        row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
-        wanted = PLACE_ROW.pack(*row, loc.codec)
-        first = self._first_row(cid)
-        if first is None or first == wanted:
-            return
-        more = self._more.setdefault(cid, [])
-        if wanted in more:
-            more.remove(wanted)
-        more.insert(0, first)
-        self._rows[cid] = wanted
-
     def locations(self, cid: ChunkId) -> list[Location]:
         return [self._location(row) for row in self._rows_of(cid)]
-
-    def put_hints(self, packs: Sequence[ObjectId], rows: Iterable[HintRow]) -> None:
-        numbers = [self._number(p) for p in packs]
-        for cid, number, offset, stored, plain, codec in rows:
-            if self._first_row(cid) is None:
-                self._rows[cid] = PLACE_ROW.pack(numbers[number], offset, stored, plain, codec)
-
-    def get(self, cid: ChunkId) -> Location | None:
-        row = self._first_row(cid)
-        return None if row is None else self._location(row)
 
     def drop(self, cid: ChunkId) -> None:
         self._rows.pop(cid, None)

@@ -268,9 +268,15 @@ class LocationTable:
         row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
         self._put_row(cid, _ROW.pack(*row, loc.codec))
 
+    def _first_row(self, cid: ChunkId) -> bytes | None:
+        """The place :meth:`get` gives, packed (a subclass may keep places elsewhere)."""
+        return self._rows.get(cid)
+
     def _put_row(self, cid: ChunkId, row: bytes) -> None:
-        first = self._rows.setdefault(cid, row)
-        if first != row:
+        first = self._first_row(cid)
+        if first is None:
+            self._rows[cid] = row
+        elif first != row:
             more = self._more.setdefault(cid, [])
             if row not in more:
                 more.append(row)
@@ -279,7 +285,7 @@ class LocationTable:
         """Make ``loc`` (put already) the place :meth:`get` gives for ``cid``."""
         row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
         wanted = _ROW.pack(*row, loc.codec)
-        first = self._rows.get(cid)
+        first = self._first_row(cid)
         if first is None or first == wanted:
             return
         more = self._more.setdefault(cid, [])
@@ -304,11 +310,11 @@ class LocationTable:
         numbers = [self._number(p) for p in packs]
         table, pack = self._rows, _ROW.pack
         for cid, number, offset, stored, plain, codec in rows:
-            if cid not in table:
+            if self._first_row(cid) is None:
                 table[cid] = pack(numbers[number], offset, stored, plain, codec)
 
     def get(self, cid: ChunkId) -> Location | None:
-        row = self._rows.get(cid)
+        row = self._first_row(cid)
         return None if row is None else self._location(row)
 
     def drop(self, cid: ChunkId) -> None:
