@@ -3,11 +3,21 @@ as the format requires, kept as the object's bytes and binary-searched."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 from ..errors import CorruptObject
-from .hashing import ChunkId
-from .packfile import INDEX_ROW, PLACE_ROW, Location, LocationTable, plausible
+from .hashing import ChunkId, ObjectId
+from .packfile import (
+    INDEX_MAGIC,
+    INDEX_ROW,
+    PLACE_ROW,
+    U32,
+    Location,
+    LocationTable,
+    footer_entries_of,
+    plausible,
+)
 
 
 class _SortedRows:
@@ -64,8 +74,26 @@ class IndexTable(LocationTable):
     def __init__(self) -> None:
         super().__init__()
         self._tables: list[_SortedRows] = []
+        self._new: list[NewRows] = []  # what uploads of this process stored
         # chunks dropped: the tables loaded before the drop no longer give their places
         self._dropped: dict[ChunkId, int] = {}
+
+    def attach(self, rows: NewRows) -> None:
+        """Search ``rows`` too (an upload's, filled as its packs are stored), before the
+        loaded tables: where this process put a chunk is checked already."""
+        self._new.append(rows)
+
+    def detach(self, rows: NewRows) -> None:
+        """Forget an upload's rows (it failed: no index object will name them)."""
+        self._new = [r for r in self._new if r is not rows]
+
+    def _new_row(self, cid: ChunkId) -> bytes | None:
+        for rows in self._new:
+            loc = rows.find(cid)
+            if loc is not None:
+                row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
+                return PLACE_ROW.pack(*row, loc.codec)
+        return None
 
     def add_index(self, data: bytes, obj: str) -> None:
         numbers, pos, count = self._index_header(data, obj)
@@ -78,6 +106,9 @@ class IndexTable(LocationTable):
         first = self._rows.get(cid)
         if first is not None:
             found.append(first)
+        new = self._new_row(cid) if self._new else None
+        if new is not None and new not in found:
+            found.append(new)
         for table in self._tables[self._dropped.get(cid, 0) :]:
             row = table.find(cid)
             if row is not None and row not in found:
@@ -89,6 +120,10 @@ class IndexTable(LocationTable):
         row = self._rows.get(cid)
         if row is not None:
             return row
+        if self._new:
+            row = self._new_row(cid)
+            if row is not None:
+                return row
         for table in self._tables[self._dropped.get(cid, 0) :]:
             row = table.find(cid)
             if row is not None:
@@ -101,6 +136,8 @@ class IndexTable(LocationTable):
     def drop(self, cid: ChunkId) -> None:
         self._rows.pop(cid, None)
         self._more.pop(cid, None)
+        for rows in self._new:
+            rows.drop(cid)
         if any(t.find(cid) is not None for t in self._tables):
             self._dropped[cid] = len(self._tables)
 
@@ -115,6 +152,11 @@ class IndexTable(LocationTable):
         for cid in self._rows:
             seen.add(cid)
             yield cid
+        for rows in self._new:
+            for cid in rows:
+                if cid not in seen:
+                    seen.add(cid)
+                    yield cid
         for n, table in enumerate(self._tables):
             for cid, _ in table:
                 if cid not in seen and self._dropped.get(cid, 0) <= n:
@@ -132,3 +174,109 @@ class IndexTable(LocationTable):
         if found is None:
             raise KeyError(cid)
         return found
+
+
+BUCKETS = 1 << 16  # NewRows buckets, by a chunk id's first two bytes
+
+
+class NewRows:
+    """The chunks one upload stored, as index rows (53 bytes each, pack numbers local to
+    these rows) in 65,536 buckets by the first two bytes of their ids, which are uniform:
+    a chunk is found by a byte search of one bucket, about 15 rows for a million chunks.
+    About 60 bytes a chunk, where a dict row, a footer row and a list entry took some 400,
+    so a first add of a million files does not hold hundreds of MiB. The upload's index
+    object is written from them (:meth:`encode`). Thread-safe."""
+
+    def __init__(self) -> None:
+        self.packs: list[ObjectId] = []
+        self._buckets: list[bytearray | None] = [None] * BUCKETS
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add_pack(self, pack: ObjectId, footer: bytes) -> None:
+        """Take in the chunks of a pack just stored, as its footer (built by this process)
+        lists them; a chunk known already keeps its place."""
+        with self._lock:
+            number = len(self.packs)
+            self.packs.append(pack)
+            buckets, pack_row = self._buckets, INDEX_ROW.pack
+            for cid, offset, stored, plain, codec in footer_entries_of(footer):
+                if self._at(cid) is not None:
+                    continue
+                key = (cid[0] << 8) | cid[1]
+                bucket = buckets[key]
+                if bucket is None:
+                    bucket = buckets[key] = bytearray()
+                bucket += pack_row(cid, number, offset, stored, plain, codec)
+                self.count += 1
+
+    def _at(self, cid: bytes) -> tuple[bytearray, int] | None:
+        """The bucket holding ``cid``'s row and where the row starts (a match must start
+        at a row's boundary: an id could in principle span two rows' bytes)."""
+        bucket = self._buckets[(cid[0] << 8) | cid[1]]
+        if bucket is None:
+            return None
+        at = bucket.find(cid)
+        while at >= 0 and at % INDEX_ROW.size:
+            at = bucket.find(cid, at + 1)
+        return None if at < 0 else (bucket, at)
+
+    def find(self, cid: bytes) -> Location | None:
+        """Where this upload stored ``cid``, or None."""
+        with self._lock:
+            found = self._at(cid)
+            if found is None:
+                return None
+            bucket, at = found
+            _, n, offset, stored, plain, codec = INDEX_ROW.unpack_from(bucket, at)
+        return Location(self.packs[n], offset, stored, plain, codec)
+
+    def drop(self, cid: bytes) -> None:
+        with self._lock:
+            found = self._at(cid)
+            if found is not None:
+                bucket, at = found
+                del bucket[at : at + INDEX_ROW.size]
+                self.count -= 1
+
+    def __iter__(self) -> Iterator[ChunkId]:
+        """The ids, a bucket at a time (a snapshot of each bucket as it is reached)."""
+        size = INDEX_ROW.size
+        for i in range(BUCKETS):
+            with self._lock:
+                bucket = self._buckets[i]
+                data = bytes(bucket) if bucket else b""
+            for at in range(0, len(data), size):
+                yield ChunkId(data[at : at + 32])
+
+    def encode(self) -> Iterator[bytes]:
+        """The index object of these rows, in parts of about 1 MiB: the pack table sorted,
+        then the rows sorted by chunk id, each bucket sorted on its own (the buckets are in
+        id order already). Not to be changed meanwhile (the upload is over)."""
+        order = sorted(range(len(self.packs)), key=self.packs.__getitem__)
+        numbers = [0] * len(order)
+        for new, old in enumerate(order):
+            numbers[old] = new
+        head = bytearray(INDEX_MAGIC)
+        head += U32.pack(len(order))
+        for old in order:
+            head += bytes.fromhex(self.packs[old])
+        head += U32.pack(self.count)
+        yield bytes(head)
+        size = INDEX_ROW.size
+        renumber = numbers != list(range(len(numbers)))
+        out = bytearray()
+        for bucket in self._buckets:
+            if not bucket:
+                continue
+            rows = sorted(bucket[at : at + size] for at in range(0, len(bucket), size))
+            for row in rows:
+                if renumber:
+                    n = U32.unpack_from(row, 32)[0]
+                    row[32:36] = U32.pack(numbers[n])
+                out += row
+            if len(out) >= 1 << 20:
+                yield bytes(out)
+                out.clear()
+        if out:
+            yield bytes(out)

@@ -159,6 +159,20 @@ def pack_footer(entries: Iterable[PackEntry]) -> bytes:
     return b"".join(rows) + _U32.pack(len(rows)) + PACK_END
 
 
+FOOTER_ROW = _PACK_ENTRY  # a footer's entry: chunk id, offset, stored and plain length, codec
+
+
+def footer_from_rows(rows: bytes | bytearray) -> bytes:
+    """A footer whose entries are ``rows`` (:data:`FOOTER_ROW`, in blob order)."""
+    return bytes(rows) + _U32.pack(len(rows) // _PACK_ENTRY.size) + PACK_END
+
+
+def footer_entries_of(footer: bytes) -> Iterator[tuple[bytes, int, int, int, int]]:
+    """The entries of a footer this process built (chunk id, offset, stored and plain
+    length, codec): not checked, as :func:`parse_footer` checks one read from a store."""
+    return _PACK_ENTRY.iter_unpack(memoryview(footer)[: len(footer) - TRAILER_SIZE])
+
+
 def read_pack_footer(data: bytes, obj: str) -> list[PackEntry]:
     """Parse the entries of a whole pack (used by checks and repair tools)."""
     if not data.startswith(PACK_MAGIC):
@@ -234,6 +248,7 @@ def decode_index(data: bytes, obj: str) -> dict[ChunkId, Location]:
 
 
 _ROW = struct.Struct("<IQIIB")
+U32 = _U32
 PLACE_ROW = _ROW  # a place as a LocationTable packs it: pack number, offset, lengths, codec
 INDEX_ROW = _INDEX_ENTRY  # an index object's row: chunk id, pack number, offset, ...
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFound
 from ..format.hashing import ChunkId, ObjectId, file_hasher, is_object_id, object_id
-from ..format.indextable import IndexTable
-from ..format.packfile import Location, LocationTable, PackEntry
+from ..format.indextable import IndexTable, NewRows
+from ..format.packfile import Location, LocationTable
 from .backend import Backend
 from .overlap import Overlap
 
@@ -145,9 +145,19 @@ class ChunkStore:
         its footer, which names every chunk in it (each chunk is checked on read against
         its own id, so hashing the whole pack again would add nothing but a pass)."""
         oid = object_id(footer)
-        key = f"packs/{oid}"
         if oid in self._condemned_packs:  # listed by a gc record: written anew
-            self._refresh(key)
+            self._refresh(f"packs/{oid}")
+        size = os.path.getsize(path)
+        if not self._put_file("packs", oid, path):
+            raise CorruptObject(
+                f"packs/{oid}", f"the store did not keep the {size} bytes of this pack"
+            )
+        return oid
+
+    def _put_file(self, kind: str, oid: ObjectId, path: str) -> bool:
+        """Store the file at ``path`` (consumed) as ``<kind>/<oid>``, and in the cache;
+        False if the store did not keep it whole (it is deleted then)."""
+        key = f"{kind}/{oid}"
         size = os.path.getsize(path)
         if self.cache is not None:
             confirmed = self.backend.put_path(key, path, move=False)
@@ -156,8 +166,8 @@ class ChunkStore:
             confirmed = self.backend.put_path(key, path, move=True)
         if not confirmed and not self._kept(key, size):
             self._refresh(key)
-            raise CorruptObject(key, f"the store did not keep the {size} bytes of this pack")
-        return oid
+            return False
+        return True
 
     def _kept(self, key: str, size: int) -> bool:
         """Whether the object just written has the size written: a store that says it
@@ -247,31 +257,55 @@ class ChunkStore:
         with self._lock:
             self._hints.put_hints(hints.packs, hints.rows)
 
-    def index_pack(self, pack: ObjectId, entries: Sequence[PackEntry]) -> None:
-        """Record where the chunks of a pack just stored are (usable for deduplication by
-        this process at once; by others once :meth:`write_index` names them)."""
-        self.footers().trust(pack, list(entries))
+    def new_rows(self) -> NewRows:
+        """Where an upload records the chunks it stores (:meth:`index_pack`), searched with
+        the index from then on (by this process: others once :meth:`write_index` names them)."""
+        rows = NewRows()
         with self._lock:
-            for e in entries:
-                loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
-                self._index.put(e.chunk, loc)
-                self._index.prefer(e.chunk, loc)  # where this upload put it: checked
+            self._index.attach(rows)
+        return rows
 
-    def unindex(self, ids: Iterable[ChunkId]) -> None:
-        """Forget chunks that were stored but that no index object will name (an upload that
+    def index_pack(self, pack: ObjectId, footer: bytes, rows: NewRows) -> None:
+        """Record where the chunks of a pack just stored are (its ``footer``, as built), in
+        its upload's ``rows``."""
+        rows.add_pack(pack, footer)
+        self.footers().trust(pack, rows)
+
+    def unindex(self, rows: NewRows) -> None:
+        """Forget the chunks an upload stored but that no index object will name (it
         failed): they must not be taken as stored by a later upload."""
         with self._lock:
-            for cid in ids:
-                self._index.drop(cid)
+            self._index.detach(rows)
 
-    def write_index(self, ids: Sequence[ChunkId]) -> tuple[ObjectId, int]:
-        """Write the index object of an upload's chunks (all recorded with
-        :meth:`index_pack`); return its id and size in bytes."""
-        index = self._index.encode_index(ids)
-        name = self.write_object("index", index)
+    def write_index(self, rows: NewRows) -> tuple[ObjectId, int]:
+        """Write the index object of an upload's ``rows`` (through a file, so a
+        million-chunk index is never in memory twice); return its id and size in bytes.
+        A store that did not keep it whole is written to once more, as :meth:`write_object`
+        does."""
+        import tempfile
+
+        for again in (False, True):
+            hasher = file_hasher()
+            fd, path = tempfile.mkstemp(prefix=".tmp-index-", dir=self.spool_dir())
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    for part in rows.encode():
+                        hasher.update(part)
+                        f.write(part)
+                name = ObjectId(hasher.hexdigest())
+                size = os.path.getsize(path)
+                kept = self._put_file("index", name, path)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            if kept:
+                break
+            if again:
+                raise CorruptObject(f"index/{name}", f"the store did not keep the {size} bytes")
+        self.written.add(f"index/{name}")
         with self._lock:
             self._indexes_loaded.add(name)
-        return name, sum(len(part) for part in index)
+        return name, size
 
     def has_chunk(self, cid: ChunkId) -> bool:
         """Whether the store holds the chunk (writers): only if the index names a place

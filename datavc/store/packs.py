@@ -9,6 +9,7 @@ name a pack that is gone, or a place where the chunk is not); fsck and gc read t
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from ..errors import CorruptObject, IntegrityError, ObjectNotFound
 from ..format.hashing import ChunkId, ObjectId, object_id
@@ -24,6 +25,9 @@ from ..format.packfile import (
     parse_footer,
 )
 from .backend import Backend
+
+if TYPE_CHECKING:
+    from ..format.indextable import NewRows
 
 TAIL = 64 << 10  # read from a pack's end at once: the whole footer of ~1,300 chunks
 
@@ -65,25 +69,26 @@ class Footers:
     def __init__(self, backend: Backend, condemned: frozenset[ObjectId] = frozenset()) -> None:
         self._backend = backend
         self._rows: dict[ObjectId, frozenset[bytes]] = {}
+        self._trusted: dict[ObjectId, NewRows] = {}  # packs this process stored
         self._lock = threading.Lock()
         self.condemned = condemned  # packs a gc will delete: holding nothing for writers
         self.stored: set[ObjectId] = set()  # packs this process stored
         self.reads = 0
 
-    def trust(self, pack: ObjectId, entries: list[PackEntry]) -> None:
-        """Record the footer of a pack this process has just stored (no read needed)."""
-        rows = frozenset(
-            footer_row(e.chunk, Location(pack, e.offset, e.stored_length, e.plain_length, e.codec))
-            for e in entries
-        )
+    def trust(self, pack: ObjectId, rows: NewRows) -> None:
+        """Take the footer of a pack this process has just stored as ``rows`` record it
+        (no read needed; a row dropped since counts as not held)."""
         with self._lock:
-            self._rows[pack] = rows
+            self._trusted[pack] = rows
             self.stored.add(pack)
 
     def holds(self, cid: ChunkId, loc: Location) -> bool:
         """Whether the pack ``loc`` names exists and its footer lists ``cid`` at ``loc``."""
         if loc.pack in self.condemned:
             return False
+        trusted = self._trusted.get(loc.pack)
+        if trusted is not None:
+            return trusted.find(cid) == loc
         return footer_row(cid, loc) in self._footer(loc.pack)
 
     def _footer(self, pack: ObjectId) -> frozenset[bytes]:

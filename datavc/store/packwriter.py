@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptObject
 from ..format.hashing import ChunkId, chunk_id
-from ..format.packfile import CODEC_RAW, PACK_MAGIC, PackEntry, encode_chunk, pack_footer
+from ..format.packfile import (
+    CODEC_RAW,
+    FOOTER_ROW,
+    PACK_MAGIC,
+    encode_chunk,
+    footer_entries_of,
+    footer_from_rows,
+)
 from .spool import AppendFile
 
 if TYPE_CHECKING:
@@ -33,6 +40,8 @@ MAX_INFLIGHT = 64  # batches of chunks being hashed and compressed at once
 MAX_INFLIGHT_BYTES = 32 << 20
 MAX_HASHING_BYTES = 16 << 20  # blocks waiting for the whole-file hash thread
 BATCH_BYTES = 8 << 20  # chunks handed to the pack thread at a time
+BATCH_PARTS = 4096  # ... or this many (a tiny chunk's bytes object is mostly overhead)
+MAX_PACK_CHUNKS = 32768  # a pack is closed at this many chunks (see _append)
 MAX_TASKS = 8  # pack-thread tasks waiting at most (about 64 MiB of chunks)
 INLINE_CHUNK = 16 << 10  # smaller chunks are hashed and compressed without a thread hop
 UPLOADS = 4  # packs stored at once to a remote store (DATAVC_UPLOADS), each read whole
@@ -80,10 +89,10 @@ class PackWriter:
         self._failed: set[str] = set()  # pack files a write to failed
         self._batch: list[bytes | memoryview] = []  # chunks not handed to the pack thread yet
         self._batch_size = 0
-        self._entries: list[PackEntry] = []
+        self._entries = bytearray()  # the footer rows of the pack being filled
         self._size = len(PACK_MAGIC)
         self._pending: set[ChunkId] = set()  # in a pack not stored yet (then in _stored)
-        self._stored: list[ChunkId] = []  # stored by this upload, in the store's index table
+        self._rows = store.new_rows()  # the chunks this upload stored, for its index
         self._lock = threading.Lock()
         self._done = threading.Lock()
         from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +110,7 @@ class PackWriter:
         self._tasks: deque[Future[None]] = deque()
         self._hash_queue: deque[tuple[Future[None], int]] = deque()
         self._hash_bytes = 0
+        self._indexed = False  # the index object of this upload is written
         self.new_chunks = 0
         self.new_bytes = 0
         self.new_objects = 0
@@ -130,8 +140,8 @@ class PackWriter:
                     os.unlink(path)
         self._spools.clear()
         self._spool = None
-        self.store.unindex(self._stored)  # stored, but no index names them
-        self._stored = []
+        if not self._indexed:
+            self.store.unindex(self._rows)  # stored, but no index names them
 
     def submit(self, pieces: Sequence[bytes | memoryview]) -> Future[list[Encoded]]:
         """Hash and compress a batch of chunks in the background; the future gives their
@@ -223,14 +233,15 @@ class PackWriter:
             self._spools[path] = self._spool
             self._batch.append(PACK_MAGIC)
         self._pending.add(cid)
-        self._entries.append(PackEntry(cid, self._size, len(stored), plain_length, codec))
+        self._entries += FOOTER_ROW.pack(cid, self._size, len(stored), plain_length, codec)
         self._batch.append(stored)
         self._batch_size += len(stored)
         self._size += len(stored)
         self.new_chunks += 1
-        if self._size >= self.store.config.pack_target:
+        full = len(self._entries) >= MAX_PACK_CHUNKS * FOOTER_ROW.size
+        if full or self._size >= self.store.config.pack_target:
             self._flush_locked()
-        elif self._batch_size >= BATCH_BYTES:
+        elif self._batch_size >= BATCH_BYTES or len(self._batch) >= BATCH_PARTS:
             self._write_batch()
         return True
 
@@ -260,14 +271,14 @@ class PackWriter:
         stored, both on the pack thread, while the next pack fills."""
         if not self._entries or self._spool is None:
             return
-        footer = pack_footer(self._entries)
+        footer = footer_from_rows(self._entries)
         self._batch.append(footer)
         self._write_batch()
-        path, entries, size = self._spool_path, self._entries, self._size + len(footer)
-        self._queue(self._packer.submit(self._store_pack, path, footer, entries, size))
-        self._spool, self._entries, self._size = None, [], len(PACK_MAGIC)
+        path, size = self._spool_path, self._size + len(footer)
+        self._queue(self._packer.submit(self._store_pack, path, footer, size))
+        self._spool, self._entries, self._size = None, bytearray(), len(PACK_MAGIC)
 
-    def _store_pack(self, path: str, footer: bytes, entries: list[PackEntry], size: int) -> None:
+    def _store_pack(self, path: str, footer: bytes, size: int) -> None:
         """On the pack thread: close a finished pack file and hand it to the uploader, once
         fewer than its ``uploads`` packs are being stored (so at most that many packs are
         read into memory at once, and this thread, then the caller, waits for the store)."""
@@ -282,9 +293,7 @@ class PackWriter:
             try:
                 self._raise_failed_upload()  # stop filling packs once one could not be stored
                 self._handed.add(path)
-                self._uploads.append(
-                    self._uploader.submit(self._upload, path, footer, entries, size)
-                )
+                self._uploads.append(self._uploader.submit(self._upload, path, footer, size))
             except BaseException:
                 self._handed.discard(path)
                 self._slots.release()
@@ -296,7 +305,7 @@ class PackWriter:
         finally:
             self._spools.pop(path, None)
 
-    def _upload(self, path: str, footer: bytes, entries: list[PackEntry], size: int) -> None:
+    def _upload(self, path: str, footer: bytes, size: int) -> None:
         """On an upload thread: store a pack (the file is consumed), then record its chunks
         as stored by this upload, for its index."""
         try:
@@ -309,10 +318,9 @@ class PackWriter:
             self._handed.discard(path)
             self._slots.release()
         with self._done:  # not self._lock: a flush holds it while waiting for this thread
-            self.store.index_pack(pack, entries)
-            self._stored.extend(e.chunk for e in entries)
-            for e in entries:
-                self._pending.discard(e.chunk)
+            self.store.index_pack(pack, footer, self._rows)
+            for cid, *_ in footer_entries_of(footer):
+                self._pending.discard(ChunkId(cid))
             self.new_bytes += size
             self.new_objects += 1
 
@@ -342,11 +350,14 @@ class PackWriter:
             self._tasks.popleft().result()
         self._wait_uploads()  # every pack stored before the index that names them
         with self._lock, self._done:
-            if self._stored:
-                _, size = self.store.write_index(self._stored)
-                self.new_bytes += size
-                self.new_objects += 1
-                self._stored = []
+            if not self._indexed:
+                if self._rows.count:
+                    _, size = self.store.write_index(self._rows)
+                    self.new_bytes += size
+                    self.new_objects += 1
+                else:
+                    self.store.unindex(self._rows)  # nothing to search
+            self._indexed = True
             self._pending.clear()
         return UploadStats(self.new_chunks, self.new_bytes, self.new_objects)
 

@@ -1,0 +1,175 @@
+"""What an upload holds per chunk it stores (issue 16): its index rows in buckets searched
+in place (about 60 bytes a chunk), the index object written from them through a file, and
+packs closed at a chunk count so that what waits to be stored stays bounded."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from datavc.format.chunker import ChunkerParams
+from datavc.format.hashing import ChunkId, ObjectId, chunk_id
+from datavc.format.indextable import NewRows
+from datavc.format.packfile import (
+    CODEC_RAW,
+    FOOTER_ROW,
+    Location,
+    LocationTable,
+    footer_from_rows,
+    read_pack_footer,
+)
+from datavc.format.storeconfig import StoreConfig
+from datavc.store import packwriter
+from datavc.store.backend import Backend
+from datavc.store.chunkstore import ChunkStore
+
+
+def _footer(rng: random.Random, ids: list[ChunkId]) -> tuple[bytes, list[tuple[ChunkId, int]]]:
+    rows, at, places = bytearray(), 8, []
+    for cid in ids:
+        length = rng.randrange(1, 5000)
+        rows += FOOTER_ROW.pack(cid, at, length, length, CODEC_RAW)
+        places.append((cid, at))
+        at += length
+    return footer_from_rows(rows), places
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 5), st.lists(st.integers(0, 199), max_size=30))
+def test_new_rows_answer_and_encode_as_the_dict_table_does(
+    seed: int, packs: int, dropped: list[int]
+) -> None:
+    """Packs of chunks (some ids sharing their first two bytes, so a bucket holds several;
+    some chunks in two packs: the first place is kept), then drops: every answer is the dict
+    table's, and the index object is the one the dict table encodes, byte for byte."""
+    rng = random.Random(seed)
+    ids = [
+        ChunkId(rng.choice([b"\0\0", b"\xff\xfe", rng.randbytes(2)]) + rng.randbytes(30))
+        for _ in range(200)
+    ]
+    rows, plain = NewRows(), LocationTable()
+    for _ in range(packs):
+        pack = ObjectId(rng.randbytes(32).hex())
+        footer, _ = _footer(rng, rng.sample(ids, rng.randrange(1, 60)))
+        rows.add_pack(pack, footer)
+        for e in read_pack_footer(
+            b"DVCPACK\x01"
+            + bytes(
+                sum(
+                    FOOTER_ROW.unpack_from(footer, i * FOOTER_ROW.size)[2]
+                    for i in range((len(footer) - 12) // FOOTER_ROW.size)
+                )
+            )
+            + footer,
+            "p",
+        ):
+            if e.chunk not in plain:
+                plain.put(e.chunk, Location(pack, e.offset, e.stored_length, e.plain_length, 0))
+    for i in dropped:
+        rows.drop(ids[i])
+        plain.drop(ids[i])
+    for cid in ids:
+        assert rows.find(cid) == plain.get(cid)
+    assert rows.count == len(plain)
+    assert sorted(rows) == sorted(plain._ids())
+    if rows.count:
+        assert b"".join(rows.encode()) == b"".join(plain.encode_index())
+
+
+def test_an_id_spanning_two_rows_is_not_taken_for_a_row() -> None:
+    """A bucket's bytes searched for an id match only at a row's start: 32 bytes from the
+    middle of one row into the next (starting with the bucket's two bytes) are no id."""
+    rows = NewRows()
+    a = ChunkId(b"\1\2" + bytes(range(30)))
+    b = ChunkId(b"\1\2" + bytes(30))
+    at = 0x0201  # the offset field, little-endian, starts with the bucket's bytes 1, 2
+    footer = footer_from_rows(FOOTER_ROW.pack(a, at, 1, 1, 0) + FOOTER_ROW.pack(b, 9, 1, 1, 0))
+    rows.add_pack(ObjectId("1" * 64), footer)
+    bucket = bytes(rows._buckets[0x0102] or b"")
+    spanning = ChunkId(bucket[36:68])  # from row a's offset field into row b
+    assert spanning[:2] == b"\1\2" and bucket.find(spanning) == 36, "premise"
+    assert rows.find(spanning) is None
+    assert rows.find(a) == Location(ObjectId("1" * 64), at, 1, 1, 0)
+    assert rows.find(b) == Location(ObjectId("1" * 64), 9, 1, 1, 0)
+
+
+def _store(tmp_path: Path) -> ChunkStore:
+    return ChunkStore.create(Backend(str(tmp_path / "store")), StoreConfig(ChunkerParams()))
+
+
+def _pieces(n: int) -> list[bytes]:
+    return [b"tiny chunk %d\n" % i for i in range(n)]
+
+
+def test_an_upload_holds_little_per_chunk_it_stored(tmp_path: Path) -> None:
+    """20,000 one-chunk files stored: what the store keeps for them after the upload (its
+    index rows, and what trusts the packs' footers) is under 200 bytes a chunk, where a
+    dict row, a footer row and a list entry took about 400. (With so few chunks most
+    buckets hold one row and their own overhead: 141 bytes a chunk measured; about 60 at a
+    million chunks.)"""
+    store = _store(tmp_path)
+    pieces = _pieces(20_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        with store.new_writer() as writer:
+            for data in pieces:
+                writer.add(chunk_id(data), data)
+            writer.finish()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    held = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    assert held < 200 * len(pieces), f"{held / len(pieces):.0f} bytes a chunk"
+    for data in pieces[::997]:
+        assert store.has_chunk(chunk_id(data))
+        assert bytes(store.read_one(chunk_id(data))) == data
+    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
+    fresh.load_index()
+    assert all(fresh.location(chunk_id(d)) == store.location(chunk_id(d)) for d in pieces)
+
+
+def test_a_pack_closes_at_its_chunk_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny chunks fill no pack by bytes: a pack is closed at MAX_PACK_CHUNKS, so the
+    chunks waiting in the pack being filled stay few."""
+    monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 10)
+    store = _store(tmp_path)
+    pieces = _pieces(35)
+    with store.new_writer() as writer:
+        for data in pieces:
+            writer.add(chunk_id(data), data)
+        writer.finish()
+    packs = store.backend.list("packs")
+    counts = sorted(len(read_pack_footer(store.backend.read(f"packs/{p}"), p)) for p in packs)
+    assert counts == [5, 10, 10, 10]
+    assert all(bytes(store.read_one(chunk_id(d))) == d for d in pieces)
+
+
+def test_chunks_of_an_upload_that_failed_are_not_taken_as_stored(tmp_path: Path) -> None:
+    """Packs stored, then the upload ends without its index (an error): the chunks are not
+    counted as stored by the next upload, which stores them again and indexes them."""
+    store = _store(tmp_path)
+    pieces = _pieces(50)
+    with store.new_writer() as writer:
+        for data in pieces:
+            writer.add(chunk_id(data), data)
+        writer._drain(0)
+        with writer._lock:
+            writer._flush_locked()
+        while writer._tasks:
+            writer._tasks.popleft().result()
+        writer._wait_uploads()
+        assert store.has_chunk(chunk_id(pieces[0])), "premise: stored, visible to the upload"
+    assert not any(store.has_chunk(chunk_id(d)) for d in pieces)
+    assert store.backend.list("index") == []
+    with store.new_writer() as writer:
+        assert all(writer.add(chunk_id(d), d) for d in pieces)
+        writer.finish()
+    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
+    fresh.load_index()
+    assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)
