@@ -173,3 +173,21 @@ def test_chunks_of_an_upload_that_failed_are_not_taken_as_stored(tmp_path: Path)
     fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
     fresh.load_index()
     assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)
+
+
+def test_a_pack_whose_chunks_are_all_named_elsewhere_is_not_in_the_index() -> None:
+    """A second pack holding only chunks of the first, and a third whose one chunk is
+    dropped: the index object's pack table names the first pack alone."""
+    rng = random.Random(7)
+    ids = [ChunkId(rng.randbytes(32)) for _ in range(4)]
+    first, second, third = (ObjectId(c * 64) for c in "abc")
+    rows = NewRows()
+    rows.add_pack(first, _footer(rng, ids[:3])[0])
+    rows.add_pack(second, _footer(rng, ids[:2])[0])
+    rows.add_pack(third, _footer(rng, ids[3:])[0])
+    rows.drop(ids[3])
+    index = b"".join(rows.encode())
+    plain = LocationTable()
+    plain.add_index(index, "index/x")
+    assert {loc.pack for _, loc in plain.items()} == {first}
+    assert index[8:12] == (1).to_bytes(4, "little"), "one pack in the table"

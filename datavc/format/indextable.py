@@ -189,6 +189,7 @@ class NewRows:
 
     def __init__(self) -> None:
         self.packs: list[ObjectId] = []
+        self._per_pack: list[int] = []  # rows naming each pack
         self._buckets: list[bytearray | None] = [None] * BUCKETS
         self._lock = threading.Lock()
         self.count = 0
@@ -199,6 +200,7 @@ class NewRows:
         with self._lock:
             number = len(self.packs)
             self.packs.append(pack)
+            self._per_pack.append(0)
             buckets, pack_row = self._buckets, INDEX_ROW.pack
             for cid, offset, stored, plain, codec in footer_entries_of(footer):
                 if self._at(cid) is not None:
@@ -208,6 +210,7 @@ class NewRows:
                 if bucket is None:
                     bucket = buckets[key] = bytearray()
                 bucket += pack_row(cid, number, offset, stored, plain, codec)
+                self._per_pack[number] += 1
                 self.count += 1
 
     def _at(self, cid: bytes) -> tuple[bytearray, int] | None:
@@ -236,6 +239,7 @@ class NewRows:
             found = self._at(cid)
             if found is not None:
                 bucket, at = found
+                self._per_pack[U32.unpack_from(bucket, at + 32)[0]] -= 1
                 del bucket[at : at + INDEX_ROW.size]
                 self.count -= 1
 
@@ -250,11 +254,13 @@ class NewRows:
                 yield ChunkId(data[at : at + 32])
 
     def encode(self) -> Iterator[bytes]:
-        """The index object of these rows, in parts of about 1 MiB: the pack table sorted,
+        """The index object of these rows, in parts of about 1 MiB: the pack table sorted
+        (a pack no row names, all its chunks stored before or dropped, is left out),
         then the rows sorted by chunk id, each bucket sorted on its own (the buckets are in
         id order already). Not to be changed meanwhile (the upload is over)."""
-        order = sorted(range(len(self.packs)), key=self.packs.__getitem__)
-        numbers = [0] * len(order)
+        named = [n for n, rows in enumerate(self._per_pack) if rows]  # none: all dropped
+        order = sorted(named, key=self.packs.__getitem__)
+        numbers = [0] * len(self.packs)
         for new, old in enumerate(order):
             numbers[old] = new
         head = bytearray(INDEX_MAGIC)

@@ -297,20 +297,33 @@ class _Adder:
         """Write the tree and the new stat cache (after the packs are stored)."""
         if self.tree.end():
             self.tree.attach(self.rows.pack())
-        pages: list[tuple[PageRef, tuple[str, ...] | None, Any]] = []
-        root = self.tree.finish(lambda ref, packs, extra: pages.append((ref, packs, extra)))
+        # each page's group of the new cache is written as the next page comes (the last
+        # one's bound is None), so the pages' stat rows are never all held at once
+        held: list[tuple[PageRef, tuple[str, ...] | None, Any]] = []
+
+        def on_page(ref: PageRef, packs: tuple[str, ...] | None, extra: Any) -> None:
+            if held:
+                self._cache_group(*held.pop(), is_last=False)
+            held.append((ref, packs, extra))
+
+        root = self.tree.finish(on_page)
         tree = snapshot_id(root)
-        for i, (ref, packs, extra) in enumerate(pages):
-            last = ref.last if i < len(pages) - 1 else None
-            if packs is None:  # kept as it was, with its group of the old cache
-                assert self._cache_file is not None
-                self.out.copy(self.cache, self._cache_file, extra, last)
-            else:
-                self.out.packed_group(bytes.fromhex(ref.content), last, extra, packs)
-        if not pages:
+        if held:
+            self._cache_group(*held.pop(), is_last=True)
+        else:
             self.out.group(NO_PAGE, None, self.out.rows(), False)
         self.out.finish(tree, tree if self.out.all_exact else None)
         return root, tree
+
+    def _cache_group(
+        self, ref: PageRef, packs: tuple[str, ...] | None, extra: Any, is_last: bool
+    ) -> None:
+        last = None if is_last else ref.last
+        if packs is None:  # kept as it was, with its group of the old cache
+            assert self._cache_file is not None
+            self.out.copy(self.cache, self._cache_file, extra, last)
+        else:
+            self.out.packed_group(bytes.fromhex(ref.content), last, extra, packs)
 
 
 def _add_on_cluster(ws: Workspace, ds: Dataset, absolute: str, client: Any) -> AddResult:
