@@ -275,6 +275,93 @@ def test_every_row_racy_still_compares_right(
     assert Workspace(ws.root).add(str(data)).counts == (1, 1, 1)
 
 
+def test_kept_entries_of_a_changed_page_take_their_old_hints_without_the_index(
+    ws: Workspace, trusted: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file of a page changes: the page's other files keep their entries, and the new
+    page's hints come from the old page's (their pack is live), not from index lookups."""
+    data = Path(ws.root) / "d"
+    many(data, 5000)
+    first = ws.add(str(data))
+    ws.commit([first.staged.name], "v1")
+    (data / "020" / "02001.txt").write_bytes(b"edited\n")
+    again = Workspace(ws.root)
+    looked: list[bytes] = []
+    real = type(again.store).location
+
+    def location(store: object, cid: ChunkId) -> Location | None:
+        looked.append(cid)
+        return real(store, cid)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(again.store), "location", location)
+    monkeypatch.setattr(type(again.store), "locate_stored", location)
+    result = again.add(str(data))
+    assert result.counts == (0, 1, 0)
+    changed = [p for p in result.staged.root.pages if p not in first.staged.root.pages]
+    assert sum(p.files for p in changed) > 100, "premise: a page of many files rewritten"
+    assert len(looked) <= 2, "only the edited file's chunk is looked up"
+    _reads_back(ws, result, {"020/02001.txt": b"edited\n", "020/02002.txt": b"file 2002\n"})
+
+
+def test_kept_entries_whose_old_pack_was_moved_take_the_index_place(
+    ws: Workspace, trusted: None
+) -> None:
+    """gc moved every chunk to another pack (here: stored again by a writer that did not
+    load the index, then the old pack and index deleted): an edit's page keeps its other
+    files' entries, unread, with hints from the index, never the old pack's."""
+    from datavc.format.tree import decode_page
+    from datavc.store.packwriter import PackWriter
+
+    data = Path(ws.root) / "d"
+    many(data, 3000)
+    first = ws.add(str(data))
+    ws.commit([first.staged.name], "v1")
+    store = ws.store
+    old_packs, old_index = set(store.backend.list("packs")), store.backend.list("index")
+    fresh = type(store).open(store.backend)
+    with PackWriter(fresh) as writer:  # no index loaded: every chunk is stored anew
+        for f in sorted(data.rglob("*.txt"), reverse=True):  # another order: another pack
+            raw = f.read_bytes()
+            writer.add(ChunkId(bytes.fromhex(_chunk_hex(raw))), raw)
+        writer.finish()
+    for p in old_packs:
+        store.backend.delete(f"packs/{p}")
+    for i in old_index:
+        store.backend.delete(f"index/{i}")
+    moved = set(store.backend.list("packs"))
+    assert moved and not moved & old_packs, "premise"
+    (data / "010" / "01001.txt").write_bytes(b"edited\n")
+    result = Workspace(ws.root).add(str(data))
+    assert result.counts == (0, 1, 0)
+    assert result.staged.new_chunks == 1, "the other files were not stored again"
+    again = Workspace(ws.root)
+    for page in result.staged.root.pages:
+        if page in first.staged.root.pages:
+            continue
+        raw = again.store.read_object("trees", page.id)
+        _, hints = decode_page(raw, page.id)
+        assert not set(hints.packs) & old_packs, "a hint names the pack gc removed"
+        assert set(hints.packs) & moved, "kept entries name where the chunks went"
+    _reads_back(ws, result, {"010/01001.txt": b"edited\n", "010/01002.txt": b"file 1002\n"})
+
+
+def _chunk_hex(raw: bytes) -> str:
+    from datavc.format.hashing import chunk_id
+
+    return chunk_id(raw).hex()
+
+
+def _reads_back(ws: Workspace, result: object, files: dict[str, bytes]) -> None:
+    import datavc
+
+    staged = result.staged  # type: ignore[attr-defined]
+    (rec,), _ = Workspace(ws.root).commit([staged.name], "next")
+    out = Path(ws.root).parent / f"out-{rec.version}"
+    datavc.materialize(f"d@v{rec.version}", str(out), store=str(Path(ws.root).parent / "store"))
+    for path, want in files.items():
+        assert (out / path).read_bytes() == want
+
+
 def test_add_stores_again_what_a_lost_pack_held(ws: Workspace, trusted: None) -> None:
     """The store lost its pack since v1: an add keeps no page and no entry that needs it
     (the files are read and stored again), so the new version reads back whole."""

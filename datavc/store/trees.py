@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..format.hashing import DIGEST_SIZE, ChunkId, ObjectId, object_id
+from ..format.packfile import Location
 from ..format.tree import (
     CUT_RULE,
     Cutter,
@@ -66,6 +67,7 @@ def write_tree(store: ChunkStore, entries: Iterable[FileEntry]) -> TreeRoot:
 
 
 _U32 = struct.Struct("<I")
+_PLACE = struct.Struct("<I32sQIIB")  # a place given with an entry: recipe position, then where
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +86,9 @@ class TreeWriter:
     Pages are cut as entries arrive (:class:`Cutter`), but a page's location hints can be
     written only once its new chunks' packs are stored: so each page's content and chunk
     ids go to a temporary file, and :meth:`finish` (after the pack writer finished) writes
-    the pages, each chunk's hint from the index. A page of an older snapshot whose entries
-    are all kept, at a cut, is kept as it is (:meth:`splice`): it is not read, encoded or
-    written again.
+    the pages, each chunk's hint from the places given with its entry, else the index. A
+    page of an older snapshot whose entries are all kept, at a cut, is kept as it is
+    (:meth:`splice`): it is not read, encoded or written again.
 
     After :meth:`add` or :meth:`end` says a page was cut, the caller :meth:`attach`\ es
     its own bytes for that page (b"" for none); :meth:`finish` hands them back with the
@@ -99,6 +101,7 @@ class TreeWriter:
         self.cutter = Cutter()
         self._spill = tempfile.TemporaryFile(dir=spill_dir)  # noqa: SIM115 (closed on exit)
         self._order: list[_Spilled | tuple[PageRef, Any]] = []
+        self._known: dict[ChunkId, Location] = {}  # places given with the page being cut
         self._attach_due = False
         self.files = 0
         self.bytes = 0
@@ -113,9 +116,17 @@ class TreeWriter:
     def at_cut(self) -> bool:
         return self.cutter.empty
 
-    def add(self, e: FileEntry) -> bool:
-        """The next entry. True if it ends a page."""
+    def add(self, e: FileEntry, places: Mapping[ChunkId, Location] | None = None) -> bool:
+        """The next entry, with the places of its chunks if the caller knows them (a kept
+        entry's, from its old page's hints, checked live): those are not looked up in the
+        index. True if it ends a page."""
         assert not self._attach_due, "attach() the last page's bytes first"
+        if places:
+            known = self._known
+            for cid, _ in e.chunks:
+                loc = places.get(cid)
+                if loc is not None:
+                    known[cid] = loc
         page = self.cutter.push(e)
         if page is not None:
             self._cut(page)
@@ -150,9 +161,20 @@ class TreeWriter:
         spill = self._spill
         spill.write(_U32.pack(len(content)))
         spill.write(content)
-        recipe = b"".join(cid for e in page for cid, _ in e.chunks)
-        spill.write(_U32.pack(len(recipe) // DIGEST_SIZE))
-        spill.write(recipe)
+        ids = [cid for e in page for cid, _ in e.chunks]
+        spill.write(_U32.pack(len(ids)))
+        spill.write(b"".join(ids))
+        known, places = self._known, bytearray()
+        if known:
+            for i, cid in enumerate(ids):
+                loc = known.pop(cid, None)
+                if loc is not None:
+                    pack = bytes.fromhex(loc.pack)
+                    places += _PLACE.pack(
+                        i, pack, loc.offset, loc.stored_length, loc.plain_length, loc.codec
+                    )
+        spill.write(_U32.pack(len(places) // _PLACE.size))
+        spill.write(places)
         size = sum(e.size for e in page)
         self._order.append(
             _Spilled(page[0].path, page[-1].path, len(page), size, object_id(content))
@@ -202,8 +224,19 @@ class TreeWriter:
                         ChunkId(table[i : i + DIGEST_SIZE])
                         for i in range(0, len(table), DIGEST_SIZE)
                     ]
-                    data, packs = encode_page_parts(content, recipe, self.store.locate_stored)
-                    del content, table
+                    (known,) = _U32.unpack(_read_exact(spill, 4))
+                    given = {
+                        recipe[i]: Location(ObjectId(pack.hex()), offset, stored, plain, codec)
+                        for i, pack, offset, stored, plain, codec in _PLACE.iter_unpack(
+                            _read_exact(spill, known * _PLACE.size)
+                        )
+                        if i < len(recipe)
+                    }
+                    locate = self.store.locate_stored
+                    if given:
+                        locate = functools.partial(_given_first, given, locate)
+                    data, packs = encode_page_parts(content, recipe, locate)
+                    del content, table, given
                     attached = _read_exact(spill, _U32.unpack(_read_exact(spill, 4))[0])
                     written = overlap.start(
                         functools.partial(self.store.write_object, "trees", data)
@@ -215,6 +248,13 @@ class TreeWriter:
             while pending:
                 settle_one()
         return TreeRoot(self.files, self.bytes, tuple(pages), CUT_RULE)
+
+
+def _given_first(
+    given: dict[ChunkId, Location], locate: Callable[[ChunkId], Location], cid: ChunkId
+) -> Location:
+    loc = given.get(cid)
+    return loc if loc is not None else locate(cid)
 
 
 def _read_exact(f: Any, n: int) -> bytes:

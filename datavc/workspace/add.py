@@ -12,13 +12,13 @@ import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from ..errors import BadInput, PathNotFound, VersionForgotten
 from ..format.hashing import ObjectId
 from ..format.paths import SortedPathCheck, check_name
 from ..format.pointer import SUFFIX
-from ..format.tree import CUT_RULE, FileEntry, PageRef, TreeRoot, snapshot_id
+from ..format.tree import CUT_RULE, FileEntry, Hints, PageRef, TreeRoot, snapshot_id
 from ..store.build import Builder
 from ..store.files import LocalFile, iter_scan, scan
 from ..store.trees import TreeDiff, TreeWriter, decoded_page, iter_entries, merge_entries
@@ -229,54 +229,69 @@ class _Adder:
 
     def _compare(self, page: PageRef, files: Iterable[LocalFile], rows: dict[str, Row]) -> None:
         """A page's files one by one: unchanged ones (by stat) keep their entries."""
-        entries, _ = decoded_page(self.store, page)
+        entries, hints = decoded_page(self.store, page)
         old = {e.path: e for e in entries}
         for f in files:
             e = old.pop(f.path, None)
             row = rows.get(f.path)
-            keep = (
-                e is not None
-                and row is not None
-                and row.hash == e.hash
-                and row.key == stat_key(f)
-                and self._stored(e)
-            )
+            places = None
+            if e is not None and row is not None and (row.hash, row.key) == (e.hash, stat_key(f)):
+                places = self._places(e, hints)
             if e is None:
                 self.changes.note("added", f.path)
-            # kept entries take their chunks' places from the index, not the old page's
-            # hints: gc may have moved a chunk since (the hints of a page kept whole are
-            # checked instead: its packs are live)
-            self._feed(f, e if keep else None, e)
+            if places is None:
+                self._feed(f, None, e)
+            else:
+                self._feed(f, e, e, places or None)
         for gone in old:
             self.changes.note("removed", gone)
 
-    def _feed(self, f: LocalFile, known: FileEntry | None, before: FileEntry | None) -> None:
-        """A file for the new tree: ``known``, its entry if kept; ``before``, the entry of
-        its path in the snapshot the add started from."""
-        for item in self.builder.put(f, known, before):
+    def _feed(
+        self,
+        f: LocalFile,
+        known: FileEntry | None,
+        before: FileEntry | None,
+        places: Hints | None = None,
+    ) -> None:
+        """A file for the new tree: ``known``, its entry if kept, and the places of its
+        chunks if its old page's hints give them; ``before``, the entry of its path in the
+        snapshot the add started from."""
+        for item in self.builder.put(f, known, (before, places)):
             self._settled(*item)
 
-    def _settled(self, f: LocalFile, e: FileEntry, before: FileEntry | None) -> None:
+    def _settled(
+        self, f: LocalFile, e: FileEntry, extra: tuple[FileEntry | None, Hints | None]
+    ) -> None:
+        before, places = extra
         if before is not None and (before.hash, before.mode) != (e.hash, e.mode):
             self.changes.note("modified", e.path)
-        self.put(f, e)
+        self.put(f, e, places)
 
-    def put(self, f: LocalFile, e: FileEntry) -> None:
+    def put(self, f: LocalFile, e: FileEntry, places: Hints | None = None) -> None:
         """The next entry of the new tree, with its file's stat row."""
         self.rows.add(f, e.mode, e.hash)
-        if self.tree.add(e):
+        if self.tree.add(e, places):
             self.tree.attach(self.rows.pack())
             self.rows = self.out.rows()
 
-    def _stored(self, e: FileEntry) -> bool:
-        """Whether the index places each of an entry's chunks in a live pack (the new
-        page's hints will name those places)."""
+    def _places(self, e: FileEntry, hints: Hints) -> Hints | Literal[False] | None:
+        """Whether a kept entry's chunks are stored, and where: its old page's ``hints``
+        if each names a live pack (as a page kept whole is checked); else False if the
+        index places each chunk in a live pack (the new page's hints are looked up there);
+        else None: the file is read again. gc may have moved a chunk since the old page
+        was written: then its old pack is condemned or gone, so not live."""
         packs = self._live_sets()[1]
+        for cid, _ in e.chunks:
+            hint = hints.get(cid)
+            if hint is None or hint.pack not in packs:
+                break
+        else:
+            return hints
         for cid, _ in e.chunks:
             loc = self.store.location(cid)
             if loc is None or loc.pack not in packs:
-                return False
-        return True
+                return None
+        return False
 
     def _live_sets(self) -> tuple[set[ObjectId], set[ObjectId]]:
         if self._live is None:
