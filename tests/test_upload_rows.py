@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import random
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from datavc.format import indextable
 from datavc.format.chunker import ChunkerParams
 from datavc.format.hashing import ChunkId, ObjectId, chunk_id
-from datavc.format.indextable import NewRows
+from datavc.format.indextable import MemoryRows, NewRows
 from datavc.format.packfile import (
     CODEC_RAW,
     FOOTER_ROW,
@@ -24,9 +26,10 @@ from datavc.format.packfile import (
     read_pack_footer,
 )
 from datavc.format.storeconfig import StoreConfig
-from datavc.store import packwriter
+from datavc.store import chunkstore, packwriter
 from datavc.store.backend import Backend
 from datavc.store.chunkstore import ChunkStore
+from datavc.store.rowfiles import STRIDE, FileRows, spill_rows
 
 
 def _footer(rng: random.Random, ids: list[ChunkId]) -> tuple[bytes, list[tuple[ChunkId, int]]]:
@@ -39,10 +42,15 @@ def _footer(rng: random.Random, ids: list[ChunkId]) -> tuple[bytes, list[tuple[C
     return footer_from_rows(rows), places
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32), st.integers(1, 5), st.lists(st.integers(0, 199), max_size=30))
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(0, 2**32),
+    st.integers(1, 5),
+    st.lists(st.integers(0, 199), max_size=30),
+    st.sampled_from([0, 7, 40]),
+)
 def test_new_rows_answer_and_encode_as_the_dict_table_does(
-    seed: int, packs: int, dropped: list[int]
+    seed: int, packs: int, dropped: list[int], spill_at: int
 ) -> None:
     """Packs of chunks (some ids sharing their first two bytes, so a bucket holds several;
     some chunks in two packs: the first place is kept), then drops: every answer is the dict
@@ -52,7 +60,16 @@ def test_new_rows_answer_and_encode_as_the_dict_table_does(
         ChunkId(rng.choice([b"\0\0", b"\xff\xfe", rng.randbytes(2)]) + rng.randbytes(30))
         for _ in range(200)
     ]
-    rows, plain = NewRows(), LocationTable()
+    spilled = []
+
+    def spill(sorted_rows: Iterator[bytes]) -> FileRows:
+        run = spill_rows(sorted_rows, None)
+        spilled.append(run)
+        return run
+
+    rows, plain = NewRows(spill if spill_at else None), LocationTable()
+    old_limit = indextable.SPILL_ROWS
+    indextable.SPILL_ROWS = spill_at or old_limit  # (hypothesis runs no fixture per example)
     for _ in range(packs):
         pack = ObjectId(rng.randbytes(32).hex())
         footer, _ = _footer(rng, rng.sample(ids, rng.randrange(1, 60)))
@@ -70,6 +87,9 @@ def test_new_rows_answer_and_encode_as_the_dict_table_does(
         ):
             if e.chunk not in plain:
                 plain.put(e.chunk, Location(pack, e.offset, e.stored_length, e.plain_length, 0))
+    indextable.SPILL_ROWS = old_limit
+    if spill_at:
+        assert spilled or rows.count < spill_at, "premise: rows went to runs"
     for i in dropped:
         rows.drop(ids[i])
         plain.drop(ids[i])
@@ -191,3 +211,81 @@ def test_a_pack_whose_chunks_are_all_named_elsewhere_is_not_in_the_index() -> No
     plain.add_index(index, "index/x")
     assert {loc.pack for _, loc in plain.items()} == {first}
     assert index[8:12] == (1).to_bytes(4, "little"), "one pack in the table"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.integers(0, 3 * STRIDE + 5))
+def test_file_rows_find_what_memory_rows_find(seed: int, n: int) -> None:
+    """Sorted rows in a file, sampled every STRIDE rows, some ids sharing their first 8
+    bytes across a stride's edge: every id is found with its row, and others are not."""
+    rng = random.Random(seed)
+    prefixes = [rng.randbytes(8) for _ in range(4)]
+    ids = sorted({rng.choice(prefixes) + rng.randbytes(24) for _ in range(n)})
+    raw = [cid + rng.randbytes(21) for cid in ids]
+    memory = MemoryRows(b"".join(raw), 0, len(raw))
+    run = spill_rows(iter(raw), None)
+    assert run.count == len(raw) and list(run.raw_rows()) == raw
+    for cid in ids:
+        assert run.find_raw(cid) == memory.find_raw(cid) is not None
+    for _ in range(20):
+        other = rng.choice(prefixes) + rng.randbytes(24)
+        assert run.find_raw(other) == memory.find_raw(other)
+    run.close()
+
+
+def test_a_big_index_is_searched_in_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index object over the in-memory limit is searched where it is: a second upload
+    finds every chunk the first stored (and stores none again), and a damaged one is
+    skipped as a damaged small one is."""
+    monkeypatch.setattr(chunkstore, "INDEX_IN_MEMORY", 1000)
+    store = _store(tmp_path)
+    pieces = _pieces(3000)
+    with store.new_writer() as writer:
+        for data in pieces:
+            writer.add(chunk_id(data), data)
+        writer.finish()
+    (name,) = store.backend.list("index")
+    assert store.backend.size(f"index/{name}") > 1000, "premise: a big one"
+    again = ChunkStore.open(Backend(str(tmp_path / "store")))
+    with again.new_writer() as writer:
+        assert not any(writer.add(chunk_id(d), d) for d in pieces), "all found"
+        writer.finish()
+    assert [type(t.rows).__name__ for t in again._index._tables] == ["FileRows"]
+    path = tmp_path / "store" / "index" / name
+    data = bytearray(path.read_bytes())
+    data[200] ^= 1
+    path.write_bytes(bytes(data))
+    damaged = ChunkStore.open(Backend(str(tmp_path / "store")))
+    damaged.load_index()
+    assert damaged.damaged_indexes == {name}
+    assert damaged.location(chunk_id(pieces[0])) is None
+
+
+def test_an_upload_of_many_chunks_spills_its_rows_and_indexes_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows spilled to runs every 500 chunks: the upload still finds its own chunks (a
+    chunk given twice is stored once), and its index object names every chunk."""
+    monkeypatch.setattr(indextable, "SPILL_ROWS", 500)
+    monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 300)
+    store = _store(tmp_path)
+    pieces = _pieces(2600)
+    with store.new_writer() as writer:
+        for data in pieces:
+            writer.add(chunk_id(data), data)
+        rows = writer._rows
+        writer._drain(0)
+        with writer._lock:
+            writer._flush_locked()
+        while writer._tasks:
+            writer._tasks.popleft().result()
+        writer._wait_uploads()
+        assert len(rows._runs) >= 3, "premise: spilled"
+        assert not any(writer.add(chunk_id(d), d) for d in pieces[::7]), "found in runs"
+        writer.finish()
+    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
+    fresh.load_index()
+    assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)
+    assert all(bytes(fresh.read_one(chunk_id(d))) == d for d in pieces[::97])

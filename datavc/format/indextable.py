@@ -3,8 +3,10 @@ as the format requires, kept as the object's bytes and binary-searched."""
 
 from __future__ import annotations
 
+import heapq
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from ..errors import CorruptObject
 from .hashing import ChunkId, ObjectId
@@ -20,23 +22,30 @@ from .packfile import (
 )
 
 
-class _SortedRows:
-    """An index object's entry table as it is stored: rows of 53 bytes sorted by chunk id,
-    searched in place (no object per chunk). An entry found is checked then; a table that
-    is not sorted (damaged or crafted) only hides entries, which a writer stores again and
-    a reader finds another way or misses."""
+class RowSource(Protocol):
+    """Index rows (53 bytes each, :data:`INDEX_ROW`) sorted by chunk id, wherever they are:
+    in memory (:class:`MemoryRows`) or in a local file (the store's ``FileRows``)."""
 
-    __slots__ = ("count", "data", "numbers", "obj", "start")
+    count: int
 
-    def __init__(self, data: bytes, start: int, count: int, numbers: list[int], obj: str) -> None:
-        self.data = data  # the whole object, not copied: its rows start at ``start``
+    def find_raw(self, cid: bytes) -> bytes | None:
+        """The row of ``cid``, or None."""
+
+    def raw_rows(self) -> Iterator[bytes]:
+        """Every row, in order."""
+
+
+class MemoryRows:
+    """Sorted rows in a buffer (an index object's bytes, not copied), binary-searched."""
+
+    __slots__ = ("count", "data", "start")
+
+    def __init__(self, data: bytes, start: int, count: int) -> None:
+        self.data = data
         self.start = start
         self.count = count
-        self.numbers = numbers
-        self.obj = obj
 
-    def find(self, cid: bytes) -> bytes | None:
-        """The chunk's row (as :class:`LocationTable` packs it), or None."""
+    def find_raw(self, cid: bytes) -> bytes | None:
         data, size, start = self.data, INDEX_ROW.size, self.start
         lo, hi = 0, self.count
         while lo < hi:
@@ -48,20 +57,42 @@ class _SortedRows:
             elif key > cid:
                 hi = mid
             else:
-                return self._row(mid)
+                return data[at : at + size]
         return None
 
-    def _row(self, i: int) -> bytes:
-        at = self.start + i * INDEX_ROW.size
-        _, p, off, sl, pl, codec = INDEX_ROW.unpack_from(self.data, at)
+    def raw_rows(self) -> Iterator[bytes]:
+        size, start = INDEX_ROW.size, self.start
+        for i in range(self.count):
+            yield self.data[start + i * size : start + (i + 1) * size]
+
+
+class _SortedRows:
+    """An index object's entry table as it is stored: rows of 53 bytes sorted by chunk id,
+    searched in place (no object per chunk). An entry found is checked then; a table that
+    is not sorted (damaged or crafted) only hides entries, which a writer stores again and
+    a reader finds another way or misses."""
+
+    __slots__ = ("numbers", "obj", "rows")
+
+    def __init__(self, rows: RowSource, numbers: list[int], obj: str) -> None:
+        self.rows = rows
+        self.numbers = numbers  # the object's pack numbers, as the table's
+        self.obj = obj
+
+    def find(self, cid: bytes) -> bytes | None:
+        """The chunk's row (as :class:`LocationTable` packs it), or None."""
+        raw = self.rows.find_raw(cid)
+        return None if raw is None else self._place(raw)
+
+    def _place(self, raw: bytes) -> bytes:
+        _, p, off, sl, pl, codec = INDEX_ROW.unpack(raw)
         if p >= len(self.numbers) or not plausible(sl, pl, codec):
-            raise CorruptObject(self.obj, f"index entry {i} is impossible")
+            raise CorruptObject(self.obj, f"index entry of chunk {raw[:8].hex()} is impossible")
         return PLACE_ROW.pack(self.numbers[p], off, sl, pl, codec)
 
     def __iter__(self) -> Iterator[tuple[ChunkId, bytes]]:
-        size, start = INDEX_ROW.size, self.start
-        for i in range(self.count):
-            yield ChunkId(self.data[start + i * size : start + i * size + 32]), self._row(i)
+        for raw in self.rows.raw_rows():
+            yield ChunkId(raw[:32]), self._place(raw)
 
 
 class IndexTable(LocationTable):
@@ -97,7 +128,15 @@ class IndexTable(LocationTable):
 
     def add_index(self, data: bytes, obj: str) -> None:
         numbers, pos, count = self._index_header(data, obj)
-        self._tables.append(_SortedRows(data, pos, count, numbers, obj))
+        self._tables.append(_SortedRows(MemoryRows(data, pos, count), numbers, obj))
+
+    def add_rows(self, head: bytes, size: int, rows: RowSource, obj: str) -> None:
+        """Take in an index object of ``size`` bytes kept elsewhere: ``head``, its bytes up
+        to its rows (see :meth:`index_head`); ``rows``, its rows."""
+        numbers, pos, count = self._index_header(head, obj, size)
+        if pos != len(head) or count != rows.count:
+            raise CorruptObject(obj, "index head does not match its rows")
+        self._tables.append(_SortedRows(rows, numbers, obj))
 
     def _rows_of(self, cid: ChunkId) -> list[bytes]:
         """Every row of ``cid``: the one put first (or preferred), then the tables', then
@@ -177,21 +216,32 @@ class IndexTable(LocationTable):
 
 
 BUCKETS = 1 << 16  # NewRows buckets, by a chunk id's first two bytes
+SPILL_ROWS = 1 << 20  # rows NewRows holds before it spills them to a sorted run (if it can)
+BLOOM_BITS = 1 << 27  # 16 MiB: under 1% false "maybe" up to about 10 million spilled rows
 
 
 class NewRows:
     """The chunks one upload stored, as index rows (53 bytes each, pack numbers local to
     these rows) in 65,536 buckets by the first two bytes of their ids, which are uniform:
     a chunk is found by a byte search of one bucket, about 15 rows for a million chunks.
-    About 60 bytes a chunk, where a dict row, a footer row and a list entry took some 400,
-    so a first add of a million files does not hold hundreds of MiB. The upload's index
-    object is written from them (:meth:`encode`). Thread-safe."""
+    About 60 bytes a chunk, where a dict row, a footer row and a list entry took some 400.
 
-    def __init__(self) -> None:
+    With ``spill`` (rows in order -> a :class:`RowSource` kept elsewhere, a local file),
+    every ``SPILL_ROWS`` rows go to a sorted run, so memory stays flat however many chunks
+    an upload stores: a 16 MiB Bloom filter says which ids may be in a run, and only those
+    are searched there. The upload's index object is written from the buckets and runs
+    merged (:meth:`encode`). Thread-safe."""
+
+    def __init__(self, spill: Callable[[Iterator[bytes]], RowSource] | None = None) -> None:
         self.packs: list[ObjectId] = []
         self._per_pack: list[int] = []  # rows naming each pack
         self._buckets: list[bytearray | None] = [None] * BUCKETS
         self._lock = threading.Lock()
+        self._spill = spill
+        self._runs: list[RowSource] = []
+        self._bloom: bytearray | None = None  # set at the first spill
+        self._dropped: set[bytes] = set()  # ids dropped whose rows are in a run
+        self._held = 0  # rows in the buckets
         self.count = 0
 
     def add_pack(self, pack: ObjectId, footer: bytes) -> None:
@@ -203,7 +253,7 @@ class NewRows:
             self._per_pack.append(0)
             buckets, pack_row = self._buckets, INDEX_ROW.pack
             for cid, offset, stored, plain, codec in footer_entries_of(footer):
-                if self._at(cid) is not None:
+                if self._row(cid) is not None:
                     continue
                 key = (cid[0] << 8) | cid[1]
                 bucket = buckets[key]
@@ -211,7 +261,33 @@ class NewRows:
                     bucket = buckets[key] = bytearray()
                 bucket += pack_row(cid, number, offset, stored, plain, codec)
                 self._per_pack[number] += 1
+                self._held += 1
                 self.count += 1
+            if self._spill is not None and self._held >= SPILL_ROWS:
+                self._spill_buckets(self._spill)
+
+    def _spill_buckets(self, spill: Callable[[Iterator[bytes]], RowSource]) -> None:
+        bloom = self._bloom
+        if bloom is None:
+            bloom = self._bloom = bytearray(BLOOM_BITS >> 3)
+        for bucket in self._buckets:
+            if bucket:
+                for at in range(0, len(bucket), INDEX_ROW.size):
+                    for bit in _bloom_bits(bytes(bucket[at : at + 32])):
+                        bloom[bit >> 3] |= 1 << (bit & 7)
+        self._runs.append(spill(self._bucket_rows()))
+        self._buckets = [None] * BUCKETS
+        self._held = 0
+
+    def _bucket_rows(self) -> Iterator[bytes]:
+        """The buckets' rows in id order (each bucket sorted on its own: they are in id
+        order already)."""
+        size = INDEX_ROW.size
+        for bucket in self._buckets:
+            if bucket:
+                yield from sorted(
+                    bytes(bucket[at : at + size]) for at in range(0, len(bucket), size)
+                )
 
     def _at(self, cid: bytes) -> tuple[bytearray, int] | None:
         """The bucket holding ``cid``'s row and where the row starts (a match must start
@@ -224,40 +300,62 @@ class NewRows:
             at = bucket.find(cid, at + 1)
         return None if at < 0 else (bucket, at)
 
+    def _row(self, cid: bytes) -> bytes | None:
+        found = self._at(cid)
+        if found is not None:
+            bucket, at = found
+            return bytes(bucket[at : at + INDEX_ROW.size])
+        if self._runs and self._maybe_spilled(cid) and cid not in self._dropped:
+            for run in self._runs:
+                row = run.find_raw(cid)
+                if row is not None:
+                    return row
+        return None
+
+    def _maybe_spilled(self, cid: bytes) -> bool:
+        bloom = self._bloom
+        assert bloom is not None
+        return all(bloom[bit >> 3] >> (bit & 7) & 1 for bit in _bloom_bits(cid))
+
     def find(self, cid: bytes) -> Location | None:
         """Where this upload stored ``cid``, or None."""
         with self._lock:
-            found = self._at(cid)
-            if found is None:
-                return None
-            bucket, at = found
-            _, n, offset, stored, plain, codec = INDEX_ROW.unpack_from(bucket, at)
+            row = self._row(cid)
+        if row is None:
+            return None
+        _, n, offset, stored, plain, codec = INDEX_ROW.unpack(row)
         return Location(self.packs[n], offset, stored, plain, codec)
 
     def drop(self, cid: bytes) -> None:
         with self._lock:
+            row = self._row(cid)
+            if row is None:
+                return
+            self._per_pack[U32.unpack_from(row, 32)[0]] -= 1
+            self.count -= 1
             found = self._at(cid)
-            if found is not None:
+            if found is None:
+                self._dropped.add(bytes(cid))  # in a run: hidden from now on
+            else:
                 bucket, at = found
-                self._per_pack[U32.unpack_from(bucket, at + 32)[0]] -= 1
                 del bucket[at : at + INDEX_ROW.size]
-                self.count -= 1
+                self._held -= 1
+
+    def _rows(self) -> Iterator[bytes]:
+        """Every row in id order: the buckets' and the runs', merged (dropped ones left
+        out). Not to be changed meanwhile (the upload is over)."""
+        rows = heapq.merge(self._bucket_rows(), *(run.raw_rows() for run in self._runs))
+        dropped = self._dropped
+        return (r for r in rows if r[:32] not in dropped) if dropped else rows
 
     def __iter__(self) -> Iterator[ChunkId]:
-        """The ids, a bucket at a time (a snapshot of each bucket as it is reached)."""
-        size = INDEX_ROW.size
-        for i in range(BUCKETS):
-            with self._lock:
-                bucket = self._buckets[i]
-                data = bytes(bucket) if bucket else b""
-            for at in range(0, len(data), size):
-                yield ChunkId(data[at : at + 32])
+        for row in self._rows():
+            yield ChunkId(row[:32])
 
     def encode(self) -> Iterator[bytes]:
         """The index object of these rows, in parts of about 1 MiB: the pack table sorted
-        (a pack no row names, all its chunks stored before or dropped, is left out),
-        then the rows sorted by chunk id, each bucket sorted on its own (the buckets are in
-        id order already). Not to be changed meanwhile (the upload is over)."""
+        (a pack no row names, all its chunks stored before or dropped, is left out), then
+        the rows sorted by chunk id. Not to be changed meanwhile (the upload is over)."""
         named = [n for n, rows in enumerate(self._per_pack) if rows]  # none: all dropped
         order = sorted(named, key=self.packs.__getitem__)
         numbers = [0] * len(self.packs)
@@ -269,20 +367,22 @@ class NewRows:
             head += bytes.fromhex(self.packs[old])
         head += U32.pack(self.count)
         yield bytes(head)
-        size = INDEX_ROW.size
         renumber = numbers != list(range(len(numbers)))
         out = bytearray()
-        for bucket in self._buckets:
-            if not bucket:
-                continue
-            rows = sorted(bucket[at : at + size] for at in range(0, len(bucket), size))
-            for row in rows:
-                if renumber:
-                    n = U32.unpack_from(row, 32)[0]
-                    row[32:36] = U32.pack(numbers[n])
-                out += row
+        for row in self._rows():
+            if renumber:
+                n = U32.unpack_from(row, 32)[0]
+                row = row[:32] + U32.pack(numbers[n]) + row[36:]
+            out += row
             if len(out) >= 1 << 20:
                 yield bytes(out)
                 out.clear()
         if out:
             yield bytes(out)
+
+
+def _bloom_bits(cid: bytes) -> tuple[int, int, int, int]:
+    """Four bit positions for ``cid`` (ids are uniform: slices of them are hash enough)."""
+    h = int.from_bytes(cid[4:20], "little")
+    mask = BLOOM_BITS - 1
+    return h & mask, (h >> 27) & mask, (h >> 54) & mask, (h >> 81) & mask

@@ -378,9 +378,13 @@ class LocationTable:
         parts.append(bytes(out))
         return parts
 
-    def _index_header(self, data: bytes, obj: str) -> tuple[list[int], int, int]:
+    def _index_header(
+        self, data: bytes, obj: str, size: int | None = None
+    ) -> tuple[list[int], int, int]:
         """An index object's pack table (as this table's pack numbers), where its rows
-        start, and how many there are, all checked against the object's length."""
+        start, and how many there are, all checked against the object's length (``size``,
+        if ``data`` is only its head)."""
+        total = len(data) if size is None else size
         if not data.startswith(INDEX_MAGIC):
             raise CorruptObject(obj, "not a datavc index")
         try:
@@ -400,7 +404,7 @@ class LocationTable:
             pos += _U32.size
         except struct.error:
             raise CorruptObject(obj, "index is truncated") from None
-        if pos + count * _INDEX_ENTRY.size > len(data):
+        if pos + count * _INDEX_ENTRY.size > total:
             raise CorruptObject(obj, "index is truncated")
         return numbers, pos, count
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFound
 from ..format.hashing import ChunkId, ObjectId, file_hasher, is_object_id, object_id
 from ..format.indextable import IndexTable, NewRows
-from ..format.packfile import Location, LocationTable
+from ..format.packfile import INDEX_ROW, Location, LocationTable
 from .backend import Backend
 from .overlap import Overlap
 
@@ -35,6 +35,17 @@ if TYPE_CHECKING:
 
 
 INDEX_READS = 32  # index objects read (and held) at once by load_index
+INDEX_IN_MEMORY = 16 << 20  # a bigger index object is searched in a local file
+DOWNLOAD_BLOCK = 8 << 20
+
+
+def _file_id(path: str) -> str:
+    """The BLAKE3 of a file, read a block at a time."""
+    hasher = file_hasher()
+    with open(path, "rb") as f:
+        while block := f.read(DOWNLOAD_BLOCK):
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 class ChunkStore:
@@ -208,9 +219,13 @@ class ChunkStore:
         runs, and its read-ahead thread finding a moved pack): the second waits, then reads
         only what is still new."""
         with self._loading:
-            names = [n for n in self.backend.list("index") if n not in self._indexes_loaded]
+            sizes = {i.name: i.size for i in self.backend.list_detail("index")}
+            names = [n for n in sizes if n not in self._indexes_loaded]
             # not an index object (a temporary file, a stray): fsck's job
             names = [n for n in names if is_object_id(n)]
+            for name in [n for n in names if sizes[n] > INDEX_IN_MEMORY]:
+                self._load_index_file(name, sizes[name])
+            names = [n for n in names if sizes[n] <= INDEX_IN_MEMORY]
             with Overlap(not self.backend.is_local) as overlap:
                 for start in range(0, len(names), INDEX_READS):  # bounded memory
                     group = names[start : start + INDEX_READS]
@@ -223,6 +238,73 @@ class ChunkStore:
                             self._indexes_loaded.add(name)
             if self._indexes_loaded:
                 self._hints = LocationTable()  # the index is loaded: hints are not needed
+
+    def _load_index_file(self, name: str, size: int) -> None:
+        """Take in a big index object from a local file (the store's, the cache's, or a
+        copy downloaded a block at a time), checked against its id, then searched there:
+        its rows are never all in memory (:class:`.rowfiles.FileRows`)."""
+        from .rowfiles import FileRows
+
+        key = f"index/{name}"
+        copy = None
+        try:
+            path = next((p for p in self._local_copies(key, size) if _file_id(p) == name), None)
+            if path is None:
+                path = copy = self._download(key, size)
+                got = _file_id(path)
+                if got != name:
+                    raise IntegrityError(key, name, got)
+                if self.cache is not None:  # kept, as read_object keeps what it reads
+                    with contextlib.suppress(OSError):
+                        self.cache.put_path(key, copy, move=True)
+                        path, copy = self.cache.path(key), None
+            with open(path, "rb") as f:  # the magic, the pack table, the row count
+                head = f.read(12)
+                need = 16 + 32 * int.from_bytes(head[8:12], "little") if len(head) == 12 else 0
+                if not need or need > size:
+                    raise CorruptObject(key, "index is truncated")
+                head += f.read(need - 12)
+            count = int.from_bytes(head[-4:], "little")
+            if len(head) != need or need + count * INDEX_ROW.size > size:
+                raise CorruptObject(key, "index is truncated")
+            rows = FileRows.open(path, need, count)
+            with self._lock:
+                self._index.add_rows(head, size, rows, key)
+        except ObjectNotFound:
+            pass  # gone since listed (gc replaced it): its entries are elsewhere
+        except (IntegrityError, CorruptObject):
+            with self._lock:
+                self.damaged_indexes.add(name)  # skipped, as _index_object says
+        finally:
+            if copy is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(copy)  # FileRows holds it open
+        with self._lock:
+            self._indexes_loaded.add(name)
+
+    def _local_copies(self, key: str, size: int) -> Iterator[str]:
+        """Local files that may hold ``key`` whole: the cache's, and a local store's."""
+        for backend in (self.cache, self.backend):
+            if backend is not None and backend.is_local:
+                path = backend.path(key)
+                with contextlib.suppress(OSError):
+                    if os.path.getsize(path) == size:
+                        yield path
+
+    def _download(self, key: str, size: int) -> str:
+        """``key`` copied to a temporary file a block at a time (never whole in memory)."""
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix=".tmp-index-", dir=self.spool_dir())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for start in range(0, size, DOWNLOAD_BLOCK):
+                    f.write(self.backend.read_range(key, start, min(size, start + DOWNLOAD_BLOCK)))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        return path
 
     def _index_object(self, name: str) -> bytes | None:
         """An index object's bytes, checked; None if it is gone or damaged."""
@@ -259,8 +341,12 @@ class ChunkStore:
 
     def new_rows(self) -> NewRows:
         """Where an upload records the chunks it stores (:meth:`index_pack`), searched with
-        the index from then on (by this process: others once :meth:`write_index` names them)."""
-        rows = NewRows()
+        the index from then on (by this process: others once :meth:`write_index` names them).
+        Past a million chunks they spill to sorted files beside the packs being built."""
+        from .rowfiles import spill_rows
+
+        folder = self.spool_dir()
+        rows = NewRows(lambda sorted_rows: spill_rows(sorted_rows, folder))
         with self._lock:
             self._index.attach(rows)
         return rows
