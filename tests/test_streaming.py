@@ -73,6 +73,8 @@ def test_scan_is_in_snapshot_path_order(tmp_path: Path) -> None:
 
 
 segment = st.sampled_from(["a", "A", "b", "a.b", "a0", "ä", "Ä", "ß", "ss", "SS", "x-y"])
+bad = st.sampled_from(["", ".", "..", ".GIT", ".datavc", "a\\b", "a\x00", "\ud800", "c:"])
+segment = st.one_of(segment, segment, segment, bad)
 paths = st.lists(st.lists(segment, min_size=1, max_size=3).map("/".join), max_size=12)
 
 
@@ -95,6 +97,20 @@ def test_sorted_path_check_agrees_with_check_paths(found: list[str]) -> None:
     except UnsafePath as err:
         streamed = err
     assert (whole is None) == (streamed is None), (ordered, whole, streamed)
+
+
+@pytest.mark.parametrize("bad", ["..", ".", ".GIT", ".datavc", "a\\b", "a\x00", "\ud800"])
+def test_sorted_path_check_refuses_a_bad_name_after_a_good_one_in_its_folder(bad: str) -> None:
+    """The second path of a folder has only its name checked (its folders were checked with
+    the first): a bad name there is still refused, as check_paths refuses it."""
+    ordered = ["x/-", f"x/{bad}"]
+    assert sorted(ordered) == ordered, "premise: the bad one comes second"
+    with pytest.raises(UnsafePath):
+        check_paths(ordered)
+    checker = SortedPathCheck()
+    checker.add(ordered[0])
+    with pytest.raises(UnsafePath):
+        checker.add(ordered[1])
 
 
 def test_sorted_path_check_refuses_a_clash_far_apart() -> None:

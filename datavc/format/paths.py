@@ -40,6 +40,19 @@ def check_path(path: str) -> None:
             raise UnsafePath(path, f"forbidden component {part!r}")
 
 
+def _check_last_part(path: str, name: str) -> None:
+    """:func:`check_path` of ``path`` whose folders are known good: its name alone."""
+    if "\\" in name or "\x00" in name:
+        raise UnsafePath(path, "backslash or NUL in path")
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnsafePath(path, "not valid UTF-8") from None
+    if name.lower() in _FORBIDDEN_PARTS:
+        raise UnsafePath(path, f"forbidden component {name!r}")
+
+
 def check_paths(paths: Iterable[str]) -> None:
     """Check every path, and that together they can be written to one folder."""
     seen: dict[str, str] = {}
@@ -81,14 +94,18 @@ class SortedPathCheck:
         self._last: str | None = None
 
     def add(self, path: str) -> None:
-        check_path(path)
         last = self._last
+        cut = path.rfind("/") + 1
+        same_folder = last is not None and last.rfind("/") + 1 == cut and last[:cut] == path[:cut]
+        if same_folder:
+            _check_last_part(path, path[cut:])  # its folders were checked with the last path
+        else:
+            check_path(path)
         if last is not None and path <= last:
             reason = "duplicate path" if path == last else "paths are not in order"
             raise UnsafePath(path, reason)
         self._last = path
-        cut = path.rfind("/") + 1
-        if last is not None and last.rfind("/") + 1 == cut and last[:cut] == path[:cut]:
+        if same_folder:
             # the same folder as the last path (most paths): only the name is new
             name = path[cut:]
             children = self._children[-1]
