@@ -76,8 +76,8 @@ class Footers:
         self.reads = 0
 
     def trust(self, pack: ObjectId, rows: NewRows) -> None:
-        """Take the footer of a pack this process has just stored as ``rows`` record it
-        (no read needed; a row dropped since counts as not held)."""
+        """Trust the footer of a pack this process has just stored: ``rows`` records its
+        chunks (no read needed; a row dropped since counts as not held)."""
         with self._lock:
             self._trusted[pack] = rows
             self.stored.add(pack)

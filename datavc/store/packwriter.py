@@ -91,7 +91,7 @@ class PackWriter:
         self._batch_size = 0
         self._entries = bytearray()  # the footer rows of the pack being filled
         self._size = len(PACK_MAGIC)
-        self._pending: set[ChunkId] = set()  # in a pack not stored yet (then in _stored)
+        self._pending: set[ChunkId] = set()  # in a pack not stored yet (then in _rows)
         self._rows = store.new_rows()  # the chunks this upload stored, for its index
         self._lock = threading.Lock()
         self._done = threading.Lock()
