@@ -289,3 +289,43 @@ def test_an_upload_of_many_chunks_spills_its_rows_and_indexes_them_all(
     fresh.load_index()
     assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)
     assert all(bytes(fresh.read_one(chunk_id(d))) == d for d in pieces[::97])
+
+
+def test_a_big_index_of_a_remote_store_is_downloaded_checked_and_cached(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On every backend: a big index object is fetched a block at a time into a local file
+    (never whole in memory), checked, searched there, and kept in the cache; a copy in the
+    cache that is damaged is not used (the store's is fetched again)."""
+    monkeypatch.setattr(chunkstore, "INDEX_IN_MEMORY", 1000)
+    monkeypatch.setattr(chunkstore, "DOWNLOAD_BLOCK", 4096)  # several blocks
+    store = ChunkStore.create(Backend(store_url), StoreConfig(ChunkerParams()))
+    pieces = _pieces(2000)
+    with store.new_writer() as writer:
+        for data in pieces:
+            writer.add(chunk_id(data), data)
+        writer.finish()
+    (name,) = store.backend.list("index")
+    cache_dir = tmp_path / "cache"
+
+    def reopened() -> ChunkStore:
+        cache = None if Backend(store_url).is_local else Backend(str(cache_dir))
+        again = ChunkStore.open(Backend(store_url), cache)
+        again.load_index()
+        return again
+
+    again = reopened()
+    assert not again.damaged_indexes
+    assert all(again.location(chunk_id(d)) == store.location(chunk_id(d)) for d in pieces)
+    assert [type(t.rows).__name__ for t in again._index._tables] == ["FileRows"]
+    if again.cache is None:
+        return
+    cached = cache_dir / "index" / name
+    assert cached.exists(), "kept in the cache"
+    data = bytearray(cached.read_bytes())
+    data[300] ^= 1
+    cached.write_bytes(bytes(data))
+    third = reopened()
+    assert not third.damaged_indexes
+    assert all(third.location(chunk_id(d)) == store.location(chunk_id(d)) for d in pieces)
+    assert chunkstore._file_id(str(cached)) == name, "the damaged copy was replaced"

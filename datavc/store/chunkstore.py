@@ -248,7 +248,14 @@ class ChunkStore:
         key = f"index/{name}"
         copy = None
         try:
-            path = next((p for p in self._local_copies(key, size) if _file_id(p) == name), None)
+            path = None
+            for candidate, backend in self._local_copies(key, size):
+                if _file_id(candidate) == name:
+                    path = candidate
+                    break
+                if backend is self.cache:  # a damaged copy: replaced by the store's below
+                    with contextlib.suppress(ObjectNotFound, OSError):
+                        backend.delete(key)
             if path is None:
                 path = copy = self._download(key, size)
                 got = _file_id(path)
@@ -282,14 +289,14 @@ class ChunkStore:
         with self._lock:
             self._indexes_loaded.add(name)
 
-    def _local_copies(self, key: str, size: int) -> Iterator[str]:
+    def _local_copies(self, key: str, size: int) -> Iterator[tuple[str, Backend]]:
         """Local files that may hold ``key`` whole: the cache's, and a local store's."""
         for backend in (self.cache, self.backend):
             if backend is not None and backend.is_local:
                 path = backend.path(key)
                 with contextlib.suppress(OSError):
                     if os.path.getsize(path) == size:
-                        yield path
+                        yield path, backend
 
     def _download(self, key: str, size: int) -> str:
         """``key`` copied to a temporary file a block at a time (never whole in memory)."""
