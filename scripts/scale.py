@@ -350,7 +350,14 @@ def scale(base: Path, n: int) -> dict[str, object]:
     dv = [sys.executable, "-m", "datavc"]
     subprocess.run([*dv, "init"], cwd=ws, env=env, check=True, capture_output=True)
     s = Session(n, ws, env)
-    fields = run_check(s, ws, dv)
+    try:
+        fields = run_check(s, ws, dv)
+    except SystemExit:
+        # a step that failed for want of space: say whose space (the image's or the host's)
+        for where in (base, Path(tempfile.gettempdir())):
+            du = shutil.disk_usage(where)
+            print(f"disk at {where}: {du.used / 1e9:.2f} GB used, {du.free / 1e9:.2f} GB free")
+        raise
     objects = sum(len(files) for _, _, files in os.walk(ws / ".datavc" / "store"))
     peak = max(st.peak_rss_mib for st in s.steps if st.name != GIT_STATUS)
     print(f"store objects: {objects}; peak RSS of any datavc step: {peak:.0f} MiB", flush=True)
