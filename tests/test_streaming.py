@@ -113,6 +113,17 @@ def test_sorted_path_check_refuses_a_bad_name_after_a_good_one_in_its_folder(bad
         checker.add(ordered[1])
 
 
+def test_sorted_path_check_refuses_a_drive_name_after_another_top_level_name() -> None:
+    """Found by the hypothesis check: at the top, a name is the whole path, so "c:" after
+    "a" is refused as absolute, as check_paths refuses it."""
+    with pytest.raises(UnsafePath, match="absolute"):
+        check_paths(["a", "c:"])
+    checker = SortedPathCheck()
+    checker.add("a")
+    with pytest.raises(UnsafePath, match="absolute"):
+        checker.add("c:")
+
+
 def test_sorted_path_check_refuses_a_clash_far_apart() -> None:
     """Folders "A" and "a" clash though thousands of paths lie between them."""
     checker = SortedPathCheck()

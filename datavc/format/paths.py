@@ -97,7 +97,7 @@ class SortedPathCheck:
         last = self._last
         cut = path.rfind("/") + 1
         same_folder = last is not None and last.rfind("/") + 1 == cut and last[:cut] == path[:cut]
-        if same_folder:
+        if same_folder and cut:  # (a name at the top is the whole path: "c:" is absolute)
             _check_last_part(path, path[cut:])  # its folders were checked with the last path
         else:
             check_path(path)
