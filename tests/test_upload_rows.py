@@ -122,6 +122,24 @@ def _store(tmp_path: Path) -> ChunkStore:
     return ChunkStore.create(Backend(str(tmp_path / "store")), StoreConfig(ChunkerParams()))
 
 
+def _store_all(store: ChunkStore, pieces: list[bytes]) -> None:
+    """One upload of ``pieces``, one chunk each, finished (packs, then the index)."""
+    with store.new_writer() as writer:
+        for data in pieces:
+            writer.add(chunk_id(data), data)
+        writer.finish()
+
+
+def _packs_stored(writer: packwriter.PackWriter) -> None:
+    """Every pack of the upload stored, its index not written yet (as finish() starts)."""
+    writer._drain(0)
+    with writer._lock:
+        writer._flush_locked()
+    while writer._tasks:
+        writer._tasks.popleft().result()
+    writer._wait_uploads()
+
+
 def _pieces(n: int) -> list[bytes]:
     return [b"tiny chunk %d\n" % i for i in range(n)]
 
@@ -160,10 +178,7 @@ def test_a_pack_closes_at_its_chunk_limit(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 10)
     store = _store(tmp_path)
     pieces = _pieces(35)
-    with store.new_writer() as writer:
-        for data in pieces:
-            writer.add(chunk_id(data), data)
-        writer.finish()
+    _store_all(store, pieces)
     packs = store.backend.list("packs")
     counts = sorted(len(read_pack_footer(store.backend.read(f"packs/{p}"), p)) for p in packs)
     assert counts == [5, 10, 10, 10]
@@ -178,12 +193,7 @@ def test_chunks_of_an_upload_that_failed_are_not_taken_as_stored(tmp_path: Path)
     with store.new_writer() as writer:
         for data in pieces:
             writer.add(chunk_id(data), data)
-        writer._drain(0)
-        with writer._lock:
-            writer._flush_locked()
-        while writer._tasks:
-            writer._tasks.popleft().result()
-        writer._wait_uploads()
+        _packs_stored(writer)
         assert store.has_chunk(chunk_id(pieces[0])), "premise: stored, visible to the upload"
     assert not any(store.has_chunk(chunk_id(d)) for d in pieces)
     assert store.backend.list("index") == []
@@ -242,10 +252,7 @@ def test_a_big_index_is_searched_in_its_file(
     monkeypatch.setattr(chunkstore, "INDEX_IN_MEMORY", 1000)
     store = _store(tmp_path)
     pieces = _pieces(3000)
-    with store.new_writer() as writer:
-        for data in pieces:
-            writer.add(chunk_id(data), data)
-        writer.finish()
+    _store_all(store, pieces)
     (name,) = store.backend.list("index")
     assert store.backend.size(f"index/{name}") > 1000, "premise: a big one"
     again = ChunkStore.open(Backend(str(tmp_path / "store")))
@@ -276,12 +283,7 @@ def test_an_upload_of_many_chunks_spills_its_rows_and_indexes_them_all(
         for data in pieces:
             writer.add(chunk_id(data), data)
         rows = writer._rows
-        writer._drain(0)
-        with writer._lock:
-            writer._flush_locked()
-        while writer._tasks:
-            writer._tasks.popleft().result()
-        writer._wait_uploads()
+        _packs_stored(writer)
         assert len(rows._runs) >= 3, "premise: spilled"
         assert not any(writer.add(chunk_id(d), d) for d in pieces[::7]), "found in runs"
         writer.finish()
@@ -301,10 +303,7 @@ def test_a_big_index_of_a_remote_store_is_downloaded_checked_and_cached(
     monkeypatch.setattr(chunkstore, "DOWNLOAD_BLOCK", 4096)  # several blocks
     store = ChunkStore.create(Backend(store_url), StoreConfig(ChunkerParams()))
     pieces = _pieces(2000)
-    with store.new_writer() as writer:
-        for data in pieces:
-            writer.add(chunk_id(data), data)
-        writer.finish()
+    _store_all(store, pieces)
     (name,) = store.backend.list("index")
     cache_dir = tmp_path / "cache"
 
