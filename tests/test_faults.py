@@ -35,7 +35,7 @@ from datavc.store.backend import Backend
 from datavc.store.check import fsck
 from datavc.store.chunkstore import ChunkStore
 from datavc.store.files import NoProgress
-from datavc.store.materialize import materialize
+from datavc.store.materialize import as_pages, materialize
 from datavc.store.trees import iter_entries
 from datavc.store.versions import read_version, version_numbers
 from datavc.workspace.core import Workspace
@@ -54,7 +54,7 @@ def checkout_state(url: str | Backend, name: str, number: int, dest: Path) -> di
     store = ChunkStore.open(url if isinstance(url, Backend) else Backend(url))
     rec = read_version(store, name, number)
     entries = list(iter_entries(store, rec.root))
-    materialize(store, entries, str(dest), rec.kind, lambda f, e: False, NoProgress())
+    materialize(store, as_pages(entries), str(dest), rec.kind, lambda f, e: False, NoProgress())
     return tree_state(dest)
 
 

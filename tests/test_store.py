@@ -37,8 +37,9 @@ from datavc.store import versions
 from datavc.store.backend import Backend, BackendStats, Created
 from datavc.store.build import build_entries
 from datavc.store.chunkstore import ChunkStore
+from datavc.store.fetch import STREAM_MIN
 from datavc.store.files import TMP_PREFIX, LocalFile, NoProgress, scan
-from datavc.store.materialize import STREAM_MIN, materialize
+from datavc.store.materialize import as_pages, materialize
 from datavc.store.packwriter import UploadStats
 from datavc.store.spool import AppendFile
 from datavc.store.trees import diff_entries, diff_trees, find_entry, iter_entries, write_tree
@@ -129,7 +130,7 @@ def checkout(
     unchanged: Callable[[LocalFile, FileEntry], bool] = same_hash,
 ) -> int:
     entries = list(iter_entries(store, tree))
-    return materialize(store, entries, str(dest), "dir", unchanged, NoProgress())
+    return materialize(store, as_pages(entries), str(dest), "dir", unchanged, NoProgress())
 
 
 def counters(stats: BackendStats) -> dict[str, int]:

@@ -22,6 +22,7 @@ again, and it reconnects to the store after a fork.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -40,9 +41,10 @@ from ..store import (
 )
 from ..store.chunkstore import ChunkStore
 from ..store.files import LocalFile, NoProgress, hash_path
-from ..store.materialize import materialize
+from ..store.materialize import Page, materialize
 from ..store.reader import CHUNKS
 from ..store.retry import RetryPolicy
+from ..store.trees import decoded_page
 from ..workspace.config import find_root
 from ..workspace.core import Workspace, open_store
 from .file import DatavcFile, Layout, workers
@@ -482,19 +484,26 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=Keyed):  # type: ignore[mis
         written. ``shard=(i, n)``: only every n-th file from the i-th, in path order, and
         nothing removed, so that n processes (Dask workers) write a snapshot together."""
         snap = self._rooted()
-        entries = sorted(snap.all().values(), key=lambda e: e.path)
-        if shard is not None:
-            i, n = check_shard(shard)
-            entries = entries[i::n]
-            if not entries:
-                return 0
+        root = snap.record.root
+        i, n = check_shard(shard) if shard is not None else (0, 1)
+        if i >= root.files:
+            return 0  # an empty shard (a snapshot of fewer files than shards)
+
+        def pages() -> Iterator[Page]:  # a page at a time, in path order: never all entries
+            first = 0  # the snapshot's number of the page's first file
+            for page in root.pages:
+                entries, hints = decoded_page(self.chunks, page)
+                if n > 1:
+                    entries = entries[(i - first) % n :: n]
+                first += page.files
+                yield entries, hints
 
         def unchanged(local: LocalFile, e: FileEntry) -> bool:
             return local.size == e.size and hash_path(local.abspath, local.size) == e.hash
 
         kind, progress = snap.record.kind, NoProgress()
         prune = shard is None
-        return materialize(self.chunks, entries, dest, kind, unchanged, progress, None, prune)
+        return materialize(self.chunks, pages(), dest, kind, unchanged, progress, None, prune)
 
     # read-only: every write is a PermissionError (ReadOnly), as fsspec's callers expect
     def _rm(self, path: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFound
@@ -468,10 +468,13 @@ class ChunkStore:
         return loc
 
     def read_chunks(
-        self, ids: Iterable[ChunkId], verify: bool = True
+        self,
+        ids: Iterable[ChunkId],
+        verify: bool = True,
+        hints: Mapping[ChunkId, Location] | None = None,
     ) -> Generator[bytes | memoryview, None, None]:
         """Yield the plain bytes of each chunk in order (see :meth:`.ChunkReader.read_chunks`)."""
-        return self._reader().read_chunks(ids, verify)
+        return self._reader().read_chunks(ids, verify, hints)
 
     def read_one(self, cid: ChunkId, cache: BytesCache | None = None, keep: bool = True) -> bytes:
         """One chunk's plain bytes, checked (see :meth:`.ChunkReader.read_one`)."""
@@ -491,10 +494,15 @@ class ChunkStore:
         """Each chunk's plain bytes, checked (see :meth:`.ChunkReader.read_many`)."""
         return self._reader().read_many(ids, workers, max_gap, cache)
 
-    def stream_plain(self, ids: Iterable[ChunkId], use: Callable[[list[memoryview]], None]) -> None:
+    def stream_plain(
+        self,
+        ids: Iterable[ChunkId],
+        use: Callable[[list[memoryview]], None],
+        hints: Mapping[ChunkId, Location] | None = None,
+    ) -> None:
         """Call ``use`` with the chunks' plain bytes, a run at a time (see
         :meth:`.ChunkReader.stream_plain`)."""
-        self._reader().stream_plain(ids, use)
+        self._reader().stream_plain(ids, use, hints)
 
     @property
     def reader(self) -> ChunkReader:

@@ -112,6 +112,16 @@ def _check_utf8(path: str) -> None:
         raise BadInput(f"{shown}: file name is not valid UTF-8") from None
 
 
+def local_file(base: str, rel: str) -> LocalFile | None:
+    """The regular file at ``rel`` under ``base`` (not followed if a link), None if there
+    is none."""
+    try:
+        st = os.lstat(os.path.join(base, *rel.split("/")))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return _local(rel, base, st) if S_ISREG(st.st_mode) else None
+
+
 def _local(rel: str, base: str, st: os.stat_result) -> LocalFile:
     return LocalFile(rel, base, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 

@@ -12,7 +12,7 @@ import contextlib
 import mmap
 import os
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CorruptObject, DatavcError, IntegrityError, ObjectNotFound
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .chunkstore import ChunkStore
 
 RUN_BYTES = 8 << 20
+RUN_CHUNKS = 8192  # a run of tiny chunks is cut here: its list, not its bytes, is the cost
 CHUNK_CACHE_BYTES = 64 << 20
 _T = TypeVar("_T")
 Run = list[tuple[ChunkId, Location]]
@@ -38,7 +39,8 @@ def group(
 ) -> Iterator[Run]:
     """Group chunks into runs: contiguous in one pack, at most ``RUN_BYTES`` long both as
     stored and decoded (so decoding a run of small zstd frames that each declare a large
-    plain length never holds more than that, plus one chunk)."""
+    plain length never holds more than that, plus one chunk), and at most ``RUN_CHUNKS``
+    chunks (a run of 15-byte chunks would otherwise list half a million)."""
     run: Run = []
     plain = 0
     for cid, loc in located:
@@ -46,7 +48,8 @@ def group(
             last = run[-1][1]
             contiguous = last.pack == loc.pack and last.offset + last.stored_length == loc.offset
             stored = loc.offset + loc.stored_length - run[0][1].offset
-            if contiguous and stored <= RUN_BYTES and plain + loc.plain_length <= RUN_BYTES:
+            fits = stored <= RUN_BYTES and plain + loc.plain_length <= RUN_BYTES
+            if contiguous and fits and len(run) < RUN_CHUNKS:
                 run.append((cid, loc))
                 plain += loc.plain_length
                 continue
@@ -253,17 +256,29 @@ class ChunkReader:
         self.store = store
 
     def read_chunks(
-        self, ids: Iterable[ChunkId], verify: bool = True
+        self,
+        ids: Iterable[ChunkId],
+        verify: bool = True,
+        hints: Mapping[ChunkId, Location] | None = None,
     ) -> Generator[bytes | memoryview, None, None]:
         """Yield the plain bytes of each chunk in order, checked against its id.
 
         Neighbouring chunks of one pack are fetched with one ranged read (up to 8 MiB);
         when there are several such runs, the next two are fetched while this one is used.
         With ``verify=False``, raw chunks read from the store itself are *not* checked:
-        the caller checks the hash of the file they make before anyone sees the bytes."""
+        the caller checks the hash of the file they make before anyone sees the bytes.
+        ``hints``: places the caller knows (its tree page's), tried before the store's."""
+        return self.read_located(self._located(ids, hints), verify)
+
+    def read_located(
+        self, located: Iterable[tuple[ChunkId, Location]], verify: bool = True
+    ) -> Generator[bytes | memoryview, None, None]:
+        """:meth:`read_chunks` for chunks the caller located (from the hints of the tree
+        pages it reads, held for a page's lifetime, not by the store). A place whose pack
+        is gone is looked up in the index, as a hint's is."""
         read: Callable[[Run], Sequence[bytes | memoryview]]
         read = self._read_run if verify else self._read_run_unchecked
-        with contextlib.closing(read_ahead(self._runs(ids), read, self._depth())) as fetched:
+        with contextlib.closing(read_ahead(group(located), read, self._depth())) as fetched:
             for run in fetched:
                 yield from run
 
@@ -316,7 +331,12 @@ class ChunkReader:
                     cache.put(cid, plain)
         return out
 
-    def stream_plain(self, ids: Iterable[ChunkId], use: Callable[[list[memoryview]], None]) -> None:
+    def stream_plain(
+        self,
+        ids: Iterable[ChunkId],
+        use: Callable[[list[memoryview]], None],
+        hints: Mapping[ChunkId, Location] | None = None,
+    ) -> None:
         """Call ``use`` with the chunks' plain bytes in order, a run of neighbouring chunks
         at a time (one view for a raw run, else one per chunk), read ahead on another
         thread; the views are valid only during the call.
@@ -325,8 +345,8 @@ class ChunkReader:
         too (decompressed), are *not checked* chunk by chunk: the caller checks the whole
         file's hash before anyone sees the bytes. Runs from a cache, and compressed runs
         from a remote store, are decoded and checked. A local store with no cache is read
-        around the page cache (:class:`DirectReads`)."""
-        runs = self._runs(ids)
+        around the page cache (:class:`DirectReads`). ``hints``: as for :meth:`read_chunks`."""
+        runs = group(self._located(ids, hints))
         if self.store.cache is not None or not self.store.backend.is_local:
             depth = self._depth()
             with contextlib.closing(read_ahead(runs, self._read_raw_run, depth)) as blocks:
@@ -366,9 +386,14 @@ class ChunkReader:
             return blobs  # decoded and checked
         return decode_unchecked(run, memoryview(blobs[0]))  # a raw run: split, not copied
 
-    def _runs(self, ids: Iterable[ChunkId]) -> Iterator[Run]:
-        """The chunks' runs, each located as it is needed."""
-        return group((cid, self.store.locate(cid)) for cid in ids)
+    def _located(
+        self, ids: Iterable[ChunkId], hints: Mapping[ChunkId, Location] | None
+    ) -> Iterator[tuple[ChunkId, Location]]:
+        """Each chunk with its place, found as it is needed: in ``hints``, else the store's."""
+        locate = self.store.locate
+        for cid in ids:
+            loc = hints.get(cid) if hints else None
+            yield cid, loc if loc is not None else locate(cid)
 
     def _relocated(self, run: Run, gone: set[ObjectId]) -> Run:
         """After a pack was not found: where else the index puts the run's chunks (a

@@ -298,6 +298,23 @@ def iter_entries(
         yield from load_page(store, page, hints, cache)
 
 
+class EntryCursor:
+    """A snapshot's entries, looked up in path order (beside a scan of its folder)."""
+
+    __slots__ = ("_entries", "head")
+
+    def __init__(self, entries: Iterable[FileEntry]) -> None:
+        self._entries = iter(entries)
+        self.head = next(self._entries, None)
+
+    def at(self, path: str) -> FileEntry | None:
+        """The entry at ``path``, None if the snapshot has none (paths before it are
+        passed; the same path may be asked again)."""
+        while self.head is not None and self.head.path < path:
+            self.head = next(self._entries, None)
+        return self.head if self.head is not None and self.head.path == path else None
+
+
 Parsed = tuple[dict[str, FileEntry], Hints]
 PARSED: Cache[Parsed] = Cache(PARSED_PAGES, lambda _: 1)
 """Pages decoded and checked (each path's entry, and the page's location hints) by page

@@ -5,11 +5,16 @@ forced, it refuses to drop content found in no committed version of the dataset.
 already in place (by the stat cache, or by their hash) are kept; the rest are fetched and
 checked before any is renamed into place (:mod:`datavc.store.materialize`). Then the
 pointer file names the version checked out.
+
+Snapshots are read a tree page at a time beside a path-ordered scan of the folder, and the
+stat cache a group at a time: memory grows with a page, not with the number of files. The
+check for unsaved content holds only the local files that differ from the target.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +27,12 @@ from ..format.record import VersionRecord
 from ..format.spec import parse_spec
 from ..format.tree import FileEntry, TreeRoot
 from ..store import versions
-from ..store.files import LocalFile, iter_scan, scan
+from ..store.files import LocalFile, file_mode, hash_path, iter_scan
 from ..store.materialize import materialize
+from ..store.trees import EntryCursor, decoded_page, iter_entries
 from .git import ignore_path
 from .lock import workspace_lock
-from .statcache import PathRows, now_ns, write_for_tree
+from .statcache import SortedRows, now_ns, write_for_tree
 
 if TYPE_CHECKING:
     from .core import Dataset, Workspace
@@ -58,29 +64,26 @@ def checkout(ws: Workspace, specs: list[str], force: bool = False) -> list[Check
             if any(ds.name == spec.name for ds, _ in plan):
                 raise BadInput(f"dataset {spec.name!r} is named twice")
             plan.append((known[spec.name], ws.resolve(spec)))
-        loaded = [(ds, rec, ws.tree_entries(rec.root, hints=True)) for ds, rec in plan]
         if not force:
-            for ds, _, entries in loaded:
-                _refuse_unsaved(ws, ds, entries)
-        return [_checkout_one(ws, ds, rec, entries) for ds, rec, entries in loaded]
+            for ds, rec in plan:
+                _refuse_unsaved(ws, ds, rec.root)
+        return [_checkout_one(ws, ds, rec) for ds, rec in plan]
 
 
-def _refuse_unsaved(ws: Workspace, ds: Dataset, target: list[FileEntry]) -> None:
+def _refuse_unsaved(ws: Workspace, ds: Dataset, target: TreeRoot) -> None:
     """Refuse to lose content found in no committed version of the dataset: files in
     the workspace, and files of a snapshot that was added but not committed."""
-    needed = _local_hashes(ws, ds)
-    if ds.staged is not None:
-        for e in ws.tree_entries(ds.staged.root):
-            needed.setdefault(f"{e.path} (added, not committed)", e.hash)
-    saved = {e.hash for e in target}
-    if all(h in saved for h in needed.values()):
+    needed = _unsaved(ws, ds, target)
+    if not needed:
         return  # nothing to lose (a fresh clone has nothing there): no version is read
-    for root in _trees_to_compare(ws, ds):
-        if all(h in saved for h in needed.values()):
+    missing = set(needed.values())
+    for root in itertools.chain([target], _trees_to_compare(ws, ds)):
+        for e in iter_entries(ws.store, root, hints=False):
+            missing.discard(e.hash)
+        if not missing:
             return
-        saved |= {e.hash for e in ws.tree_entries(root)}
     for path, digest in needed.items():
-        if digest not in saved:
+        if digest in missing:
             raise UsageError(
                 f"{ds.path}/{path} has changes that are not stored in any committed "
                 f"version: run 'datavc add {ds.path}' and commit, or checkout with "
@@ -88,13 +91,29 @@ def _refuse_unsaved(ws: Workspace, ds: Dataset, target: list[FileEntry]) -> None
             )
 
 
-def _local_hashes(ws: Workspace, ds: Dataset) -> dict[str, FileHash]:
+def _unsaved(ws: Workspace, ds: Dataset, target: TreeRoot) -> dict[str, FileHash]:
+    """The content checkout could drop: each local file (and each file of a staged
+    snapshot) whose hash the target does not have at its path, with that hash."""
+    needed: dict[str, FileHash] = {}
     absolute = ws.abs(ds.path)
-    if not os.path.lexists(absolute) or os.path.islink(absolute):
-        return {}  # nothing there, or a symlink that materialize refuses
-    kind = "dir" if os.path.isdir(absolute) else "file"
-    rows = PathRows(ws.stat_cache(ds.name))
-    return {f.path: ws.hash_of(rows, f) for f in scan(absolute, kind, odd=[])}
+    if os.path.lexists(absolute) and not os.path.islink(absolute):  # (a symlink is refused)
+        kind = "dir" if os.path.isdir(absolute) else "file"
+        rows = SortedRows(ws.stat_cache(ds.name))
+        there = EntryCursor(iter_entries(ws.store, target, hints=False))
+        for f in iter_scan(absolute, kind, odd=[]):
+            e = there.at(f.path)
+            if e is not None and e.size == f.size and rows.get(f) == e.hash:
+                continue  # the target's content, by the stat cache: nothing read
+            digest = ws.hash_of(rows, f)
+            if e is None or e.hash != digest:
+                needed[f.path] = digest
+    if ds.staged is not None:
+        there = EntryCursor(iter_entries(ws.store, target, hints=False))
+        for e in iter_entries(ws.store, ds.staged.root, hints=False):
+            same = there.at(e.path)
+            if same is None or same.hash != e.hash:
+                needed.setdefault(f"{e.path} (added, not committed)", e.hash)
+    return needed
 
 
 def _trees_to_compare(ws: Workspace, ds: Dataset) -> Iterator[TreeRoot]:
@@ -113,14 +132,12 @@ def _trees_to_compare(ws: Workspace, ds: Dataset) -> Iterator[TreeRoot]:
             yield rec.root
 
 
-def _checkout_one(
-    ws: Workspace, ds: Dataset, rec: VersionRecord, entries: list[FileEntry]
-) -> CheckoutResult:
+def _checkout_one(ws: Workspace, ds: Dataset, rec: VersionRecord) -> CheckoutResult:
     ws.check_parents(ds.path)
     if rec.kind != ds.kind and os.path.lexists(ws.abs(ds.path)):
         raise BadInput(f"{rec.name}@v{rec.version} is a {rec.kind}, but {ds.path} is a {ds.kind}")
     cache = ws.stat_cache(ds.name)
-    rows = PathRows(cache)
+    rows = SortedRows(cache)  # asked in path order: materialize merges pages and scan
     absolute = ws.abs(ds.path)
     started = now_ns()
 
@@ -128,23 +145,29 @@ def _checkout_one(
         return local.size == e.size and ws.hash_of(rows, local) == e.hash
 
     def placed() -> None:  # with the files: an interrupt waits for both
-        known = {e.path: (e.mode, e.hash) for e in entries}  # what every file now holds
+        now = EntryCursor(iter_entries(ws.store, rec.root, hints=False))  # what files hold
         pages = [(bytes.fromhex(p.content), p.last, p.files) for p in rec.root.pages]
         scanned = iter_scan(absolute, rec.kind)
 
-        def actual(f: LocalFile) -> tuple[int, bytes]:
-            return known[f.path]
+        def expected(path: str) -> tuple[int, bytes] | None:
+            e = now.at(path)
+            return None if e is None else (e.mode, e.hash)
 
-        write_for_tree(cache.path, rec.tree, pages, scanned, actual, known.get, started)
+        def actual(f: LocalFile) -> tuple[int, bytes]:
+            # every file is the snapshot's now; one that is not (made meanwhile) is read
+            return expected(f.path) or (file_mode(f.mode), hash_path(f.abspath, f.size))
+
+        write_for_tree(cache.path, rec.tree, pages, scanned, actual, expected, started)
         pointer = ds.pointer
         if pointer is None or pointer.version != rec.version or pointer.snapshot != rec.tree:
             ws.write_pointer(ds.path, rec)
         ws.unstage(ds.name)
         ignore_path(ws.root, ds.path)
 
-    bar = ws.progress(f"checkout {rec.name}@v{rec.version}", sum(e.size for e in entries))
+    pages = (decoded_page(ws.store, page) for page in rec.root.pages)
+    bar = ws.progress(f"checkout {rec.name}@v{rec.version}", rec.root.bytes)
     try:
-        written = materialize(ws.store, entries, absolute, rec.kind, unchanged, bar, placed)
+        written = materialize(ws.store, pages, absolute, rec.kind, unchanged, bar, placed)
     finally:
         ws.progress.close()
-    return CheckoutResult(ds.name, rec.version, ds.path, written, len(entries))
+    return CheckoutResult(ds.name, rec.version, ds.path, written, rec.root.files)

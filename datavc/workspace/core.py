@@ -47,7 +47,7 @@ from ..store.atomic import write_text_atomic
 from ..store.files import LocalFile, NoProgress, Progress, file_mode, hash_path
 from ..store.trees import iter_entries
 from .config import DOT, Config, load_config, require_root
-from .statcache import PathRows, StatCache
+from .statcache import PathRows, SortedRows, StatCache
 
 if TYPE_CHECKING:
     from ..format.record import DerivedFrom, VersionRecord
@@ -385,7 +385,7 @@ class Workspace:
     def stat_cache(self, name: str) -> StatCache:
         return StatCache(os.path.join(self.state, "stat", f"{name}.cache"))
 
-    def hash_of(self, rows: PathRows, f: LocalFile) -> FileHash:
+    def hash_of(self, rows: PathRows | SortedRows, f: LocalFile) -> FileHash:
         """A local file's hash: from the stat cache's rows if they have the file unchanged,
         else read (and put in the rows)."""
         known = rows.get(f)

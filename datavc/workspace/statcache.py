@@ -416,6 +416,35 @@ class PathRows:
         self.rows[f.path] = Row(stat_key(f), mode, FileHash(digest))
 
 
+class SortedRows:
+    """The rows of a saved cache for files looked up in path order (a scan's), one group
+    in memory at a time: memory grows with a page's files, not the folder's. A file asked
+    for out of order is not found (its caller reads it). ``put`` keeps nothing."""
+
+    def __init__(self, cache: StatCache) -> None:
+        self.cache = cache
+        self._groups = iter(cache.groups)
+        self._group: Group | None = None
+        self._rows: dict[str, Row] = {}
+        self._next()
+
+    def _next(self) -> None:
+        self._group = next(self._groups, None)
+        self._rows = self.cache.rows(self._group) if self._group is not None else {}
+
+    def get(self, f: LocalFile) -> FileHash | None:
+        path = f.path
+        while self._group is not None and self._group.last is not None and path > self._group.last:
+            self._next()
+        row = self._rows.get(path)
+        if row is None or row.key == UNUSABLE or row.key != stat_key(f):
+            return None
+        return row.hash
+
+    def put(self, f: LocalFile, mode: int, digest: bytes) -> None:
+        pass
+
+
 def now_ns() -> int:
     """The clock the racy window is measured on (one place, for the tests to move)."""
     return time.time_ns()
