@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Scale check: a snapshot of many tiny files (default 1,000,000) is committed, listed,
-diffed against its parent and opened for one file, each step in its own process, with its
-wall time, peak memory (RSS), time to its first byte of output and seconds per 1,000 files.
+diffed against its parent, opened for one file, checked out (over the other version, and
+into an empty folder) and checked by fsck, each step in its own process, with its wall
+time, peak memory (RSS), time to its first byte of output and seconds per 1,000 files.
 
     python scripts/scale.py [--files N] [--json OUT.json] [--workdir DIR] [--fs-image IMG]
 
@@ -317,11 +318,46 @@ def run_check(s: Session, ws: Path, dv: list[str]) -> dict[str, object]:
     gst = s.warm(GIT_STATUS, [*git, "status", "--porcelain"])
     if gst.lines:
         raise SystemExit("git status --porcelain reports changes in the baseline tree")
+    checkouts(s, ds, dv)
+    s.step("fsck (every version, index and footer)", [*dv, "fsck"])
     return {
         "open_reads": reads,
         "git_setup_s": setup,
         "status_vs_git": status.seconds / gst.seconds,
     }
+
+
+def checkouts(s: Session, ds: Path, dv: list[str]) -> None:
+    """Check out v1 over v2 (the edited files change) and back, then v2 into an empty
+    folder (every file written); each result is spot-checked where the edits were."""
+    n = s.n
+    s.step(f"checkout ds@v1 ({3 * EDITS} files differ)", [*dv, "checkout", "ds@v1"])
+    expect_version(ds, n, 1)
+    s.step("checkout ds@v2 (back)", [*dv, "checkout", "ds@v2"])
+    expect_version(ds, n, 2)
+    t0 = time.perf_counter()
+    subprocess.run(["rm", "-rf", str(ds)], check=True)
+    print(f"removed the dataset folder in {time.perf_counter() - t0:.1f} s", flush=True)
+    s.step("checkout ds (empty folder: every file)", [*dv, "checkout", "ds"])
+    expect_version(ds, n, 2)
+
+
+def expect_version(ds: Path, n: int, version: int) -> None:
+    """Exit unless the files the v2 edits touched (and a few others) are as in ``version``."""
+    stride = n // EDITS
+    for k in (0, EDITS // 2, EDITS - 1):
+        i = k * stride
+        new = ds / f"{i // PER_FOLDER:04d}" / f"new-{k}.txt"
+        want = {
+            ds / rel(i): content(i, version),
+            ds / rel(i + 1): content(i + 1) if version == 1 else None,
+            ds / rel(i + 2): content(i + 2),
+            new: None if version == 1 else b"new %d\n" % k,
+        }
+        for path, data in want.items():
+            got = path.read_bytes() if path.exists() else None
+            if got != data:
+                raise SystemExit(f"after checkout of v{version}: {path} holds {got!r}")
 
 
 def open_one(s: Session, n: int) -> int:
