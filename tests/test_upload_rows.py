@@ -26,7 +26,7 @@ from datavc.format.packfile import (
     read_pack_footer,
 )
 from datavc.format.storeconfig import StoreConfig
-from datavc.store import chunkstore, packwriter
+from datavc.store import chunkstore, packwriter, rowfiles
 from datavc.store.backend import Backend
 from datavc.store.chunkstore import ChunkStore
 from datavc.store.rowfiles import STRIDE, FileRows, spill_rows
@@ -300,7 +300,7 @@ def test_a_big_index_of_a_remote_store_is_downloaded_checked_and_cached(
     (never whole in memory), checked, searched there, and kept in the cache; a copy in the
     cache that is damaged is not used (the store's is fetched again)."""
     monkeypatch.setattr(chunkstore, "INDEX_IN_MEMORY", 1000)
-    monkeypatch.setattr(chunkstore, "DOWNLOAD_BLOCK", 4096)  # several blocks
+    monkeypatch.setattr(rowfiles, "DOWNLOAD_BLOCK", 4096)  # several blocks
     store = ChunkStore.create(Backend(store_url), StoreConfig(ChunkerParams()))
     pieces = _pieces(2000)
     _store_all(store, pieces)
@@ -327,4 +327,4 @@ def test_a_big_index_of_a_remote_store_is_downloaded_checked_and_cached(
     third = reopened()
     assert not third.damaged_indexes
     assert all(third.location(chunk_id(d)) == store.location(chunk_id(d)) for d in pieces)
-    assert chunkstore._file_id(str(cached)) == name, "the damaged copy was replaced"
+    assert rowfiles._file_id(str(cached)) == name, "the damaged copy was replaced"

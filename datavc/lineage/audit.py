@@ -40,8 +40,9 @@ from ..format.run import (
 from ..format.spec import parse_spec
 from ..store import runs as store_runs
 from ..store import versions
-from ..store.check import Problem, fsck
+from ..store.check import fsck
 from ..store.chunkstore import ChunkStore
+from ..store.fsckreport import Problem
 from ..workspace.core import Workspace
 from .graph import Lineage, RunNode, VersionNode, lineage
 

@@ -8,108 +8,36 @@ recipe says, and some index must list it there; each location hint must be right
 hashed too. Run records are checked against the versions they name (:mod:`.runcheck`).
 Each problem names the object at fault and the versions and files it damages.
 
+The places footers give, the places indexes give and the chunks trees need are kept in
+on-disk tables and joined there (:mod:`.fscktables`): memory does not grow with the number
+of chunks or files. A tree page named by several versions is read and checked once per
+distinct page reference; its problems name every version that names it.
+
 What an interrupted upload leaves (temporary files, packs and indexes no version needs) is
 not a problem: the write order makes it harmless. It is reported as a note (gc removes it).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from ..errors import CorruptObject, DatavcError, IntegrityError, NotARepository, ObjectNotFound
 from ..format.hashing import ChunkId, ObjectId, is_object_id
-from ..format.packfile import PACK_MAGIC, Location, LocationTable, decode_index, footer_row
+from ..format.packfile import PACK_MAGIC, Location
 from ..format.paths import valid_name
 from ..format.record import Forgotten, VersionRecord
 from ..format.run import is_run_id
-from ..format.tree import check_page, decode_page
+from ..format.tree import PageRef, check_page, decode_page
 from .backend import ObjectInfo
-from .chunkstore import ChunkStore
+from .chunkstore import INDEX_IN_MEMORY, ChunkStore
+from .fsckreport import MAX_FILES_NAMED, Report, version_key
+from .fscktables import Tables, open_index, remove_copy
 from .packs import footer_entries
 from .reader import decode_run, group
 from .runcheck import Known, check_runs
 from .versions import read_entry, version_numbers
 
 TOP_LEVEL = {"datavc.json", "packs", "index", "trees", "versions", "tags", "gc", "runs"}
-MAX_FILES_NAMED = 20  # per problem; the count says how many more
-
-
-@dataclass
-class Problem:
-    """One damaged or missing object, and what it damages."""
-
-    key: str  # the object at fault (a store key), or "chunk <id>"
-    message: str
-    versions: set[str] = field(default_factory=set)
-    files: list[str] = field(default_factory=list)
-    file_count: int = 0
-    _last: str = ""
-
-    def affects(self, version: str, path: str | None = None) -> None:
-        self.versions.add(version)
-        if path is None:
-            return
-        where = f"{version}:{path}"
-        if where == self._last:
-            return  # another chunk of the same file (a file's chunks come one after another)
-        self._last = where
-        self.file_count += 1
-        if len(self.files) < MAX_FILES_NAMED:
-            self.files.append(where)
-
-    def line(self) -> str:
-        text = f"{self.key}: {self.message}"
-        if self.versions:
-            text += f"; damages {', '.join(sorted(self.versions, key=_version_key))}"
-        if self.file_count and not self.files:
-            text += f" ({self.file_count} files)"
-        elif self.file_count:
-            more = self.file_count - len(self.files)
-            text += f" ({self.file_count} files: {', '.join(self.files)}"
-            text += f", and {more} more)" if more else ")"
-        return text
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "object": self.key,
-            "message": self.message,
-            "versions": sorted(self.versions, key=_version_key),
-            "files": self.files,
-            "file_count": self.file_count,
-        }
-
-
-@dataclass
-class Report:
-    problems: dict[str, Problem] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def problem(self, obj: str, message: str) -> Problem:
-        """The problem of ``obj`` (the first message given for it is kept)."""
-        found = self.problems.get(obj)
-        if found is None:
-            found = self.problems[obj] = Problem(obj, message)
-        return found
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "ok": self.ok,
-            "problems": [p.as_json() for p in self.problems.values()],
-            "notes": self.notes,
-            "checked": dict(self.counts),
-        }
-
-
-def _version_key(v: str) -> tuple[str, int]:
-    name, _, number = v.rpartition("@v")
-    return (name, int(number)) if number.isdigit() else (v, 0)
 
 
 class _Check:
@@ -119,14 +47,13 @@ class _Check:
         self.report = report
         self.tick = tick
         self.packs: dict[ObjectId, int] = {}  # pack -> size, as listed
-        self.footers: dict[ObjectId, frozenset[bytes]] = {}  # packs whose footer checks out
+        self.footers: set[ObjectId] = set()  # packs whose footer checks out
         self.bad_packs: set[ObjectId] = set()  # missing or damaged footer
-        self.held = LocationTable()  # chunk -> places, as good footers say
-        self.indexed: set[ChunkId] = set()  # chunks some index places where a footer agrees
-        self.bad_chunks: dict[ChunkId, ObjectId] = {}  # read_data: failed its check, in pack
-        self.used_packs: set[ObjectId] = set()
+        self.tables = Tables()  # what footers hold, indexes list, trees need (on disk)
         self.late_missing: set[ObjectId] = set()
         self.pages_seen: set[str] = set()
+        self.pages: dict[PageRef, int | None] = {}  # distinct page -> its number (None: bad)
+        self.indexes: list[str] = []  # index objects read, by their number in the tables
         self.known: Known = {}  # version records read: (tree, forgotten), or why not
 
     # -- listings -------------------------------------------------------------------
@@ -183,34 +110,25 @@ class _Check:
                 self.bad_packs.add(pack)
                 self.report.problem(key, _reason(err, key))
                 continue
-            rows = set()
-            for e in entries:
-                loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
-                self.held.put(e.chunk, loc)
-                rows.add(footer_row(e.chunk, loc))
-            self.footers[pack] = frozenset(rows)
+            self.tables.add_footer(pack, entries)
+            self.footers.add(pack)
             self.report.counts["packs"] += 1
             self.report.counts["chunks"] += len(entries)
 
-    def late_pack(self, pack: ObjectId) -> frozenset[bytes] | None:
+    def late_pack(self, pack: ObjectId) -> None:
         """A pack not in the listing (stored since by a concurrent add, whose index this
-        check then read): its footer, read now, or None if it is missing or damaged."""
+        check then read): its footer, read now, unless it is missing or damaged."""
         if pack in self.bad_packs or pack in self.packs or pack in self.late_missing:
-            return None
+            return
         try:
             size = self.backend.size(f"packs/{pack}")
             entries = footer_entries(self.backend, pack, size)
         except (IntegrityError, ObjectNotFound):
             self.late_missing.add(pack)
-            return None
+            return
         self.packs[pack] = size
-        rows = set()
-        for e in entries:
-            loc = Location(pack, e.offset, e.stored_length, e.plain_length, e.codec)
-            self.held.put(e.chunk, loc)
-            rows.add(footer_row(e.chunk, loc))
-        self.footers[pack] = frozenset(rows)
-        return self.footers[pack]
+        self.tables.add_footer(pack, entries)
+        self.footers.add(pack)
 
     def read_data(self) -> None:
         """Read every chunk of every good pack, a run at a time, and check it."""
@@ -233,12 +151,10 @@ class _Check:
                 except (IntegrityError, ObjectNotFound):
                     for cid, _ in run:  # find which of the run's chunks are bad
                         if not self._chunk_ok(key, cid, run):
-                            self.bad_chunks[cid] = pack
-            bad = [c for c, p in self.bad_chunks.items() if p == pack]
+                            self.tables.add_bad(cid, pack)
+            bad = self.tables.bad_count(pack)
             if bad:
-                self.report.problem(
-                    key, f"{len(bad)} chunks do not match their ids (damaged bytes)"
-                )
+                self.report.problem(key, f"{bad} chunks do not match their ids (damaged bytes)")
 
     def _chunk_ok(self, key: str, cid: ChunkId, run: list[tuple[ChunkId, Location]]) -> bool:
         one = [(c, loc) for c, loc in run if c == cid][:1]
@@ -252,44 +168,67 @@ class _Check:
         return True
 
     def check_indexes(self) -> None:
+        self.tables.index_held()
         for info in self.listing("index", is_object_id):
             key = f"index/{info.name}"
             self.tick(key)
+            copy = None
             try:
-                data = self.store.read_object("index", info.name)
-                places = decode_index(data, key)
+                if info.size > INDEX_IN_MEMORY:  # read from a local file, a block at a time
+                    source, temporary = self.store.local_index_copy(info.name, info.size)
+                    copy = source if temporary else None
+                    source_or_data: str | bytes = source
+                else:
+                    source_or_data = self.store.read_object("index", info.name)
+                with open_index(source_or_data) as f:
+                    packs = self.tables.add_index(len(self.indexes), f, info.size, key)
             except (IntegrityError, ObjectNotFound) as err:
                 self.report.problem(key, _reason(err, key))
                 continue
+            finally:
+                if copy is not None:
+                    remove_copy(copy)
+            self.indexes.append(key)
             self.report.counts["indexes"] += 1
-            missing: dict[ObjectId, int] = defaultdict(int)
-            wrong: dict[ObjectId, int] = defaultdict(int)
-            for cid, loc in places.items():
-                rows = self.footers.get(loc.pack) or self.late_pack(loc.pack)
-                if rows is None:
-                    if loc.pack not in self.bad_packs:
-                        missing[loc.pack] += 1
-                elif footer_row(cid, loc) in rows:
-                    self.indexed.add(cid)
-                else:
-                    wrong[loc.pack] += 1
-            if len(missing) > MAX_FILES_NAMED:  # a crafted index: one line, not one per pack
-                first = sorted(missing)[0]
-                self.report.problem(
-                    key,
-                    f"names {len(missing)} packs that are missing ({sum(missing.values())} "
-                    f"chunks; packs/{first[:16]}… first)",
-                )
-            else:
-                for pack, n in missing.items():
-                    self.report.problem(f"packs/{pack}", "missing (an index names it)")
-                    self.report.problem(
-                        key, f"names packs/{pack[:16]}…, which is missing ({n} chunks)"
-                    )
-            for pack, n in wrong.items():
-                self.report.problem(
-                    key, f"places {n} chunks in packs/{pack[:16]}… where its footer does not"
-                )
+            for pack in packs:
+                self.late_pack(pack)
+        missing: dict[ObjectId, int] = {}
+        wrong: dict[ObjectId, int] = {}
+        last = -1
+        for obj, pack, n, matched in self.tables.index_counts():
+            if obj != last:
+                self._index_problems(last, missing, wrong)
+                missing, wrong, last = {}, {}, obj
+            if pack in self.footers:
+                if matched < n:
+                    wrong[pack] = n - matched
+            elif pack not in self.bad_packs:
+                missing[pack] = n
+        self._index_problems(last, missing, wrong)
+
+    def _index_problems(
+        self, obj: int, missing: dict[ObjectId, int], wrong: dict[ObjectId, int]
+    ) -> None:
+        """What one index object gets wrong: packs it names that are missing, and places
+        their footers do not give."""
+        if obj < 0:
+            return
+        key = self.indexes[obj]
+        if len(missing) > MAX_FILES_NAMED:  # a crafted index: one line, not one per pack
+            first = sorted(missing)[0]
+            self.report.problem(
+                key,
+                f"names {len(missing)} packs that are missing ({sum(missing.values())} "
+                f"chunks; packs/{first[:16]}… first)",
+            )
+        else:
+            for pack, n in missing.items():
+                self.report.problem(f"packs/{pack}", "missing (an index names it)")
+                self.report.problem(key, f"names packs/{pack[:16]}…, which is missing ({n} chunks)")
+        for pack, n in wrong.items():
+            self.report.problem(
+                key, f"places {n} chunks in packs/{pack[:16]}… where its footer does not"
+            )
 
     def check_other_pages(self) -> None:
         """Pages no checked version needs are read and hashed too (gc reads young ones)."""
@@ -333,6 +272,7 @@ class _Check:
         for name, numbers in sorted(wanted.items()):
             for number in numbers:
                 self.check_version(name, number)
+        self.check_refs()
 
     def check_version(self, name: str, number: int) -> None:
         key = f"versions/{name}/{number}.json"
@@ -354,8 +294,20 @@ class _Check:
         self.check_tree(rec, label)
 
     def check_tree(self, rec: VersionRecord, label: str) -> None:
+        """Read and check each page the version names (once per distinct page); note the
+        chunks its files need, checked against footers and indexes in :meth:`check_refs`."""
         for page in rec.root.pages:
             key = f"trees/{page.id}"
+            if page in self.pages:  # named by a version checked before
+                number = self.pages[page]
+                if number is None:
+                    problem = self.report.problems[key]
+                    problem.affects(label)
+                    problem.file_count += page.files
+                else:
+                    self.tables.page_labels[number].append(label)
+                    self.report.counts["pages"] += 1
+                continue
             try:
                 data = self.store.read_object("trees", page.id)
                 entries, hints = decode_page(data, key, page.content)
@@ -364,49 +316,57 @@ class _Check:
                 problem = self.report.problem(key, _reason(err, key))
                 problem.affects(label)
                 problem.file_count += page.files
+                self.pages[page] = None
                 continue
             self.report.counts["pages"] += 1
             self.pages_seen.add(page.id)
-            for entry in entries:
-                for cid, length in entry.chunks:
-                    self.check_chunk(cid, length, hints.get(cid), label, entry.path, key)
+            self.pages[page] = self.tables.add_page(key, label, entries, hints)
 
-    def check_chunk(
-        self,
-        cid: ChunkId,
-        length: int,
-        hint: Location | None,
-        label: str,
-        path: str,
-        page: str,
-    ) -> None:
-        places = [p for p in self.held.locations(cid) if p.plain_length == length]
-        good = [p for p in places if cid not in self.bad_chunks or self.bad_chunks[cid] != p.pack]
-        rows = self.footers.get(hint.pack) if hint is not None else None
-        if hint is not None and rows is not None and footer_row(cid, hint) not in rows:
-            self.report.problem(
-                page,
-                f"a location hint names a place in packs/{hint.pack[:16]}… that does "
-                "not hold its chunk",
-            ).affects(label, path)
-        if not good:
-            culprit = self._culprit(cid, hint)
-            self.report.problem(culprit, self._why(culprit, cid)).affects(label, path)
-            return
-        self.used_packs.update(p.pack for p in good)
-        if cid not in self.indexed:
-            self.report.problem(
-                f"packs/{good[0].pack}", "holds chunks that no index lists (run datavc repair)"
-            ).affects(label, path)
+    def check_refs(self) -> None:
+        """Each chunk a checked tree needs must be in a pack whose footer lists it at the
+        recipe's length (and not found damaged there), and some index must list it where a
+        footer does; its location hint must be right or name a pack that is gone."""
+        done: set[tuple[str, int]] = set()  # (problem, file): a file's chunks come together
+        last_file = -1
+        for cid, hint, file, good, hint_wrong, indexed in self.tables.problem_refs():
+            if file != last_file:
+                done.clear()
+                last_file = file
+                page, path = self.tables.file_of(file)
+                labels = self.tables.page_labels[page]
+            found: list[tuple[str, str]] = []
+            if hint_wrong and hint is not None:
+                found.append(
+                    (
+                        self.tables.page_keys[page],
+                        f"a location hint names a place in packs/{hint.pack[:16]}… that does "
+                        "not hold its chunk",
+                    )
+                )
+            if good is None:
+                culprit = self._culprit(cid, hint)
+                found.append((culprit, self._why(culprit, cid)))
+            elif not indexed:
+                found.append(
+                    (f"packs/{good}", "holds chunks that no index lists (run datavc repair)")
+                )
+            for key, message in found:
+                if (key, file) in done:
+                    continue
+                done.add((key, file))
+                problem = self.report.problem(key, message)
+                for label in labels:
+                    problem.affects(label, path)
 
     def _culprit(self, cid: ChunkId, hint: Location | None) -> str:
-        """The object to blame for a chunk that no good pack holds."""
-        if cid in self.bad_chunks:
-            return f"packs/{self.bad_chunks[cid]}"
-        places = self.held.locations(cid)
-        for loc in [*places, *([hint] if hint is not None else [])]:
-            if loc.pack in self.bad_packs or loc.pack not in self.packs:
-                return f"packs/{loc.pack}"
+        """The object to blame for a chunk that no good pack holds: the pack where it was
+        found damaged, else the missing or damaged pack its hint names, else the chunk.
+        (The places footers give are all in good packs.)"""
+        damaged = self.tables.bad_pack_of(cid)
+        if damaged is not None:
+            return f"packs/{damaged}"
+        if hint is not None and (hint.pack in self.bad_packs or hint.pack not in self.packs):
+            return f"packs/{hint.pack}"
         return f"chunk {cid.hex()}"
 
     def _why(self, culprit: str, cid: ChunkId) -> str:
@@ -429,7 +389,8 @@ class _Check:
     def unreferenced(self, full: bool) -> None:
         if not full or any(k.startswith("versions/") for k in self.report.problems):
             return  # what a damaged record needs is unknown: no pack is called unneeded
-        spare = [p for p in self.footers if p not in self.used_packs]
+        used = self.tables.used_packs()
+        spare = [p for p in self.footers if p not in used]
         if spare:
             size = sum(self.packs[p] for p in spare)
             self.report.notes.append(
@@ -464,16 +425,19 @@ def fsck(
     except DatavcError as err:
         report.problem("datavc.json", _reason(err, "datavc.json"))
     check = _Check(store, report, tick)
-    check.top_level()
-    check.check_packs()
-    if read_data:
-        check.read_data()
-    check.check_indexes()
-    check.check_other_pages()
-    check.check_gc_records()
-    check.check_versions(versions)
-    check.check_runs(versions)
-    check.unreferenced(versions is None)
+    try:
+        check.top_level()
+        check.check_packs()
+        if read_data:
+            check.read_data()
+        check.check_indexes()
+        check.check_gc_records()
+        check.check_versions(versions)
+        check.check_other_pages()  # after the versions: the pages they read are not read again
+        check.check_runs(versions)
+        check.unreferenced(versions is None)
+    finally:
+        check.tables.close()
     return report
 
 
@@ -481,7 +445,7 @@ def affected_versions(report: Report) -> Iterable[str]:
     seen: set[str] = set()
     for p in report.problems.values():
         seen |= p.versions
-    return sorted(seen, key=_version_key)
+    return sorted(seen, key=version_key)
 
 
 def version_holes(store: ChunkStore, rec: VersionRecord, limit: int = 20) -> list[str]:

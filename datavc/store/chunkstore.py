@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFound
@@ -36,16 +36,6 @@ if TYPE_CHECKING:
 
 INDEX_READS = 32  # index objects read (and held) at once by load_index
 INDEX_IN_MEMORY = 16 << 20  # a bigger index object is searched in a local file
-DOWNLOAD_BLOCK = 8 << 20
-
-
-def _file_id(path: str) -> str:
-    """The BLAKE3 of a file, read a block at a time."""
-    hasher = file_hasher()
-    with open(path, "rb") as f:
-        while block := f.read(DOWNLOAD_BLOCK):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 class ChunkStore:
@@ -248,23 +238,8 @@ class ChunkStore:
         key = f"index/{name}"
         copy = None
         try:
-            path = None
-            for candidate, backend in self._local_copies(key, size):
-                if _file_id(candidate) == name:
-                    path = candidate
-                    break
-                if backend is self.cache:  # a damaged copy: replaced by the store's below
-                    with contextlib.suppress(ObjectNotFound, OSError):
-                        backend.delete(key)
-            if path is None:
-                path = copy = self._download(key, size)
-                got = _file_id(path)
-                if got != name:
-                    raise IntegrityError(key, name, got)
-                if self.cache is not None:  # kept, as read_object keeps what it reads
-                    with contextlib.suppress(OSError):
-                        self.cache.put_path(key, copy, move=True)
-                        path, copy = self.cache.path(key), None
+            path, temporary = self.local_index_copy(name, size)
+            copy = path if temporary else None
             with open(path, "rb") as f:  # the magic, the pack table, the row count
                 head = f.read(12)
                 need = 16 + 32 * int.from_bytes(head[8:12], "little") if len(head) == 12 else 0
@@ -289,29 +264,12 @@ class ChunkStore:
         with self._lock:
             self._indexes_loaded.add(name)
 
-    def _local_copies(self, key: str, size: int) -> Iterator[tuple[str, Backend]]:
-        """Local files that may hold ``key`` whole: the cache's, and a local store's."""
-        for backend in (self.cache, self.backend):
-            if backend is not None and backend.is_local:
-                path = backend.path(key)
-                with contextlib.suppress(OSError):
-                    if os.path.getsize(path) == size:
-                        yield path, backend
+    def local_index_copy(self, name: str, size: int) -> tuple[str, bool]:
+        """A local file holding index object ``name``, checked against its id, and whether
+        it is a temporary copy the caller deletes (see :func:`.rowfiles.local_copy`)."""
+        from .rowfiles import local_copy
 
-    def _download(self, key: str, size: int) -> str:
-        """``key`` copied to a temporary file a block at a time (never whole in memory)."""
-        import tempfile
-
-        fd, path = tempfile.mkstemp(prefix=".tmp-index-", dir=self.spool_dir())
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for start in range(0, size, DOWNLOAD_BLOCK):
-                    f.write(self.backend.read_range(key, start, min(size, start + DOWNLOAD_BLOCK)))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
-        return path
+        return local_copy(self.backend, self.cache, f"index/{name}", name, size, self.spool_dir())
 
     def _index_object(self, name: str) -> bytes | None:
         """An index object's bytes, checked; None if it is gone or damaged."""

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING
 from ..errors import DatavcError, IntegrityError, ObjectNotFound
 from ..format.chunker import Chunker
 from ..format.hashing import ChunkId, ObjectId, chunk_id, is_object_id
-from ..format.packfile import Location, LocationTable, decode_index, footer_row
+from ..format.packfile import Location, LocationTable, decode_index
 from .build import file_chunks
-from .check import Report, _Check
+from .check import _Check
 from .chunkstore import ChunkStore
+from .fsckreport import Report
 from .reader import decode_run
 
 if TYPE_CHECKING:
@@ -60,11 +61,12 @@ class _Repair(_Check):
         super().__init__(store, Report(), tick)
         self.bad_indexes: set[str] = set()
         self.good_indexed: set[ChunkId] = set()  # listed by an index with no bad entry
-        self.needed: dict[ChunkId, int] = {}  # chunk -> plain length, of every live version
-        self.hints: dict[ChunkId, Location] = {}  # a page's hint for each needed chunk
         self.index_packs: dict[str, set[ObjectId]] = {}  # packs each index names
+        self._damaged: set[ObjectId] | None = None
 
     def check_indexes(self) -> None:
+        self.tables.index_held()
+        damaged = self.damaged_packs()
         for info in self.listing("index", is_object_id):
             key = f"index/{info.name}"
             try:
@@ -72,7 +74,6 @@ class _Repair(_Check):
             except (IntegrityError, ObjectNotFound):
                 self.bad_indexes.add(info.name)
                 continue
-            damaged = self.damaged_packs()
             for loc in places.values():
                 if loc.pack not in self.footers:
                     self.late_pack(loc.pack)  # stored since the listing, by a concurrent add
@@ -81,42 +82,27 @@ class _Repair(_Check):
                 for cid, loc in places.items()
                 if loc.pack in self.footers
                 and loc.pack not in damaged
-                and footer_row(cid, loc) in self.footers[loc.pack]
+                and self.tables.holds(cid, loc)
             ]
             if len(sound) == len(places):
                 self.good_indexed.update(sound)
             else:
                 self.bad_indexes.add(info.name)
-            self.indexed.update(sound)
             self.index_packs[info.name] = {loc.pack for loc in places.values()}
 
-    def check_chunk(
-        self,
-        cid: ChunkId,
-        length: int,
-        hint: Location | None,
-        label: str,
-        path: str,
-        page: str,
-    ) -> None:
-        self.needed[cid] = length
-        if hint is not None:
-            self.hints.setdefault(cid, hint)
-        super().check_chunk(cid, length, hint, label, path, page)
-
     def sound_places(self, cid: ChunkId) -> list[Location]:
-        return [
-            p
-            for p in self.held.locations(cid)
-            if p.pack not in self.damaged_packs() and self.bad_chunks.get(cid) != p.pack
-        ]
+        damaged = self.damaged_packs()
+        bad = self.tables.bad_pack_of(cid)
+        return [p for p in self.tables.places(cid) if p.pack not in damaged and bad != p.pack]
 
     def damaged_packs(self) -> set[ObjectId]:
-        return set(self.bad_chunks.values())
+        if self._damaged is None:  # read_data has run (it is the first step)
+            self._damaged = {pack for _, pack in self.tables.bad_chunks()}
+        return self._damaged
 
     def missing(self) -> dict[ChunkId, int]:
         """Needed chunks that no sound pack holds."""
-        return {c: n for c, n in self.needed.items() if not self.sound_places(c)}
+        return {c: n for c, n in self.tables.needed() if not self.sound_places(c)}
 
 
 def repair(
@@ -126,8 +112,17 @@ def repair(
 ) -> RepairReport:
     """Repair the store (see the module docstring); ``files``: local files to cut for
     missing chunks (read lazily, only while chunks are missing)."""
-    out = RepairReport()
     check = _Repair(store, tick)
+    try:
+        return _repair(store, check, files, tick)
+    finally:
+        check.tables.close()
+
+
+def _repair(
+    store: ChunkStore, check: _Repair, files: Iterable[str], tick: Callable[[str], None]
+) -> RepairReport:
+    out = RepairReport()
     check.check_packs()
     check.read_data()
     check.check_indexes()
@@ -188,14 +183,14 @@ def _holds_needed(check: _Repair, pack: ObjectId, missing: dict[ChunkId, int]) -
     """Whether a damaged pack may still hold the only copy of something needed (a chunk
     still missing that an index entry or a page's hint places in it)."""
     return any(loc.pack == pack for cid in missing for loc in _places(check, cid)) or any(
-        e_pack == pack and cid in missing for cid, e_pack in check.bad_chunks.items()
+        e_pack == pack and cid in missing for cid, e_pack in check.tables.bad_chunks()
     )
 
 
 def _places(check: _Repair, cid: ChunkId) -> list[Location]:
     """Where the footers, the indexes and the pages put a chunk."""
-    places = [*check.held.locations(cid), *check.store.locations(cid)]
-    hint = check.hints.get(cid)
+    places = [*check.tables.places(cid), *check.store.locations(cid)]
+    hint = check.tables.first_hint(cid)
     return [*places, hint] if hint is not None else places
 
 
@@ -213,7 +208,7 @@ def _salvage(
     store.load_index()
     for cid in list(missing):
         for loc in _places(check, cid):
-            if loc.pack not in damaged or check.bad_chunks.get(cid) == loc.pack:
+            if loc.pack not in damaged or check.tables.bad_pack_of(cid) == loc.pack:
                 continue
             try:
                 blob = store.backend.read_range(

@@ -17,7 +17,10 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 
+from ..errors import IntegrityError, ObjectNotFound
+from ..format.hashing import file_hasher
 from ..format.packfile import INDEX_ROW
+from .backend import Backend
 
 STRIDE = 128  # rows per sampled key: one pread of 6.8 KiB finds a chunk
 READ = 1 << 20  # bytes read at a time when rows are streamed
@@ -114,3 +117,72 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+DOWNLOAD_BLOCK = 8 << 20
+
+
+def local_copy(
+    backend: Backend, cache: Backend | None, key: str, oid: str, size: int, spool: str | None
+) -> tuple[str, bool]:
+    """A local file holding object ``key`` (``size`` bytes), checked against its id
+    ``oid``: a local store's own file, the cache's, or a copy downloaded a block at a time
+    and kept in the cache; and whether it is a temporary copy the caller deletes. A damaged
+    cache copy is deleted. Raises ObjectNotFound or IntegrityError."""
+    for candidate, where in _local_copies(backend, cache, key, size):
+        if _file_id(candidate) == oid:
+            return candidate, False
+        if where is cache:  # a damaged copy: replaced by the store's below
+            with contextlib.suppress(ObjectNotFound, OSError):
+                where.delete(key)
+    copy = _download(backend, key, size, spool)
+    try:
+        got = _file_id(copy)
+        if got != oid:
+            raise IntegrityError(key, oid, got)
+        if cache is not None:  # kept, as read_object keeps what it reads
+            with contextlib.suppress(OSError):
+                cache.put_path(key, copy, move=True)
+                return cache.path(key), False
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(copy)
+        raise
+    return copy, True
+
+
+def _local_copies(
+    backend: Backend, cache: Backend | None, key: str, size: int
+) -> Iterator[tuple[str, Backend]]:
+    """Local files that may hold ``key`` whole: the cache's, and a local store's."""
+    for where in (cache, backend):
+        if where is not None and where.is_local:
+            path = where.path(key)
+            with contextlib.suppress(OSError):
+                if os.path.getsize(path) == size:
+                    yield path, where
+
+
+def _download(backend: Backend, key: str, size: int, spool: str | None) -> str:
+    """``key`` copied to a temporary file a block at a time (never whole in memory)."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix=".tmp-index-", dir=spool)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for start in range(0, size, DOWNLOAD_BLOCK):
+                f.write(backend.read_range(key, start, min(size, start + DOWNLOAD_BLOCK)))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
+
+
+def _file_id(path: str) -> str:
+    """The BLAKE3 of a file, read a block at a time."""
+    hasher = file_hasher()
+    with open(path, "rb") as f:
+        while block := f.read(DOWNLOAD_BLOCK):
+            hasher.update(block)
+    return hasher.hexdigest()

@@ -52,8 +52,8 @@ from .statcache import PathRows, SortedRows, StatCache
 if TYPE_CHECKING:
     from ..format.record import DerivedFrom, VersionRecord
     from ..format.spec import VersionSpec
-    from ..store.check import Report
     from ..store.chunkstore import ChunkStore
+    from ..store.fsckreport import Report
     from ..store.gc import GcReport
     from ..store.repair import RepairReport
     from ..store.retry import RetryPolicy

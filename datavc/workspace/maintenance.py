@@ -15,7 +15,7 @@ from ..format.spec import parse_spec
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ..store.check import Report
+    from ..store.fsckreport import Report
     from ..store.gc import GcReport
     from ..store.repair import RepairReport
     from .core import Workspace
