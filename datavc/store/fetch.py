@@ -54,15 +54,23 @@ def _fetch_small(store: ChunkStore, todo: Iterator[Fetch], progress: Progress) -
     """Small files: runs of their chunks read ahead, checked and written by two threads."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def placed() -> Iterator[tuple[str, FileEntry, tuple[Location, ...]]]:
+        # each file with its chunks' places, not its page's hints: what waits below holds
+        # a file each, not a page each (the files of one run can span many pages)
+        locate = store.locate
+        for path, e, hints in todo:
+            places = (hints.get(cid) if hints else None for cid, _ in e.chunks)
+            yield path, e, tuple(p or locate(c) for p, (c, _) in zip(places, e.chunks, strict=True))
+
     # two readers of one stream: the chunks' places (read ahead) and the files they fill;
-    # tee holds what lies between them, the files of the runs in flight
-    ahead, files = itertools.tee(todo)
+    # tee holds what lies between them, the files of the runs in flight (a run is at most
+    # RUN_CHUNKS chunks, and a few runs are in flight)
+    ahead, files = itertools.tee(placed())
 
     def located() -> Iterator[tuple[ChunkId, Location]]:
-        for _, e, hints in ahead:
-            for cid, _ in e.chunks:
-                loc = hints.get(cid) if hints else None
-                yield cid, loc if loc is not None else store.locate(cid)
+        for _, e, places in ahead:
+            for (cid, _), loc in zip(e.chunks, places, strict=True):
+                yield cid, loc
 
     with (
         contextlib.closing(store.reader.read_located(located(), verify=False)) as chunks,

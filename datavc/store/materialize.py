@@ -112,7 +112,7 @@ def _only_entry(pages: Iterable[Page]) -> FileEntry:
 
 
 _RECORD = struct.Struct("<BQH")  # what to do, staged file number, path length (then the path)
-_PLACE, _KEEP, _KEEP_EXEC, _REMOVE = range(4)
+_PLACE, _KEEP, _KEEP_EXEC, _REMOVE = range(4)  # _KEEP*: a kept file whose mode is wrong
 
 
 @dataclass
@@ -147,7 +147,8 @@ class _Plan:
                     self._note(_REMOVE, 0, extra.path)
                 have = local.take(e.path)
                 if have is not None and self.unchanged(have, e):
-                    self._note(_KEEP_EXEC if e.executable else _KEEP, 0, e.path)
+                    if bool(have.mode & 0o111) != e.executable:  # else nothing to do
+                        self._note(_KEEP_EXEC if e.executable else _KEEP, 0, e.path)
                     self.kept_bytes += e.size
                     continue
                 n = self.fetched
