@@ -14,7 +14,14 @@ from helpers import write
 
 from datavc.format import tree
 from datavc.format.hashing import ChunkId, FileHash, ObjectId
-from datavc.format.packfile import Location, PackEntry, decode_index, encode_index
+from datavc.format.packfile import (
+    INDEX_MAGIC,
+    INDEX_ROW,
+    Location,
+    PackEntry,
+    decode_index,
+    encode_index,
+)
 from datavc.format.tree import MODE_FILE, FileEntry
 from datavc.store import check, fscktables, packwriter, rowfiles
 from datavc.store.check import fsck
@@ -184,3 +191,14 @@ def test_a_missing_pack_names_every_version_of_a_page_they_share(tmp_path: Path)
     assert named == {"d@v1", "d@v2"}
     files = sum(p.file_count for p in problems.values() if p.key.startswith("packs/"))
     assert files == sum(p.files for p in v1) + sum(p.files for p in v2)
+
+
+def test_an_index_row_naming_a_pack_past_its_table_is_refused(tmp_path: Path) -> None:
+    ws = _store_of(tmp_path, 200)
+    pack = ws.store.backend.list("packs")[0]
+    row = INDEX_ROW.pack(b"\x01" * 32, 5, 0, 10, 10, 0)  # pack number 5 of a table of 1
+    data = INDEX_MAGIC + (1).to_bytes(4, "little") + bytes.fromhex(pack)
+    data += (1).to_bytes(4, "little") + row
+    key = f"index/{ws.store.write_object('index', data)}"
+    problems = fsck(Workspace(ws.root).store).problems
+    assert list(problems) == [key] and problems[key].message == "damaged: index is truncated"

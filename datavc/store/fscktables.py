@@ -129,9 +129,12 @@ class Tables:
         return the packs they name. Raises CorruptObject (none of its rows is kept)."""
         try:
             return self._add_index(obj, f, size, key)
-        except (CorruptObject, struct.error, IndexError):
+        except CorruptObject:
             self.db.execute("DELETE FROM listed WHERE obj = ?", (obj,))
-            raise CorruptObject(key, "index is truncated or names an impossible place") from None
+            raise
+        except (struct.error, IndexError):  # cut short, or a pack number past its table
+            self.db.execute("DELETE FROM listed WHERE obj = ?", (obj,))
+            raise CorruptObject(key, "index is truncated") from None
 
     def _add_index(self, obj: int, f: BinaryIO, size: int, key: str) -> set[ObjectId]:
         head = f.read(len(INDEX_MAGIC) + _U32.size)
