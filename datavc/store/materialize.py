@@ -134,7 +134,7 @@ class _Plan:
         paths only): check each path, note what to do with it, and yield the files to
         fetch (their staging path, entry and page hints)."""
         check = SortedPathCheck()
-        local = _Scan(dest, self.odd) if prune else _Look(dest, self.odd)
+        local: _Scan | _Look = _Scan(dest, self.odd) if prune else _Look(dest)
         last_folder = None
         for entries, hints in pages:
             for e in entries:
@@ -210,7 +210,6 @@ class _Scan:
             files = iter_scan(dest, "dir", odd)
         self._files = files
         self.head = next(files, None)
-        self.dest = dest
 
     def before(self, path: str | None) -> Iterator[LocalFile]:
         """The files before ``path`` (None: all that are left)."""
@@ -228,11 +227,12 @@ class _Scan:
         return f
 
 
-class _Look(_Scan):
-    """A shard's look at the folder: each path of its own, nothing else. Other shards'
-    writers fill the folder meanwhile, so a scan of it would be racing them."""
+class _Look:
+    """A shard's look at the folder: each path of its own, nothing else (``before`` and
+    ``take`` as :class:`_Scan` has them). Other shards' writers fill the folder meanwhile,
+    so a scan of it would be racing them."""
 
-    def __init__(self, dest: str, odd: list[str]) -> None:
+    def __init__(self, dest: str) -> None:
         self.dest = dest
 
     def before(self, path: str | None) -> Iterator[LocalFile]:
