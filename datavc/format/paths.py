@@ -40,7 +40,7 @@ def check_path(path: str) -> None:
             raise UnsafePath(path, f"forbidden component {part!r}")
 
 
-def _check_last_part(path: str, name: str) -> None:
+def check_last_part(path: str, name: str) -> None:
     """:func:`check_path` of ``path`` whose folders are known good: its name alone."""
     if "\\" in name or "\x00" in name:
         raise UnsafePath(path, "backslash or NUL in path")
@@ -98,7 +98,7 @@ class SortedPathCheck:
         cut = path.rfind("/") + 1
         same_folder = last is not None and last.rfind("/") + 1 == cut and last[:cut] == path[:cut]
         if same_folder and cut:  # (a name at the top is the whole path: "c:" is absolute)
-            _check_last_part(path, path[cut:])  # its folders were checked with the last path
+            check_last_part(path, path[cut:])  # its folders were checked with the last path
         else:
             check_path(path)
         if last is not None and path <= last:

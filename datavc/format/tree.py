@@ -123,6 +123,10 @@ class Hints(Mapping[ChunkId, Location]):
         self.rows = rows
         self._by_id: dict[ChunkId, HintRow] | None = None
 
+    def index(self) -> dict[ChunkId, HintRow]:
+        """The rows by chunk id (the first row of a chunk named twice)."""
+        return self._index()
+
     def _index(self) -> dict[ChunkId, HintRow]:
         if self._by_id is None:
             by_id: dict[ChunkId, HintRow] = {}
@@ -393,6 +397,24 @@ class Cutter:
         if cut_here(raw) or len(self._page) >= PAGE_MAX_ENTRIES or self._weight >= PAGE_MAX_BYTES:
             return self.flush()
         return None
+
+    def push_many(
+        self, entries: Sequence[FileEntry], start: int
+    ) -> tuple[int, list[FileEntry] | None]:
+        """:meth:`push` of ``entries[start:]`` until one ends a page: where it stopped
+        (the index after the last entry taken) and the page ended, if one did."""
+        page, weight, per_chunk = self._page, self._weight, _CHUNK.size + _HINT.size
+        crc, mask, most_entries, most_bytes = zlib.crc32, CUT_MASK, PAGE_MAX_ENTRIES, PAGE_MAX_BYTES
+        for i in range(start, len(entries)):
+            e = entries[i]
+            raw = e.path.encode()
+            page.append(e)
+            weight += len(raw) + 50 + per_chunk * len(e.chunks)
+            if crc(raw) & mask == 0 or len(page) >= most_entries or weight >= most_bytes:
+                self._weight = weight
+                return i + 1, self.flush()
+        self._weight = weight
+        return len(entries), None
 
     def flush(self) -> list[FileEntry] | None:
         """The last page (the entries pushed since the last cut), if any."""

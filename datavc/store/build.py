@@ -234,6 +234,11 @@ class Builder:
         self._waiting: deque[tuple[LocalFile, _Pending | FileEntry, Any]] = deque()
         self._batch = _Batch([])
 
+    @property
+    def idle(self) -> bool:
+        """Whether no file handed in is still being read or waits to be given back."""
+        return not self._waiting and not self._batch.pieces
+
     def put(
         self, f: LocalFile, known: FileEntry | None, extra: Any = None
     ) -> list[tuple[LocalFile, FileEntry, Any]]:

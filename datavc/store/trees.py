@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,7 @@ class TreeWriter:
         self._spill = tempfile.TemporaryFile(dir=spill_dir)  # noqa: SIM115 (closed on exit)
         self._order: list[_Spilled | tuple[PageRef, Any]] = []
         self._known: dict[ChunkId, Location] = {}  # places given with the page being cut
+        self._sources: list[Hints] = []  # and old pages' hints (kept entries' places)
         self._attach_due = False
         self.files = 0
         self.bytes = 0
@@ -132,6 +133,21 @@ class TreeWriter:
             self._cut(page)
             return True
         return False
+
+    def add_kept(self, entries: Sequence[FileEntry], start: int, hints: Hints | None) -> int:
+        """:meth:`add` of ``entries[start:]`` (entries kept from an older page, whose
+        ``hints`` each name a live pack), until one ends a page: the index after the
+        last entry taken; a page ended there if it is below ``len(entries)``, or
+        :attr:`at_cut` says so. A chunk of the page being cut that ``hints`` places is
+        given that place (a hint is a place of the chunk's bytes, whichever file names
+        it); no place is copied entry by entry."""
+        assert not self._attach_due, "attach() the last page's bytes first"
+        if hints and (not self._sources or self._sources[-1] is not hints):
+            self._sources.append(hints)
+        end, page = self.cutter.push_many(entries, start)
+        if page is not None:
+            self._cut(page)
+        return end
 
     def end(self) -> bool:
         """No more entries: True if that ends a page."""
@@ -173,6 +189,9 @@ class TreeWriter:
                     places += _PLACE.pack(
                         i, pack, loc.offset, loc.stored_length, loc.plain_length, loc.codec
                     )
+        if self._sources:
+            places += _source_places(ids, self._sources, places)
+            self._sources = []
         spill.write(_U32.pack(len(places) // _PLACE.size))
         spill.write(places)
         size = sum(e.size for e in page)
@@ -248,6 +267,24 @@ class TreeWriter:
             while pending:
                 settle_one()
         return TreeRoot(self.files, self.bytes, tuple(pages), CUT_RULE)
+
+
+def _source_places(ids: list[ChunkId], sources: list[Hints], given: bytearray) -> bytes:
+    """Places (:data:`_PLACE` records) from ``sources`` for the chunks ``ids`` that
+    ``given`` (records already made) does not place."""
+    done = {rec[0] for rec in _PLACE.iter_unpack(given)} if given else set()
+    tables = [(h.index(), [bytes.fromhex(p) for p in h.packs]) for h in sources]
+    out = bytearray()
+    pack = _PLACE.pack
+    for i, cid in enumerate(ids):
+        if i in done:
+            continue
+        for rows, packs in tables:
+            row = rows.get(cid)
+            if row is not None:
+                out += pack(i, packs[row[1]], row[2], row[3], row[4], row[5])
+                break
+    return bytes(out)
 
 
 def _given_first(

@@ -8,7 +8,6 @@ path goes into the root ``.gitignore``.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,10 +19,11 @@ from ..format.paths import SortedPathCheck, check_name
 from ..format.pointer import SUFFIX
 from ..format.tree import CUT_RULE, FileEntry, Hints, PageRef, TreeRoot, snapshot_id
 from ..store.build import Builder
-from ..store.files import LocalFile, iter_scan, scan
+from ..store.files import LocalFile, iter_scan, local_file, scan
 from ..store.trees import TreeDiff, TreeWriter, decoded_page, iter_entries, merge_entries
 from .core import Dataset, Staged, write_staged
 from .git import ignore_path
+from .groupscan import Seen, seen_groups, unchanged
 from .lock import workspace_lock
 from .statcache import (
     NO_PAGE,
@@ -31,10 +31,8 @@ from .statcache import (
     Group,
     Row,
     groups_by_page,
-    scan_digest,
     split_scan,
     stat_key,
-    take,
 )
 
 if TYPE_CHECKING:
@@ -80,11 +78,13 @@ def add_locked(ws: Workspace, path: str, name: str | None, client: Any = None) -
     if client is not None:
         return _add_on_cluster(ws, ds, absolute, client)
     reference = _reference(ws, ds)
+    # the folder's groups are walked first, while no other thread runs (workers may fork)
+    seen = _known_groups(ws, ds, reference, absolute, kind)
     store = ws.store
     bar = ws.progress(f"adding {rel}", None)
     try:
         with store.new_writer() as writer, _Adder(ws, ds, reference, writer, bar) as adder:
-            adder.run(iter_scan(absolute, kind))
+            adder.run(absolute, kind, seen)
             stats = writer.finish()
             root, tree = adder.finish()
     finally:
@@ -118,6 +118,7 @@ def _staged_result(
     return AddResult(ds, staged, changes.diff(), changes.counts)
 
 
+KEPT_RUN = 256  # kept entries that wait for the files being read, rather than go behind them
 SHOWN = 10_000  # paths of each kind of change an AddResult keeps (the counts are all)
 
 
@@ -140,6 +141,17 @@ class Changes:
     @property
     def counts(self) -> tuple[int, int, int]:
         return self.count["added"], self.count["modified"], self.count["removed"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """An entry kept with its old stat row, in the builder's queue in place of a file
+    (it has what the builder reads of one: path, mode, size)."""
+
+    path: str
+    mode: int
+    size: int
+    key: bytes
 
 
 class _Adder:
@@ -169,6 +181,7 @@ class _Adder:
         self.checker = SortedPathCheck()
         self.changes = Changes()
         self.rows = self.out.rows()  # the stat rows of the page being cut
+        self._base = ws.abs(ds.path) if ds.kind == "dir" else os.path.dirname(ws.abs(ds.path))
         self._cache_file: BinaryIO | None = None
         self._live: tuple[set[ObjectId], set[ObjectId]] | None = None
 
@@ -184,27 +197,27 @@ class _Adder:
 
     # -- the scan, group by group ----------------------------------------------------
 
-    def run(self, scan: Iterator[LocalFile]) -> None:
+    def run(self, absolute: str, kind: str, known: _Known | None) -> None:
+        """Add the files under ``absolute``; ``known``: the stat cache's groups, and what
+        the folder holds in each (:func:`_known_groups`)."""
         ref = self.reference
-        scan = self._checked(scan)
-        groups = None
-        if ref is not None and ref.pages:
-            groups = groups_by_page(
-                self.cache, [(bytes.fromhex(p.content), p.last) for p in ref.pages]
-            )
         if ref is None or not ref.pages:
-            for f in scan:
+            for f in self._checked(iter_scan(absolute, kind)):
                 self.changes.note("added", f.path)
                 self._feed(f, None, None)
-        elif groups is None:  # no usable groups: every page is compared file by file
+        elif known is None:  # no usable groups: every page is compared file by file
             rows = self.cache.all_rows()
             bounds: list[str | None] = [p.last for p in ref.pages[:-1]] + [None]
-            for i, files in split_scan(scan, bounds):
+            for i, files in split_scan(self._checked(iter_scan(absolute, kind)), bounds):
                 self._compare(ref.pages[i], files, rows)
         else:
+            groups, seen = known
             bounds = [p.last for p in ref.pages[:-1]] + [None]
-            for i, files in split_scan(scan, bounds):
-                self._group(ref.pages[i], groups[i], files, ref.cut == CUT_RULE)
+            for i, page in enumerate(ref.pages):
+                files = iter_scan(
+                    absolute, kind, after=bounds[i - 1] if i else None, upto=bounds[i]
+                )
+                self._group(page, groups[i], seen[i], files, ref.cut == CUT_RULE)
         for item in self.builder.drain():
             self._settled(*item)
 
@@ -213,11 +226,17 @@ class _Adder:
             self.checker.add(f.path)
             yield f
 
-    def _group(self, page: PageRef, g: Group, group: Iterator[LocalFile], same_rule: bool) -> None:
-        files, more = take(group, page.files)  # a group grown past its page: changed
-        unchanged = g.exact and not more and len(files) == page.files
-        unchanged = unchanged and scan_digest(files) == g.digest
-        if unchanged and same_rule and self._still_stored(page, g):
+    def _group(
+        self, page: PageRef, g: Group, seen: Seen, files: Iterator[LocalFile], same_rule: bool
+    ) -> None:
+        """One page's group: ``seen``, what the folder holds in its range; ``files``, a
+        scan of that range (not started unless the page is not kept whole)."""
+        if (
+            unchanged(seen, g)
+            and page.files == g.count
+            and same_rule
+            and self._still_stored(page, g)
+        ):
             for item in self.builder.drain():
                 self._settled(*item)
             if self.tree.at_cut:
@@ -225,7 +244,101 @@ class _Adder:
                     self._cache_file = open(self.cache.path, "rb")  # noqa: SIM115
                 self.tree.splice(page, g)
                 return
-        self._compare(page, itertools.chain(files, group), self.cache.rows(g))
+        if g.exact and page.files == g.count and not seen.odd:
+            if unchanged(seen, g):
+                self._patch(page, g, (), ())
+                return
+            if seen.changed is not None:
+                self._patch(page, g, seen.changed, seen.gone)
+                return
+        self._compare(page, self._checked(files), self.cache.rows(g))
+
+    def _patch(
+        self, page: PageRef, g: Group, changed: Iterable[LocalFile], gone: Iterable[str]
+    ) -> None:
+        """An exact group whose files differ from its rows only as the walk found
+        (:class:`~.groupscan.Seen`): ``changed``, the files to read (new, or stat fields
+        changed), in path order; ``gone``, the rows with no file. The page's other entries
+        are kept with their rows, in runs, and no file of theirs is looked at again: their
+        names were checked by the walk."""
+        entries, hints = decoded_page(self.store, page)
+        rows = self.cache.row_list(g)  # (an exact group's: the entries', one for one)
+        if len(rows) != len(entries):
+            rows = []
+        packs = self._live_sets()[1]
+        all_live = all(p in packs for p in hints.packs)  # every hint usable as it is
+        removed = set(gone)
+        new = iter(changed)
+        f = next(new, None)
+        run = 0  # entries[run:i] are kept, not handed on yet
+        for i, e in enumerate(entries):
+            while f is not None and f.path < e.path:
+                self._keep_run(entries, rows, run, i, hints, all_live)
+                run = i
+                self.changes.note("added", f.path)
+                self._feed(f, None, None)
+                f = next(new, None)
+            path, _, digest = rows[i] if rows else ("", b"", b"")
+            if f is not None and f.path == e.path:
+                fresh: LocalFile | None = f
+                f = next(new, None)
+            elif e.path in removed:
+                fresh = None
+            elif path == e.path and digest == e.hash:
+                continue  # kept (its row is the entry's, one for one)
+            else:  # not as an exact group says: the file is looked at, read if it must be
+                fresh = local_file(self._base, e.path)
+            self._keep_run(entries, rows, run, i, hints, all_live)
+            run = i + 1
+            if fresh is None:
+                self.changes.note("removed", e.path)
+            else:
+                self._feed(fresh, None, e)
+        self._keep_run(entries, rows, run, len(entries), hints, all_live)
+        while f is not None:
+            self.changes.note("added", f.path)
+            self._feed(f, None, None)
+            f = next(new, None)
+
+    def _keep_run(
+        self,
+        entries: list[FileEntry],
+        rows: list[tuple[str, bytes, bytes]],
+        start: int,
+        end: int,
+        hints: Hints,
+        all_live: bool,
+    ) -> None:
+        """Keep ``entries[start:end]`` as they are, with their rows as they were."""
+        if start >= end:
+            return
+        if not all_live or (end - start < KEPT_RUN and not self.builder.idle):
+            for i in range(start, end):  # one at a time, behind the files being read
+                e = entries[i]
+                places = hints if all_live else self._places(e, hints)
+                if places is None:  # a chunk is not in a live pack: read the file again
+                    local = local_file(self._base, e.path)
+                    if local is None:
+                        self.changes.note("removed", e.path)
+                    else:
+                        self._feed(local, None, e)
+                    continue
+                kept = _Kept(e.path, e.mode, e.size, rows[i][1])
+                for item in self.builder.put(kept, e, (e, places or None)):  # type: ignore[arg-type]
+                    self._settled(*item)
+            return
+        for item in self.builder.drain():  # the files before the run are in the tree first
+            self._settled(*item)
+        self.builder.progress.advance(sum(e.size for e in entries[start:end]))
+        run = entries[start:end]
+        taken = 0
+        while taken < len(run):
+            stop = self.tree.add_kept(run, taken, hints)
+            self.rows.add_kept(run[taken:stop], rows[start + taken : start + stop])
+            taken = stop
+            if self.tree.at_cut:
+                self.tree.attach(self.rows.pack())
+                self.rows = self.out.rows()
 
     def _compare(self, page: PageRef, files: Iterable[LocalFile], rows: dict[str, Row]) -> None:
         """A page's files one by one: unchanged ones (by stat) keep their entries."""
@@ -260,16 +373,19 @@ class _Adder:
             self._settled(*item)
 
     def _settled(
-        self, f: LocalFile, e: FileEntry, extra: tuple[FileEntry | None, Hints | None]
+        self, f: LocalFile | _Kept, e: FileEntry, extra: tuple[FileEntry | None, Hints | None]
     ) -> None:
         before, places = extra
         if before is not None and (before.hash, before.mode) != (e.hash, e.mode):
             self.changes.note("modified", e.path)
         self.put(f, e, places)
 
-    def put(self, f: LocalFile, e: FileEntry, places: Hints | None = None) -> None:
+    def put(self, f: LocalFile | _Kept, e: FileEntry, places: Hints | None = None) -> None:
         """The next entry of the new tree, with its file's stat row."""
-        self.rows.add(f, e.mode, e.hash)
+        if isinstance(f, _Kept):
+            self.rows.add_row(f.path, f.key, e.mode, e.hash)
+        else:
+            self.rows.add(f, e.mode, e.hash)
         if self.tree.add(e, places):
             self.tree.attach(self.rows.pack())
             self.rows = self.out.rows()
@@ -339,6 +455,26 @@ class _Adder:
             self.out.copy(self.cache, self._cache_file, extra, last)
         else:
             self.out.packed_group(bytes.fromhex(ref.content), last, extra, packs)
+
+
+_Known = tuple[list[Group], list[Seen]]
+
+
+def _known_groups(
+    ws: Workspace, ds: Dataset, reference: TreeRoot | None, absolute: str, kind: str
+) -> _Known | None:
+    """The stat cache's groups if they follow the pages of ``reference``, with what the
+    folder holds in each now (its names checked as the add's scan checks them: a group
+    kept whole is not scanned again). None if there are no such groups."""
+    if reference is None or not reference.pages:
+        return None
+    cache = ws.stat_cache(ds.name)
+    groups = groups_by_page(cache, [(bytes.fromhex(p.content), p.last) for p in reference.pages])
+    if groups is None:
+        return None
+    bounds: list[str | None] = [p.last for p in reference.pages[:-1]] + [None]
+    counts = [g.count for g in groups]
+    return groups, seen_groups(absolute, kind, bounds, counts, check=True, against=(cache, groups))
 
 
 def _add_on_cluster(ws: Workspace, ds: Dataset, absolute: str, client: Any) -> AddResult:

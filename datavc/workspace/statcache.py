@@ -36,12 +36,15 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..format.hashing import FileHash, file_hasher
 from ..store.files import LocalFile
+
+if TYPE_CHECKING:
+    from ..format.tree import FileEntry
 
 RACY_NS = 2_000_000_000
 HEADER = b"datavc-statcache"
@@ -103,8 +106,21 @@ class GroupDigest:
         parts = self._parts
         parts += (path.encode(), b"\0", key)
         if len(parts) >= 3 * 4096:  # one update per 4,096 rows: a call per row is slower
-            self._hasher.update(b"".join(parts))
-            parts.clear()
+            self.flush_parts()
+
+    @property
+    def parts(self) -> list[bytes]:
+        """The pieces not hashed yet (path UTF-8, NUL, key, for each row): a caller may
+        append to them, then :meth:`flush_parts`."""
+        return self._parts
+
+    def flush_parts(self) -> None:
+        self._hasher.update(b"".join(self._parts))
+        self._parts.clear()
+
+    def feed(self, rows: bytes) -> None:
+        """Rows already joined, each its path (UTF-8), a NUL and its key: as :meth:`add`."""
+        self._hasher.update(rows)
 
     def digest(self) -> bytes:
         self._hasher.update(b"".join(self._parts))
@@ -137,6 +153,17 @@ class StatCache:
             return dict(_iter_rows(data, g.count))
         except (OSError, ValueError, UnicodeDecodeError, struct.error):
             return {}
+
+    def row_list(self, g: Group) -> list[tuple[str, bytes, bytes]]:
+        """A group's rows in path order as (path, key, hash), nothing else built (an empty
+        list if the file changed under us)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(g.rows_at)
+                data = f.read(g.end - g.rows_at)
+            return list(_iter_row_tuples(data, g.count))
+        except (OSError, ValueError, UnicodeDecodeError, struct.error):
+            return []
 
     def raw(self, f: BinaryIO, g: Group) -> bytes:
         """A group's bytes as they are, to carry it into a new cache unchanged."""
@@ -212,6 +239,20 @@ def _iter_rows(data: bytes, count: int) -> Iterator[tuple[str, Row]]:
         raise ValueError("group length")
 
 
+def _iter_row_tuples(data: bytes, count: int) -> Iterator[tuple[str, bytes, bytes]]:
+    pos, u16, tail = 0, _U16.unpack_from, _ROW_TAIL.unpack_from
+    for _ in range(count):
+        (n,) = u16(data, pos)
+        pos += 2
+        path = data[pos : pos + n].decode("utf-8")
+        pos += n
+        key, _, digest = tail(data, pos)
+        pos += _ROW_TAIL.size
+        yield path, key, digest
+    if pos != len(data):
+        raise ValueError("group length")
+
+
 class GroupRows:
     """The rows of one group being written: in path order, each with its digest part."""
 
@@ -237,6 +278,20 @@ class GroupRows:
         self._parts += (_U16.pack(len(raw)), raw, _ROW_TAIL.pack(key, mode, digest))
         self._digest.add(path, key)
         self.count += 1
+
+    def add_kept(
+        self, entries: Sequence[FileEntry], rows: Sequence[tuple[str, bytes, bytes]]
+    ) -> None:
+        """Rows carried over as they were (path, key, hash), for entries kept as they
+        were, one for one (:meth:`add_row` each, in one loop)."""
+        parts, digest_parts = self._parts, self._digest.parts
+        u16, tail = _U16.pack, _ROW_TAIL.pack
+        for e, (_, key, digest) in zip(entries, rows, strict=True):
+            raw = e.path.encode()
+            parts += (u16(len(raw)), raw, tail(key, e.mode, digest))
+            digest_parts += (raw, b"\0", key)
+        self._digest.flush_parts()
+        self.count += len(entries)
 
     def finish(self) -> tuple[bytes, bytes]:
         """The rows' bytes and the group digest."""

@@ -13,7 +13,6 @@ The store is tried once: after it failed, the other datasets do not wait for it 
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,16 +24,14 @@ from ..format.tree import FileEntry, snapshot_id
 from ..store import files as local_files
 from ..store.files import LocalFile, file_mode, iter_scan
 from ..store.trees import TreeDiff, diff_entries, diff_trees
+from .groupscan import seen_groups, unchanged
 from .statcache import (
     UNUSABLE,
     CacheWriter,
     PathRows,
     StatCache,
     now_ns,
-    scan_digest,
-    split_scan,
     stat_key,
-    take,
     write_for_tree,
 )
 
@@ -203,13 +200,13 @@ def _by_groups(
     source: BinaryIO | None = None
     root: TreeRoot | None = None
     bounds = [g.last for g in cache.groups]
-    scanned = iter_scan(ws.abs(ds.path), ds.kind)
+    if bounds[-1] is not None:  # (not a cache this version writes)
+        return None
+    absolute = ws.abs(ds.path)
+    seen = seen_groups(absolute, ds.kind, bounds, [g.count for g in cache.groups], check=False)
     try:
-        for i, rest in split_scan(scanned, bounds):
-            g = cache.groups[i]
-            first, more = take(rest, g.count)  # a group grown past its rows: changed
-            files = itertools.chain(first, rest)
-            if not more and g.exact and scan_digest(first) == g.digest:
+        for i, g in enumerate(cache.groups):
+            if unchanged(seen[i], g):
                 if out is not None:
                     assert source is not None
                     out.copy(cache, source, g, g.last)
@@ -233,8 +230,9 @@ def _by_groups(
                 pages = root.pages[i : i + 1]  # none for an empty snapshot
                 old = {e.path: (e.hash, e.mode) for p in pages for e in _page_entries(ws, p)}
             group = out.rows()
-            seen = sum(map(len, changes.values()))  # changes found before this group
-            for f in files:
+            before_group = sum(map(len, changes.values()))  # changes found before it
+            after = bounds[i - 1] if i else None
+            for f in iter_scan(absolute, ds.kind, after=after, upto=g.last):
                 row = rows.get(f.path)
                 mode = _mode(f)
                 if row is not None and row.key == stat_key(f) and row.key != UNUSABLE:
@@ -248,7 +246,7 @@ def _by_groups(
                 elif before != (digest, mode):
                     changes["modified"].append(f.path)
             changes["removed"] += old
-            same = group.count == g.count and sum(map(len, changes.values())) == seen
+            same = group.count == g.count and sum(map(len, changes.values())) == before_group
             out.group(g.content, g.last, group, g.exact and same, g.packs)
         if out is not None:
             out.finish(cache.tree, cache.tree if out.all_exact else None)
