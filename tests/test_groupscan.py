@@ -38,12 +38,32 @@ def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(statcache, "time", ahead)
 
 
-@pytest.fixture(params=[1, 2, 3])
-def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Walks spread over this many processes, however few the files."""
+def spread(monkeypatch: pytest.MonkeyPatch, workers: int) -> list[int]:
+    """Walks spread over ``workers`` processes, however few the files, even beside the
+    threads other tests left running (a session's S3 server): the walks fork only
+    plain os calls. Returns the list of forked pids, filled as walks fork."""
     monkeypatch.setattr(groupscan, "SPREAD_MIN_FILES", 0)
-    monkeypatch.setenv("DATAVC_SCAN_WORKERS", str(request.param))
-    return int(request.param)
+    monkeypatch.setattr(groupscan, "_may_fork", lambda: True)
+    monkeypatch.setenv("DATAVC_SCAN_WORKERS", str(workers))
+    forked: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(groupscan.os, "fork", fork)
+    return forked
+
+
+@pytest.fixture(params=[1, 2, 3])
+def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """Walks spread over this many processes; the test fails unless they forked."""
+    forked = spread(monkeypatch, request.param)
+    yield int(request.param)
+    assert bool(forked) == (request.param > 1), "the walks forked as asked"
 
 
 def odd_tree(root: Path) -> None:
@@ -151,8 +171,7 @@ def test_a_name_that_breaks_the_rules_makes_every_group_odd(tmp_path: Path, work
 def test_a_worker_that_fails_has_its_range_walked_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(groupscan, "SPREAD_MIN_FILES", 0)
-    monkeypatch.setenv("DATAVC_SCAN_WORKERS", "2")
+    forked = spread(monkeypatch, 2)
     root = tmp_path / "d"
     odd_tree(root)
     paths = [f.path for f in iter_scan(str(root), "dir")]
@@ -181,6 +200,7 @@ def test_a_worker_that_fails_has_its_range_walked_here(
     walks.clear()
     assert groupscan.seen_groups(str(root), "dir", bounds, counts, check=True) == seen
     assert len(walks) == 1  # the worker's answer was used
+    assert len(forked) == 2
 
 
 # -- add and status on the walk ---------------------------------------------------------
@@ -271,3 +291,34 @@ def test_add_refuses_a_link_in_a_changed_folder(ws: Workspace, trusted: None, wo
     os.symlink("00000.txt", data / "020" / "link.txt")
     with pytest.raises(BadInput, match="symbolic link"):
         Workspace(ws.root).add(str(data))
+
+
+def test_the_folder_of_a_staged_dataset_is_not_walked_for_pointer_files(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pointer files are looked for beside datasets, not in them: a dataset added and not
+    yet committed is skipped like a committed one (a commit of a million new files
+    walked them all), and the workspace is walked once per add."""
+    data = Path(ws.root) / "d"
+    many(data, 300)
+    other = Path(ws.root) / "e"
+    many(other, 10)
+    ws.add(str(data))
+    ws.add(str(other))
+    listed: list[str] = []
+    real_walk = os.walk
+
+    def walk(
+        top: str, *args: object, **kwargs: object
+    ) -> Iterator[tuple[str, list[str], list[str]]]:
+        for current, dirs, files in real_walk(top, *args, **kwargs):  # type: ignore[arg-type]
+            listed.append(os.path.relpath(current, ws.root))
+            yield current, dirs, files
+
+    monkeypatch.setattr(os, "walk", walk)
+    assert sorted(Workspace(ws.root).datasets()) == ["d", "e"]
+    assert not [p for p in listed if p.split(os.sep)[0] in ("d", "e")]
+    walks = listed.count(".")
+    (data / "000" / "00000.txt").write_bytes(b"changed\n")
+    Workspace(ws.root).add(str(data))
+    assert listed.count(".") == walks + 1

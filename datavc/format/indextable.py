@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from array import array
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -217,7 +218,8 @@ class IndexTable(LocationTable):
 
 BUCKETS = 1 << 16  # NewRows buckets, by a chunk id's first two bytes
 SPILL_ROWS = 1 << 20  # rows NewRows holds before it spills them to a sorted run (if it can)
-BLOOM_BITS = 1 << 27  # 16 MiB: under 1% false "maybe" up to about 10 million spilled rows
+FILTER_SLOTS = 1 << 23  # 16 MiB of 16-bit run masks: see NewRows
+FILTER_RUNS = 16  # runs with a bit of their own in the masks (later ones share the last)
 
 
 class NewRows:
@@ -228,8 +230,13 @@ class NewRows:
 
     With ``spill`` (rows in order -> a :class:`RowSource` kept elsewhere, a local file),
     every ``SPILL_ROWS`` rows go to a sorted run, so memory stays flat however many chunks
-    an upload stores: a 16 MiB Bloom filter says which ids may be in a run, and only those
-    are searched there. The upload's index object is written from the buckets and runs
+    an upload stores. A filter says which runs may hold an id, and only those are searched
+    (searching every run made a 10-million-chunk add 1.8x as slow per chunk as a
+    1-million one): one Bloom filter per run, kept as ``FILTER_SLOTS`` 16-bit masks
+    (a run's bit set in an id's four slots), so one lookup of four slots answers for
+    every run. A run of a million rows sets at most 4 of each 8 slots' bits: a run that
+    lacks an id is searched for it about 2.4% of the time. Runs past ``FILTER_RUNS`` share
+    the last bit. The upload's index object is written from the buckets and runs
     merged (:meth:`encode`). Thread-safe."""
 
     def __init__(self, spill: Callable[[Iterator[bytes]], RowSource] | None = None) -> None:
@@ -239,7 +246,7 @@ class NewRows:
         self._lock = threading.Lock()
         self._spill = spill
         self._runs: list[RowSource] = []
-        self._bloom: bytearray | None = None  # set at the first spill
+        self._filter: array[int] | None = None  # set at the first spill
         self._dropped: set[bytes] = set()  # ids dropped whose rows are in a run
         self._held = 0  # rows in the buckets
         self.count = 0
@@ -267,14 +274,19 @@ class NewRows:
                 self._spill_buckets(self._spill)
 
     def _spill_buckets(self, spill: Callable[[Iterator[bytes]], RowSource]) -> None:
-        bloom = self._bloom
-        if bloom is None:
-            bloom = self._bloom = bytearray(BLOOM_BITS >> 3)
+        masks = self._filter
+        if masks is None:
+            masks = self._filter = array("H", bytes(2 * FILTER_SLOTS))
+        bit = 1 << min(len(self._runs), FILTER_RUNS - 1)
+        size, mask = INDEX_ROW.size, FILTER_SLOTS - 1
         for bucket in self._buckets:
             if bucket:
-                for at in range(0, len(bucket), INDEX_ROW.size):
-                    for bit in _bloom_bits(bytes(bucket[at : at + 32])):
-                        bloom[bit >> 3] |= 1 << (bit & 7)
+                for at in range(0, len(bucket), size):
+                    h = int.from_bytes(bucket[at + 4 : at + 20], "little")
+                    masks[h & mask] |= bit
+                    masks[(h >> 27) & mask] |= bit
+                    masks[(h >> 54) & mask] |= bit
+                    masks[(h >> 81) & mask] |= bit
         self._runs.append(spill(self._bucket_rows()))
         self._buckets = [None] * BUCKETS
         self._held = 0
@@ -305,17 +317,31 @@ class NewRows:
         if found is not None:
             bucket, at = found
             return bytes(bucket[at : at + INDEX_ROW.size])
-        if self._runs and self._maybe_spilled(cid) and cid not in self._dropped:
-            for run in self._runs:
-                row = run.find_raw(cid)
-                if row is not None:
-                    return row
+        if self._runs and cid not in self._dropped:
+            runs = self._runs
+            maybe = self._maybe_in(cid)
+            while maybe:
+                low = maybe & -maybe
+                n = low.bit_length() - 1
+                for run in runs[n : n + 1] if n < FILTER_RUNS - 1 else runs[n:]:
+                    row = run.find_raw(cid)
+                    if row is not None:
+                        return row
+                maybe ^= low
         return None
 
-    def _maybe_spilled(self, cid: bytes) -> bool:
-        bloom = self._bloom
-        assert bloom is not None
-        return all(bloom[bit >> 3] >> (bit & 7) & 1 for bit in _bloom_bits(cid))
+    def _maybe_in(self, cid: bytes) -> int:
+        """The runs that may hold ``cid``, as a mask (bit n: run n; the last bit: every run
+        from there on). Ids are uniform: slices of them are hash enough."""
+        masks = self._filter
+        assert masks is not None
+        h, mask = int.from_bytes(cid[4:20], "little"), FILTER_SLOTS - 1
+        return (
+            masks[h & mask]
+            & masks[(h >> 27) & mask]
+            & masks[(h >> 54) & mask]
+            & masks[(h >> 81) & mask]
+        )
 
     def find(self, cid: bytes) -> Location | None:
         """Where this upload stored ``cid``, or None."""
@@ -379,10 +405,3 @@ class NewRows:
                 out.clear()
         if out:
             yield bytes(out)
-
-
-def _bloom_bits(cid: bytes) -> tuple[int, int, int, int]:
-    """Four bit positions for ``cid`` (ids are uniform: slices of them are hash enough)."""
-    h = int.from_bytes(cid[4:20], "little")
-    mask = BLOOM_BITS - 1
-    return h & mask, (h >> 27) & mask, (h >> 54) & mask, (h >> 81) & mask

@@ -62,11 +62,12 @@ def add_locked(ws: Workspace, path: str, name: str | None, client: Any = None) -
     if not os.path.lexists(absolute):
         raise PathNotFound(path)
     kind = "dir" if os.path.isdir(absolute) and not os.path.islink(absolute) else "file"
-    existing = {d.path: d for d in ws.datasets().values()}
+    tracked = ws.datasets()  # (one walk of the workspace for its pointer files)
+    existing = {d.path: d for d in tracked.values()}
     if name is None:
         name = existing[rel].name if rel in existing else _default_name(rel, kind)
     check_name(name)
-    known = ws.datasets().get(name)
+    known = tracked.get(name)
     if known is not None and known.path != rel:
         raise BadInput(f"dataset {name!r} already tracks {known.path}; pick another --name")
     if rel in existing and existing[rel].name != name:

@@ -304,12 +304,15 @@ class Workspace:
 
     def datasets(self) -> dict[str, Dataset]:
         found: dict[str, Dataset] = {}
-        for rel, pointer, conflict in self._pointers():
+        staged_all = list(self._staged_all())
+        # a staged dataset's folder is not walked for pointer files (as a tracked one's is
+        # not): a million files added and not yet committed cost no walk of them
+        for rel, pointer, conflict in self._pointers({s.path for s in staged_all}):
             if isinstance(pointer, Pointer):
                 found[pointer.name] = Dataset(pointer.name, rel, pointer.kind, pointer, None)
             else:
                 found[pointer] = Dataset(pointer, rel, "dir", None, None, conflict)
-        for staged in self._staged_all():
+        for staged in staged_all:
             current = found.get(staged.name)
             known = current.pointer if current else None
             conflict = current.conflict if current else None
@@ -324,7 +327,10 @@ class Workspace:
             raise DatasetNotFound(name)
         return ds
 
-    def _pointers(self) -> Iterator[tuple[str, Pointer | str, str | None]]:
+    def _pointers(
+        self,
+        skip: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> Iterator[tuple[str, Pointer | str, str | None]]:
         """Each pointer file's dataset path and pointer; for one that git left in a merge
         conflict whose sides both name one dataset, that name and what to do about it (so
         that 'checkout NAME@vN' can resolve it); any other conflict is an error."""
@@ -333,7 +339,11 @@ class Workspace:
             rel_dir = os.path.relpath(current, self.root)
             prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
             tracked = {f[: -len(SUFFIX)] for f in files if f.endswith(SUFFIX)}
-            dirs[:] = sorted(d for d in dirs if private_part(d) is None and d not in tracked)
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if private_part(d) is None and d not in tracked and prefix + d not in skip
+            )
             for f in sorted(files):
                 if not f.endswith(SUFFIX):
                     continue

@@ -102,8 +102,14 @@ class _Spec:
     against: tuple[StatCache, Sequence[Group]] | None
 
 
+def _may_fork() -> bool:
+    """Whether a worker may be forked: only with no other thread in this process (one
+    could hold a lock the child would wait on forever)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
 def _workers(files: int) -> int:
-    if files < SPREAD_MIN_FILES or not hasattr(os, "fork") or threading.active_count() > 1:
+    if files < SPREAD_MIN_FILES or not _may_fork():
         return 1
     wanted = os.environ.get("DATAVC_SCAN_WORKERS", "")
     if wanted.isdigit() and int(wanted) > 0:
