@@ -5,6 +5,7 @@ into an empty folder) and checked by fsck, each step in its own process, with it
 time, peak memory (RSS), time to its first byte of output and seconds per 1,000 files.
 
     python scripts/scale.py [--files N] [--json OUT] [--workdir DIR] [--fs-image IMG] [--no-git]
+                            [--no-checkouts]
 
 Exits non-zero if a step fails or gives a wrong answer. ``scripts/bench.py`` runs it and
 puts the figures in docs/BENCHMARKS.md; it also runs alone.
@@ -289,9 +290,11 @@ def image_bytes(image: Path) -> int:
     return os.stat(image).st_blocks * 512
 
 
-def run_check(s: Session, ws: Path, dv: list[str], git_too: bool) -> dict[str, object]:
+def run_check(
+    s: Session, ws: Path, dv: list[str], git_too: bool, checkouts_too: bool = True
+) -> dict[str, object]:
     """The datavc steps on ``ws/ds``, the warm status against git's (``git_too``), then the
-    checkouts and fsck; the JSON fields."""
+    checkouts and fsck (``checkouts_too``); the JSON fields."""
     n, ds = s.n, ws / "ds"
     s.step("add v1", [*dv, "add", "ds"])
     s.step("commit v1", [*dv, "commit", "-m", "v1"])
@@ -321,8 +324,9 @@ def run_check(s: Session, ws: Path, dv: list[str], git_too: bool) -> dict[str, o
         if gst.lines:
             raise SystemExit("git status --porcelain reports changes in the baseline tree")
         fields["status_vs_git"] = status.seconds / gst.seconds
-    checkouts(s, ds, dv)
-    s.step("fsck (every version, index and footer)", [*dv, "fsck"])
+    if checkouts_too:
+        checkouts(s, ds, dv)
+        s.step("fsck (every version, index and footer)", [*dv, "fsck"])
     return fields
 
 
@@ -373,7 +377,9 @@ def open_one(s: Session, n: int) -> int:
     return int(result["reads"])
 
 
-def scale(base: Path, n: int, git_too: bool = True) -> dict[str, object]:
+def scale(
+    base: Path, n: int, git_too: bool = True, checkouts_too: bool = True
+) -> dict[str, object]:
     """Generate ``n`` files under ``base``, run the check, and return the JSON document."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAVC_")}
     env.update(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid")
@@ -387,7 +393,7 @@ def scale(base: Path, n: int, git_too: bool = True) -> dict[str, object]:
     subprocess.run([*dv, "init"], cwd=ws, env=env, check=True, capture_output=True)
     s = Session(n, ws, env)
     try:
-        fields = run_check(s, ws, dv, git_too)
+        fields = run_check(s, ws, dv, git_too, checkouts_too)
     except SystemExit:
         # a step that failed for want of space: say whose space (the image's or the host's)
         for where in (base, Path(tempfile.gettempdir())):
@@ -422,20 +428,26 @@ def main() -> None:
         action="store_true",
         help="skip the git status baseline (git fast-import of 10M files takes over 30 minutes)",
     )
+    ap.add_argument(
+        "--no-checkouts",
+        action="store_true",
+        help="stop after status, ls, diff and open: no checkouts, no fsck (a 10M run's last "
+        "half hour)",
+    )
     args = ap.parse_args()
     n = args.files
     if n < 3 * EDITS + PER_FOLDER:
         raise SystemExit(f"--files must be at least {3 * EDITS + PER_FOLDER}")
     if args.fs_image:
         with image_mount(args.fs_image.absolute(), n) as mnt:
-            doc = scale(mnt, n, not args.no_git)
+            doc = scale(mnt, n, not args.no_git, not args.no_checkouts)
             used = image_bytes(args.fs_image.absolute())
             doc["image_bytes_per_file"] = used / n
             print(f"image: {used / 1e9:.2f} GB on disk, {used / n:.0f} bytes a file")
     else:
         base = Path(tempfile.mkdtemp(prefix="datavc-scale-", dir=args.workdir))
         try:
-            doc = scale(base, n, not args.no_git)
+            doc = scale(base, n, not args.no_git, not args.no_checkouts)
         finally:
             shutil.rmtree(base, ignore_errors=True)
     if args.json:
