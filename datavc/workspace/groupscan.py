@@ -277,14 +277,14 @@ class _Walk:
         g = groups[self.group]
         if seen.odd or not g.exact or unchanged(seen, g):
             return seen
-        rows = cache.rows(g)
+        rows = {path: key for path, key, _ in cache.row_list(g)}
         if len(rows) != g.count:  # the cache changed under us
             return seen
         changed: list[LocalFile] = []
         most = min(DELTA_FILES, self.delta_left)
         for path, base, key, st in files:
-            row = rows.pop(path, None)
-            if row is None or row.key == UNUSABLE or row.key != key:
+            old = rows.pop(path, None)
+            if old is None or old == UNUSABLE or old != key:
                 changed.append(local_from_stat(path, base, st))
                 if len(changed) > most:
                     return seen
