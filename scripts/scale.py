@@ -388,6 +388,10 @@ def scale(
     generate(ws / "ds", n)
     gen = time.perf_counter() - t0
     print(f"generated {n:,} files in {gen:.1f} s ({gen * 1e6 / n:.2f} ms/1k files)", flush=True)
+    # as before add v2: files written within 2 s of an add get racy stat rows, which the
+    # next add must read again (so add v2 would measure the last 2 s of this loop too,
+    # more of them the sooner add v1 starts, not the 300 changes)
+    time.sleep(2.1)
     subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
     dv = [sys.executable, "-m", "datavc"]
     subprocess.run([*dv, "init"], cwd=ws, env=env, check=True, capture_output=True)
