@@ -322,3 +322,52 @@ def test_the_folder_of_a_staged_dataset_is_not_walked_for_pointer_files(
     (data / "000" / "00000.txt").write_bytes(b"changed\n")
     Workspace(ws.root).add(str(data))
     assert listed.count(".") == walks + 1
+
+
+def test_a_folder_that_cannot_be_listed_makes_every_group_it_reaches_odd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Folder 2's files fall in three groups: each is odd (its caller's scan meets the
+    error), the others are not; the root gone makes them all odd."""
+    root = tmp_path / "d"
+    for i in range(500):
+        write(root / f"{i // 100}" / f"{i:03d}.txt", b"x%d" % i)
+    bounds: list[str | None] = ["1/150.txt", "2/220.txt", "2/260.txt", "3/333.txt", None]
+    real = os.listdir
+
+    def listdir(path: object = ".") -> list[str]:
+        if isinstance(path, int) and os.readlink(f"/proc/self/fd/{path}").endswith("/d/2"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(groupscan.os, "listdir", listdir)
+    seen = groupscan.seen_groups(str(root), "dir", bounds, [100] * 5, check=True)
+    assert [s.odd for s in seen] == [False, True, True, True, False]
+    # a group ending at the last file before the folder: not odd (nothing of it is unread)
+    before: list[str | None] = ["1/199.txt", "2/250.txt", None]
+    seen = groupscan.seen_groups(str(root), "dir", before, [100] * 3, check=False)
+    assert [s.odd for s in seen] == [False, True, True]
+    gone = groupscan.seen_groups(str(tmp_path / "nothing"), "dir", bounds, [100] * 5, False)
+    assert all(s.odd for s in gone)
+
+
+def test_a_group_that_lost_many_files_is_compared_whole(
+    ws: Workspace, trusted: None, workers: int
+) -> None:
+    """The files a group lost count against the delta's limit as changed ones do: past
+    it, no list of them is carried (the add compares the group file by file)."""
+    data = Path(ws.root) / "d"
+    many(data, 6000, per_folder=1000)
+    first = ws.add(str(data))
+    ws.commit([first.staged.name], "v1")
+    shutil.rmtree(data / "003")
+    cache = statcache.StatCache(str(Path(ws.root) / ".datavc/state/stat/d.cache"))
+    bounds = [g.last for g in cache.groups]
+    counts = [g.count for g in cache.groups]
+    seen = groupscan.seen_groups(str(data), "dir", bounds, counts, True, (cache, cache.groups))
+    lost = [s for s, g in zip(seen, cache.groups, strict=True) if s.count < g.count]
+    assert lost and all(s.changed is None or len(s.gone) <= 256 for s in lost)
+    assert any(s.changed is None for s in lost)
+    result = Workspace(ws.root).add(str(data))
+    assert result.counts == (0, 0, 1000)
+    assert from_nothing(data, Path(ws.root).parent / "scratch") == result.staged.tree

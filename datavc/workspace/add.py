@@ -246,26 +246,27 @@ class _Adder:
                 self.tree.splice(page, g)
                 return
         if g.exact and page.files == g.count and not seen.odd:
-            if unchanged(seen, g):
-                self._patch(page, g, (), ())
+            if unchanged(seen, g) and self._patch(page, g, (), ()):
                 return
-            if seen.changed is not None:
-                self._patch(page, g, seen.changed, seen.gone)
+            if seen.changed is not None and self._patch(page, g, seen.changed, seen.gone):
                 return
         self._compare(page, self._checked(files), self.cache.rows(g))
 
     def _patch(
         self, page: PageRef, g: Group, changed: Iterable[LocalFile], gone: Iterable[str]
-    ) -> None:
+    ) -> bool:
         """An exact group whose files differ from its rows only as the walk found
         (:class:`~.groupscan.Seen`): ``changed``, the files to read (new, or stat fields
         changed), in path order; ``gone``, the rows with no file. The page's other entries
         are kept with their rows, in runs, and no file of theirs is looked at again: their
-        names were checked by the walk."""
+        names were checked by the walk. False, with nothing done, if the group's rows are
+        not the page's paths one for one."""
         entries, hints = decoded_page(self.store, page)
         rows = self.cache.row_list(g)  # (an exact group's: the entries', one for one)
-        if len(rows) != len(entries):
-            rows = []
+        if len(rows) != len(entries) or any(
+            r[0] != e.path for r, e in zip(rows, entries, strict=True)
+        ):  # not as the group says (a damaged cache): every file compared instead
+            return False
         packs = self._live_sets()[1]
         all_live = all(p in packs for p in hints.packs)  # every hint usable as it is
         removed = set(gone)
@@ -279,13 +280,13 @@ class _Adder:
                 self.changes.note("added", f.path)
                 self._feed(f, None, None)
                 f = next(new, None)
-            path, _, digest = rows[i] if rows else ("", b"", b"")
+            digest = rows[i][2]
             if f is not None and f.path == e.path:
                 fresh: LocalFile | None = f
                 f = next(new, None)
             elif e.path in removed:
                 fresh = None
-            elif path == e.path and digest == e.hash:
+            elif digest == e.hash:
                 continue  # kept (its row is the entry's, one for one)
             else:  # not as an exact group says: the file is looked at, read if it must be
                 fresh = local_file(self._base, e.path)
@@ -300,6 +301,7 @@ class _Adder:
             self.changes.note("added", f.path)
             self._feed(f, None, None)
             f = next(new, None)
+        return True
 
     def _keep_run(
         self,

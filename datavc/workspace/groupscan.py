@@ -147,9 +147,14 @@ def _spread(spec: _Spec, ranges: list[tuple[int, int]]) -> list[Seen]:
     try:
         for a, b in ranges[1:]:
             read, write = os.pipe()
-            pid = os.fork()
+            code = 1
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(read)
+                os.close(write)
+                raise
             if pid == 0:  # the worker: its answer on the pipe, then out, whatever happens
-                code = 1
                 try:
                     os.close(read)
                     answer = _encode(_Walk(spec, a, b).run())
@@ -240,7 +245,8 @@ class _Walk:
         self.digest = GroupDigest()
         self.count = 0
         self.odd = False
-        self.refused = False  # a name failed the checks: every group is odd
+        self.odd_below: str | None = None  # groups reaching below this are odd (_unreadable)
+        self.refused = False  # a name failed the checks, or the root is gone: every group odd
 
     def run(self) -> list[Seen]:
         try:
@@ -249,11 +255,11 @@ class _Walk:
             st = None
         if self.kind == "file":
             if st is None or not S_ISREG(st.st_mode):
-                self.odd = True
+                self.refused = True
             else:
                 self._file(os.path.basename(self.root), st)
         elif st is None:
-            self.odd = True
+            self.refused = True
         else:
             self._folder(self.root, "")
         while self.group < self.end:
@@ -269,7 +275,9 @@ class _Walk:
             seen = self._delta(seen, self.files)
             self.files = []
         self.seen.append(seen)
-        self.digest, self.count, self.odd = GroupDigest(), 0, False
+        ended = self.bound  # the next group's paths are all above it
+        self.digest, self.count = GroupDigest(), 0
+        self.odd = ended is not None and self.odd_below is not None and ended < self.odd_below
         self.group += 1
         self.bound = self.bounds[self.group] if self.group < self.end else None
 
@@ -291,8 +299,22 @@ class _Walk:
                 changed.append(local_from_stat(path, base, st))
                 if len(changed) > most:
                     return seen
-        self.delta_left -= len(changed)
+        if len(changed) + len(rows) > most:  # (rows left: those with no file)
+            return seen
+        self.delta_left -= len(changed) + len(rows)
         return Seen(seen.count, seen.digest, False, tuple(changed), tuple(rows))
+
+    def _unreadable(self, folder: str) -> None:
+        """A folder that cannot be listed: every group its paths may fall in is odd (the
+        caller's scan of them meets the error), the whole walk's if it is the root."""
+        if not folder:
+            self.refused = True
+            return
+        self._place(folder)
+        self.odd = True
+        end = below(folder)
+        if self.odd_below is None or end > self.odd_below:
+            self.odd_below = end
 
     def _flush(self) -> None:
         self.digest.feed(b"".join(self.parts))
@@ -304,7 +326,7 @@ class _Walk:
         try:  # (lstat relative to the folder's descriptor: shorter lookups than by path)
             fd = os.open(abspath, os.O_RDONLY | _DIRECTORY)
         except OSError:  # gone or unreadable since its parent was listed
-            self.odd = True
+            self._unreadable(rel)
             return False
         try:
             return self._entries(fd, abspath, rel)
@@ -317,7 +339,7 @@ class _Walk:
         try:
             names = os.listdir(fd)
         except OSError:
-            self.odd = True
+            self._unreadable(rel)
             return False
         names.sort()
         if self.check:
