@@ -365,3 +365,33 @@ def test_spilled_rows_are_searched_only_in_the_runs_that_may_hold_them(
     # (runs 15-20: about 6 searches each for their 1,200 ids) and the filter's misses
     assert present < 4200 + 1200 * 6 + 400, present
     assert searched < 200  # an absent id: a run searched only on a filter miss
+
+
+def test_a_chunk_dropped_from_a_run_and_stored_again_is_found_at_its_new_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A drop hides the rows of the runs spilled before it, not a later row of the same
+    chunk (stored again, then spilled too): found, listed once, counted once."""
+    monkeypatch.setattr(indextable, "SPILL_ROWS", 50)
+    rng = random.Random(4)
+    rows = NewRows(lambda sorted_rows: spill_rows(sorted_rows, None))
+    ids = [ChunkId(rng.randbytes(32)) for _ in range(100)]
+    for n, part in enumerate((ids[:50], ids[50:])):  # two runs of 50
+        footer, _ = _footer(rng, part)
+        rows.add_pack(ObjectId(f"{n:064x}"), footer)
+    assert len(rows._runs) == 2
+    again = ids[10:20]
+    for cid in again:
+        rows.drop(cid)
+    assert all(rows.find(cid) is None for cid in again)
+    footer, places = _footer(rng, again + [ChunkId(rng.randbytes(32)) for _ in range(40)])
+    rows.add_pack(ObjectId("bb" * 32), footer)  # stored again: a third run
+    assert len(rows._runs) == 3
+    new_place = dict(places)
+    for cid in again:
+        loc = rows.find(cid)
+        assert loc is not None and (loc.pack, loc.offset) == ("bb" * 32, new_place[cid])
+    listed = list(rows)
+    assert len(listed) == len(set(listed)) == rows.count == 140
+    encoded = b"".join(rows.encode())
+    assert len(encoded) == 8 + 4 + 3 * 32 + 4 + 140 * indextable.INDEX_ROW.size

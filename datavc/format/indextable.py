@@ -222,6 +222,11 @@ FILTER_SLOTS = 1 << 23  # 16 MiB of 16-bit run masks: see NewRows
 FILTER_RUNS = 16  # runs with a bit of their own in the masks (later ones share the last)
 
 
+def _shown(rows: Iterator[bytes], dropped: dict[bytes, int], run: int) -> Iterator[bytes]:
+    """The rows of run number ``run`` that no drop after it hides."""
+    return (r for r in rows if dropped.get(r[:32], 0) <= run)
+
+
 class NewRows:
     """The chunks one upload stored, as index rows (53 bytes each, pack numbers local to
     these rows) in 65,536 buckets by the first two bytes of their ids, which are uniform:
@@ -247,7 +252,9 @@ class NewRows:
         self._spill = spill
         self._runs: list[RowSource] = []
         self._filter: array[int] | None = None  # set at the first spill
-        self._dropped: set[bytes] = set()  # ids dropped whose rows are in a run
+        # ids dropped when their rows were in runs: hidden in the runs spilled before then
+        # (a drop is followed by the chunk being stored again, in a later run or a bucket)
+        self._dropped: dict[bytes, int] = {}
         self._held = 0  # rows in the buckets
         self.count = 0
 
@@ -317,13 +324,14 @@ class NewRows:
         if found is not None:
             bucket, at = found
             return bytes(bucket[at : at + INDEX_ROW.size])
-        if self._runs and cid not in self._dropped:
-            runs = self._runs
+        if self._runs:
+            runs, hidden = self._runs, self._dropped.get(bytes(cid), 0)
             maybe = self._maybe_in(cid)
             while maybe:
                 low = maybe & -maybe
                 n = low.bit_length() - 1
-                for run in runs[n : n + 1] if n < FILTER_RUNS - 1 else runs[n:]:
+                last = n + 1 if n < FILTER_RUNS - 1 else len(runs)
+                for run in runs[max(n, hidden) : last]:
                     row = run.find_raw(cid)
                     if row is not None:
                         return row
@@ -360,8 +368,8 @@ class NewRows:
             self._per_pack[U32.unpack_from(row, 32)[0]] -= 1
             self.count -= 1
             found = self._at(cid)
-            if found is None:
-                self._dropped.add(bytes(cid))  # in a run: hidden from now on
+            if found is None:  # in a run: hidden there from now on
+                self._dropped[bytes(cid)] = len(self._runs)
             else:
                 bucket, at = found
                 del bucket[at : at + INDEX_ROW.size]
@@ -370,9 +378,11 @@ class NewRows:
     def _rows(self) -> Iterator[bytes]:
         """Every row in id order: the buckets' and the runs', merged (dropped ones left
         out). Not to be changed meanwhile (the upload is over)."""
-        rows = heapq.merge(self._bucket_rows(), *(run.raw_rows() for run in self._runs))
         dropped = self._dropped
-        return (r for r in rows if r[:32] not in dropped) if dropped else rows
+        if not dropped:
+            return heapq.merge(self._bucket_rows(), *(run.raw_rows() for run in self._runs))
+        runs = [_shown(run.raw_rows(), dropped, i) for i, run in enumerate(self._runs)]
+        return heapq.merge(self._bucket_rows(), *runs)
 
     def __iter__(self) -> Iterator[ChunkId]:
         for row in self._rows():
