@@ -19,8 +19,8 @@ from ..format.paths import SortedPathCheck, check_name
 from ..format.pointer import SUFFIX
 from ..format.tree import CUT_RULE, FileEntry, Hints, PageRef, TreeRoot, snapshot_id
 from ..store.build import Builder
-from ..store.files import LocalFile, iter_scan, local_file, scan
-from ..store.trees import TreeDiff, TreeWriter, decoded_page, iter_entries, merge_entries
+from ..store.files import LocalFile, iter_scan, local_file
+from ..store.trees import TreeDiff, TreeWriter, decoded_page
 from .core import Dataset, Staged, write_staged
 from .git import ignore_path
 from .groupscan import Seen, seen_groups, unchanged
@@ -77,7 +77,9 @@ def add_locked(ws: Workspace, path: str, name: str | None, client: Any = None) -
         raise BadInput(known.conflict)  # resolve it first: which version is this data after?
     ds = known or Dataset(name, rel, kind, None, None)
     if client is not None:
-        return _add_on_cluster(ws, ds, absolute, client)
+        from .cluster import add_on_cluster
+
+        return add_on_cluster(ws, ds, absolute, client)
     reference = _reference(ws, ds)
     # the folder's groups are walked first, while no other thread runs (workers may fork)
     seen = _known_groups(ws, ds, reference, absolute, kind)
@@ -480,68 +482,10 @@ def _known_groups(
     return groups, seen_groups(absolute, kind, bounds, counts, check=True, against=(cache, groups))
 
 
-def _add_on_cluster(ws: Workspace, ds: Dataset, absolute: str, client: Any) -> AddResult:
-    """An add whose changed files are chunked and stored by a Dask cluster's workers
-    (:mod:`.cluster`). The driver lists the files and holds their entries: its memory
-    grows with the number of files, as it does not on one machine."""
-    from .cluster import build_on_cluster
-
-    files = scan(absolute, ds.kind)
-    by_path = {f.path: f for f in files}
-    reference = _reference(ws, ds)
-    store = ws.store
-    rows = ws.stat_cache(ds.name).all_rows()
-    previous = _Cursor(iter_entries(store, reference, hints=False) if reference else iter(()))
-
-    def reuse(f: LocalFile) -> FileEntry | None:
-        row = rows.get(f.path)
-        if row is None or row.key != stat_key(f):
-            return None
-        e = previous.at(f.path)
-        return e if e is not None and e.hash == row.hash else None
-
-    bar = ws.progress(f"adding {ds.path}", sum(f.size for f in files))
-    try:
-        with store.new_writer() as writer, _Adder(ws, ds, reference, writer, bar) as adder:
-            entries, done = build_on_cluster(client, files, store, reuse, bar, lambda f, e: None)
-            stats = _sum(writer.finish(), done)
-            old = iter_entries(store, reference, hints=False) if reference else iter(())
-            for change, e in merge_entries(old, iter(entries)):
-                adder.changes.note(change, e.path)
-            for e in entries:
-                adder.put(by_path[e.path], e)
-            root, tree = adder.finish()
-    finally:
-        ws.progress.close()
-    return _staged_result(ws, ds, root, tree, stats, adder.changes)
-
-
-def _sum(a: UploadStats, b: UploadStats) -> UploadStats:
-    from ..store.packwriter import UploadStats
-
-    return UploadStats(
-        a.new_chunks + b.new_chunks, a.new_bytes + b.new_bytes, a.new_objects + b.new_objects
-    )
-
-
 def _check_nesting(rel: str, existing: dict[str, Dataset]) -> None:
     for other in existing:
         if other != rel and (rel.startswith(other + "/") or other.startswith(rel + "/")):
             raise BadInput(f"{rel} overlaps the tracked dataset at {other}")
-
-
-class _Cursor:
-    """Walks a snapshot's entries in path order, for lookups made in path order."""
-
-    def __init__(self, entries: Iterator[FileEntry]) -> None:
-        self._entries = entries
-        self._current = next(entries, None)
-
-    def at(self, path: str) -> FileEntry | None:
-        while self._current is not None and self._current.path < path:
-            self._current = next(self._entries, None)
-        current = self._current
-        return current if current is not None and current.path == path else None
 
 
 def new_nonce() -> str:

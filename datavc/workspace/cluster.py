@@ -22,16 +22,23 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DatavcError, UsageError
 from ..format.paths import check_paths
 from ..format.tree import FileEntry
 from ..store.build import build_entries
-from ..store.files import LocalFile, NoProgress, Progress, file_mode
+from ..store.files import LocalFile, NoProgress, Progress, file_mode, scan
 from ..store.packwriter import UploadStats
 from ..store.retry import RetryPolicy
+from ..store.trees import iter_entries, merge_entries
+from .add import _Adder, _reference, _staged_result
+from .statcache import stat_key
+
+if TYPE_CHECKING:
+    from .add import AddResult
+    from .core import Dataset, Workspace
 
 SHARD_BYTES = 256 << 20
 """A shard's size in bytes, at most (a file larger than this is a shard of its own)."""
@@ -193,3 +200,57 @@ def connect(address: str) -> Any:
     except (OSError, TimeoutError, ValueError, TypeError) as err:
         reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
         raise UsageError(f"cannot reach the Dask scheduler at {address} ({reason})") from None
+
+
+def add_on_cluster(ws: Workspace, ds: Dataset, absolute: str, client: Any) -> AddResult:
+    """An add whose changed files are chunked and stored by a Dask cluster's workers
+    (:mod:`.cluster`). The driver lists the files and holds their entries: its memory
+    grows with the number of files, as it does not on one machine."""
+    files = scan(absolute, ds.kind)
+    by_path = {f.path: f for f in files}
+    reference = _reference(ws, ds)
+    store = ws.store
+    rows = ws.stat_cache(ds.name).all_rows()
+    previous = _Cursor(iter_entries(store, reference, hints=False) if reference else iter(()))
+
+    def reuse(f: LocalFile) -> FileEntry | None:
+        row = rows.get(f.path)
+        if row is None or row.key != stat_key(f):
+            return None
+        e = previous.at(f.path)
+        return e if e is not None and e.hash == row.hash else None
+
+    bar = ws.progress(f"adding {ds.path}", sum(f.size for f in files))
+    try:
+        with store.new_writer() as writer, _Adder(ws, ds, reference, writer, bar) as adder:
+            entries, done = build_on_cluster(client, files, store, reuse, bar, lambda f, e: None)
+            stats = _sum(writer.finish(), done)
+            old = iter_entries(store, reference, hints=False) if reference else iter(())
+            for change, e in merge_entries(old, iter(entries)):
+                adder.changes.note(change, e.path)
+            for e in entries:
+                adder.put(by_path[e.path], e)
+            root, tree = adder.finish()
+    finally:
+        ws.progress.close()
+    return _staged_result(ws, ds, root, tree, stats, adder.changes)
+
+
+def _sum(a: UploadStats, b: UploadStats) -> UploadStats:
+    return UploadStats(
+        a.new_chunks + b.new_chunks, a.new_bytes + b.new_bytes, a.new_objects + b.new_objects
+    )
+
+
+class _Cursor:
+    """Walks a snapshot's entries in path order, for lookups made in path order."""
+
+    def __init__(self, entries: Iterator[FileEntry]) -> None:
+        self._entries = entries
+        self._current = next(entries, None)
+
+    def at(self, path: str) -> FileEntry | None:
+        while self._current is not None and self._current.path < path:
+            self._current = next(self._entries, None)
+        current = self._current
+        return current if current is not None and current.path == path else None
