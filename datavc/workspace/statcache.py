@@ -429,16 +429,6 @@ class _Peek:
             yield f
 
 
-def take(files: Iterator[LocalFile], n: int) -> tuple[list[LocalFile], bool]:
-    """Up to ``n`` files, and whether there are more (left in ``files``)."""
-    out: list[LocalFile] = []
-    for f in files:
-        out.append(f)
-        if len(out) > n:
-            return out, True
-    return out, False
-
-
 def scan_digest(files: Iterable[LocalFile]) -> bytes:
     d = GroupDigest()
     for f in files:
