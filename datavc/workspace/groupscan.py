@@ -23,7 +23,6 @@ listed its folder, so the caller scans (and checks) it, and any name it clashes 
 from __future__ import annotations
 
 import os
-import pickle
 import struct
 import threading
 from collections.abc import Sequence
@@ -191,6 +190,8 @@ def _spread(spec: _Spec, ranges: list[tuple[int, int]]) -> list[Seen]:
 
 def _encode(seen: list[Seen]) -> bytes:
     """A worker's answer (read by the process that forked it, nothing else)."""
+    import pickle  # (only where a walk is spread: not on every status's start-up)
+
     return pickle.dumps(
         [
             (
@@ -208,6 +209,8 @@ def _encode(seen: list[Seen]) -> bytes:
 
 
 def _decode(answer: bytes, root: str, groups: int) -> list[Seen] | None:
+    import pickle
+
     try:
         rows = pickle.loads(answer)
     except Exception:  # a worker cut short: its range is walked here
