@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -106,3 +107,13 @@ def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "shared-store")
     request.getfixturevalue("s3_env")
     return f"s3://{BUCKET}/{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock 10 s ahead for the stat cache: no file is within the racy window, so every
+    row is trusted (tests of what add and status keep unread)."""
+    from datavc.workspace import statcache
+
+    ahead = types.SimpleNamespace(time_ns=lambda: time.time_ns() + 10 * 10**9)
+    monkeypatch.setattr(statcache, "time", ahead)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import stat
 import subprocess
 import sys
@@ -152,3 +153,14 @@ def local_cluster(base: Path) -> Any:
         dashboard_address=None,
         local_directory=str(base / "scratch"),
     )
+
+
+def from_nothing(data: Path, scratch: Path) -> str:
+    """The snapshot id of a copy of ``data`` added in a new workspace with its own store."""
+    from datavc.workspace.core import Workspace
+    from datavc.workspace.initialize import init_workspace
+
+    scratch.mkdir()
+    init_workspace(str(scratch), str(scratch / ".store"))
+    shutil.copytree(data, scratch / "d")
+    return Workspace(str(scratch)).add(str(scratch / "d")).staged.tree

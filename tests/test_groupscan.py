@@ -7,13 +7,11 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import rand, write
+from helpers import from_nothing, rand, write
 
 from datavc.errors import BadInput, UnsafePath
 from datavc.format.tree import cut_here
@@ -29,13 +27,6 @@ def ws(tmp_path: Path) -> Iterator[Workspace]:
     root.mkdir()
     init_workspace(str(root), str(tmp_path / "store"))
     yield Workspace(str(root))
-
-
-@pytest.fixture
-def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A clock 10 s ahead: no file is within the racy window, so every row is trusted."""
-    ahead = types.SimpleNamespace(time_ns=lambda: time.time_ns() + 10 * 10**9)
-    monkeypatch.setattr(statcache, "time", ahead)
 
 
 def spread(monkeypatch: pytest.MonkeyPatch, workers: int) -> list[int]:
@@ -209,14 +200,6 @@ def test_a_worker_that_fails_has_its_range_walked_here(
 def many(folder: Path, n: int, per_folder: int = 100) -> None:
     for i in range(n):
         write(folder / f"{i // per_folder:03d}" / f"{i:05d}.txt", b"file %d\n" % i)
-
-
-def from_nothing(data: Path, scratch: Path) -> str:
-    """The snapshot id of a copy of ``data`` added in a new workspace with its own store."""
-    scratch.mkdir()
-    init_workspace(str(scratch), str(scratch / ".store"))
-    shutil.copytree(data, scratch / "d")
-    return Workspace(str(scratch)).add(str(scratch / "d")).staged.tree
 
 
 def test_adds_with_the_walk_spread_equal_adds_from_nothing(

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import rand, write
+from helpers import from_nothing, rand, write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,24 +37,9 @@ def ws(tmp_path: Path) -> Iterator[Workspace]:
     yield Workspace(str(root))
 
 
-@pytest.fixture
-def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A clock 10 s ahead: no file is within the racy window, so every row is trusted."""
-    ahead = types.SimpleNamespace(time_ns=lambda: time.time_ns() + 10 * 10**9)
-    monkeypatch.setattr(statcache, "time", ahead)
-
-
 def many(folder: Path, n: int = N) -> None:
     for i in range(n):
         write(folder / f"{i // 100:03d}" / f"{i:05d}.txt", b"file %d\n" % i)
-
-
-def from_nothing(data: Path, scratch: Path) -> str:
-    """The snapshot id of a copy of ``data`` added in a new workspace with its own store."""
-    scratch.mkdir()
-    init_workspace(str(scratch), str(scratch / ".store"))
-    shutil.copytree(data, scratch / "d")
-    return Workspace(str(scratch)).add(str(scratch / "d")).staged.tree
 
 
 # -- scan order and path rules ----------------------------------------------------------------
