@@ -5,7 +5,7 @@ into an empty folder) and checked by fsck, each step in its own process, with it
 time, peak memory (RSS), time to its first byte of output and seconds per 1,000 files.
 
     python scripts/scale.py [--files N] [--json OUT] [--workdir DIR] [--fs-image IMG] [--no-git]
-                            [--no-checkouts]
+                            [--no-checkouts] [--keep]
 
 Exits non-zero if a step fails or gives a wrong answer. ``scripts/bench.py`` runs it and
 puts the figures in docs/BENCHMARKS.md; it also runs alone.
@@ -423,6 +423,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path, help="where to build (default: a temp folder)")
     ap.add_argument(
+        "--keep", action="store_true", help="leave the tree and its store in --workdir afterwards"
+    )
+    ap.add_argument(
         "--fs-image",
         type=Path,
         help="build in a new ext4 image file here, loop-mounted (root; for 10M files)",
@@ -453,7 +456,10 @@ def main() -> None:
         try:
             doc = scale(base, n, not args.no_git, not args.no_checkouts)
         finally:
-            shutil.rmtree(base, ignore_errors=True)
+            if args.keep:
+                print(f"kept: {base}")
+            else:
+                shutil.rmtree(base, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=1))
 
