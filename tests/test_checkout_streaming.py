@@ -116,6 +116,26 @@ def test_checkout_holds_a_page_at_a_time_and_keeps_no_hints_in_the_store(
     assert not [k for k in look.store.backend.stats.read_keys if k.startswith("trees/")]
 
 
+@pytest.mark.parametrize("size", [200_000, 3 << 20])  # read whole, and streamed (STREAM_MIN)
+def test_a_single_file_snapshot_is_fetched_through_its_pages_hints(
+    ws: Workspace, size: int
+) -> None:
+    """A file dataset's chunks are found through its page's hints, as a folder's are: a
+    fresh checkout reads the record, the page and the pack, and no index (a listing and
+    a GET more, each a round trip to a remote store)."""
+    path = Path(ws.root) / "data" / "table.bin"
+    body = os.urandom(size)
+    write(path, body)
+    added = ws.add(str(path), "table")
+    ws.commit([added.staged.name], "v1")
+    os.unlink(path)
+    fresh = Workspace(ws.root)
+    [result] = fresh.checkout([])
+    assert result.written == 1 and path.read_bytes() == body
+    assert not fresh.store._indexes_loaded
+    assert not [k for k in fresh.store.backend.stats.read_keys if k.startswith("index/")]
+
+
 def test_a_checkout_over_local_edits_refuses_only_content_stored_nowhere(ws: Workspace) -> None:
     data = Path(ws.root) / "d"
     many(data, 5000)

@@ -77,7 +77,8 @@ def materialize(
     stage = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-{_host()}-", dir=parent)
     try:
         if kind == "file":
-            staged = _stage_file(store, _only_entry(pages), dest, stage, unchanged, progress)
+            entry, hints = _only_entry(pages)
+            staged = _stage_file(store, entry, hints, dest, stage, unchanged, progress)
             with interrupts_held():
                 if staged is not None:
                     os.replace(staged, dest)
@@ -98,16 +99,18 @@ def materialize(
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _only_entry(pages: Iterable[Page]) -> FileEntry:
-    """A single-file snapshot's entry (its one page's only one)."""
-    found: list[FileEntry] = []
-    for entries, _ in pages:
-        found.extend(entries[:2])
+def _only_entry(pages: Iterable[Page]) -> tuple[FileEntry, Mapping[ChunkId, Location]]:
+    """A single-file snapshot's entry (its one page's only one), with its page's hints:
+    without them the file's chunks would be looked up in the index, loaded first (a
+    listing and a read of every index object)."""
+    found: list[tuple[FileEntry, Mapping[ChunkId, Location]]] = []
+    for entries, hints in pages:
+        found.extend((e, hints) for e in entries[:2])
         if len(found) > 1:
             break
     if len(found) != 1:
         raise BadInput(f"a file snapshot must hold one file, not {len(found)}")
-    check_paths([found[0].path])
+    check_paths([found[0][0].path])
     return found[0]
 
 
@@ -245,13 +248,14 @@ class _Look:
 def _stage_file(
     store: ChunkStore,
     e: FileEntry,
+    hints: Mapping[ChunkId, Location],
     dest: str,
     stage: str,
     unchanged: Callable[[LocalFile, FileEntry], bool],
     progress: Progress,
 ) -> str | None:
-    """A single-file snapshot's file, fetched into ``stage``; None if ``dest`` holds it
-    already (its mode set)."""
+    """A single-file snapshot's file, fetched into ``stage`` (its chunks found through
+    ``hints``, its page's); None if ``dest`` holds it already (its mode set)."""
     if os.path.isdir(dest):
         raise BadInput(f"{dest} is a folder, but the snapshot is a single file")
     if os.path.isfile(dest) and unchanged(scan(dest, "file")[0], e):
@@ -259,7 +263,7 @@ def _stage_file(
         progress.advance(e.size)
         return None
     tmp = os.path.join(stage, "file")
-    fetch_file(store, e, tmp, progress)
+    fetch_file(store, e, tmp, progress, hints)
     return tmp
 
 
