@@ -364,24 +364,63 @@ def test_a_412_without_its_condition_still_means_the_key_exists(
     assert [v.nonce for v in versions.live_versions(store, "data")] == [theirs.nonce, mine.nonce]
 
 
-def test_a_fresh_clone_checkout_reads_the_record_once(
-    workspace: Workspace, s3_calls: S3Calls, tmp_path: Path
-) -> None:
-    """A checkout into a fresh clone (no data there, an empty cache) reads the version
-    record, its page, then pack ranges: it has nothing to lose, so it reads no version to
-    compare with (it read the record a second time for that: one round trip more)."""
-    ws = workspace
-    add_commit(ws, files_of(70, 3, 300 * KiB), "v1")
+def _clone(ws: Workspace, tmp_path: Path, pointer: str) -> Workspace:
+    """A fresh clone of ``ws``: its config and one pointer file, no data, an empty cache."""
     clone = tmp_path / "clone"
     (clone / ".datavc").mkdir(parents=True)
     shutil.copy(Path(ws.root, ".datavc", "config.toml"), clone / ".datavc")
-    shutil.copy(Path(ws.root, "data.datavc"), clone)
+    (clone / pointer).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(ws.root, pointer), clone / pointer)
+    return Workspace.find(str(clone))
+
+
+@pytest.mark.parametrize("single", [None, 200 * KiB, 2 * MiB])  # a folder; a file, streamed
+def test_a_fresh_clone_checkout_reads_the_record_once_and_no_index(
+    workspace: Workspace, s3_calls: S3Calls, tmp_path: Path, single: int | None
+) -> None:
+    """A checkout into a fresh clone (no data there, an empty cache) reads the version
+    record, its page, then pack ranges: it has nothing to lose, so it reads no version to
+    compare with (it read the record a second time for that: one round trip more), and it
+    finds the chunks through the page's hints, also for a dataset that is one file (whose
+    hints were dropped: a LIST and a GET of the index more)."""
+    ws = workspace
+    if single is None:
+        add_commit(ws, files_of(70, 3, 300 * KiB), "v1")
+        pointer, written = "data.datavc", 3
+    else:
+        write(Path(ws.root, "data", "t.bin"), rand(71, single))
+        fresh(ws).add(str(Path(ws.root, "data", "t.bin")), "table")
+        fresh(ws).commit([], "v1")
+        pointer, written = "data/t.bin.datavc", 1
+    clone = _clone(ws, tmp_path, pointer)
     s3_calls.clear()
-    (done,) = Workspace.find(str(clone)).checkout([])
-    assert done.written == 3
+    (done,) = clone.checkout([])
+    assert done.written == written
     whats = [c.what for c in s3_calls.calls]
     assert whats[:2] == ["get_object versions", "get_object trees"], whats
     assert set(whats[2:]) == {"get_object packs"}, whats
+
+
+def test_a_checkout_reads_the_next_pages_while_it_writes_one(
+    workspace: Workspace, s3_calls: S3Calls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each page read from a remote store is a round trip: a checkout of many pages has the
+    next few read while it uses one (at most PAGES_AHEAD + 1 at once), in order."""
+    from datavc.store.trees import PAGES_AHEAD
+
+    monkeypatch.setattr("datavc.format.tree.PAGE_MAX_ENTRIES", 3)
+    ws = workspace
+    files = files_of(72, 24, 2 * KiB)
+    add_commit(ws, files, "v1")
+    clone = _clone(ws, tmp_path, "data.datavc")
+    s3_calls.delay = lambda call: 0.2 if call.what == "get_object trees" else 0.0
+    s3_calls.clear()
+    (done,) = clone.checkout([])
+    assert done.written == len(files)
+    assert {p.name: p.read_bytes() for p in Path(clone.root, "data").iterdir()} == files
+    pages = s3_calls.of("get_object trees")
+    assert len(pages) == 8, "premise: a page every 3 files"
+    assert 2 <= most_at_once(pages) <= PAGES_AHEAD + 1
 
 
 def _renonced(rec: VersionRecord) -> VersionRecord:

@@ -44,7 +44,7 @@ from ..store.files import LocalFile, NoProgress, hash_path
 from ..store.materialize import Page, materialize
 from ..store.reader import CHUNKS
 from ..store.retry import RetryPolicy
-from ..store.trees import decoded_page
+from ..store.trees import decoded_pages
 from ..workspace.config import find_root
 from ..workspace.core import Workspace, open_store
 from .file import DatavcFile, Layout, workers
@@ -491,8 +491,9 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=Keyed):  # type: ignore[mis
 
         def pages() -> Iterator[Page]:  # a page at a time, in path order: never all entries
             first = 0  # the snapshot's number of the page's first file
-            for page in root.pages:
-                entries, hints = decoded_page(self.chunks, page)
+            for page, (entries, hints) in zip(
+                root.pages, decoded_pages(self.chunks, root.pages), strict=True
+            ):
                 if n > 1:
                     entries = entries[(i - first) % n :: n]
                 first += page.files

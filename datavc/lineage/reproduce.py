@@ -45,7 +45,7 @@ from ..store import versions
 from ..store.files import NoProgress
 from ..store.materialize import materialize
 from ..store.runs import find_run, read_run
-from ..store.trees import decoded_page, iter_entries
+from ..store.trees import decoded_pages, iter_entries
 from ..store.verify import FolderDiff, compare_folder
 from ..workspace.config import CONFIG, DOT, LOCAL_CONFIG
 from ..workspace.core import Workspace
@@ -398,7 +398,7 @@ def _prepare_scratch(ws: Workspace, rec: RunRecord, folder: str) -> None:
 
 def _materialize_input(ws: Workspace, name: str, version: int, dest: str) -> None:
     rec = versions.read_version(ws.store, name, version)
-    pages = (decoded_page(ws.store, page) for page in rec.root.pages)
+    pages = decoded_pages(ws.store, rec.root.pages)
     materialize(ws.store, pages, dest, rec.kind, lambda _f, _e: False, NoProgress())
 
 

@@ -30,6 +30,7 @@ RUN_BYTES = 8 << 20
 RUN_CHUNKS = 8192  # a run of tiny chunks is cut here: its list, not its bytes, is the cost
 CHUNK_CACHE_BYTES = 64 << 20
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 Run = list[tuple[ChunkId, Location]]
 """Neighbouring chunks of one pack, each with where it is stored."""
 
@@ -142,8 +143,8 @@ def remote_depth() -> int:
 
 
 def read_ahead(
-    runs: Iterable[Run],
-    read: Callable[[Run], _T],
+    runs: Iterable[_A],
+    read: Callable[[_A], _T],
     depth: int = 2,
 ) -> Generator[_T, None, None]:
     """``read(run)`` for each run, in order, the next ``depth`` on other threads while the

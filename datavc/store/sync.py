@@ -35,6 +35,7 @@ deleted and written anew, never reused.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import time
@@ -53,7 +54,7 @@ from ..format.hashing import ChunkId, ObjectId
 from ..format.packfile import PACK_MAGIC, Location, LocationTable, PackEntry, parse_footer
 from ..format.record import Forgotten, VersionRecord, decode_version
 from ..format.storeconfig import CONFIG_KEY
-from ..format.tree import PageRef, check_page, decode_page
+from ..format.tree import PageRef
 from .backend import ObjectInfo
 from .chunkstore import ChunkStore
 from .files import NoProgress, Progress
@@ -61,6 +62,7 @@ from .gc import Condemned, read_condemned
 from .packs import read_footer
 from .reader import decode_run, group
 from .runsync import copy_runs, diverged_error
+from .trees import in_order, load_page
 from .versions import read_tag, version_numbers
 
 WORKERS = 4  # packs copied at once (each holds at most one 8 MiB run and its decoded chunks)
@@ -276,10 +278,8 @@ class _Copy:
         """The chunks the pages name that the destination does not hold (read and checked
         pages of the source; a writer's test of the destination's index and footers)."""
         needed: dict[ChunkId, None] = {}
-        for page in pages.values():
-            key = f"trees/{page.id}"
-            entries, _ = decode_page(self.src.read_object("trees", page.id), key, page.content)
-            check_page(entries, page, key)
+        load = functools.partial(load_page, self.src, hints=False)  # read and checked
+        for entries in in_order(self.src, list(pages.values()), load):
             for e in entries:
                 needed.update(dict.fromkeys(c for c, _ in e.chunks))
         self.dst.footers().condemned = self.condemned.packs

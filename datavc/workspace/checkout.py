@@ -29,7 +29,7 @@ from ..format.tree import FileEntry, TreeRoot
 from ..store import versions
 from ..store.files import LocalFile, file_mode, hash_path, iter_scan
 from ..store.materialize import materialize
-from ..store.trees import EntryCursor, decoded_page, iter_entries
+from ..store.trees import EntryCursor, decoded_page, in_order, iter_entries
 from .git import ignore_path
 from .lock import workspace_lock
 from .statcache import SortedRows, now_ns, write_for_tree
@@ -164,7 +164,7 @@ def _checkout_one(ws: Workspace, ds: Dataset, rec: VersionRecord) -> CheckoutRes
         ws.unstage(ds.name)
         ignore_path(ws.root, ds.path)
 
-    pages = (decoded_page(ws.store, page) for page in rec.root.pages)
+    pages = in_order(ws.store, rec.root.pages, lambda page: decoded_page(ws.store, page))
     bar = ws.progress(f"checkout {rec.name}@v{rec.version}", rec.root.bytes)
     try:
         written = materialize(ws.store, pages, absolute, rec.kind, unchanged, bar, placed)
