@@ -633,6 +633,7 @@ pointers = st.builds(
     snapshot=object_ids,
     files=st.integers(0, 10**12),
     bytes=st.integers(0, 10**18),
+    page=st.none() | object_ids,
 )
 
 
@@ -642,7 +643,8 @@ pointers = st.builds(
 def test_pointer_round_trip(p: Pointer) -> None:
     text = encode_pointer(p)
     assert decode_pointer(text, "x.datavc") == p
-    assert text.endswith("\n") and text.count("\n") == 7
+    assert text.endswith("\n") and text.count("\n") == (7 if p.page is None else 8)
+    assert ("\npage: " in text) == (p.page is not None)
 
 
 GOOD_POINTER = encode_pointer(Pointer("images", "dir", 3, ObjectId("ab" * 32), 10, 1000))
@@ -662,6 +664,9 @@ GOOD_POINTER = encode_pointer(Pointer("images", "dir", 3, ObjectId("ab" * 32), 1
         GOOD_POINTER.replace("name: images", "name: ../images"),
         GOOD_POINTER.replace("files: 10\n", ""),
         GOOD_POINTER.replace("snapshot: ", "snapshot "),
+        GOOD_POINTER + "page: " + "ab" * 31 + "\n",
+        GOOD_POINTER + "page: " + "AB" * 32 + "\n",
+        GOOD_POINTER + "page: ../../x\n",
     ],
 )
 def test_bad_pointer_is_bad_input(text: str) -> None:

@@ -393,12 +393,39 @@ def test_a_fresh_clone_checkout_reads_the_record_once_and_no_index(
         fresh(ws).commit([], "v1")
         pointer, written = "data/t.bin.datavc", 1
     clone = _clone(ws, tmp_path, pointer)
+    # the record and the page the pointer hints at go together: each waits 0.3 s here
+    s3_calls.delay = lambda call: 0.3 if call.what.split()[1] in ("versions", "trees") else 0.0
     s3_calls.clear()
     (done,) = clone.checkout([])
     assert done.written == written
     whats = [c.what for c in s3_calls.calls]
-    assert whats[:2] == ["get_object versions", "get_object trees"], whats
+    assert sorted(whats[:2]) == ["get_object trees", "get_object versions"], whats
     assert set(whats[2:]) == {"get_object packs"}, whats
+    assert most_at_once(s3_calls.calls[:2]) == 2, "the page waited for the record"
+
+
+def test_a_pointer_hints_at_its_first_page_and_a_wrong_hint_costs_one_read(
+    workspace: Workspace, s3_calls: S3Calls, tmp_path: Path
+) -> None:
+    """commit writes the first page's id into the pointer file (``page``); a hint that the
+    record does not name first (another store's page, or an edited one) is read and
+    dropped, and the checkout reads the record's page and is exact."""
+    ws = workspace
+    files = files_of(73, 3, 100 * KiB)
+    rec = add_commit(ws, files, "v1")
+    text = Path(ws.root, "data.datavc").read_text()
+    assert f"\npage: {rec.root.pages[0].id}\n" in text
+    clone = _clone(ws, tmp_path, "data.datavc")
+    wrong = "0" * 64
+    Path(clone.root, "data.datavc").write_text(text.replace(rec.root.pages[0].id, wrong))
+    clone = Workspace.find(clone.root)
+    s3_calls.clear()
+    (done,) = clone.checkout([])
+    assert done.written == len(files)
+    assert {p.name: p.read_bytes() for p in Path(clone.root, "data").iterdir()} == files
+    pages = [c.key for c in s3_calls.of("get_object trees")]
+    assert sorted(pages) == sorted([f"trees/{wrong}", f"trees/{rec.root.pages[0].id}"])
+    assert not clone.store._early
 
 
 def test_a_checkout_reads_the_next_pages_while_it_writes_one(

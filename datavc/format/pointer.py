@@ -9,9 +9,12 @@
     snapshot: <64 hex digits>
     files: 20000
     bytes: 1100000000
+    page: <64 hex digits>
 
 ``kind`` is ``dir`` for a folder, ``file`` for a single file. The snapshot id is the anchor of
-reproducibility; the version number is a convenience.
+reproducibility; the version number is a convenience. ``page`` (optional) is a hint: the
+object id of the snapshot's first tree page in the store it was committed to, so that a
+reader can fetch that page beside the version record instead of after it.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ class Pointer:
     snapshot: ObjectId
     files: int
     bytes: int
+    page: ObjectId | None = None  # a hint, used only if the version's record agrees
 
 
 def encode_pointer(p: Pointer) -> str:
     return (
         f"{HEADER}\nname: {p.name}\nkind: {p.kind}\nversion: {p.version}\n"
         f"snapshot: {p.snapshot}\nfiles: {p.files}\nbytes: {p.bytes}\n"
+        + (f"page: {p.page}\n" if p.page is not None else "")
     )
 
 
@@ -131,10 +136,13 @@ def decode_pointer(text: str, where: str) -> Pointer:
             snapshot=ObjectId(fields["snapshot"]),
             files=int(fields["files"]),
             bytes=int(fields["bytes"]),
+            page=ObjectId(fields["page"]) if "page" in fields else None,
         )
     except (KeyError, ValueError) as err:
         raise BadInput(f"{where}: not a datavc pointer file ({err} missing or invalid)") from None
     check_name(p.name)
     if p.kind not in KINDS or not is_object_id(p.snapshot) or p.version < 1:
         raise BadInput(f"{where}: not a datavc pointer file (bad kind, snapshot or version)")
+    if p.page is not None and not is_object_id(p.page):
+        raise BadInput(f"{where}: not a datavc pointer file (bad page)")
     return p

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import CorruptObject, IntegrityError, NotARepository, ObjectNotFound
+from ..errors import CorruptObject, DatavcError, IntegrityError, NotARepository, ObjectNotFound
 from ..format.hashing import ChunkId, ObjectId, file_hasher, is_object_id, object_id
 from ..format.indextable import IndexTable, NewRows
 from ..format.packfile import INDEX_ROW, Location, LocationTable
@@ -58,6 +58,7 @@ class ChunkStore:
         self._condemned_packs: frozenset[ObjectId] = frozenset()
         self.written: set[str] = set()  # keys of the objects this process wrote
         self.damaged_indexes: set[str] = set()  # skipped by load_index
+        self._early: dict[str, bytes] = {}  # objects read ahead of their reader (checked)
         # What to tell a user whose store is missing (the workspace knows: "datavc pull")
         self.missing_hint: Callable[[], str] | None = None
 
@@ -101,7 +102,10 @@ class ChunkStore:
     def read_object(self, kind: str, oid: str) -> bytes:
         """Read ``<kind>/<oid>`` (cache first) and check it hashes to ``oid``."""
         key = f"{kind}/{oid}"
-        data = None
+        with self._lock:
+            data = self._early.pop(key, None)
+        if data is not None:
+            return data
         if self.cache is not None:
             try:
                 data = self.cache.read(key)
@@ -117,6 +121,23 @@ class ChunkStore:
             if self.cache is not None:
                 self.cache.write(key, data)
         return data
+
+    def read_early(self, kind: str, oid: str) -> bool:
+        """Read ``<kind>/<oid>`` now, checked, for one :meth:`read_object` later (a page a
+        pointer file hints at, read beside the version record that names it): True if it
+        was read. A failure is not an error here: the later read meets it, if it is made."""
+        try:
+            data = self.read_object(kind, oid)
+        except DatavcError:
+            return False
+        with self._lock:
+            self._early[f"{kind}/{oid}"] = data
+        return True
+
+    def forget_early(self, kind: str, oid: str) -> None:
+        """Drop what :meth:`read_early` read, if no reader took it."""
+        with self._lock:
+            self._early.pop(f"{kind}/{oid}", None)
 
     def write_object(self, kind: str, data: bytes | list[bytes]) -> ObjectId:
         """Write an object (whole, or as parts) under the hash of its bytes."""

@@ -55,8 +55,7 @@ def checkout(ws: Workspace, specs: list[str], force: bool = False) -> list[Check
             for ds in known.values():
                 if ds.conflict is not None:
                     raise BadInput(ds.conflict)
-                if ds.pointer is not None:
-                    plan.append((ds, ws.pointed(ds.pointer, ds.path + SUFFIX)))
+            plan = _pointed(ws, [ds for ds in known.values() if ds.pointer is not None])
         for text in specs:
             spec = parse_spec(text)
             if spec.name not in known:
@@ -68,6 +67,33 @@ def checkout(ws: Workspace, specs: list[str], force: bool = False) -> list[Check
             for ds, rec in plan:
                 _refuse_unsaved(ws, ds, rec.root)
         return [_checkout_one(ws, ds, rec) for ds, rec in plan]
+
+
+def _pointed(ws: Workspace, tracked: list[Dataset]) -> list[tuple[Dataset, VersionRecord]]:
+    """Each dataset with the version its pointer file names. From a remote store the
+    records are read at once, and beside them the first page each pointer hints at
+    (``page``): a fresh clone's checkout then waits a round trip for the records and
+    pages, one for the packs. A hinted page the record does not name first is dropped."""
+    from functools import partial
+
+    from ..store.overlap import Overlap
+
+    store = ws.store
+    hinted = set()
+    with Overlap(not store.backend.is_local) as overlap:
+        found = []
+        for ds in tracked:
+            assert ds.pointer is not None
+            found.append((ds, overlap.start(partial(ws.pointed, ds.pointer, ds.path + SUFFIX))))
+            page = ds.pointer.page
+            if page is not None and page not in hinted and not store.backend.is_local:
+                hinted.add(page)
+                overlap.start(partial(store.read_early, "trees", page))
+        plan = [(ds, record.result()) for ds, record in found]
+    named = {rec.root.pages[0].id for _, rec in plan if rec.root.pages}
+    for page in hinted - named:
+        store.forget_early("trees", page)
+    return plan
 
 
 def _refuse_unsaved(ws: Workspace, ds: Dataset, target: TreeRoot) -> None:

@@ -385,8 +385,9 @@ class Workspace:
             os.unlink(self.staged_path(name))
 
     def write_pointer(self, rel: str, rec: VersionRecord) -> None:
+        first = rec.root.pages[0].id if rec.root.pages else None
         pointer = Pointer(
-            rec.name, rec.kind, rec.version, rec.tree, rec.stats.files, rec.stats.bytes
+            rec.name, rec.kind, rec.version, rec.tree, rec.stats.files, rec.stats.bytes, first
         )
         write_text_atomic(self.abs(rel) + SUFFIX, encode_pointer(pointer))
 
