@@ -395,3 +395,68 @@ def test_a_chunk_dropped_from_a_run_and_stored_again_is_found_at_its_new_place(
     assert len(listed) == len(set(listed)) == rows.count == 140
     encoded = b"".join(rows.encode())
     assert len(encoded) == 8 + 4 + 3 * 32 + 4 + 140 * indextable.INDEX_ROW.size
+
+
+def test_a_writer_gives_each_stored_chunk_its_place_in_storing_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``places()``: every chunk the upload stored, once, in the order stored, at the place
+    its index object gives it (packs closed every 300 chunks, rows spilled every 500)."""
+    monkeypatch.setattr(indextable, "SPILL_ROWS", 500)
+    monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 300)
+    store = _store(tmp_path)
+    pieces = _pieces(2600)
+    with store.new_writer(places=True) as writer:
+        for data in pieces + pieces[::5]:  # given again: stored once, placed once
+            writer.add(chunk_id(data), data)
+        writer.finish()
+        placed = list(writer.places())
+    assert [cid for cid, _ in placed] == [chunk_id(d) for d in pieces]
+    assert len({loc.pack for _, loc in placed}) >= 8, "premise: many packs"
+    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
+    fresh.load_index()
+    assert all(fresh.location(cid) == loc for cid, loc in placed)
+    with store.new_writer() as plain:  # a writer not asked for places gives none
+        plain.finish()
+        assert list(plain.places()) == []
+
+
+def test_an_add_writes_its_pages_from_the_places_it_stored_not_from_lookups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first add of 6,000 files (pages of 400 entries, rows spilled every 1,000 chunks)
+    looks up no chunk of its own to write its pages' hints: the places come from the
+    writer, in order. The pages are byte for byte those written from lookups. Files with
+    the same content as an earlier one (stored once) are looked up, and only those."""
+    from datavc.format import tree
+    from datavc.workspace.core import Workspace
+    from datavc.workspace.initialize import init_workspace
+
+    monkeypatch.setattr(indextable, "SPILL_ROWS", 1000)
+    monkeypatch.setattr(tree, "PAGE_MAX_ENTRIES", 400)
+    looked: list[ChunkId] = []
+    real = ChunkStore.locate_stored
+
+    def locate_stored(self: ChunkStore, cid: ChunkId) -> Location:
+        looked.append(cid)
+        return real(self, cid)
+
+    monkeypatch.setattr(ChunkStore, "locate_stored", locate_stored)
+
+    def add(name: str) -> tuple[object, ...]:
+        root = tmp_path / name
+        data = root / "data"
+        for i in range(6000):
+            body = b"file %d\n" % (i if i % 1000 else 0)  # 1000, 2000...: file 0's bytes
+            (data / f"{i // 100:03d}").mkdir(parents=True, exist_ok=True)
+            (data / f"{i // 100:03d}" / f"{i:05d}.txt").write_bytes(body)
+        init_workspace(str(root), str(tmp_path / f"{name}-store"))
+        looked.clear()
+        return Workspace(str(root)).add(str(data)).staged.root.pages
+
+    pages = add("places")
+    assert len(pages) >= 10, "premise: many pages"
+    assert looked == [chunk_id(b"file 0\n")] * 5
+    monkeypatch.setattr(packwriter.PackWriter, "places", lambda self: iter(()))
+    assert add("lookups") == pages
+    assert len(looked) == 6000, "premise: the lookups the places replace"

@@ -416,9 +416,10 @@ class ChunkStore:
         with self._lock:
             return self._index.locations(cid)
 
-    def new_writer(self) -> PackWriter:
+    def new_writer(self, places: bool = False) -> PackWriter:
         """A writer for an upload, deduplicating against every index in the store. What it
-        needs first (the store config, the gc records, the index) is read at once."""
+        needs first (the store config, the gc records, the index) is read at once.
+        ``places``: it notes where each chunk goes (:meth:`.PackWriter.places`)."""
         from .gc import read_condemned
         from .packwriter import PackWriter  # it records what it stores here
 
@@ -432,7 +433,7 @@ class ChunkStore:
         self.footers().condemned = condemned.packs  # never reuse what gc will delete
         self._condemned_trees = condemned.trees
         self._condemned_packs = condemned.packs
-        return PackWriter(self)
+        return PackWriter(self, places=places)
 
     # -- reading chunks ---------------------------------------------------------------
 

@@ -6,24 +6,32 @@ each full pack (about ``pack_target`` bytes) is stored by a background thread wh
 one fills, up to ``DATAVC_UPLOADS`` packs at once to a remote store. :meth:`PackWriter.finish`
 waits until every pack is stored and only then writes one index object for the packs of the
 upload: packs before index, so an index never names a missing pack.
+
+A writer made with ``places=True`` also notes where each chunk it stores goes, in the order
+they were stored (:meth:`PackWriter.places`): the tree writer, given the chunks of the new
+snapshot's pages in the same order, takes their places from that stream instead of looking
+each one up among the upload's rows, which past a million chunks lie in sorted runs on
+disk (a search and a read each).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptObject
-from ..format.hashing import ChunkId, chunk_id
+from ..format.hashing import ChunkId, ObjectId, chunk_id
 from ..format.packfile import (
     CODEC_RAW,
     FOOTER_ROW,
     PACK_MAGIC,
+    Location,
     encode_chunk,
     footer_entries_of,
     footer_from_rows,
@@ -46,6 +54,9 @@ MAX_TASKS = 8  # pack-thread tasks waiting at most (about 64 MiB of chunks)
 INLINE_CHUNK = 16 << 10  # smaller chunks are hashed and compressed without a thread hop
 UPLOADS = 4  # packs stored at once to a remote store (DATAVC_UPLOADS), each read whole
 MAX_UPLOADS = 16
+PLACE_ROW = struct.Struct("<32sIQIIB")  # chunk id, pack number in the upload, offset,
+# stored length, plain length, codec: where a stored chunk went (PackWriter.places)
+PLACES_BUFFER = 1 << 16  # bytes of place rows held before they go to their file
 
 
 def remote_uploads() -> int:
@@ -81,7 +92,7 @@ class PackWriter:
     stores the last pack and writes the index. Use as a context manager so the threads
     always stop and unfinished pack files are removed."""
 
-    def __init__(self, store: ChunkStore, workers: int = WORKERS) -> None:
+    def __init__(self, store: ChunkStore, workers: int = WORKERS, places: bool = False) -> None:
         self.store = store
         self._spool: AppendFile | None = None
         self._spool_path = ""
@@ -111,6 +122,15 @@ class PackWriter:
         self._hash_queue: deque[tuple[Future[None], int]] = deque()
         self._hash_bytes = 0
         self._indexed = False  # the index object of this upload is written
+        self._packs = -1  # the number of the pack being filled, in this upload
+        self._numbers: dict[str, int] = {}  # pack files not stored yet: their numbers
+        self._pack_ids: dict[int, ObjectId] = {}  # stored packs by number
+        self._places: Any = None  # a temporary file of PLACE_ROW rows, in storing order
+        self._places_buf = bytearray()
+        if places:
+            import tempfile
+
+            self._places = tempfile.TemporaryFile(dir=store.spool_dir())  # noqa: SIM115
         self.new_chunks = 0
         self.new_bytes = 0
         self.new_objects = 0
@@ -140,6 +160,8 @@ class PackWriter:
                     os.unlink(path)
         self._spools.clear()
         self._spool = None
+        if self._places is not None:
+            self._places.close()
         if not self._indexed:
             self.store.unindex(self._rows)  # stored, but no index names them
 
@@ -232,7 +254,16 @@ class PackWriter:
             self._spool, self._spool_path = AppendFile(fd), path
             self._spools[path] = self._spool
             self._batch.append(PACK_MAGIC)
+            self._packs += 1
+            self._numbers[path] = self._packs
         self._pending.add(cid)
+        if self._places is not None:
+            self._places_buf += PLACE_ROW.pack(
+                cid, self._packs, self._size, len(stored), plain_length, codec
+            )
+            if len(self._places_buf) >= PLACES_BUFFER:
+                self._places.write(self._places_buf)
+                self._places_buf.clear()
         self._entries += FOOTER_ROW.pack(cid, self._size, len(stored), plain_length, codec)
         self._batch.append(stored)
         self._batch_size += len(stored)
@@ -318,6 +349,7 @@ class PackWriter:
             self._handed.discard(path)
             self._slots.release()
         with self._done:  # not self._lock: a flush holds it while waiting for this thread
+            self._pack_ids[self._numbers.pop(path)] = pack
             self.store.index_pack(pack, footer, self._rows)
             for cid, *_ in footer_entries_of(footer):
                 self._pending.discard(ChunkId(cid))
@@ -360,6 +392,22 @@ class PackWriter:
             self._indexed = True
             self._pending.clear()
         return UploadStats(self.new_chunks, self.new_bytes, self.new_objects)
+
+
+    def places(self) -> Iterator[tuple[ChunkId, Location]]:
+        """After :meth:`finish`: each chunk this upload stored, and where, in the order they
+        were stored (for a writer made with ``places=True``; else nothing)."""
+        if self._places is None:
+            return
+        assert self._indexed, "finish() first: a pack's id is known once it is stored"
+        f, ids = self._places, self._pack_ids
+        f.write(self._places_buf)
+        self._places_buf.clear()
+        f.seek(0)
+        step = PLACE_ROW.size * 4096
+        while block := f.read(step):
+            for cid, number, offset, stored, plain, codec in PLACE_ROW.iter_unpack(block):
+                yield ChunkId(cid), Location(ids[number], offset, stored, plain, codec)
 
 
 def _update(hasher: Any, blocks: list[bytes | memoryview]) -> None:

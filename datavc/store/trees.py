@@ -10,6 +10,7 @@ meanwhile (:func:`in_order`).
 from __future__ import annotations
 
 import functools
+import itertools
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -212,12 +213,16 @@ class TreeWriter:
         self._attach_due = True
 
     def finish(
-        self, on_page: Callable[[PageRef, tuple[ObjectId, ...] | None, Any], None] | None = None
+        self,
+        on_page: Callable[[PageRef, tuple[ObjectId, ...] | None, Any], None] | None = None,
+        placed: Iterable[tuple[ChunkId, Location]] = (),
     ) -> TreeRoot:
         """Write the cut pages (every chunk they name must be stored by now) and return the
         root. ``on_page(ref, packs, attached)`` for each page in order: a written page with
         the packs its hints name and its attached bytes; a spliced one with None and its
-        token."""
+        token. ``placed``: where the upload put the chunks it stored, in the order of the
+        pages' chunks (:meth:`.PackWriter.places`); a chunk placed neither there nor with
+        its entry is looked up in the index."""
         assert not self._attach_due and self.cutter.empty
         from collections import deque
 
@@ -226,6 +231,7 @@ class TreeWriter:
         spill = self._spill
         spill.seek(0)
         pages: list[PageRef] = []
+        ahead = _Ahead(iter(placed))
         # pages are written several at once to a remote store (each PUT waits a round
         # trip), at most 2 x WORKERS held at a time; handed to on_page in order
         pending: deque[tuple[Any, Any, tuple[ObjectId, ...] | None, Any]] = deque()
@@ -260,6 +266,7 @@ class TreeWriter:
                         )
                         if i < len(recipe)
                     }
+                    ahead.place(recipe, given)
                     locate = self.store.locate_stored
                     if given:
                         locate = functools.partial(_given_first, given, locate)
@@ -276,6 +283,39 @@ class TreeWriter:
             while pending:
                 settle_one()
         return TreeRoot(self.files, self.bytes, tuple(pages), CUT_RULE)
+
+
+AHEAD_MOST = 1 << 16  # places read ahead of the pages' chunks that no page took yet
+
+
+class _Ahead:
+    """The places an upload gave its stored chunks, in storing order, matched to the pages'
+    chunks in page order: the chunks a page does not place otherwise are looked for among
+    as many places as there are such chunks, read from the stream, after the places read
+    before and not taken. The two orders agree for the chunks the upload stored (files go
+    to the pack writer in path order, and their chunks in recipe order); the others (kept
+    files, chunks stored before) find no place here and are looked up. Places read and not
+    taken are held up to :data:`AHEAD_MOST`, then dropped oldest first."""
+
+    def __init__(self, stream: Iterator[tuple[ChunkId, Location]]) -> None:
+        self._stream = stream
+        self._held: dict[ChunkId, Location] = {}
+
+    def place(self, recipe: list[ChunkId], given: dict[ChunkId, Location]) -> None:
+        """Add to ``given`` the places of the chunks of ``recipe`` it does not have."""
+        need = [cid for cid in recipe if cid not in given]
+        if not need:
+            return
+        held = self._held
+        for cid, loc in itertools.islice(self._stream, len(need)):
+            held[cid] = loc
+        for cid in need:
+            found = held.get(cid)
+            if found is not None:
+                del held[cid]
+                given[cid] = found
+        while len(held) > AHEAD_MOST:
+            del held[next(iter(held))]
 
 
 def _source_places(ids: list[ChunkId], sources: list[Hints], given: bytearray) -> bytes:

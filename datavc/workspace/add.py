@@ -86,7 +86,9 @@ def add_locked(ws: Workspace, path: str, name: str | None, client: Any = None) -
     store = ws.store
     bar = ws.progress(f"adding {rel}", None)
     try:
-        with store.new_writer() as writer, _Adder(ws, ds, reference, writer, bar) as adder:
+        with store.new_writer(places=True) as writer, _Adder(
+            ws, ds, reference, writer, bar
+        ) as adder:
             adder.run(absolute, kind, seen)
             stats = writer.finish()
             root, tree = adder.finish()
@@ -442,7 +444,7 @@ class _Adder:
                 self._cache_group(*held.pop(), is_last=False)
             held.append((ref, packs, extra))
 
-        root = self.tree.finish(on_page)
+        root = self.tree.finish(on_page, self.builder.writer.places())
         tree = snapshot_id(root)
         if held:
             self._cache_group(*held.pop(), is_last=True)
