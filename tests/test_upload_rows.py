@@ -5,6 +5,7 @@ packs closed at a chunk count so that what waits to be stored stays bounded."""
 from __future__ import annotations
 
 import random
+import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -460,3 +461,41 @@ def test_an_add_writes_its_pages_from_the_places_it_stored_not_from_lookups(
     monkeypatch.setattr(packwriter.PackWriter, "places", lambda self: iter(()))
     assert add("lookups") == pages
     assert len(looked) == 6000, "premise: the lookups the places replace"
+
+
+def test_a_writer_takes_in_its_own_packs_without_searching_the_spilled_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk of a pack the writer just stored cannot be in the upload's rows already (it
+    was pending from its append until now): taking the pack in searches only the buckets,
+    never a spilled run, even where the runs' filter says "maybe" for every id. The rows
+    still find every chunk."""
+    monkeypatch.setattr(indextable, "SPILL_ROWS", 500)
+    monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 300)
+    monkeypatch.setattr(NewRows, "_maybe_in", lambda self, cid: (1 << len(self._runs)) - 1)
+    searched = 0
+    taking: set[int] = set()  # the threads in add_pack (others look chunks up meanwhile)
+    real_find = FileRows.find_raw
+    real_add = NewRows.add_pack
+
+    def find_raw(self: FileRows, cid: bytes) -> bytes | None:
+        nonlocal searched
+        searched += threading.get_ident() in taking
+        return real_find(self, cid)
+
+    def add_pack(self: NewRows, pack: ObjectId, footer: bytes, new: bool = False) -> None:
+        taking.add(threading.get_ident())
+        try:
+            real_add(self, pack, footer, new)
+        finally:
+            taking.discard(threading.get_ident())
+
+    monkeypatch.setattr(FileRows, "find_raw", find_raw)
+    monkeypatch.setattr(NewRows, "add_pack", add_pack)
+    store = _store(tmp_path)
+    pieces = _pieces(2600)
+    _store_all(store, pieces)
+    assert searched == 0
+    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
+    fresh.load_index()
+    assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)

@@ -258,16 +258,20 @@ class NewRows:
         self._held = 0  # rows in the buckets
         self.count = 0
 
-    def add_pack(self, pack: ObjectId, footer: bytes) -> None:
+    def add_pack(self, pack: ObjectId, footer: bytes, new: bool = False) -> None:
         """Take in the chunks of a pack just stored, as its footer (built by this process)
-        lists them; a chunk known already keeps its place."""
+        lists them; a chunk known already keeps its place. ``new``: the caller knows no
+        chunk of it is in the spilled runs (a writer's own pack: its chunks were not in
+        these rows when appended, and stayed pending until now), so only the buckets are
+        searched for them; each run search is a file read."""
         with self._lock:
             number = len(self.packs)
             self.packs.append(pack)
             self._per_pack.append(0)
             buckets, pack_row = self._buckets, INDEX_ROW.pack
+            known = self._at if new else self._row
             for cid, offset, stored, plain, codec in footer_entries_of(footer):
-                if self._row(cid) is not None:
+                if known(cid) is not None:
                     continue
                 key = (cid[0] << 8) | cid[1]
                 bucket = buckets[key]

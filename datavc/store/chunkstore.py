@@ -337,10 +337,10 @@ class ChunkStore:
             self._index.attach(rows)
         return rows
 
-    def index_pack(self, pack: ObjectId, footer: bytes, rows: NewRows) -> None:
+    def index_pack(self, pack: ObjectId, footer: bytes, rows: NewRows, new: bool = False) -> None:
         """Record where the chunks of a pack just stored are (its ``footer``, as built), in
-        its upload's ``rows``."""
-        rows.add_pack(pack, footer)
+        its upload's ``rows`` (``new``: see :meth:`.NewRows.add_pack`)."""
+        rows.add_pack(pack, footer, new)
         self.footers().trust(pack, rows)
 
     def unindex(self, rows: NewRows) -> None:

@@ -350,7 +350,9 @@ class PackWriter:
             self._slots.release()
         with self._done:  # not self._lock: a flush holds it while waiting for this thread
             self._pack_ids[self._numbers.pop(path)] = pack
-            self.store.index_pack(pack, footer, self._rows)
+            # new: each chunk was in neither the rows nor _pending when appended, and is in
+            # _pending until now, so no other pack of this upload holds it
+            self.store.index_pack(pack, footer, self._rows, new=True)
             for cid, *_ in footer_entries_of(footer):
                 self._pending.discard(ChunkId(cid))
             self.new_bytes += size
