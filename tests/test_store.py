@@ -42,7 +42,8 @@ from datavc.store.files import TMP_PREFIX, LocalFile, NoProgress, scan
 from datavc.store.materialize import as_pages, materialize
 from datavc.store.packwriter import UploadStats
 from datavc.store.spool import AppendFile
-from datavc.store.trees import diff_entries, diff_trees, find_entry, iter_entries, write_tree
+from datavc.store.trees import diff_entries, diff_trees, find_entry, iter_entries
+from datavc.store.treewriter import write_tree
 
 KIB = 1024
 MIB = 1024 * KIB

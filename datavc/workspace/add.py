@@ -20,7 +20,8 @@ from ..format.pointer import SUFFIX
 from ..format.tree import CUT_RULE, FileEntry, Hints, PageRef, TreeRoot, snapshot_id
 from ..store.build import Builder
 from ..store.files import LocalFile, iter_scan, local_file
-from ..store.trees import TreeDiff, TreeWriter, decoded_page
+from ..store.trees import TreeDiff, decoded_page
+from ..store.treewriter import TreeWriter
 from .core import Dataset, Staged, write_staged
 from .git import ignore_path
 from .groupscan import Seen, seen_groups, unchanged
@@ -86,9 +87,10 @@ def add_locked(ws: Workspace, path: str, name: str | None, client: Any = None) -
     store = ws.store
     bar = ws.progress(f"adding {rel}", None)
     try:
-        with store.new_writer(places=True) as writer, _Adder(
-            ws, ds, reference, writer, bar
-        ) as adder:
+        with (
+            store.new_writer(places=True) as writer,
+            _Adder(ws, ds, reference, writer, bar) as adder,
+        ):
             adder.run(absolute, kind, seen)
             stats = writer.finish()
             root, tree = adder.finish()
