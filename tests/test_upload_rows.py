@@ -9,6 +9,7 @@ import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -499,3 +500,84 @@ def test_a_writer_takes_in_its_own_packs_without_searching_the_spilled_runs(
     fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
     fresh.load_index()
     assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)
+
+
+def test_a_new_chunk_is_searched_for_in_the_spilled_runs_once_not_again_when_appended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk is looked for in the store before it is compressed; when it is appended, only
+    what this upload stored since is searched again: its pending chunks, the buckets and
+    the runs spilled after that look. With the runs' filter saying "maybe" for every id,
+    the chunks given through submit() (as add gives them) search the runs once each, at
+    most: appends search only runs spilled while their chunk was in flight."""
+    monkeypatch.setattr(indextable, "SPILL_ROWS", 500)
+    monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 300)
+    monkeypatch.setattr(packwriter, "MAX_INFLIGHT", 2)  # batches between look and append
+    monkeypatch.setattr(NewRows, "_maybe_in", lambda self, cid: (1 << len(self._runs)) - 1)
+    looks = {"encode": 0, "append": 0}
+    where: dict[int, str] = {}
+    real_find, real_encode, real_append = (
+        FileRows.find_raw,
+        packwriter.PackWriter._encode,
+        packwriter.PackWriter._append,
+    )
+
+    def find_raw(self: FileRows, cid: bytes) -> bytes | None:
+        step = where.get(threading.get_ident())
+        if step is not None:
+            looks[step] += 1
+        return real_find(self, cid)
+
+    def during(step: str, real: Any) -> Any:
+        def call(*args: Any) -> Any:
+            where[threading.get_ident()] = step
+            try:
+                return real(*args)
+            finally:
+                del where[threading.get_ident()]
+
+        return call
+
+    monkeypatch.setattr(FileRows, "find_raw", find_raw)
+    monkeypatch.setattr(packwriter.PackWriter, "_encode", during("encode", real_encode))
+    monkeypatch.setattr(packwriter.PackWriter, "_append", during("append", real_append))
+    store = _store(tmp_path)
+    pieces = _pieces(3000)
+    with store.new_writer() as writer:
+        for at in range(0, len(pieces), 50):
+            writer.submit(pieces[at : at + 50])
+        writer.finish()
+        runs = len(writer._rows._runs)
+    assert runs >= 4, "premise: spilled"
+    assert looks["encode"] >= 1000, "premise: the looks before compression search the runs"
+    # at most the chunks in flight at each spill (was: every run, for every chunk)
+    assert looks["append"] <= 2 * 50 * runs, looks
+    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
+    fresh.load_index()
+    assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)
+
+
+def test_a_chunk_stored_and_spilled_while_its_copy_was_in_flight_is_stored_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two copies of a chunk, both looked for before either is stored: the first is
+    appended, its pack stored and its row spilled to a run before the second is appended.
+    The second append finds it in that run (spilled after the look) and stores nothing."""
+    monkeypatch.setattr(indextable, "SPILL_ROWS", 500)
+    monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 300)
+    store = _store(tmp_path)
+    pieces = _pieces(600)
+    twin = pieces[0]
+    with store.new_writer() as writer:
+        looked = writer._rows.spills
+        second = packwriter.Encoded(chunk_id(twin), CODEC_RAW, None, len(twin), looked)
+        for data in pieces:
+            writer.add(chunk_id(data), data)
+        _packs_stored(writer)
+        assert writer._rows.spills > looked, "premise: the first copy's row is in a run"
+        assert chunk_id(twin) not in writer._pending
+        new = writer.new_chunks
+        with writer._lock:
+            assert writer._append(second, twin) is False
+        assert writer.new_chunks == new
+        writer.finish()

@@ -342,6 +342,23 @@ class NewRows:
                 maybe ^= low
         return None
 
+    @property
+    def spills(self) -> int:
+        """The runs spilled so far: a mark for :meth:`holds_since`."""
+        return len(self._runs)
+
+    def holds_since(self, cid: bytes, spills: int) -> bool:
+        """Whether ``cid`` is in the buckets or in a run spilled after the first ``spills``.
+        A caller that found ``cid`` in neither these rows nor anything else while there
+        were ``spills`` runs (it read :attr:`spills` before it looked) asks only this,
+        since nothing leaves the buckets but for a later run: no search of the older runs,
+        each a file read for the 2.4% the filter lets through."""
+        with self._lock:
+            if self._at(cid) is not None:
+                return True
+            start = max(spills, self._dropped.get(bytes(cid), 0))
+            return any(run.find_raw(cid) is not None for run in self._runs[start:])
+
     def _maybe_in(self, cid: bytes) -> int:
         """The runs that may hold ``cid``, as a mask (bit n: run n; the last bit: every run
         from there on). Ids are uniform: slices of them are hash enough."""

@@ -83,6 +83,7 @@ class Encoded:
     codec: int
     stored: bytes | memoryview | None
     plain_length: int
+    looked: int = 0  # the upload's spilled runs when the store was searched for it
 
 
 class PackWriter:
@@ -211,10 +212,11 @@ class PackWriter:
 
     def _encode(self, data: bytes | memoryview) -> Encoded:
         cid = chunk_id(data)
+        looked = self._rows.spills
         if self._has(cid):
             return Encoded(cid, CODEC_RAW, None, len(data))
         codec, stored = encode_chunk(data)
-        return Encoded(cid, codec, stored, len(data))
+        return Encoded(cid, codec, stored, len(data), looked)
 
     def _drain(self, keep: int) -> None:
         """Append finished chunks, oldest batch first, until at most ``keep`` batches are
@@ -225,27 +227,29 @@ class PackWriter:
             for done in future.result():
                 if done.stored is not None:
                     with self._lock:
-                        self._append(done.cid, done.codec, done.stored, done.plain_length)
+                        self._append(done, done.stored)
                     done.stored = None
 
     def add(self, cid: ChunkId, data: bytes | memoryview) -> bool:
         """Store a chunk now unless the store or this upload already has it; True if new."""
         self._drain(0)
+        looked = self._rows.spills
         if self._has(cid):
             return False
         codec, stored = encode_chunk(data)
         with self._lock:
-            return self._append(cid, codec, stored, len(data))
+            return self._append(Encoded(cid, codec, None, len(data), looked), stored)
 
     def _has(self, cid: ChunkId) -> bool:
         """True if the store or this upload has the chunk. _pending is checked before
         the store's index: a chunk moves from the first to the second, never back."""
         return cid in self._pending or self.store.has_chunk(cid)
 
-    def _append(
-        self, cid: ChunkId, codec: int, stored: bytes | memoryview, plain_length: int
-    ) -> bool:
-        if self._has(cid):
+    def _append(self, chunk: Encoded, stored: bytes | memoryview) -> bool:
+        """Append a chunk the store lacked when it was looked for, unless this upload has
+        stored it since (another copy of it was encoded meanwhile)."""
+        cid, codec, plain_length = chunk.cid, chunk.codec, chunk.plain_length
+        if cid in self._pending or self._rows.holds_since(cid, chunk.looked):
             return False
         if self._spool is None:
             import tempfile
@@ -394,7 +398,6 @@ class PackWriter:
             self._indexed = True
             self._pending.clear()
         return UploadStats(self.new_chunks, self.new_bytes, self.new_objects)
-
 
     def places(self) -> Iterator[tuple[ChunkId, Location]]:
         """After :meth:`finish`: each chunk this upload stored, and where, in the order they
