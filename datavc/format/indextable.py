@@ -4,6 +4,7 @@ as the format requires, kept as the object's bytes and binary-searched."""
 from __future__ import annotations
 
 import heapq
+import itertools
 import threading
 from array import array
 from collections.abc import Callable, Iterator
@@ -222,6 +223,33 @@ FILTER_SLOTS = 1 << 23  # 16 MiB of 16-bit run masks: see NewRows
 FILTER_RUNS = 16  # runs with a bit of their own in the masks (later ones share the last)
 
 
+TAKE_ROWS = 4096  # rows of a pack NewRows takes in at a time, holding its lock
+
+
+def _bucket_rows(buckets: list[bytearray | None]) -> Iterator[bytes]:
+    """The buckets' rows in id order (each bucket sorted on its own: they are in id order
+    already)."""
+    size = INDEX_ROW.size
+    for bucket in buckets:
+        if bucket:
+            yield from sorted(bytes(bucket[at : at + size]) for at in range(0, len(bucket), size))
+
+
+def _in_runs(cid: bytes, runs: list[RowSource], first: int, maybe: int) -> bytes | None:
+    """``cid``'s row in ``runs[first:]``, in those the filter's mask ``maybe`` lets through
+    (no lock needed: a run never changes once spilled)."""
+    while maybe:
+        low = maybe & -maybe
+        n = low.bit_length() - 1
+        last = n + 1 if n < FILTER_RUNS - 1 else len(runs)
+        for run in runs[max(n, first) : last]:
+            row = run.find_raw(cid)
+            if row is not None:
+                return row
+        maybe ^= low
+    return None
+
+
 def _shown(rows: Iterator[bytes], dropped: dict[bytes, int], run: int) -> Iterator[bytes]:
     """The rows of run number ``run`` that no drop after it hides."""
     return (r for r in rows if dropped.get(r[:32], 0) <= run)
@@ -250,6 +278,7 @@ class NewRows:
         self._buckets: list[bytearray | None] = [None] * BUCKETS
         self._lock = threading.Lock()
         self._spill = spill
+        self._spilling: list[bytearray | None] | None = None  # buckets being spilled
         self._runs: list[RowSource] = []
         self._filter: array[int] | None = None  # set at the first spill
         # ids dropped when their rows were in runs: hidden in the runs spilled before then
@@ -263,34 +292,64 @@ class NewRows:
         lists them; a chunk known already keeps its place. ``new``: the caller knows no
         chunk of it is in the spilled runs (a writer's own pack: its chunks were not in
         these rows when appended, and stayed pending until now), so only the buckets are
-        searched for them; each run search is a file read."""
+        searched for them; each run search is a file read.
+
+        The lock is let go every ``TAKE_ROWS`` rows, and while the buckets are spilled: the
+        writer looks chunks up meanwhile (a pack's rows found in part are all valid: the
+        pack is stored)."""
         with self._lock:
             number = len(self.packs)
             self.packs.append(pack)
             self._per_pack.append(0)
-            buckets, pack_row = self._buckets, INDEX_ROW.pack
-            known = self._at if new else self._row
-            for cid, offset, stored, plain, codec in footer_entries_of(footer):
-                if known(cid) is not None:
-                    continue
-                key = (cid[0] << 8) | cid[1]
-                bucket = buckets[key]
-                if bucket is None:
-                    bucket = buckets[key] = bytearray()
-                bucket += pack_row(cid, number, offset, stored, plain, codec)
-                self._per_pack[number] += 1
-                self._held += 1
-                self.count += 1
-            if self._spill is not None and self._held >= SPILL_ROWS:
-                self._spill_buckets(self._spill)
+        entries = footer_entries_of(footer)
+        while True:
+            with self._lock:
+                taken = self._take(number, itertools.islice(entries, TAKE_ROWS), new)
+                spilling = None
+                if self._spill is not None and self._held >= SPILL_ROWS and not self._spilling:
+                    spilling = self._spilling = self._buckets  # (one spill at a time)
+                    self._buckets, self._held = [None] * BUCKETS, 0
+            if spilling is not None:
+                assert self._spill is not None
+                run = self._spill_buckets(self._spill, spilling)
+                with self._lock:
+                    self._runs.append(run)
+                    self._spilling = None
+            if taken < TAKE_ROWS:
+                return
 
-    def _spill_buckets(self, spill: Callable[[Iterator[bytes]], RowSource]) -> None:
+    def _take(
+        self, number: int, entries: Iterator[tuple[bytes, int, int, int, int]], new: bool
+    ) -> int:
+        """Take in a pack's ``entries`` as rows naming pack ``number``; how many there were."""
+        buckets, pack_row = self._buckets, INDEX_ROW.pack
+        known = self._at if new else self._row
+        taken = 0
+        for cid, offset, stored, plain, codec in entries:
+            taken += 1
+            if known(cid) is not None:
+                continue
+            key = (cid[0] << 8) | cid[1]
+            bucket = buckets[key]
+            if bucket is None:
+                bucket = buckets[key] = bytearray()
+            bucket += pack_row(cid, number, offset, stored, plain, codec)
+            self._per_pack[number] += 1
+            self._held += 1
+            self.count += 1
+        return taken
+
+    def _spill_buckets(
+        self, spill: Callable[[Iterator[bytes]], RowSource], buckets: list[bytearray | None]
+    ) -> RowSource:
+        """The run of ``buckets``' rows, its bits set in the filter first (without the lock:
+        a bit set early only has a run searched that is not there yet)."""
         masks = self._filter
         if masks is None:
             masks = self._filter = array("H", bytes(2 * FILTER_SLOTS))
         bit = 1 << min(len(self._runs), FILTER_RUNS - 1)
         size, mask = INDEX_ROW.size, FILTER_SLOTS - 1
-        for bucket in self._buckets:
+        for bucket in buckets:
             if bucket:
                 for at in range(0, len(bucket), size):
                     h = int.from_bytes(bucket[at + 4 : at + 20], "little")
@@ -298,49 +357,41 @@ class NewRows:
                     masks[(h >> 27) & mask] |= bit
                     masks[(h >> 54) & mask] |= bit
                     masks[(h >> 81) & mask] |= bit
-        self._runs.append(spill(self._bucket_rows()))
-        self._buckets = [None] * BUCKETS
-        self._held = 0
-
-    def _bucket_rows(self) -> Iterator[bytes]:
-        """The buckets' rows in id order (each bucket sorted on its own: they are in id
-        order already)."""
-        size = INDEX_ROW.size
-        for bucket in self._buckets:
-            if bucket:
-                yield from sorted(
-                    bytes(bucket[at : at + size]) for at in range(0, len(bucket), size)
-                )
+        return spill(_bucket_rows(buckets))
 
     def _at(self, cid: bytes) -> tuple[bytearray, int] | None:
-        """The bucket holding ``cid``'s row and where the row starts (a match must start
-        at a row's boundary: an id could in principle span two rows' bytes)."""
-        bucket = self._buckets[(cid[0] << 8) | cid[1]]
-        if bucket is None:
-            return None
-        at = bucket.find(cid)
-        while at >= 0 and at % INDEX_ROW.size:
-            at = bucket.find(cid, at + 1)
-        return None if at < 0 else (bucket, at)
+        """The bucket holding ``cid``'s row (of those held or being spilled) and where the
+        row starts (a match must start at a row's boundary: an id could in principle span
+        two rows' bytes)."""
+        key = (cid[0] << 8) | cid[1]
+        for buckets in (self._buckets, self._spilling):
+            bucket = buckets[key] if buckets is not None else None
+            if bucket is not None and not (buckets is self._spilling and self._hidden(cid)):
+                at = bucket.find(cid)
+                while at >= 0 and at % INDEX_ROW.size:
+                    at = bucket.find(cid, at + 1)
+                if at >= 0:
+                    return bucket, at
+        return None
+
+    def _hidden(self, cid: bytes) -> bool:
+        """Whether ``cid`` was dropped from the buckets being spilled (see :meth:`drop`)."""
+        return bool(self._dropped) and self._dropped.get(bytes(cid), 0) > len(self._runs)
 
     def _row(self, cid: bytes) -> bytes | None:
+        """``cid``'s row (the lock held throughout)."""
         found = self._at(cid)
         if found is not None:
             bucket, at = found
             return bytes(bucket[at : at + INDEX_ROW.size])
-        if self._runs:
-            runs, hidden = self._runs, self._dropped.get(bytes(cid), 0)
-            maybe = self._maybe_in(cid)
-            while maybe:
-                low = maybe & -maybe
-                n = low.bit_length() - 1
-                last = n + 1 if n < FILTER_RUNS - 1 else len(runs)
-                for run in runs[max(n, hidden) : last]:
-                    row = run.find_raw(cid)
-                    if row is not None:
-                        return row
-                maybe ^= low
-        return None
+        return _in_runs(cid, *self._runs_to_search(cid, 0))
+
+    def _runs_to_search(self, cid: bytes, first: int) -> tuple[list[RowSource], int, int]:
+        """The runs, the first of them to search for ``cid`` (from ``first``, past those a
+        drop hides) and the filter's mask for it: taken with the lock held."""
+        if not self._runs:
+            return [], 0, 0
+        return self._runs[:], max(first, self._dropped.get(bytes(cid), 0)), self._maybe_in(cid)
 
     @property
     def spills(self) -> int:
@@ -356,8 +407,8 @@ class NewRows:
         with self._lock:
             if self._at(cid) is not None:
                 return True
-            start = max(spills, self._dropped.get(bytes(cid), 0))
-            return any(run.find_raw(cid) is not None for run in self._runs[start:])
+            runs, first, maybe = self._runs_to_search(cid, spills)
+        return _in_runs(cid, runs, first, maybe) is not None
 
     def _maybe_in(self, cid: bytes) -> int:
         """The runs that may hold ``cid``, as a mask (bit n: run n; the last bit: every run
@@ -373,11 +424,21 @@ class NewRows:
         )
 
     def find(self, cid: bytes) -> Location | None:
-        """Where this upload stored ``cid``, or None."""
+        """Where this upload stored ``cid``, or None. The runs are searched without the
+        lock: a writer's lookups and its packs being taken in do not wait on each other's
+        file reads."""
         with self._lock:
-            row = self._row(cid)
-        if row is None:
-            return None
+            found = self._at(cid)
+            if found is None:
+                runs, first, maybe = self._runs_to_search(cid, 0)
+        if found is not None:
+            bucket, at = found
+            row = bytes(bucket[at : at + INDEX_ROW.size])
+        else:
+            searched = _in_runs(cid, runs, first, maybe)
+            if searched is None:
+                return None
+            row = searched
         _, n, offset, stored, plain, codec = INDEX_ROW.unpack(row)
         return Location(self.packs[n], offset, stored, plain, codec)
 
@@ -389,8 +450,12 @@ class NewRows:
             self._per_pack[U32.unpack_from(row, 32)[0]] -= 1
             self.count -= 1
             found = self._at(cid)
+            spilling = self._spilling
             if found is None:  # in a run: hidden there from now on
                 self._dropped[bytes(cid)] = len(self._runs)
+            elif spilling is not None and found[0] is spilling[(cid[0] << 8) | cid[1]]:
+                # in buckets being spilled (not to be changed): hidden in their run
+                self._dropped[bytes(cid)] = len(self._runs) + 1
             else:
                 bucket, at = found
                 del bucket[at : at + INDEX_ROW.size]
@@ -401,9 +466,9 @@ class NewRows:
         out). Not to be changed meanwhile (the upload is over)."""
         dropped = self._dropped
         if not dropped:
-            return heapq.merge(self._bucket_rows(), *(run.raw_rows() for run in self._runs))
+            return heapq.merge(_bucket_rows(self._buckets), *(run.raw_rows() for run in self._runs))
         runs = [_shown(run.raw_rows(), dropped, i) for i, run in enumerate(self._runs)]
-        return heapq.merge(self._bucket_rows(), *runs)
+        return heapq.merge(_bucket_rows(self._buckets), *runs)
 
     def __iter__(self) -> Iterator[ChunkId]:
         for row in self._rows():
