@@ -235,6 +235,14 @@ def _bucket_rows(buckets: list[bytearray | None]) -> Iterator[bytes]:
             yield from sorted(bytes(bucket[at : at + size]) for at in range(0, len(bucket), size))
 
 
+def _row_at(bucket: bytearray, cid: bytes) -> int:
+    """Where ``cid``'s row starts in ``bucket``, or -1."""
+    at = bucket.find(cid)
+    while at >= 0 and at % INDEX_ROW.size:
+        at = bucket.find(cid, at + 1)
+    return at
+
+
 def _in_runs(cid: bytes, runs: list[RowSource], first: int, maybe: int) -> bytes | None:
     """``cid``'s row in ``runs[first:]``, in those the filter's mask ``maybe`` lets through
     (no lock needed: a run never changes once spilled)."""
@@ -364,14 +372,18 @@ class NewRows:
         row starts (a match must start at a row's boundary: an id could in principle span
         two rows' bytes)."""
         key = (cid[0] << 8) | cid[1]
-        for buckets in (self._buckets, self._spilling):
-            bucket = buckets[key] if buckets is not None else None
-            if bucket is not None and not (buckets is self._spilling and self._hidden(cid)):
-                at = bucket.find(cid)
-                while at >= 0 and at % INDEX_ROW.size:
-                    at = bucket.find(cid, at + 1)
-                if at >= 0:
-                    return bucket, at
+        bucket = self._buckets[key]
+        if bucket is not None:  # (inline: three lookups a chunk stored)
+            at = bucket.find(cid)
+            while at >= 0 and at % INDEX_ROW.size:
+                at = bucket.find(cid, at + 1)
+            if at >= 0:
+                return bucket, at
+        spilling = self._spilling
+        if spilling is not None and not self._hidden(cid):
+            bucket = spilling[key]
+            if bucket is not None and (at := _row_at(bucket, cid)) >= 0:
+                return bucket, at
         return None
 
     def _hidden(self, cid: bytes) -> bool:

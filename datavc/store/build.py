@@ -45,7 +45,10 @@ class _Pending:
     parts: list[_Part]
 
     def done(self) -> bool:
-        return all(p.batch.done() for p in self.parts) and (self.hash is None or self.hash.done())
+        for p in self.parts:  # (asked at every file handed in, of the oldest waiting)
+            if not p.batch.done():
+                return False
+        return self.hash is None or self.hash.done()
 
     def entry(self) -> FileEntry:
         recipe = tuple((enc.cid, n) for p in self.parts for enc, n in p.encoded())
@@ -61,6 +64,7 @@ class _Batch:
     pieces: list[bytes | memoryview]
     size: int = 0
     future: Future[list[Encoded]] | None = None
+    finished: bool = False  # the future is done (asking it takes its lock)
 
     def add(self, pieces: Sequence[bytes | memoryview]) -> _Part:
         part = _Part(self, len(self.pieces), tuple(len(p) for p in pieces))
@@ -73,7 +77,9 @@ class _Batch:
         self.pieces = []
 
     def done(self) -> bool:
-        return self.future is not None and self.future.done()
+        if not self.finished:
+            self.finished = self.future is not None and self.future.done()
+        return self.finished
 
 
 @dataclass(slots=True)
