@@ -124,6 +124,13 @@ def _store(tmp_path: Path) -> ChunkStore:
     return ChunkStore.create(Backend(str(tmp_path / "store")), StoreConfig(ChunkerParams()))
 
 
+def _reopened(tmp_path: Path) -> ChunkStore:
+    """The store of ``_store(tmp_path)`` as another process opens it, its index loaded."""
+    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
+    fresh.load_index()
+    return fresh
+
+
 def _store_all(store: ChunkStore, pieces: list[bytes]) -> None:
     """One upload of ``pieces``, one chunk each, finished (packs, then the index)."""
     with store.new_writer() as writer:
@@ -169,8 +176,7 @@ def test_an_upload_holds_little_per_chunk_it_stored(tmp_path: Path) -> None:
     for data in pieces[::997]:
         assert store.has_chunk(chunk_id(data))
         assert bytes(store.read_one(chunk_id(data))) == data
-    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
-    fresh.load_index()
+    fresh = _reopened(tmp_path)
     assert all(fresh.location(chunk_id(d)) == store.location(chunk_id(d)) for d in pieces)
 
 
@@ -202,8 +208,7 @@ def test_chunks_of_an_upload_that_failed_are_not_taken_as_stored(tmp_path: Path)
     with store.new_writer() as writer:
         assert all(writer.add(chunk_id(d), d) for d in pieces)
         writer.finish()
-    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
-    fresh.load_index()
+    fresh = _reopened(tmp_path)
     assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)
 
 
@@ -289,8 +294,7 @@ def test_an_upload_of_many_chunks_spills_its_rows_and_indexes_them_all(
         assert len(rows._runs) >= 3, "premise: spilled"
         assert not any(writer.add(chunk_id(d), d) for d in pieces[::7]), "found in runs"
         writer.finish()
-    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
-    fresh.load_index()
+    fresh = _reopened(tmp_path)
     assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)
     assert all(bytes(fresh.read_one(chunk_id(d))) == d for d in pieces[::97])
 
@@ -415,8 +419,7 @@ def test_a_writer_gives_each_stored_chunk_its_place_in_storing_order(
         placed = list(writer.places())
     assert [cid for cid, _ in placed] == [chunk_id(d) for d in pieces]
     assert len({loc.pack for _, loc in placed}) >= 8, "premise: many packs"
-    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
-    fresh.load_index()
+    fresh = _reopened(tmp_path)
     assert all(fresh.location(cid) == loc for cid, loc in placed)
     with store.new_writer() as plain:  # a writer not asked for places gives none
         plain.finish()
@@ -497,8 +500,7 @@ def test_a_writer_takes_in_its_own_packs_without_searching_the_spilled_runs(
     pieces = _pieces(2600)
     _store_all(store, pieces)
     assert searched == 0
-    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
-    fresh.load_index()
+    fresh = _reopened(tmp_path)
     assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)
 
 
@@ -552,8 +554,7 @@ def test_a_new_chunk_is_searched_for_in_the_spilled_runs_once_not_again_when_app
     assert looks["encode"] >= 100, "premise: the looks before compression search the runs"
     # at most the chunks in flight at each spill (was: every run, for every chunk)
     assert looks["append"] <= 2 * 50 * runs, looks
-    fresh = ChunkStore.open(Backend(str(tmp_path / "store")))
-    fresh.load_index()
+    fresh = _reopened(tmp_path)
     assert all(fresh.has_chunk(chunk_id(d)) for d in pieces)
 
 
