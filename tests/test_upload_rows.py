@@ -15,13 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datavc.format import indextable
+from datavc.format import newrows
 from datavc.format.chunker import ChunkerParams
 from datavc.format.hashing import ChunkId, ObjectId, chunk_id
-from datavc.format.indextable import MemoryRows, NewRows
+from datavc.format.indextable import MemoryRows
+from datavc.format.newrows import NewRows
 from datavc.format.packfile import (
     CODEC_RAW,
     FOOTER_ROW,
+    INDEX_ROW,
     Location,
     LocationTable,
     footer_from_rows,
@@ -70,8 +72,8 @@ def test_new_rows_answer_and_encode_as_the_dict_table_does(
         return run
 
     rows, plain = NewRows(spill if spill_at else None), LocationTable()
-    old_limit = indextable.SPILL_ROWS
-    indextable.SPILL_ROWS = spill_at or old_limit  # (hypothesis runs no fixture per example)
+    old_limit = newrows.SPILL_ROWS
+    newrows.SPILL_ROWS = spill_at or old_limit  # (hypothesis runs no fixture per example)
     for _ in range(packs):
         pack = ObjectId(rng.randbytes(32).hex())
         footer, _ = _footer(rng, rng.sample(ids, rng.randrange(1, 60)))
@@ -89,7 +91,7 @@ def test_new_rows_answer_and_encode_as_the_dict_table_does(
         ):
             if e.chunk not in plain:
                 plain.put(e.chunk, Location(pack, e.offset, e.stored_length, e.plain_length, 0))
-    indextable.SPILL_ROWS = old_limit
+    newrows.SPILL_ROWS = old_limit
     if spill_at:
         assert spilled or rows.count < spill_at, "premise: rows went to runs"
     for i in dropped:
@@ -282,7 +284,7 @@ def test_an_upload_of_many_chunks_spills_its_rows_and_indexes_them_all(
 ) -> None:
     """Rows spilled to runs every 500 chunks: the upload still finds its own chunks (a
     chunk given twice is stored once), and its index object names every chunk."""
-    monkeypatch.setattr(indextable, "SPILL_ROWS", 500)
+    monkeypatch.setattr(newrows, "SPILL_ROWS", 500)
     monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 300)
     store = _store(tmp_path)
     pieces = _pieces(2600)
@@ -342,7 +344,7 @@ def test_spilled_rows_are_searched_only_in_the_runs_that_may_hold_them(
     """Twenty runs (past the 16 with a filter bit of their own): every id is found with
     its place, an id never stored is not, and a lookup searches about one run, not all
     of them (searching each made a 10-million-chunk add 1.8x as slow per chunk)."""
-    monkeypatch.setattr(indextable, "SPILL_ROWS", 200)
+    monkeypatch.setattr(newrows, "SPILL_ROWS", 200)
     rng = random.Random(11)
     rows = NewRows(lambda sorted_rows: spill_rows(sorted_rows, None))
     places: dict[ChunkId, int] = {}
@@ -378,7 +380,7 @@ def test_a_chunk_dropped_from_a_run_and_stored_again_is_found_at_its_new_place(
 ) -> None:
     """A drop hides the rows of the runs spilled before it, not a later row of the same
     chunk (stored again, then spilled too): found, listed once, counted once."""
-    monkeypatch.setattr(indextable, "SPILL_ROWS", 50)
+    monkeypatch.setattr(newrows, "SPILL_ROWS", 50)
     rng = random.Random(4)
     rows = NewRows(lambda sorted_rows: spill_rows(sorted_rows, None))
     ids = [ChunkId(rng.randbytes(32)) for _ in range(100)]
@@ -400,7 +402,7 @@ def test_a_chunk_dropped_from_a_run_and_stored_again_is_found_at_its_new_place(
     listed = list(rows)
     assert len(listed) == len(set(listed)) == rows.count == 140
     encoded = b"".join(rows.encode())
-    assert len(encoded) == 8 + 4 + 3 * 32 + 4 + 140 * indextable.INDEX_ROW.size
+    assert len(encoded) == 8 + 4 + 3 * 32 + 4 + 140 * INDEX_ROW.size
 
 
 def test_a_writer_gives_each_stored_chunk_its_place_in_storing_order(
@@ -408,7 +410,7 @@ def test_a_writer_gives_each_stored_chunk_its_place_in_storing_order(
 ) -> None:
     """``places()``: every chunk the upload stored, once, in the order stored, at the place
     its index object gives it (packs closed every 300 chunks, rows spilled every 500)."""
-    monkeypatch.setattr(indextable, "SPILL_ROWS", 500)
+    monkeypatch.setattr(newrows, "SPILL_ROWS", 500)
     monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 300)
     store = _store(tmp_path)
     pieces = _pieces(2600)
@@ -437,7 +439,7 @@ def test_an_add_writes_its_pages_from_the_places_it_stored_not_from_lookups(
     from datavc.workspace.core import Workspace
     from datavc.workspace.initialize import init_workspace
 
-    monkeypatch.setattr(indextable, "SPILL_ROWS", 1000)
+    monkeypatch.setattr(newrows, "SPILL_ROWS", 1000)
     monkeypatch.setattr(tree, "PAGE_MAX_ENTRIES", 400)
     looked: list[ChunkId] = []
     real = ChunkStore.locate_stored
@@ -474,7 +476,7 @@ def test_a_writer_takes_in_its_own_packs_without_searching_the_spilled_runs(
     was pending from its append until now): taking the pack in searches only the buckets,
     never a spilled run, even where the runs' filter says "maybe" for every id. The rows
     still find every chunk."""
-    monkeypatch.setattr(indextable, "SPILL_ROWS", 500)
+    monkeypatch.setattr(newrows, "SPILL_ROWS", 500)
     monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 300)
     monkeypatch.setattr(NewRows, "_maybe_in", lambda self, cid: (1 << len(self._runs)) - 1)
     searched = 0
@@ -512,7 +514,7 @@ def test_a_new_chunk_is_searched_for_in_the_spilled_runs_once_not_again_when_app
     the runs spilled after that look. With the runs' filter saying "maybe" for every id,
     the chunks given through submit() (as add gives them) search the runs once each, at
     most: appends search only runs spilled while their chunk was in flight."""
-    monkeypatch.setattr(indextable, "SPILL_ROWS", 500)
+    monkeypatch.setattr(newrows, "SPILL_ROWS", 500)
     monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 300)
     monkeypatch.setattr(packwriter, "MAX_INFLIGHT", 2)  # batches between look and append
     monkeypatch.setattr(NewRows, "_maybe_in", lambda self, cid: (1 << len(self._runs)) - 1)
@@ -564,7 +566,7 @@ def test_a_chunk_stored_and_spilled_while_its_copy_was_in_flight_is_stored_once(
     """Two copies of a chunk, both looked for before either is stored: the first is
     appended, its pack stored and its row spilled to a run before the second is appended.
     The second append finds it in that run (spilled after the look) and stores nothing."""
-    monkeypatch.setattr(indextable, "SPILL_ROWS", 500)
+    monkeypatch.setattr(newrows, "SPILL_ROWS", 500)
     monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 300)
     store = _store(tmp_path)
     pieces = _pieces(600)
@@ -592,7 +594,7 @@ def test_rows_being_spilled_are_found_without_waiting_for_the_spill(
     spilled before, at once; rows dropped meanwhile stay hidden in the run they go to.
     (Lookups waited for the lock, held through every spill, and through every search of a
     run: at ten million chunks a writer's two threads waited on each other for 79 s.)"""
-    monkeypatch.setattr(indextable, "SPILL_ROWS", 300)
+    monkeypatch.setattr(newrows, "SPILL_ROWS", 300)
     rng = random.Random(5)
     entered, release, timed_out = threading.Event(), threading.Event(), threading.Event()
     spills = 0

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptObject, DatavcError, IntegrityError, NotARepository, ObjectNotFound
 from ..format.hashing import ChunkId, ObjectId, file_hasher, is_object_id, object_id
-from ..format.indextable import IndexTable, NewRows
+from ..format.indextable import IndexTable
+from ..format.newrows import NewRows
 from ..format.packfile import INDEX_ROW, Location, LocationTable
 from .backend import Backend
 from .overlap import Overlap

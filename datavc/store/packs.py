@@ -27,7 +27,7 @@ from ..format.packfile import (
 from .backend import Backend
 
 if TYPE_CHECKING:
-    from ..format.indextable import NewRows
+    from ..format.newrows import NewRows
 
 TAIL = 64 << 10  # read from a pack's end at once: the whole footer of ~1,300 chunks
 

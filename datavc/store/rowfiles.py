@@ -1,6 +1,6 @@
 """Index rows kept in local files, so that memory does not grow with a store's chunk count:
 a big index object loaded by a writer, and the sorted runs an upload of millions of chunks
-spills (:class:`~datavc.format.indextable.NewRows`).
+spills (:class:`~datavc.format.newrows.NewRows`).
 
 A file's rows are sorted by chunk id. Every ``STRIDE``-th row's first 8 bytes are kept in
 memory (about 0.3 bytes a row); a chunk is found by a bisect over them and one ``pread`` of
