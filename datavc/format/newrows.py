@@ -213,11 +213,20 @@ class NewRows:
         were ``spills`` runs (it read :attr:`spills` before it looked) asks only this,
         since nothing leaves the buckets but for a later run: no search of the older runs,
         each a file read for the 2.4% the filter lets through."""
+        return self._look(cid, spills) is not None
+
+    def _look(self, cid: bytes, first: int) -> bytes | None:
+        """``cid``'s row in the buckets or in the runs from ``first`` on. The runs are
+        searched without the lock: a writer's lookups and its packs being taken in do not
+        wait on each other's file reads."""
         with self._lock:
-            if self._at(cid) is not None:
-                return True
-            runs, first, maybe = self._runs_to_search(cid, spills)
-        return _in_runs(cid, runs, first, maybe) is not None
+            found = self._at(cid)
+            if found is None:
+                runs, start, maybe = self._runs_to_search(cid, first)
+        if found is not None:
+            bucket, at = found
+            return bytes(bucket[at : at + INDEX_ROW.size])
+        return _in_runs(cid, runs, start, maybe)
 
     def _maybe_in(self, cid: bytes) -> int:
         """The runs that may hold ``cid``, as a mask (bit n: run n; the last bit: every run
@@ -233,21 +242,10 @@ class NewRows:
         )
 
     def find(self, cid: bytes) -> Location | None:
-        """Where this upload stored ``cid``, or None. The runs are searched without the
-        lock: a writer's lookups and its packs being taken in do not wait on each other's
-        file reads."""
-        with self._lock:
-            found = self._at(cid)
-            if found is None:
-                runs, first, maybe = self._runs_to_search(cid, 0)
-        if found is not None:
-            bucket, at = found
-            row = bytes(bucket[at : at + INDEX_ROW.size])
-        else:
-            searched = _in_runs(cid, runs, first, maybe)
-            if searched is None:
-                return None
-            row = searched
+        """Where this upload stored ``cid``, or None."""
+        row = self._look(cid, 0)
+        if row is None:
+            return None
         _, n, offset, stored, plain, codec = INDEX_ROW.unpack(row)
         return Location(self.packs[n], offset, stored, plain, codec)
 
