@@ -106,6 +106,8 @@ class IndexTable(LocationTable):
         self._new: list[NewRows] = []  # what uploads of this process stored
         # chunks dropped: the tables loaded before the drop no longer give their places
         self._dropped: dict[ChunkId, int] = {}
+        # chunks given a preferred place: ``_rows`` and ``_more`` hold their places in order
+        self._ordered: set[ChunkId] = set()
 
     def attach(self, rows: NewRows) -> None:
         """Search ``rows`` too (an upload's, filled as its packs are stored), before the
@@ -138,11 +140,14 @@ class IndexTable(LocationTable):
 
     def _rows_of(self, cid: ChunkId) -> list[bytes]:
         """Every row of ``cid``: the one put first (or preferred), then the tables', then
-        the other places put."""
+        the other places put; for a chunk given a preferred place, its places in the order
+        :meth:`prefer` left them, then any found since."""
         found: list[bytes] = []
         first = self._rows.get(cid)
         if first is not None:
             found.append(first)
+            if cid in self._ordered:
+                found += self._more.get(cid, ())
         new = self._new_row(cid) if self._new else None
         if new is not None and new not in found:
             found.append(new)
@@ -152,6 +157,18 @@ class IndexTable(LocationTable):
                 found.append(row)
         found += (r for r in self._more.get(cid, ()) if r not in found)
         return found
+
+    def prefer(self, cid: ChunkId, loc: Location) -> None:
+        """As the base class, keeping the order of every place: the old first place comes
+        second, even where it is a loaded table's row."""
+        row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
+        wanted = PLACE_ROW.pack(*row, loc.codec)
+        rows = self._rows_of(cid)
+        if not rows or rows[0] == wanted:
+            return
+        self._rows[cid] = wanted
+        self._more[cid] = [r for r in rows if r != wanted]
+        self._ordered.add(cid)
 
     def _first_row(self, cid: ChunkId) -> bytes | None:
         row = self._rows.get(cid)
@@ -173,6 +190,7 @@ class IndexTable(LocationTable):
     def drop(self, cid: ChunkId) -> None:
         self._rows.pop(cid, None)
         self._more.pop(cid, None)
+        self._ordered.discard(cid)
         for rows in self._new:
             rows.drop(cid)
         if any(t.find(cid) is not None for t in self._tables):
