@@ -222,6 +222,8 @@ class NewRows:
         with self._lock:
             found = self._at(cid)
             if found is None:
+                if first >= len(self._runs):  # (most looks: no run to search, no filter)
+                    return None
                 runs, start, maybe = self._runs_to_search(cid, first)
         if found is not None:
             bucket, at = found
