@@ -103,7 +103,8 @@ class IndexTable(LocationTable):
     def __init__(self) -> None:
         super().__init__()
         self._tables: list[_SortedRows] = []
-        self._new: list[NewRows] = []  # what uploads of this process stored
+        # what uploads of this process stored (a tuple, replaced: read without the lock)
+        self._new: tuple[NewRows, ...] = ()
         # chunks dropped: the tables loaded before the drop no longer give their places
         self._dropped: dict[ChunkId, int] = {}
         # chunks given a preferred place: ``_rows`` and ``_more`` hold their places in order
@@ -112,19 +113,29 @@ class IndexTable(LocationTable):
     def attach(self, rows: NewRows) -> None:
         """Search ``rows`` too (an upload's, filled as its packs are stored), before the
         loaded tables: where this process put a chunk is checked already."""
-        self._new.append(rows)
+        self._new = (*self._new, rows)
 
     def detach(self, rows: NewRows) -> None:
         """Forget an upload's rows (it failed: no index object will name them)."""
-        self._new = [r for r in self._new if r is not rows]
+        self._new = tuple(r for r in self._new if r is not rows)
 
-    def _new_row(self, cid: ChunkId) -> bytes | None:
+    def new_place(self, cid: ChunkId) -> Location | None:
+        """Where an upload of this process stored ``cid``, or None: safe to ask without
+        the lock that guards the rest (uploads' rows are thread-safe), so that their
+        searches, file reads some of them, do not hold it. For :meth:`locations_given`."""
         for rows in self._new:
             loc = rows.find(cid)
             if loc is not None:
-                row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
-                return PLACE_ROW.pack(*row, loc.codec)
+                return loc
         return None
+
+    def _new_row(self, cid: ChunkId) -> bytes | None:
+        loc = self.new_place(cid) if self._new else None
+        return None if loc is None else self._packed(loc)
+
+    def _packed(self, loc: Location) -> bytes:
+        row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
+        return PLACE_ROW.pack(*row, loc.codec)
 
     def add_index(self, data: bytes, obj: str) -> None:
         numbers, pos, count = self._index_header(data, obj)
@@ -138,17 +149,17 @@ class IndexTable(LocationTable):
             raise CorruptObject(obj, "index head does not match its rows")
         self._tables.append(_SortedRows(rows, numbers, obj))
 
-    def _rows_of(self, cid: ChunkId) -> list[bytes]:
+    def _rows_of(self, cid: ChunkId, new: bytes | None) -> list[bytes]:
         """Every row of ``cid``: the one put first (or preferred), then the tables', then
         the other places put; for a chunk given a preferred place, its places in the order
-        :meth:`prefer` left them, then any found since."""
+        :meth:`prefer` left them, then any found since. ``new``: the uploads' place
+        (:meth:`_new_row`)."""
         found: list[bytes] = []
         first = self._rows.get(cid)
         if first is not None:
             found.append(first)
             if cid in self._ordered:
                 found += self._more.get(cid, ())
-        new = self._new_row(cid) if self._new else None
         if new is not None and new not in found:
             found.append(new)
         for table in self._tables[self._dropped.get(cid, 0) :]:
@@ -161,9 +172,8 @@ class IndexTable(LocationTable):
     def prefer(self, cid: ChunkId, loc: Location) -> None:
         """As the base class, keeping the order of every place: the old first place comes
         second, even where it is a loaded table's row."""
-        row = (self._number(loc.pack), loc.offset, loc.stored_length, loc.plain_length)
-        wanted = PLACE_ROW.pack(*row, loc.codec)
-        rows = self._rows_of(cid)
+        wanted = self._packed(loc)
+        rows = self._rows_of(cid, self._new_row(cid))
         if not rows or rows[0] == wanted:
             return
         self._rows[cid] = wanted
@@ -185,7 +195,12 @@ class IndexTable(LocationTable):
         return None
 
     def locations(self, cid: ChunkId) -> list[Location]:
-        return [self._location(row) for row in self._rows_of(cid)]
+        return [self._location(row) for row in self._rows_of(cid, self._new_row(cid))]
+
+    def locations_given(self, cid: ChunkId, new: Location | None) -> list[Location]:
+        """:meth:`locations`, with the uploads' place found already (:meth:`new_place`)."""
+        row = None if new is None else self._packed(new)
+        return [self._location(row) for row in self._rows_of(cid, row)]
 
     def drop(self, cid: ChunkId) -> None:
         self._rows.pop(cid, None)

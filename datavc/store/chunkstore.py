@@ -386,8 +386,9 @@ class ChunkStore:
         may be gone, or it may name a place where the chunk is not. A chunk with no such
         place is forgotten here, so the writer stores it again (which heals a store that
         lost a pack) and its new place is the one the tree's hints name."""
+        new = self._index.new_place(cid)  # (without the lock: it may read a spilled run)
         with self._lock:
-            places = self._index.locations(cid)
+            places = self._index.locations_given(cid, new)
         if not places:
             return False
         footers = self.footers()
