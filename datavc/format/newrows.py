@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import struct
 import threading
 from array import array
 from collections.abc import Callable, Iterator
@@ -21,6 +22,10 @@ FILTER_RUNS = 16  # runs with a bit of their own in the masks (later ones share 
 
 
 TAKE_ROWS = 4096  # rows of a pack NewRows takes in at a time, holding its lock
+# an id's four filter slots: the low bits of its bytes 4-19 as four 32-bit words (ids are
+# uniform); _ROW_SLOTS reads them from an index row
+_SLOTS = struct.Struct("<4I")
+_ROW_SLOTS = struct.Struct(f"<4x4I{INDEX_ROW.size - 20}x")
 
 
 def _bucket_rows(buckets: list[bytearray | None]) -> Iterator[bytes]:
@@ -153,15 +158,14 @@ class NewRows:
         if masks is None:
             masks = self._filter = array("H", bytes(2 * FILTER_SLOTS))
         bit = 1 << min(len(self._runs), FILTER_RUNS - 1)
-        size, mask = INDEX_ROW.size, FILTER_SLOTS - 1
+        mask, slots = FILTER_SLOTS - 1, _ROW_SLOTS.iter_unpack
         for bucket in buckets:
             if bucket:
-                for at in range(0, len(bucket), size):
-                    h = int.from_bytes(bucket[at + 4 : at + 20], "little")
-                    masks[h & mask] |= bit
-                    masks[(h >> 27) & mask] |= bit
-                    masks[(h >> 54) & mask] |= bit
-                    masks[(h >> 81) & mask] |= bit
+                for a, b, c, d in slots(bucket):
+                    masks[a & mask] |= bit
+                    masks[b & mask] |= bit
+                    masks[c & mask] |= bit
+                    masks[d & mask] |= bit
         return spill(_bucket_rows(buckets))
 
     def _at(self, cid: bytes) -> tuple[bytearray, int] | None:
@@ -235,13 +239,10 @@ class NewRows:
         from there on). Ids are uniform: slices of them are hash enough."""
         masks = self._filter
         assert masks is not None
-        h, mask = int.from_bytes(cid[4:20], "little"), FILTER_SLOTS - 1
-        return (
-            masks[h & mask]
-            & masks[(h >> 27) & mask]
-            & masks[(h >> 54) & mask]
-            & masks[(h >> 81) & mask]
-        )
+        a, b, c, d = _SLOTS.unpack_from(cid, 4)
+        mask = FILTER_SLOTS - 1
+        found: int = masks[a & mask] & masks[b & mask] & masks[c & mask] & masks[d & mask]
+        return found
 
     def find(self, cid: bytes) -> Location | None:
         """Where this upload stored ``cid``, or None."""
