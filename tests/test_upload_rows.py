@@ -133,11 +133,16 @@ def _reopened(tmp_path: Path) -> ChunkStore:
     return fresh
 
 
+def _add_all(writer: packwriter.PackWriter, pieces: list[bytes]) -> None:
+    """Each of ``pieces`` added as one chunk (the upload not finished)."""
+    for data in pieces:
+        writer.add(chunk_id(data), data)
+
+
 def _store_all(store: ChunkStore, pieces: list[bytes]) -> None:
     """One upload of ``pieces``, one chunk each, finished (packs, then the index)."""
     with store.new_writer() as writer:
-        for data in pieces:
-            writer.add(chunk_id(data), data)
+        _add_all(writer, pieces)
         writer.finish()
 
 
@@ -167,8 +172,7 @@ def test_an_upload_holds_little_per_chunk_it_stored(tmp_path: Path) -> None:
     try:
         before = tracemalloc.take_snapshot()
         with store.new_writer() as writer:
-            for data in pieces:
-                writer.add(chunk_id(data), data)
+            _add_all(writer, pieces)
             writer.finish()
         after = tracemalloc.take_snapshot()
     finally:
@@ -201,8 +205,7 @@ def test_chunks_of_an_upload_that_failed_are_not_taken_as_stored(tmp_path: Path)
     store = _store(tmp_path)
     pieces = _pieces(50)
     with store.new_writer() as writer:
-        for data in pieces:
-            writer.add(chunk_id(data), data)
+        _add_all(writer, pieces)
         _packs_stored(writer)
         assert store.has_chunk(chunk_id(pieces[0])), "premise: stored, visible to the upload"
     assert not any(store.has_chunk(chunk_id(d)) for d in pieces)
@@ -289,8 +292,7 @@ def test_an_upload_of_many_chunks_spills_its_rows_and_indexes_them_all(
     store = _store(tmp_path)
     pieces = _pieces(2600)
     with store.new_writer() as writer:
-        for data in pieces:
-            writer.add(chunk_id(data), data)
+        _add_all(writer, pieces)
         rows = writer._rows
         _packs_stored(writer)
         assert len(rows._runs) >= 3, "premise: spilled"
@@ -574,8 +576,7 @@ def test_a_chunk_stored_and_spilled_while_its_copy_was_in_flight_is_stored_once(
     with store.new_writer() as writer:
         looked = writer._rows.spills
         second = packwriter.Encoded(chunk_id(twin), CODEC_RAW, None, len(twin), looked)
-        for data in pieces:
-            writer.add(chunk_id(data), data)
+        _add_all(writer, pieces)
         _packs_stored(writer)
         assert writer._rows.spills > looked, "premise: the first copy's row is in a run"
         assert chunk_id(twin) not in writer._pending
@@ -666,8 +667,7 @@ def test_a_search_of_a_spilled_run_does_not_hold_the_store_lock(
     store = _store(tmp_path)
     pieces = _pieces(1200)
     with store.new_writer() as writer:
-        for data in pieces:
-            writer.add(chunk_id(data), data)
+        _add_all(writer, pieces)
         _packs_stored(writer)
         assert writer._rows.spills >= 1, "premise: rows spilled to runs"
         monkeypatch.setattr(FileRows, "find_raw", find_raw)
