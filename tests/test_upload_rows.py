@@ -27,6 +27,7 @@ from datavc.format.packfile import (
     Location,
     LocationTable,
     footer_from_rows,
+    index_row_at,
     read_pack_footer,
 )
 from datavc.format.storeconfig import StoreConfig
@@ -120,6 +121,13 @@ def test_an_id_spanning_two_rows_is_not_taken_for_a_row() -> None:
     assert rows.find(spanning) is None
     assert rows.find(a) == Location(ObjectId("1" * 64), at, 1, 1, 0)
     assert rows.find(b) == Location(ObjectId("1" * 64), 9, 1, 1, 0)
+    # the same search where rows are read back: the runs spilled to files
+    assert index_row_at(bucket, spanning) == -1
+    assert (index_row_at(bucket, a), index_row_at(bucket, b)) == (0, INDEX_ROW.size)
+    # (in the bucket's order, which keeps the spanning bytes: two rows are one stride)
+    run = spill_rows(iter([bucket[:53], bucket[53:]]), None)
+    assert run.find_raw(spanning) is None
+    assert run.find_raw(a) == bucket[:53] and run.find_raw(b) == bucket[53:]
 
 
 def _store(tmp_path: Path) -> ChunkStore:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 from .hashing import ChunkId, ObjectId
 from .indextable import RowSource
-from .packfile import INDEX_MAGIC, INDEX_ROW, U32, Location, footer_entries_of
+from .packfile import INDEX_MAGIC, INDEX_ROW, U32, Location, footer_entries_of, index_row_at
 
 BUCKETS = 1 << 16  # NewRows buckets, by a chunk id's first two bytes
 SPILL_ROWS = 1 << 20  # rows NewRows holds before it spills them to a sorted run (if it can)
@@ -35,14 +35,6 @@ def _bucket_rows(buckets: list[bytearray | None]) -> Iterator[bytes]:
     for bucket in buckets:
         if bucket:
             yield from sorted(bytes(bucket[at : at + size]) for at in range(0, len(bucket), size))
-
-
-def _row_at(bucket: bytearray, cid: bytes) -> int:
-    """Where ``cid``'s row starts in ``bucket``, or -1."""
-    at = bucket.find(cid)
-    while at >= 0 and at % INDEX_ROW.size:
-        at = bucket.find(cid, at + 1)
-    return at
 
 
 def _in_runs(cid: bytes, runs: list[RowSource], first: int, maybe: int) -> bytes | None:
@@ -174,7 +166,7 @@ class NewRows:
         two rows' bytes)."""
         key = (cid[0] << 8) | cid[1]
         bucket = self._buckets[key]
-        if bucket is not None:  # (inline: three lookups a chunk stored)
+        if bucket is not None:  # (index_row_at, inline: three lookups a chunk stored)
             at = bucket.find(cid)
             while at >= 0 and at % INDEX_ROW.size:
                 at = bucket.find(cid, at + 1)
@@ -183,7 +175,7 @@ class NewRows:
         spilling = self._spilling
         if spilling is not None and not self._hidden(cid):
             bucket = spilling[key]
-            if bucket is not None and (at := _row_at(bucket, cid)) >= 0:
+            if bucket is not None and (at := index_row_at(bucket, cid)) >= 0:
                 return bucket, at
         return None
 

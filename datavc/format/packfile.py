@@ -253,6 +253,15 @@ PLACE_ROW = _ROW  # a place as a LocationTable packs it: pack number, offset, le
 INDEX_ROW = _INDEX_ENTRY  # an index object's row: chunk id, pack number, offset, ...
 
 
+def index_row_at(rows: bytes | bytearray, cid: bytes) -> int:
+    """Where ``cid``'s row starts in ``rows`` (index rows back to back), or -1: a match
+    must start at a row's boundary (an id could in principle span two rows' bytes)."""
+    at = rows.find(cid)
+    while at >= 0 and at % INDEX_ROW.size:
+        at = rows.find(cid, at + 1)
+    return at
+
+
 HintRow = tuple[ChunkId, int, int, int, int, int]
 """A chunk's location hint as a tree page stores it: chunk id, pack number in the page's
 pack table, offset, stored length, plain length, codec."""

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 
 from ..errors import IntegrityError, ObjectNotFound
 from ..format.hashing import file_hasher
-from ..format.packfile import INDEX_ROW
+from ..format.packfile import INDEX_ROW, index_row_at
 from .backend import Backend
 
 STRIDE = 128  # rows per sampled key: one pread of 6.8 KiB finds a chunk
@@ -62,9 +62,7 @@ class FileRows:
         first = k - 1 if k and self._keys[k] == cid[:8] else k
         lo, hi = first * STRIDE, min(self.count, (k + 1) * STRIDE)
         data = os.pread(self._fd, (hi - lo) * ROW, self.start + lo * ROW)
-        at = data.find(cid)
-        while at >= 0 and at % ROW:
-            at = data.find(cid, at + 1)
+        at = index_row_at(data, cid)
         return None if at < 0 else data[at : at + ROW]
 
     def raw_rows(self) -> Iterator[bytes]:
