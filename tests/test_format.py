@@ -421,6 +421,45 @@ def test_page_hint_naming_a_pack_not_in_its_table_is_corrupt() -> None:
         find_in_page(with_hint(1), "trees/t", None, "a")
 
 
+def _crafted_page(mode: int, size: int, lengths: list[int], hint: tuple[int, int]) -> bytes:
+    """A raw page of one entry "a": its mode, size and chunks' plain lengths as given,
+    each chunk's hint in pack 0 with (stored length, codec) ``hint``."""
+    cids = [bytes([i]) * 32 for i in range(len(lengths))]
+    content = struct.pack("<IH", 1, 1) + b"a"
+    content += struct.pack("<IQ32sI", mode, size, bytes(32), len(lengths))
+    content += b"".join(struct.pack("<32sI", c, n) for c, n in zip(cids, lengths, strict=True))
+    hints = b"".join(struct.pack("<IQIB", 0, 0, *hint) for _ in lengths)
+    body = struct.pack("<I", len(content)) + content + struct.pack("<I", 1) + bytes(32) + hints
+    return PAGE_MAGIC + struct.pack("<BI", CODEC_RAW, len(body)) + body
+
+
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_a_page_entry_or_hint_that_cannot_be_is_refused(chunks: int) -> None:
+    """Each check of an entry and of a hint, for a file of one chunk (the decoder's quick
+    path) and of two: the well-formed page decodes, each one change to it is refused."""
+    n = 5
+    good = _crafted_page(MODE_FILE, n * chunks, [n] * chunks, (n, CODEC_RAW))
+    [e], hints = decode_page(good, "trees/t")
+    assert (e.mode, e.size, len(e.chunks)) == (MODE_FILE, n * chunks, chunks)
+    assert len(hints.rows) == chunks
+    big = MAX_CHUNK + 1
+    bad_entries = {
+        "has mode 100600": (0o100600, n * chunks, [n] * chunks),
+        r"says \d+ bytes, its chunks": (MODE_EXEC, n * chunks + 1, [n] * chunks),
+        "longer than": (MODE_FILE, big * chunks, [big] * chunks),
+    }
+    for message, (mode, size, lengths) in bad_entries.items():
+        bad = _crafted_page(mode, size, lengths, (lengths[0], CODEC_RAW))
+        with pytest.raises(CorruptObject, match=f"trees/t: tree page entry 'a' .*{message}"):
+            decode_page(bad, "trees/t")
+    impossible = [(n + 1, CODEC_RAW), (n + 1, CODEC_ZSTD), (0, CODEC_ZSTD), (n, 7)]
+    for hint in impossible:
+        bad = _crafted_page(MODE_FILE, n * chunks, [n] * chunks, hint)
+        with pytest.raises(CorruptObject, match="impossible for its chunk"):
+            decode_page(bad, "trees/t")
+    assert decode_page(_crafted_page(MODE_EXEC, n * chunks, [n] * chunks, (n - 1, CODEC_ZSTD)), "t")
+
+
 page_of = page
 
 
