@@ -71,6 +71,8 @@ _HEAD = struct.Struct("<BI")
 _ENTRY = struct.Struct("<IQ32sI")
 _CHUNK = struct.Struct("<32sI")
 _HINT = struct.Struct("<IQIB")
+# a chunk's hint: its pack's number in the page's table, offset, stored length, codec
+HINT_ROW = _HINT
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -187,26 +189,26 @@ def encode_page(
     Returns the page's bytes and its content id."""
     rows = list(entries)
     content = encode_content(rows)
-    recipe = [cid for e in rows for cid, _ in e.chunks]
-    return encode_page_parts(content, recipe, locate, rows)[0], object_id(content)
-
-
-def encode_page_parts(
-    content: bytes,
-    recipe: Sequence[ChunkId],
-    locate: Callable[[ChunkId], Location],
-    rows: Sequence[FileEntry] = (),
-) -> tuple[bytes, tuple[ObjectId, ...]]:
-    """A page's bytes from its content and the chunk ids of its recipes in order, each
-    given its hint by ``locate`` (``rows``: the entries, to name the largest if too big),
-    and the packs its hints name."""
     hints = bytearray()
     packs: dict[str, int] = {}
-    for cid in recipe:
-        loc = locate(cid)
-        number = packs.setdefault(loc.pack, len(packs))
-        hints += _HINT.pack(number, loc.offset, loc.stored_length, loc.codec)
-    table = b"".join([_U32.pack(len(packs)), *(bytes.fromhex(p) for p in packs)])
+    for e in rows:
+        for cid, _ in e.chunks:
+            loc = locate(cid)
+            number = packs.setdefault(loc.pack, len(packs))
+            hints += _HINT.pack(number, loc.offset, loc.stored_length, loc.codec)
+    data = encode_page_hinted(content, [bytes.fromhex(p) for p in packs], hints, rows)
+    return data, object_id(content)
+
+
+def encode_page_hinted(
+    content: bytes,
+    packs: Sequence[bytes],
+    hints: bytes | bytearray,
+    rows: Sequence[FileEntry] = (),
+) -> bytes:
+    """A page's bytes from its content, its pack table (raw ids) and its hint rows
+    (:data:`HINT_ROW`, one for each chunk of the content's recipes, in order)."""
+    table = b"".join([_U32.pack(len(packs)), *packs])
     body = b"".join([_U32.pack(len(content)), content, table, hints])
     if len(body) > PAGE_LIMIT_BODY:  # what a reader would refuse is never written
         if rows:
@@ -217,9 +219,8 @@ def encode_page_parts(
                 "size is not supported"
             )
         raise BadInput(f"a tree page would exceed {PAGE_LIMIT_BODY >> 20} MiB")
-    del hints
     codec, stored = encode_chunk(body)
-    return PAGE_MAGIC + _HEAD.pack(codec, len(body)) + stored, tuple(map(ObjectId, packs))
+    return PAGE_MAGIC + _HEAD.pack(codec, len(body)) + stored
 
 
 def decode_page(

@@ -16,13 +16,14 @@ from ..format.hashing import DIGEST_SIZE, ChunkId, ObjectId, object_id
 from ..format.packfile import Location
 from ..format.tree import (
     CUT_RULE,
+    HINT_ROW,
     Cutter,
     FileEntry,
     Hints,
     PageRef,
     TreeRoot,
     encode_content,
-    encode_page_parts,
+    encode_page_hinted,
 )
 from .chunkstore import ChunkStore
 
@@ -223,17 +224,14 @@ class TreeWriter:
                     ]
                     (known,) = _U32.unpack(_read_exact(spill, 4))
                     given = {
-                        recipe[i]: Location(ObjectId(pack.hex()), offset, stored, plain, codec)
-                        for i, pack, offset, stored, plain, codec in _PLACE.iter_unpack(
+                        recipe[i]: (pack, offset, stored, codec)
+                        for i, pack, offset, stored, _, codec in _PLACE.iter_unpack(
                             _read_exact(spill, known * _PLACE.size)
                         )
                         if i < len(recipe)
                     }
                     ahead.place(recipe, given)
-                    locate = self.store.locate_stored
-                    if given:
-                        locate = functools.partial(_given_first, given, locate)
-                    data, packs = encode_page_parts(content, recipe, locate)
+                    data, packs = _encode(content, recipe, given, self.store.locate_stored)
                     del content, table, given
                     attached = _read_exact(spill, _U32.unpack(_read_exact(spill, 4))[0])
                     written = overlap.start(
@@ -264,7 +262,7 @@ class _Ahead:
         self._stream = stream
         self._held: dict[ChunkId, Location] = {}
 
-    def place(self, recipe: list[ChunkId], given: dict[ChunkId, Location]) -> None:
+    def place(self, recipe: list[ChunkId], given: dict[ChunkId, _Hint]) -> None:
         """Add to ``given`` the places of the chunks of ``recipe`` it does not have."""
         need = [cid for cid in recipe if cid not in given]
         if not need:
@@ -276,7 +274,7 @@ class _Ahead:
             found = held.get(cid)
             if found is not None:
                 del held[cid]
-                given[cid] = found
+                given[cid] = _hint(found)
         while len(held) > AHEAD_MOST:
             del held[next(iter(held))]
 
@@ -299,11 +297,34 @@ def _source_places(ids: list[ChunkId], sources: list[Hints], given: bytearray) -
     return bytes(out)
 
 
-def _given_first(
-    given: dict[ChunkId, Location], locate: Callable[[ChunkId], Location], cid: ChunkId
-) -> Location:
-    loc = given.get(cid)
-    return loc if loc is not None else locate(cid)
+# a chunk's place as a page's hint has it: pack (its raw id), offset, stored length, codec
+_Hint = tuple[bytes, int, int, int]
+
+
+def _hint(loc: Location) -> _Hint:
+    return bytes.fromhex(loc.pack), loc.offset, loc.stored_length, loc.codec
+
+
+def _encode(
+    content: bytes,
+    recipe: list[ChunkId],
+    given: dict[ChunkId, _Hint],
+    locate: Callable[[ChunkId], Location],
+) -> tuple[bytes, tuple[ObjectId, ...]]:
+    """A page's bytes, each chunk's hint from ``given``, else ``locate``; and the packs
+    the hints name. No object per chunk: a page has thousands."""
+    hints, numbers, row = bytearray(), dict[bytes, int](), HINT_ROW.pack
+    for cid in recipe:
+        place = given.get(cid)
+        if place is None:
+            place = _hint(locate(cid))
+        pack, offset, stored, codec = place
+        number = numbers.get(pack)
+        if number is None:
+            number = numbers[pack] = len(numbers)
+        hints += row(number, offset, stored, codec)
+    data = encode_page_hinted(content, list(numbers), hints)
+    return data, tuple(ObjectId(pack.hex()) for pack in numbers)
 
 
 def _read_exact(f: Any, n: int) -> bytes:
