@@ -28,11 +28,21 @@ from datavc.errors import (
 )
 from datavc.format.chunker import ChunkerParams
 from datavc.format.hashing import ChunkId, FileHash, ObjectId, chunk_id
-from datavc.format.packfile import CODEC_RAW, encode_index, read_pack_footer
+from datavc.format.packfile import CODEC_RAW, Location, encode_index, read_pack_footer
 from datavc.format.record import VersionRecord
 from datavc.format.spec import parse_spec
 from datavc.format.storeconfig import StoreConfig
-from datavc.format.tree import MODE_EXEC, MODE_FILE, FileEntry, PageRef, TreeRoot, snapshot_id
+from datavc.format.tree import (
+    MODE_EXEC,
+    MODE_FILE,
+    FileEntry,
+    Hints,
+    PageRef,
+    TreeRoot,
+    cut_here,
+    decode_page,
+    snapshot_id,
+)
 from datavc.store import versions
 from datavc.store.backend import Backend, BackendStats, Created
 from datavc.store.build import build_entries
@@ -43,7 +53,7 @@ from datavc.store.materialize import as_pages, materialize
 from datavc.store.packwriter import UploadStats
 from datavc.store.spool import AppendFile
 from datavc.store.trees import diff_entries, diff_trees, find_entry, iter_entries
-from datavc.store.treewriter import write_tree
+from datavc.store.treewriter import TreeWriter, write_tree
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -1171,3 +1181,68 @@ def test_read_ahead_keeps_depth_reads_in_flight_and_yields_in_order(depth: int, 
     got = list(read_ahead(iter(range(20)), read, depth))  # type: ignore[arg-type]
     assert got == [i * 10 for i in range(20)]
     assert peak[0] == most
+
+
+def _made_up(path: str, n: int) -> tuple[FileEntry, ChunkId]:
+    """An entry of one chunk of ``n`` bytes that no store holds (its id from its path)."""
+    cid = ChunkId(blake3(path.encode()).digest())
+    return FileEntry(path, MODE_FILE, n, FileHash(bytes(32)), ((cid, n),)), cid
+
+
+def _raw_at(pack: str, offset: int, n: int) -> Location:
+    return Location(ObjectId(pack * 32), offset, n, n, CODEC_RAW)
+
+
+@pytest.mark.parametrize(("olds", "places"), [(1, False), (1, True), (2, True)])
+def test_a_written_page_hints_each_chunk_where_the_writer_was_told(
+    tmp_path: Path, olds: int, places: bool
+) -> None:
+    """Each chunk's hint in a written page is the place given with its entry, else the one
+    in the old page's hints it was kept from, else the index's; a chunk named twice gets
+    one place. Entries kept from ``olds`` old pages, with entries whose places are given
+    (``places``) or not (kept entries of one old page and new ones: the quick path)."""
+    store = ChunkStore.create(Backend(str(tmp_path / "store")), StoreConfig(PARAMS))
+    make_files(tmp_path / "f", {f"{i}.bin": randbytes(i, 100 + i) for i in range(3)})
+    _, _, stored = commit(store, tmp_path / "f")
+    want: dict[str, Location] = {}  # by path (each entry has one chunk)
+    kept: list[tuple[list[FileEntry], Hints]] = []
+    for source, pack in enumerate(["bb", "cc"][:olds]):
+        run, rows = [], []
+        for k in range(3):
+            e, cid = _made_up(f"b{source}-{k}", 10 + k)
+            want[e.path] = _raw_at(pack if k else "dd", 1000 * source + k, 10 + k)
+            run.append(e)
+            rows.append((cid, 0 if k else 1, 1000 * source + k, 10 + k, 10 + k, CODEC_RAW))
+        kept.append((run, Hints((ObjectId(pack * 32), ObjectId("dd" * 32)), tuple(rows))))
+    given = []
+    if places:
+        for k in range(2):
+            e, cid = _made_up(f"a{k}", 20 + k)
+            want[e.path] = _raw_at("ee", 500 + k, 20 + k)
+            given.append((e, {cid: want[e.path]}))
+        twin = FileEntry("c-twin", MODE_FILE, 20, FileHash(bytes(32)), given[0][0].chunks)
+        want[twin.path] = want["a0"]
+    for e in stored:
+        want["d/" + e.path] = store.locate_stored(e.chunks[0][0])
+    paths = sorted(want)
+    assert not any(cut_here(p.encode()) for p in paths)  # one page
+
+    with TreeWriter(store) as tw:
+        for e, places in given:
+            assert not tw.add(e, places)
+        for run, hints in kept:
+            assert tw.add_kept(run, 0, hints) == len(run)
+        if places:
+            assert not tw.add(twin)
+        for e in stored:
+            assert not tw.add(FileEntry("d/" + e.path, e.mode, e.size, e.hash, e.chunks))
+        assert tw.end()
+        tw.attach(b"")
+        root = tw.finish()
+    [page] = root.pages
+    entries, hints = decode_page(store.read_object("trees", page.id), "trees/p", page.content)
+    assert [e.path for e in entries] == paths
+    rows = zip(entries, hints.rows, strict=True)
+    got = {e.path: Location(hints.packs[row[1]], *row[2:]) for e, row in rows}
+    assert got == want
+    assert len(hints.packs) == len({loc.pack for loc in want.values()})  # each pack named once

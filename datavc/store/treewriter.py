@@ -41,7 +41,6 @@ def write_tree(store: ChunkStore, entries: Iterable[FileEntry]) -> TreeRoot:
 
 
 _U32 = struct.Struct("<I")
-_PLACE = struct.Struct("<I32sQIIB")  # a place given with an entry: recipe position, then where
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,20 +153,13 @@ class TreeWriter:
         ids = [cid for e in page for cid, _ in e.chunks]
         spill.write(_U32.pack(len(ids)))
         spill.write(b"".join(ids))
-        known, places = self._known, bytearray()
-        if known:
-            for i, cid in enumerate(ids):
-                loc = known.pop(cid, None)
-                if loc is not None:
-                    pack = bytes.fromhex(loc.pack)
-                    places += _PLACE.pack(
-                        i, pack, loc.offset, loc.stored_length, loc.plain_length, loc.codec
-                    )
-        if self._sources:
-            places += _source_places(ids, self._sources, places)
-            self._sources = []
-        spill.write(_U32.pack(len(places) // _PLACE.size))
-        spill.write(places)
+        packs, hints, missing = _page_hints(ids, self._known, self._sources)
+        self._known, self._sources = {}, []
+        spill.write(_U32.pack(len(packs)))
+        spill.write(b"".join(packs))
+        spill.write(hints)
+        spill.write(_U32.pack(len(missing)))
+        spill.write(struct.pack(f"<{len(missing)}I", *missing))
         size = sum(e.size for e in page)
         self._order.append(
             _Spilled(page[0].path, page[-1].path, len(page), size, object_id(content))
@@ -217,27 +209,23 @@ class TreeWriter:
                 else:
                     content = _read_exact(spill, _U32.unpack(_read_exact(spill, 4))[0])
                     (count,) = _U32.unpack(_read_exact(spill, 4))
-                    table = _read_exact(spill, count * DIGEST_SIZE)
-                    recipe = [
-                        ChunkId(table[i : i + DIGEST_SIZE])
-                        for i in range(0, len(table), DIGEST_SIZE)
-                    ]
-                    (known,) = _U32.unpack(_read_exact(spill, 4))
-                    given = {
-                        recipe[i]: (pack, offset, stored, codec)
-                        for i, pack, offset, stored, _, codec in _PLACE.iter_unpack(
-                            _read_exact(spill, known * _PLACE.size)
-                        )
-                        if i < len(recipe)
-                    }
-                    ahead.place(recipe, given)
-                    data, packs = _encode(content, recipe, given, self.store.locate_stored)
-                    del content, table, given
+                    ids = _read_exact(spill, count * DIGEST_SIZE)
+                    (npacks,) = _U32.unpack(_read_exact(spill, 4))
+                    table = _read_exact(spill, npacks * DIGEST_SIZE)
+                    packs = [table[i : i + DIGEST_SIZE] for i in range(0, len(table), DIGEST_SIZE)]
+                    hints = bytearray(_read_exact(spill, count * HINT_ROW.size))
+                    (nmissing,) = _U32.unpack(_read_exact(spill, 4))
+                    missing = struct.unpack(f"<{nmissing}I", _read_exact(spill, nmissing * 4))
+                    if missing:
+                        _place_missing(ids, missing, packs, hints, ahead, self.store.locate_stored)
+                    data = encode_page_hinted(content, packs, hints)
+                    packs_named = tuple(ObjectId(pack.hex()) for pack in packs)
+                    del content, ids, hints, missing
                     attached = _read_exact(spill, _U32.unpack(_read_exact(spill, 4))[0])
                     written = overlap.start(
                         functools.partial(self.store.write_object, "trees", data)
                     )
-                    pending.append((written, item, packs, attached))
+                    pending.append((written, item, packs_named, attached))
                     del data
                 while len(pending) > 2 * WORKERS or (pending and pending[0][0] is None):
                     settle_one()
@@ -279,52 +267,88 @@ class _Ahead:
             del held[next(iter(held))]
 
 
-def _source_places(ids: list[ChunkId], sources: list[Hints], given: bytearray) -> bytes:
-    """Places (:data:`_PLACE` records) from ``sources`` for the chunks ``ids`` that
-    ``given`` (records already made) does not place."""
-    done = {rec[0] for rec in _PLACE.iter_unpack(given)} if given else set()
-    tables = [(h.index(), [bytes.fromhex(p) for p in h.packs]) for h in sources]
-    out = bytearray()
-    pack = _PLACE.pack
-    for i, cid in enumerate(ids):
-        if i in done:
-            continue
-        for rows, packs in tables:
-            row = rows.get(cid)
-            if row is not None:
-                out += pack(i, packs[row[1]], row[2], row[3], row[4], row[5])
-                break
-    return bytes(out)
-
-
 # a chunk's place as a page's hint has it: pack (its raw id), offset, stored length, codec
 _Hint = tuple[bytes, int, int, int]
+_NOT_YET = HINT_ROW.pack(0xFFFFFFFF, 0, 0, 0)  # a hint filled in by finish()
 
 
 def _hint(loc: Location) -> _Hint:
     return bytes.fromhex(loc.pack), loc.offset, loc.stored_length, loc.codec
 
 
-def _encode(
-    content: bytes,
-    recipe: list[ChunkId],
-    given: dict[ChunkId, _Hint],
+def _page_hints(
+    ids: list[ChunkId], known: dict[ChunkId, Location], sources: list[Hints]
+) -> tuple[list[bytes], bytes, list[int]]:
+    """A page's hints as far as they are known when it is cut: each chunk's place given
+    with its entry (``known``), else in an old page's hints (``sources``). The pack
+    table (raw ids), a hint row for each chunk (:data:`_NOT_YET` where neither places it),
+    and the positions of those. No object per chunk: a page has thousands."""
+    hints, missing, row, not_yet = bytearray(), [], HINT_ROW.pack, _NOT_YET
+    if not known and len(sources) == 1:  # kept entries of one old page, and new files
+        index, old_packs = sources[0].index(), sources[0].packs
+        table: list[bytes] = []
+        renumbered = [-1] * len(old_packs)  # the old page's pack numbers in the new one's
+        for i, cid in enumerate(ids):
+            found = index.get(cid)
+            if found is None:
+                hints += not_yet
+                missing.append(i)
+                continue
+            new_number = renumbered[found[1]]
+            if new_number < 0:
+                new_number = renumbered[found[1]] = len(table)
+                table.append(bytes.fromhex(old_packs[found[1]]))
+            hints += row(new_number, found[2], found[3], found[5])
+        return table, bytes(hints), missing
+    tables = [(h.index(), [bytes.fromhex(p) for p in h.packs]) for h in sources]
+    numbers: dict[bytes, int] = {}
+    for i, cid in enumerate(ids):
+        loc = known.get(cid) if known else None
+        if loc is not None:
+            pack, offset, stored, codec = _hint(loc)
+        else:
+            for rows, packs in tables:
+                found = rows.get(cid)
+                if found is not None:
+                    pack, offset, stored, codec = packs[found[1]], found[2], found[3], found[5]
+                    break
+            else:
+                hints += not_yet
+                missing.append(i)
+                continue
+        number = numbers.get(pack)
+        if number is None:
+            number = numbers[pack] = len(numbers)
+        hints += row(number, offset, stored, codec)
+    return list(numbers), bytes(hints), missing
+
+
+def _place_missing(
+    ids: bytes,
+    positions: Sequence[int],
+    packs: list[bytes],
+    hints: bytearray,
+    ahead: _Ahead,
     locate: Callable[[ChunkId], Location],
-) -> tuple[bytes, tuple[ObjectId, ...]]:
-    """A page's bytes, each chunk's hint from ``given``, else ``locate``; and the packs
-    the hints name. No object per chunk: a page has thousands."""
-    hints, numbers, row = bytearray(), dict[bytes, int](), HINT_ROW.pack
-    for cid in recipe:
+) -> None:
+    """Fill in the hints of the chunks at ``positions`` of a page (``ids``: its chunk ids
+    back to back), which its cut did not place: from the upload's places (``ahead``), else
+    the index. Packs not in ``packs`` yet are added to it."""
+    need = [ChunkId(ids[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]) for i in positions]
+    given: dict[ChunkId, _Hint] = {}
+    ahead.place(need, given)
+    numbers = {pack: n for n, pack in enumerate(packs)}
+    into = HINT_ROW.pack_into
+    for i, cid in zip(positions, need, strict=True):
         place = given.get(cid)
         if place is None:
             place = _hint(locate(cid))
         pack, offset, stored, codec = place
         number = numbers.get(pack)
         if number is None:
-            number = numbers[pack] = len(numbers)
-        hints += row(number, offset, stored, codec)
-    data = encode_page_hinted(content, list(numbers), hints)
-    return data, tuple(ObjectId(pack.hex()) for pack in numbers)
+            number = numbers[pack] = len(packs)
+            packs.append(pack)
+        into(hints, i * HINT_ROW.size, number, offset, stored, codec)
 
 
 def _read_exact(f: Any, n: int) -> bytes:
