@@ -356,23 +356,24 @@ def _iter_entries_at(body: bytes, pos: int, count: int) -> Iterator[FileEntry]:
         _U16.unpack_from,
         _CHUNK.iter_unpack,
     )
+    entry_size, chunk_size = _ENTRY.size, _CHUNK.size
     modes, most, end_of_body = (MODE_FILE, MODE_EXEC), MAX_CHUNK, len(body)
     new, set_path, set_mode, set_size, set_hash, set_chunks = _ENTRY_NEW
     for _ in range(count):
         (plen,) = u16_at(body, pos)
-        pos += 2
+        pos += 2  # _U16.size
         path = body[pos : pos + plen].decode("utf-8")
         pos += plen
         mode, size, fhash, nchunks = entry_at(body, pos)
-        pos += 48  # _ENTRY.size
+        pos += entry_size
         if nchunks == 1 and mode in modes:
             chunk = chunk_at(body, pos)  # (chunk id, plain length)
-            pos += 36  # _CHUNK.size
+            pos += chunk_size
             if chunk[1] != size or size > most:
                 _check_entry(path, mode, size, (chunk,))  # raises, naming what is wrong
             chunks: tuple[tuple[ChunkId, int], ...] = (chunk,)
         else:
-            end = pos + nchunks * _CHUNK.size
+            end = pos + nchunks * chunk_size
             if end > end_of_body:
                 raise struct.error("short recipe")
             # (chunk id, plain length) pairs as struct gives them: no call per chunk

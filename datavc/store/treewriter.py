@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -159,7 +160,7 @@ class TreeWriter:
         spill.write(b"".join(packs))
         spill.write(hints)
         spill.write(_U32.pack(len(missing)))
-        spill.write(struct.pack(f"<{len(missing)}I", *missing))
+        spill.write(missing.tobytes())
         size = sum(e.size for e in page)
         self._order.append(
             _Spilled(page[0].path, page[-1].path, len(page), size, object_id(content))
@@ -215,7 +216,8 @@ class TreeWriter:
                     packs = [table[i : i + DIGEST_SIZE] for i in range(0, len(table), DIGEST_SIZE)]
                     hints = bytearray(_read_exact(spill, count * HINT_ROW.size))
                     (nmissing,) = _U32.unpack(_read_exact(spill, 4))
-                    missing = struct.unpack(f"<{nmissing}I", _read_exact(spill, nmissing * 4))
+                    missing = array(_POSITION)
+                    missing.frombytes(_read_exact(spill, nmissing * missing.itemsize))
                     if missing:
                         _place_missing(ids, missing, packs, hints, ahead, self.store.locate_stored)
                     data = encode_page_hinted(content, packs, hints)
@@ -270,6 +272,7 @@ class _Ahead:
 # a chunk's place as a page's hint has it: pack (its raw id), offset, stored length, codec
 _Hint = tuple[bytes, int, int, int]
 _NOT_YET = HINT_ROW.pack(0xFFFFFFFF, 0, 0, 0)  # a hint filled in by finish()
+_POSITION = "I"  # the positions of those in a page's chunks: an array of C unsigned ints
 
 
 def _hint(loc: Location) -> _Hint:
@@ -278,12 +281,12 @@ def _hint(loc: Location) -> _Hint:
 
 def _page_hints(
     ids: list[ChunkId], known: dict[ChunkId, Location], sources: list[Hints]
-) -> tuple[list[bytes], bytes, list[int]]:
+) -> tuple[list[bytes], bytes, array[int]]:
     """A page's hints as far as they are known when it is cut: each chunk's place given
     with its entry (``known``), else in an old page's hints (``sources``). The pack
     table (raw ids), a hint row for each chunk (:data:`_NOT_YET` where neither places it),
     and the positions of those. No object per chunk: a page has thousands."""
-    hints, missing, row, not_yet = bytearray(), [], HINT_ROW.pack, _NOT_YET
+    hints, missing, row, not_yet = bytearray(), array(_POSITION), HINT_ROW.pack, _NOT_YET
     if not known and len(sources) == 1:  # kept entries of one old page, and new files
         index, old_packs = sources[0].index(), sources[0].packs
         table: list[bytes] = []
