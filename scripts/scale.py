@@ -388,13 +388,6 @@ def scale(
     generate(ws / "ds", n)
     gen = time.perf_counter() - t0
     print(f"generated {n:,} files in {gen:.1f} s ({gen * 1e6 / n:.2f} ms/1k files)", flush=True)
-    # the generated files are written out before add v1 starts, as a dataset's would be:
-    # else add v1 shares the machine with the kernel writing back ten million new files
-    # (the first add after generating 10M files took 22-38 s more system time than the
-    # next ones, in two sets of adds in one image)
-    t0 = time.perf_counter()
-    os.sync()
-    print(f"written out in {time.perf_counter() - t0:.1f} s", flush=True)
     # as before add v2: files written within 2 s of an add get racy stat rows, which the
     # next add must read again (so add v2 would measure the last 2 s of this loop too,
     # more of them the sooner add v1 starts, not the 300 changes)
