@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from datavc.format.record import CommitStats, VersionRecord
-from datavc.format.tree import TreeRoot, snapshot_id
+from datavc.format.tree import TreeRoot
+from datavc.format.treeroot import snapshot_id
 
 
 def rand(seed: object, n: int) -> bytes:

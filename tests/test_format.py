@@ -53,14 +53,12 @@ from datavc.format.tree import (
     TreeRoot,
     cut_here,
     decode_page,
-    decode_root,
     encode_page,
-    encode_root,
     find_in_page,
     page_packs,
-    snapshot_id,
     split_pages,
 )
+from datavc.format.treeroot import decode_root, encode_root, snapshot_id
 from datavc.store.build import _blocks
 
 FAST = settings(max_examples=50, deadline=None)

@@ -41,8 +41,8 @@ from datavc.format.tree import (
     TreeRoot,
     cut_here,
     decode_page,
-    snapshot_id,
 )
+from datavc.format.treeroot import snapshot_id
 from datavc.store import versions
 from datavc.store.backend import Backend, BackendStats, Created
 from datavc.store.build import build_entries

@@ -40,7 +40,8 @@ from .jsondoc import (
     string,
 )
 from .paths import valid_name
-from .tree import TreeRoot, root_doc, root_from_doc, snapshot_id
+from .tree import TreeRoot
+from .treeroot import root_doc, root_from_doc, snapshot_id
 
 RECORD_FORMAT = 2
 MAX_DERIVED = 10_000

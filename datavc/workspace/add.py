@@ -17,7 +17,8 @@ from ..errors import BadInput, PathNotFound, VersionForgotten
 from ..format.hashing import ObjectId
 from ..format.paths import SortedPathCheck, check_name
 from ..format.pointer import SUFFIX
-from ..format.tree import CUT_RULE, FileEntry, Hints, PageRef, TreeRoot, snapshot_id
+from ..format.tree import CUT_RULE, FileEntry, Hints, PageRef, TreeRoot
+from ..format.treeroot import snapshot_id
 from ..store.build import Builder
 from ..store.files import LocalFile, iter_scan, local_file
 from ..store.trees import TreeDiff, decoded_page

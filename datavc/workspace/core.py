@@ -42,7 +42,8 @@ from ..format.pointer import (
     decode_pointer,
     encode_pointer,
 )
-from ..format.tree import FileEntry, TreeRoot, root_doc, root_from_doc, snapshot_id
+from ..format.tree import FileEntry, TreeRoot
+from ..format.treeroot import root_doc, root_from_doc, snapshot_id
 from ..store.atomic import write_text_atomic
 from ..store.files import LocalFile, NoProgress, Progress, file_mode, hash_path
 from ..store.trees import iter_entries

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..errors import StoreUnreachable
 from ..format.pointer import SUFFIX
-from ..format.tree import FileEntry, snapshot_id
+from ..format.tree import FileEntry
+from ..format.treeroot import snapshot_id
 from ..store import files as local_files
 from ..store.files import LocalFile, file_mode, iter_scan
 from ..store.trees import TreeDiff, diff_entries, diff_trees
