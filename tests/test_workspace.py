@@ -562,3 +562,58 @@ def test_writers_refuse_a_store_of_another_format(ws: Workspace, tmp_path: Path)
     assert store.list("versions") == []
     with pytest.raises(CorruptObject, match="unsupported store format 1"):
         init_workspace(str(tmp_path / "other"), ws.store.backend.url)
+
+
+# -- reading the workspace --------------------------------------------------------------
+
+
+def _atimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_atime_ns for p in folder.iterdir()}
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOATIME"), reason="no O_NOATIME on this system")
+@pytest.mark.parametrize("owner", [True, False], ids=["owner", "not-owner"])
+def test_add_leaves_the_files_access_times_alone_where_the_system_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner: bool
+) -> None:
+    """A read updates a file's atime (relatime: when it is not after the mtime), which
+    dirties its inode; add reads with O_NOATIME, and without it where that is refused
+    (EPERM: not the file's owner), so it reads every file either way."""
+    data = tmp_path / "ws" / "data"
+    files = {"small": b"s" * 100, "large": rand("noatime", 9 * MiB)}  # read whole; streamed
+    for name, content in files.items():
+        write(data / name, content)
+    for p in data.iterdir():
+        os.utime(p, ns=(10**9, p.stat().st_mtime_ns))  # atime well before mtime
+    control = tmp_path / "control"
+    write(control, b"c")
+    os.utime(control, ns=(10**9, control.stat().st_mtime_ns))
+    control.read_bytes()
+    if control.stat().st_atime_ns == 10**9:
+        pytest.skip("this file system does not update access times on read")
+
+    real_open = os.open
+    refused: list[str] = []
+
+    def not_the_owner(path: str, flags: int, *args: int, **kw: int) -> int:
+        if flags & os.O_NOATIME:
+            refused.append(os.path.basename(path))
+            raise PermissionError(1, "Operation not permitted", path)  # EPERM
+        return real_open(path, flags, *args, **kw)
+
+    if not owner:
+        monkeypatch.setattr(os, "open", not_the_owner)
+    init_workspace(str(tmp_path / "ws"), str(tmp_path / "store"))
+    ws = Workspace(str(tmp_path / "ws"))
+    rec = commit(ws, data, "v1")
+    monkeypatch.undo()
+    assert rec.stats.files == 2 and rec.stats.bytes == sum(map(len, files.values()))
+    atimes = _atimes(data)
+    if owner:
+        assert atimes == {name: 10**9 for name in files}
+    else:
+        assert sorted(refused) == sorted(files)
+        assert all(t > 10**9 for t in atimes.values())
+    shutil.rmtree(data)
+    fresh(ws).checkout(["data@v1"])
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == files
