@@ -68,9 +68,9 @@ CUT_RULE = 1  # the root's "cut": pages end where cut_here says (0: an older wri
 _HEAD = struct.Struct("<BI")
 _ENTRY = struct.Struct("<IQ32sI")
 _CHUNK = struct.Struct("<32sI")
-_HINT = struct.Struct("<IQIB")
-# a chunk's hint: its pack's number in the page's table, offset, stored length, codec
-HINT_ROW = _HINT
+# a chunk's hint: its pack's number in the page's table, offset, stored length, codec (public:
+# the tree writer packs the rows itself)
+HINT_ROW = struct.Struct("<IQIB")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -193,7 +193,7 @@ def encode_page(
         for cid, _ in e.chunks:
             loc = locate(cid)
             number = packs.setdefault(loc.pack, len(packs))
-            hints += _HINT.pack(number, loc.offset, loc.stored_length, loc.codec)
+            hints += HINT_ROW.pack(number, loc.offset, loc.stored_length, loc.codec)
     data = encode_page_hinted(content, [bytes.fromhex(p) for p in packs], hints, rows)
     return data, object_id(content)
 
@@ -318,15 +318,15 @@ def _decode_hints(
         ObjectId(body[pos + i * DIGEST_SIZE : pos + (i + 1) * DIGEST_SIZE].hex())
         for i in range(npacks)
     )
-    pos += npacks * DIGEST_SIZE + skip * _HINT.size
+    pos += npacks * DIGEST_SIZE + skip * HINT_ROW.size
     recipe = [c for e in entries for c in e.chunks]
-    table = body[pos : pos + len(recipe) * _HINT.size]
-    if len(table) != len(recipe) * _HINT.size:
+    table = body[pos : pos + len(recipe) * HINT_ROW.size]
+    if len(table) != len(recipe) * HINT_ROW.size:
         raise struct.error("short hints")
     rows: list[HintRow] = []
     add, raw, zstd = rows.append, CODEC_RAW, CODEC_ZSTD
     for (cid, length), (number, offset, stored, codec) in zip(
-        recipe, _HINT.iter_unpack(table), strict=True
+        recipe, HINT_ROW.iter_unpack(table), strict=True
     ):
         # plausible(stored, length, codec), inline: a page has thousands of hints (the
         # entries' check refused a length over MAX_CHUNK already)
@@ -435,7 +435,7 @@ class Cutter:
         """Add the next entry; the page it ends, if it ends one."""
         raw = e.path.encode()
         self._page.append(e)
-        self._weight += len(raw) + 50 + (_CHUNK.size + _HINT.size) * len(e.chunks)
+        self._weight += len(raw) + 50 + (_CHUNK.size + HINT_ROW.size) * len(e.chunks)
         if cut_here(raw) or len(self._page) >= PAGE_MAX_ENTRIES or self._weight >= PAGE_MAX_BYTES:
             return self.flush()
         return None
@@ -445,7 +445,7 @@ class Cutter:
     ) -> tuple[int, list[FileEntry] | None]:
         """:meth:`push` of ``entries[start:]`` until one ends a page: where it stopped
         (the index after the last entry taken) and the page ended, if one did."""
-        page, weight, per_chunk = self._page, self._weight, _CHUNK.size + _HINT.size
+        page, weight, per_chunk = self._page, self._weight, _CHUNK.size + HINT_ROW.size
         crc, mask, most_entries, most_bytes = zlib.crc32, CUT_MASK, PAGE_MAX_ENTRIES, PAGE_MAX_BYTES
         for i in range(start, len(entries)):
             e = entries[i]
