@@ -9,7 +9,6 @@ block at a time, so memory does not grow with a file's size.
 
 from __future__ import annotations
 
-import errno
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -220,16 +219,15 @@ _NOATIME = getattr(os, "O_NOATIME", 0)
 
 def open_source(path: str) -> int:
     """A workspace file opened to be read, without updating its access time where the
-    system allows it (Linux's ``O_NOATIME``, for the file's owner; as restic and tarsnap
-    do). With ``relatime``, the default, the first read of a file written since its last
+    system allows it (Linux's ``O_NOATIME``, for the file's owner; as restic's backup
+    does). With ``relatime``, the default, the first read of a file written since its last
     read updates its atime, which dirties its inode: the first add of 1,000,000 new files
-    spent 1.1-1.6 s more system time without this (docs/PERFORMANCE.md)."""
+    spent 1.1-1.4 s more system time without this (docs/PERFORMANCE.md)."""
     if _NOATIME:
         try:
             return os.open(path, os.O_RDONLY | _NOATIME)
-        except PermissionError as e:  # EPERM: not the owner; EACCES is raised again below
-            if e.errno != errno.EPERM:
-                raise
+        except OSError:  # EPERM: not the owner (or a file system that refuses the flag):
+            pass  # a plain open, whose error (if any) is the one to report
     return os.open(path, os.O_RDONLY)
 
 
