@@ -45,6 +45,7 @@ from datavc.format.spec import VersionSpec, parse_spec
 from datavc.format.tree import (
     MODE_EXEC,
     MODE_FILE,
+    PAGE_LIMIT_ENTRIES,
     PAGE_MAGIC,
     PAGE_MAX_BYTES,
     PAGE_MAX_ENTRIES,
@@ -456,6 +457,21 @@ def test_a_page_entry_or_hint_that_cannot_be_is_refused(chunks: int) -> None:
         with pytest.raises(CorruptObject, match="impossible for its chunk"):
             decode_page(bad, "trees/t")
     assert decode_page(_crafted_page(MODE_EXEC, n * chunks, [n] * chunks, (n - 1, CODEC_ZSTD)), "t")
+
+
+
+def test_a_page_declaring_more_entries_than_the_limit_is_refused_before_any_is_built() -> None:
+    """The count is checked first: an 11 KB zstd page can unpack to millions of minimal
+    entries (a body within its limit), which took 6.8 s and 790 MiB to build before the
+    count was checked against the root's."""
+    good = _crafted_page(MODE_FILE, 5, [5], (5, CODEC_RAW))
+    at = len(PAGE_MAGIC) + 5 + 4  # the header, the content's length: the entry count
+    for count, message in [(2, "truncated or malformed"), (PAGE_LIMIT_ENTRIES + 1, "more than")]:
+        bad = good[:at] + struct.pack("<I", count) + good[at + 4 :]
+        with pytest.raises(CorruptObject, match=message):
+            decode_page(bad, "trees/t")
+        with pytest.raises(CorruptObject, match=message):
+            find_in_page(bad, "trees/t", None, "b")
 
 
 page_of = page

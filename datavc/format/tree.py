@@ -267,6 +267,7 @@ def find_in_page(
         body, content_bytes = _page_body(data, obj, content)
         target = path.encode("utf-8")
         (count,) = _U32.unpack_from(content_bytes, 0)
+        _check_count(count)
         pos, before = _U32.size, 0  # before: chunks of the entries skipped so far
         for _ in range(count):
             (plen,) = _U16.unpack_from(content_bytes, pos)
@@ -342,7 +343,15 @@ def _decode_hints(
 
 def _iter_page_body(body: bytes) -> Iterator[FileEntry]:
     (count,) = _U32.unpack_from(body, 0)
+    _check_count(count)
     return _iter_entries_at(body, _U32.size, count)
+
+
+def _check_count(count: int) -> None:
+    """A page's declared entry count, before any entry is built: a small zstd object can
+    unpack to a body of millions of minimal entries."""
+    if count > PAGE_LIMIT_ENTRIES:
+        raise _BadEntry(f"count {count} is more than a page may hold ({PAGE_LIMIT_ENTRIES})")
 
 
 def _iter_entries_at(body: bytes, pos: int, count: int) -> Iterator[FileEntry]:
