@@ -31,6 +31,7 @@ from helpers import forget_reads
 import datavc
 from datavc.errors import (
     BadInput,
+    CorruptObject,
     DatavcError,
     IntegrityError,
     NotARepository,
@@ -773,6 +774,40 @@ def test_missing_path_is_file_not_found(
     fresh = datavc.open("x@v1", store=url)
     with pytest.raises(NotFoundError):
         fresh.open("z/nope.bin", "rb")
+
+
+
+def test_a_missing_tree_page_is_damage_not_an_empty_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """ObjectNotFound is a FileNotFoundError, which fsspec's find, walk, exists and du take
+    for "no such path": a page the root names that the store lacks must be an error."""
+    sc = scenario(tmp_path, monkeypatch, url, v2=False)
+    monkeypatch.chdir(sc.elsewhere)
+    assert sc.v1 is not None
+    fs, root = raw_store(url)
+    for page in sc.v1.root.pages:
+        fs.rm(f"{root}/trees/{page.id}")
+    calls = {
+        "find": lambda f: f.find(""),
+        "walk": lambda f: list(f.walk("")),
+        "glob": lambda f: f.glob("**"),
+        "du": lambda f: f.du(""),
+        "exists": lambda f: f.exists("a.bin"),
+        "isfile": lambda f: f.isfile("a.bin"),
+        "info": lambda f: f.info("a.bin"),
+        "ls": lambda f: f.ls(""),
+    }
+    got = {}
+    for what, call in calls.items():
+        forget_reads()
+        try:
+            got[what] = f"no error: {call(datavc.open('x@v1', store=url))!r}"
+        except CorruptObject as err:
+            got[what] = "missing" if "missing from the store" in str(err) else str(err)
+        except Exception as err:
+            got[what] = f"{type(err).__name__}: {err}"
+    assert got == dict.fromkeys(calls, "missing")
 
 
 def test_writing_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
-from ..errors import BadInput, IsAFolder, PathNotFound, ReadOnly
+from ..errors import BadInput, IntegrityError, IsAFolder, PathNotFound, ReadOnly, StoreUnreachable
 from ..format.hashing import ChunkId
 from ..format.paths import valid_name
 from ..format.record import VersionRecord
@@ -313,6 +313,26 @@ class DatavcFileSystem(AbstractFileSystem, metaclass=Keyed):  # type: ignore[mis
         if found is None:
             raise PathNotFound(self._outer(snap, rel))
         return {**found, "name": self._listed(path, snap, rel)}
+
+    def exists(self, path: str, **kwargs: Any) -> bool:
+        """fsspec's answers False for any error; a damaged or unreachable store is raised,
+        not taken for a path that is not there."""
+        try:
+            self.info(path, **kwargs)
+        except (IntegrityError, StoreUnreachable):
+            raise
+        except Exception:
+            return False
+        return True
+
+    def isfile(self, path: str) -> bool:
+        """As :meth:`exists`: damage and an unreachable store are raised."""
+        try:
+            return bool(self.info(path)["type"] == "file")
+        except (IntegrityError, StoreUnreachable):
+            raise
+        except Exception:
+            return False
 
     def ls(self, path: str = "", detail: bool = True, **kwargs: Any) -> list[Any]:
         snap, rel = self._locate(path)

@@ -4,14 +4,27 @@ for a path that names no file). Paths here are relative to the snapshot's root."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import IsAFolder, NotAFolder, PathNotFound
+from ..errors import CorruptObject, IsAFolder, NotAFolder, ObjectNotFound, PathNotFound
 from ..format.record import VersionRecord
 from ..format.tree import FileEntry
 from ..store.chunkstore import ChunkStore
 from ..store.trees import PAGES, iter_entries, lookup
+
+
+@contextmanager
+def _missing_is_damage() -> Iterator[None]:
+    """A tree page the root names and the store lacks is damage, not an absent path:
+    fsspec takes a FileNotFoundError (as ObjectNotFound is) for "no such file", so find,
+    walk, exists and du would have seen an empty snapshot."""
+    try:
+        yield
+    except ObjectNotFound as err:
+        raise CorruptObject(err.key, "is missing from the store (a page of the tree)") from None
 
 
 class Snapshot:
@@ -31,7 +44,9 @@ class Snapshot:
         """Every entry, and each folder's children (built once, in one pass)."""
         if self._entries is None:
             # pages are checked sorted, none twice (load_page): no path can hide another
-            entries = {e.path: e for e in iter_entries(self.chunks, self.record.root, cache=PAGES)}
+            with _missing_is_damage():
+                pages = iter_entries(self.chunks, self.record.root, cache=PAGES)
+                entries = {e.path: e for e in pages}
             children: dict[str, set[str]] = {"": set()}
             for p in entries:
                 child = p
@@ -54,7 +69,8 @@ class Snapshot:
         """The file at ``path``: from the listing when it was read, else through the pages."""
         if self._entries is not None:
             return self._entries.get(path)
-        return lookup(self.chunks, self.record.root, path, self._hinted)
+        with _missing_is_damage():
+            return lookup(self.chunks, self.record.root, path, self._hinted)
 
     def entry(self, path: str) -> FileEntry:
         found = self.find(path)
