@@ -38,7 +38,7 @@ from datavc.format.packfile import (
     pack_footer,
     read_pack_footer,
 )
-from datavc.format.paths import check_path, check_paths
+from datavc.format.paths import SortedPathCheck, check_path, check_paths
 from datavc.format.pointer import Pointer, decode_pointer, encode_pointer
 from datavc.format.record import CommitStats, VersionRecord, decode_record, encode_record
 from datavc.format.spec import VersionSpec, parse_spec
@@ -996,6 +996,41 @@ def test_unsafe_path(path: str) -> None:
     with pytest.raises(UnsafePath) as info:
         check_paths([path])
     assert info.value.path == path
+
+
+
+LONG_NAME = "é" * 127 + "n"  # 255 bytes in UTF-8, 128 characters
+DEEP_FOLDER = ("p" * 250 + "/") * 12  # 3,012 bytes
+
+
+def test_paths_within_the_name_depth_and_length_limits_and_past_them() -> None:
+    """A name of 256 bytes cannot be written on common file systems, and a path deeper
+    than 128 folders overflowed the recursion of walkers (status's, fsspec's): a reader
+    refuses both in its first phase, before it writes anything; so does SortedPathCheck
+    in its shortcut for a path in the same folder as the last, which checks the name."""
+    within = ["n" * 255, LONG_NAME, "d/" * 127 + "f", ("p" * 255 + "/") * 11 + "q" * 255]
+    assert len(within[-1]) == 3071
+    for path in within:
+        check_path(path)
+        check_paths([path])
+    past = {
+        "a name longer than 255 bytes": ["n" * 256, LONG_NAME + "n", "a/" + "é" * 128],
+        "deeper than 128 components": ["d/" * 128 + "f", "d/" * 900 + "f"],
+        "longer than 3072 bytes": [("p" * 255 + "/") * 12 + "q", DEEP_FOLDER + "b" * 61],
+    }
+    for message, paths in past.items():
+        for path in paths:
+            with pytest.raises(UnsafePath, match=message):
+                check_path(path)
+    for folder, name, message in [
+        ("a/", "n" * 256, "a name longer than 255 bytes"),
+        ("a/", LONG_NAME + "é", "a name longer than 255 bytes"),
+        (DEEP_FOLDER, "b" * 61, "longer than 3072 bytes"),
+    ]:
+        check = SortedPathCheck()
+        check.add(folder + "a")  # the folder seen: the next path takes the shortcut
+        with pytest.raises(UnsafePath, match=message):
+            check.add(folder + name)
 
 
 @pytest.mark.parametrize(

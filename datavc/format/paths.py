@@ -1,7 +1,8 @@
 """Validation of paths that come from trees, pointer files and version records (pure).
 
 A snapshot path is relative, uses "/" only, and has no empty, "." or ".." component, no ".git"
-or ".datavc" component, no NUL or backslash. Within one snapshot no path repeats, no two differ
+or ".datavc" component, no NUL or backslash; no component over 255 bytes, no more than 128
+components, 3,072 bytes in all. Within one snapshot no path repeats, no two differ
 only by case, and no path is both a file and a folder.
 """
 
@@ -12,6 +13,9 @@ from collections.abc import Iterable
 from ..errors import BadInput, UnsafePath
 
 _FORBIDDEN_PARTS = {"", ".", "..", ".git", ".datavc"}
+MAX_NAME_BYTES = 255  # a component, in UTF-8: what common file systems take (NAME_MAX)
+MAX_PATH_BYTES = 3072  # a whole path: under PATH_MAX (4096) with room for the target folder
+MAX_DEPTH = 128  # components of a path: walkers (os.walk, fsspec's walk) recurse by folder
 PRIVATE_FOLDERS = (".git", ".datavc")  # git's and datavc's own: never written into
 
 
@@ -32,12 +36,19 @@ def check_path(path: str) -> None:
     if "\\" in path or "\x00" in path:
         raise UnsafePath(path, "backslash or NUL in path")
     try:
-        path.encode("utf-8")
+        raw = path.encode("utf-8")
     except UnicodeEncodeError:
         raise UnsafePath(path, "not valid UTF-8") from None
-    for part in path.split("/"):
+    if len(raw) > MAX_PATH_BYTES:
+        raise UnsafePath(path[:64] + "...", f"path longer than {MAX_PATH_BYTES} bytes")
+    parts = path.split("/")
+    if len(parts) > MAX_DEPTH:
+        raise UnsafePath(path[:64] + "...", f"path deeper than {MAX_DEPTH} components")
+    for part in parts:
         if part.lower() in _FORBIDDEN_PARTS:
             raise UnsafePath(path, f"forbidden component {part!r}")
+        if len(part) > MAX_NAME_BYTES // 4 and len(part.encode()) > MAX_NAME_BYTES:
+            raise UnsafePath(path, f"a name longer than {MAX_NAME_BYTES} bytes")
 
 
 def check_last_part(path: str, name: str) -> None:
@@ -49,6 +60,8 @@ def check_last_part(path: str, name: str) -> None:
             name.encode("utf-8")
         except UnicodeEncodeError:
             raise UnsafePath(path, "not valid UTF-8") from None
+    if len(path) > MAX_PATH_BYTES // 4 or len(name) > MAX_NAME_BYTES // 4:  # (most: neither)
+        check_path(path)
     if name.lower() in _FORBIDDEN_PARTS:
         raise UnsafePath(path, f"forbidden component {name!r}")
 
