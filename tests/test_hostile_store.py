@@ -11,6 +11,7 @@ bounded (peak RSS measured in a subprocess).
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from helpers import forged_record, rand, tree_state, write
 
 from datavc.format.chunker import LIMITS
-from datavc.format.hashing import ChunkId, FileHash, chunk_id
+from datavc.format.hashing import ChunkId, FileHash, chunk_id, object_id
 from datavc.format.packfile import (
     CODEC_RAW,
     CODEC_ZSTD,
@@ -30,7 +31,15 @@ from datavc.format.packfile import (
     pack_footer,
 )
 from datavc.format.record import encode_record
-from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page
+from datavc.format.tree import (
+    MODE_FILE,
+    PAGE_MAGIC,
+    FileEntry,
+    PageRef,
+    TreeRoot,
+    encode_content,
+    encode_page,
+)
 from datavc.store import versions
 from datavc.workspace.core import Workspace
 
@@ -223,6 +232,29 @@ def test_a_page_that_is_not_what_its_root_says_is_refused(repo: Path) -> None:
     v = publish(repo, one_page(repo, [real], ref_files=2))
     # the root says two files (and its totals agree), the page holds one
     expect_corrupt(repo, ["checkout", "--force", f"data@v{v}"], "trees/")
+
+
+
+def test_a_page_is_held_to_its_roots_count_before_its_entries_are_built(repo: Path) -> None:
+    """A 4 KB page can declare a million empty entries (under the page limit) where its
+    root says one: building them took 3 s and 320 MiB in each reader before the count was
+    compared. Here the page declares two and holds one: refused on the count (the root's),
+    not on the truncation that building the second entry would meet."""
+    real = next(iter(Workspace(str(repo)).tree_entries(store_version(repo, 1))))
+    content = bytearray(encode_content([real]))
+    content[:4] = struct.pack("<I", 2)
+    body = struct.pack("<I", len(content)) + content + struct.pack("<I", 0)
+    page = PAGE_MAGIC + struct.pack("<BI", CODEC_RAW, len(body)) + body
+    page_id = Workspace(str(repo)).store.write_object("trees", page)
+    ref = PageRef(page_id, real.path, real.path, 1, real.size, object_id(bytes(content)))
+    v = publish(repo, TreeRoot(1, real.size, (ref,)))
+    for args in (["ls", f"data@v{v}"], ["checkout", "--force", f"data@v{v}"]):
+        code, err, _ = datavc(repo, *args)
+        assert code == 6 and "does not hold what the tree root says" in err, (args, err)
+    fsck = subprocess.run(
+        [sys.executable, "-m", "datavc", "fsck"], cwd=repo, capture_output=True, text=True
+    )
+    assert fsck.returncode == 6 and "does not hold what the tree root says" in fsck.stdout
 
 
 @pytest.mark.parametrize(

@@ -222,14 +222,19 @@ def encode_page_hinted(
 
 
 def decode_page(
-    data: bytes, obj: str, content: str | None = None, hints: bool = True
+    data: bytes,
+    obj: str,
+    content: str | None = None,
+    hints: bool = True,
+    files: int | None = None,
 ) -> tuple[list[FileEntry], Hints]:
     """The entries of a page, and the location hint of each chunk they name (none if
-    ``hints`` is False). With ``content``, the page's content must hash to it (the root's
-    record of the page)."""
+    ``hints`` is False). With ``content``, the page's content must hash to it, and with
+    ``files`` hold that many entries, refused before any is built (the root's record of
+    the page)."""
     try:
         body, content_bytes = _page_body(data, obj, content)
-        entries = list(_iter_page_body(content_bytes))
+        entries = list(_iter_page_body(content_bytes, obj, files))
         found = NO_HINTS
         if hints:
             found = _decode_hints(body, _U32.size + len(content_bytes), entries, obj)
@@ -259,15 +264,16 @@ def page_packs(data: bytes, obj: str, content: str | None) -> tuple[ObjectId, ..
 
 
 def find_in_page(
-    data: bytes, obj: str, content: str | None, path: str
+    data: bytes, obj: str, content: str | None, path: str, files: int | None = None
 ) -> tuple[FileEntry | None, Hints]:
     """One path's entry in a page (None if absent) and its chunks' hints, without building
-    the page's other entries (a page can hold tens of thousands)."""
+    the page's other entries (a page can hold tens of thousands); ``files``: as for
+    :func:`decode_page`."""
     try:
         body, content_bytes = _page_body(data, obj, content)
         target = path.encode("utf-8")
         (count,) = _U32.unpack_from(content_bytes, 0)
-        _check_count(count)
+        _check_count(count, obj, files)
         pos, before = _U32.size, 0  # before: chunks of the entries skipped so far
         for _ in range(count):
             (plen,) = _U16.unpack_from(content_bytes, pos)
@@ -341,17 +347,19 @@ def _decode_hints(
     return Hints(packs, tuple(rows))
 
 
-def _iter_page_body(body: bytes) -> Iterator[FileEntry]:
+def _iter_page_body(body: bytes, obj: str, files: int | None) -> Iterator[FileEntry]:
     (count,) = _U32.unpack_from(body, 0)
-    _check_count(count)
+    _check_count(count, obj, files)
     return _iter_entries_at(body, _U32.size, count)
 
 
-def _check_count(count: int) -> None:
+def _check_count(count: int, obj: str, files: int | None) -> None:
     """A page's declared entry count, before any entry is built: a small zstd object can
     unpack to a body of millions of minimal entries."""
     if count > PAGE_LIMIT_ENTRIES:
         raise _BadEntry(f"count {count} is more than a page may hold ({PAGE_LIMIT_ENTRIES})")
+    if files is not None and count != files:
+        raise CorruptObject(obj, "tree page does not hold what the tree root says")
 
 
 def _iter_entries_at(body: bytes, pos: int, count: int) -> Iterator[FileEntry]:

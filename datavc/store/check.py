@@ -310,7 +310,7 @@ class _Check:
                 continue
             try:
                 data = self.store.read_object("trees", page.id)
-                entries, hints = decode_page(data, key, page.content)
+                entries, hints = decode_page(data, key, page.content, files=page.files)
                 check_page(entries, page, key)
             except (IntegrityError, ObjectNotFound) as err:
                 problem = self.report.problem(key, _reason(err, key))
@@ -462,7 +462,8 @@ def version_holes(store: ChunkStore, rec: VersionRecord, limit: int = 20) -> lis
     for page in rec.root.pages:
         key = f"trees/{page.id}"
         try:
-            entries, hints = decode_page(store.read_object("trees", page.id), key, page.content)
+            data = store.read_object("trees", page.id)
+            entries, hints = decode_page(data, key, page.content, files=page.files)
             check_page(entries, page, key)
         except DatavcError as err:
             holes.append(f"{label}: tree page {key} is {_reason(err, key)}")

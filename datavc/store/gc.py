@@ -157,7 +157,7 @@ class _Gc:
                     continue
                 self.report.live_versions += 1
                 for page in rec.root.pages:
-                    self.mark_page(page.id, page.content)
+                    self.mark_page(page.id, page.content, files=page.files)
         if records == 0 and any(is_object_id(n) for n in self.backend.list("packs")):
             raise UsageError(
                 "gc stopped before deleting anything: the store has packs but no version "
@@ -176,13 +176,15 @@ class _Gc:
             if is_object_id(p) and p not in self.live_pages and self.old(info)
         }
 
-    def mark_page(self, pid: ObjectId, content: ObjectId | None, must: bool = True) -> bool:
+    def mark_page(
+        self, pid: ObjectId, content: ObjectId | None, must: bool = True, files: int | None = None
+    ) -> bool:
         if pid in self.live_pages:
             return True
         self.tick(f"trees/{pid}")
         try:
             data = self.store.read_object("trees", pid)
-            entries, _ = decode_page(data, f"trees/{pid}", content, hints=False)
+            entries, _ = decode_page(data, f"trees/{pid}", content, hints=False, files=files)
         except DatavcError as err:
             if not must:
                 self.report.notes.append(f"trees/{pid}: young, and cannot be read ({err})")

@@ -78,7 +78,8 @@ def _decoded(
 ) -> tuple[list[FileEntry], Hints]:
     """A page's entries, checked against the root's record of it, and its hints."""
     obj = f"trees/{page.id}"
-    entries, found = decode_page(read_page(store, page.id, cache), obj, page.content, hints)
+    data = read_page(store, page.id, cache)
+    entries, found = decode_page(data, obj, page.content, hints, files=page.files)
     check_page(entries, page, obj)
     return entries, found
 
@@ -164,7 +165,7 @@ def find_entry(
     only that entry decoded."""
     for page in root.pages_for(path):
         data = read_page(store, page.id, cache)
-        entry, hints = find_in_page(data, f"trees/{page.id}", page.content, path)
+        entry, hints = find_in_page(data, f"trees/{page.id}", page.content, path, page.files)
         if entry is not None:
             store.add_hints(hints)
             return entry
