@@ -458,6 +458,33 @@ def test_a_tree_with_a_path_twice_is_refused_by_open_and_checkout(
     assert datavc.open("data@v1").materialize(str(dest)) == 2
 
 
+
+def test_datavc_open_refuses_a_crafted_tree_deeper_than_the_path_rules(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsspec's find, walk and du recurse by folder: a crafted path 990 folders deep was a
+    RecursionError from them; it is the path rule's error, as in checkout."""
+    data = Path(ws.root) / "data"
+    write(data / "a.bin", rand("a", 1000))
+    v1 = commit(ws, data, "v1")
+    [a] = ws.tree_entries(v1.root)
+    deep = FileEntry("d/" * 990 + "f", MODE_FILE, a.size, a.hash, a.chunks)
+    assert publish_crafted(ws, "data", [a, deep]).version == 2
+    monkeypatch.chdir(ws.root)
+    calls = {
+        "find": lambda f: f.find(""),
+        "walk": lambda f: list(f.walk("")),
+        "du": lambda f: f.du(""),
+        "ls": lambda f: f.ls("d"),
+        "materialize": lambda f: f.materialize(str(tmp_path / "out")),
+    }
+    for call in calls.values():
+        with pytest.raises(UnsafePath, match="deeper than 128 components"):
+            call(datavc.open("data@v2"))
+    assert not (tmp_path / "out").exists()
+    assert datavc.open("data@v2").cat("a.bin") == (data / "a.bin").read_bytes()
+
+
 def test_ctrl_c_while_files_are_placed_waits_for_the_placement(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,7 +9,15 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import CorruptObject, IsAFolder, NotAFolder, ObjectNotFound, PathNotFound
+from ..errors import (
+    CorruptObject,
+    IsAFolder,
+    NotAFolder,
+    ObjectNotFound,
+    PathNotFound,
+    UnsafePath,
+)
+from ..format.paths import MAX_DEPTH
 from ..format.record import VersionRecord
 from ..format.tree import FileEntry
 from ..store.chunkstore import ChunkStore
@@ -49,6 +57,8 @@ class Snapshot:
                 entries = {e.path: e for e in pages}
             children: dict[str, set[str]] = {"": set()}
             for p in entries:
+                if p.count("/") >= MAX_DEPTH:  # fsspec's walk recurses by folder
+                    raise UnsafePath(p[:64] + "...", f"path deeper than {MAX_DEPTH} components")
                 child = p
                 while child:
                     parent = child.rsplit("/", 1)[0] if "/" in child else ""
