@@ -485,6 +485,31 @@ def test_datavc_open_refuses_a_crafted_tree_deeper_than_the_path_rules(
     assert datavc.open("data@v2").cat("a.bin") == (data / "a.bin").read_bytes()
 
 
+
+def test_a_path_too_long_for_the_target_folder_is_refused_before_anything_is_written(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path rules bound a snapshot path at 3,072 bytes; under a long target folder
+    the whole path can still pass PATH_MAX. Checkout removed files, then failed with
+    ENAMETOOLONG: now the first phase refuses it, and a short target takes it."""
+    data = Path(ws.root) / "data"
+    write(data / "a.bin", rand("a", 1000))
+    v1 = commit(ws, data, "v1")
+    [a] = ws.tree_entries(v1.root)
+    long_path = ("p" * 250 + "/") * 11 + "f"  # 2,762 bytes: within the rules
+    deep = FileEntry(long_path, a.mode, a.size, a.hash, a.chunks)
+    assert publish_crafted(ws, "data", [a, deep]).version == 2
+    monkeypatch.chdir(ws.root)
+    far = tmp_path.joinpath(*["x" * 250] * 6)  # over 1,500 bytes
+    write(far / "keep", b"k")
+    with pytest.raises(UnsafePath, match="too long to write under"):
+        datavc.open("data@v2").materialize(str(far))
+    assert sorted(p.name for p in far.iterdir()) == ["keep"]
+    near = tmp_path / "near"
+    assert datavc.open("data@v2").materialize(str(near)) == 2
+    assert (near / long_path).read_bytes() == (data / "a.bin").read_bytes()
+
+
 def test_ctrl_c_while_files_are_placed_waits_for_the_placement(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -114,6 +114,7 @@ def _only_entry(pages: Iterable[Page]) -> tuple[FileEntry, Mapping[ChunkId, Loca
     return found[0]
 
 
+PATH_MAX = 4096  # Linux's, with the NUL: a longer path fails in the second phase (ENAMETOOLONG)
 _RECORD = struct.Struct("<BQH")  # what to do, staged file number, path length (then the path)
 _PLACE, _KEEP, _KEEP_EXEC, _REMOVE = range(4)  # _KEEP*: a kept file whose mode is wrong
 
@@ -139,9 +140,14 @@ class _Plan:
         check = SortedPathCheck()
         local: _Scan | _Look = _Scan(dest, self.odd) if prune else _Look(dest)
         last_folder = None
+        room = PATH_MAX - 1 - len(os.fsencode(dest)) - 1  # (the NUL, the "/" after dest)
         for entries, hints in pages:
             for e in entries:
                 check.add(e.path)
+                if len(e.path) > room // 4 and len(e.path.encode()) > room:
+                    raise UnsafePath(
+                        e.path[:64] + "...", f"too long to write under {dest} (PATH_MAX)"
+                    )
                 folder = e.path.rpartition("/")[0]
                 if folder != last_folder:
                     self._add_folders(folder)
