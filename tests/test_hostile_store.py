@@ -257,6 +257,23 @@ def test_a_page_is_held_to_its_roots_count_before_its_entries_are_built(repo: Pa
     assert fsck.returncode == 6 and "does not hold what the tree root says" in fsck.stdout
 
 
+
+@pytest.mark.parametrize("bad", ["../evil", ".git/hooks/x", "d/" * 200 + "f", "n" * 256])
+def test_fsck_reports_a_version_whose_paths_checkout_would_refuse(repo: Path, bad: str) -> None:
+    """fsck said nothing of a version that no checkout can write (its chunks are sound):
+    each version that names the page is reported damaged, by the path rule it breaks."""
+    real = next(iter(Workspace(str(repo)).tree_entries(store_version(repo, 1))))
+    crafted = FileEntry(bad, real.mode, real.size, real.hash, real.chunks)
+    root = one_page(repo, sorted([real, crafted], key=lambda e: e.path))
+    first, second = publish(repo, root), publish(repo, root)
+    fsck = subprocess.run(
+        [sys.executable, "-m", "datavc", "fsck"], cwd=repo, capture_output=True, text=True
+    )
+    assert fsck.returncode == 6, fsck.stdout
+    [line] = [x for x in fsck.stdout.splitlines() if "unsafe path" in x]
+    assert f"data@v{first}" in line and f"data@v{second}" in line and "data@v1" not in line
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -21,10 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ..errors import CorruptObject, DatavcError, IntegrityError, NotARepository, ObjectNotFound
+from ..errors import (
+    CorruptObject,
+    DatavcError,
+    IntegrityError,
+    NotARepository,
+    ObjectNotFound,
+    UnsafePath,
+)
 from ..format.hashing import ChunkId, ObjectId, is_object_id
 from ..format.packfile import PACK_MAGIC, Location
-from ..format.paths import valid_name
+from ..format.paths import SortedPathCheck, valid_name
 from ..format.record import Forgotten, VersionRecord
 from ..format.run import is_run_id
 from ..format.tree import PageRef, check_page, decode_page
@@ -307,6 +314,10 @@ class _Check:
                 else:
                     self.tables.page_labels[number].append(label)
                     self.report.counts["pages"] += 1
+                    unsafe = self.report.problems.get(key)  # (its paths: see below)
+                    if unsafe is not None:
+                        unsafe.affects(label)
+                        unsafe.file_count += page.files
                 continue
             try:
                 data = self.store.read_object("trees", page.id)
@@ -321,6 +332,14 @@ class _Check:
             self.report.counts["pages"] += 1
             self.pages_seen.add(page.id)
             self.pages[page] = self.tables.add_page(key, label, entries, hints)
+            try:  # what checkout would refuse is damage (within a page: not across pages)
+                paths = SortedPathCheck()
+                for e in entries:
+                    paths.add(e.path)
+            except UnsafePath as err:
+                problem = self.report.problem(key, f"damaged: {err}")
+                problem.affects(label)
+                problem.file_count += page.files
 
     def check_refs(self) -> None:
         """Each chunk a checked tree needs must be in a pack whose footer lists it at the
