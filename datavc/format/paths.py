@@ -40,15 +40,25 @@ def check_path(path: str) -> None:
     except UnicodeEncodeError:
         raise UnsafePath(path, "not valid UTF-8") from None
     if len(raw) > MAX_PATH_BYTES:
-        raise UnsafePath(path[:64] + "...", f"path longer than {MAX_PATH_BYTES} bytes")
-    parts = path.split("/")
-    if len(parts) > MAX_DEPTH:
-        raise UnsafePath(path[:64] + "...", f"path deeper than {MAX_DEPTH} components")
-    for part in parts:
+        raise UnsafePath(cut_short(path), f"path longer than {MAX_PATH_BYTES} bytes")
+    check_depth(path)
+    for part in path.split("/"):
         if part.lower() in _FORBIDDEN_PARTS:
             raise UnsafePath(path, f"forbidden component {part!r}")
         if len(part) > MAX_NAME_BYTES // 4 and len(part.encode()) > MAX_NAME_BYTES:
             raise UnsafePath(path, f"a name longer than {MAX_NAME_BYTES} bytes")
+
+
+def check_depth(path: str) -> None:
+    """Refuse ``path`` (a file's, or a folder's ending in "/": then its files') if it has
+    more than ``MAX_DEPTH`` components; what walkers that recurse by folder check."""
+    if path.count("/") >= MAX_DEPTH:
+        raise UnsafePath(cut_short(path), f"path deeper than {MAX_DEPTH} components")
+
+
+def cut_short(path: str) -> str:
+    """A long path as an error message names it."""
+    return path if len(path) <= 64 else path[:64] + "..."
 
 
 def check_last_part(path: str, name: str) -> None:

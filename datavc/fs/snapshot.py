@@ -15,9 +15,8 @@ from ..errors import (
     NotAFolder,
     ObjectNotFound,
     PathNotFound,
-    UnsafePath,
 )
-from ..format.paths import MAX_DEPTH
+from ..format.paths import check_depth
 from ..format.record import VersionRecord
 from ..format.tree import FileEntry
 from ..store.chunkstore import ChunkStore
@@ -57,8 +56,7 @@ class Snapshot:
                 entries = {e.path: e for e in pages}
             children: dict[str, set[str]] = {"": set()}
             for p in entries:
-                if p.count("/") >= MAX_DEPTH:  # fsspec's walk recurses by folder
-                    raise UnsafePath(p[:64] + "...", f"path deeper than {MAX_DEPTH} components")
+                check_depth(p)  # fsspec's walk recurses by folder
                 child = p
                 while child:
                     parent = child.rsplit("/", 1)[0] if "/" in child else ""

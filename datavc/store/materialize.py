@@ -27,7 +27,7 @@ from typing import BinaryIO
 from ..errors import BadInput, UnsafePath
 from ..format.hashing import ChunkId
 from ..format.packfile import Location
-from ..format.paths import SortedPathCheck, check_paths
+from ..format.paths import SortedPathCheck, check_paths, cut_short
 from ..format.tree import NO_HINTS, FileEntry
 from .chunkstore import ChunkStore
 from .fetch import Fetch, fetch_all, fetch_file
@@ -145,9 +145,8 @@ class _Plan:
             for e in entries:
                 check.add(e.path)
                 if len(e.path) > room // 4 and len(e.path.encode()) > room:
-                    raise UnsafePath(
-                        e.path[:64] + "...", f"too long to write under {dest} (PATH_MAX)"
-                    )
+                    where = f"too long to write under {dest} (PATH_MAX)"
+                    raise UnsafePath(cut_short(e.path), where)
                 folder = e.path.rpartition("/")[0]
                 if folder != last_folder:
                     self._add_folders(folder)

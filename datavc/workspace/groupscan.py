@@ -33,7 +33,7 @@ from operator import attrgetter
 from stat import S_ISDIR, S_ISREG
 
 from ..errors import BadInput, UnsafePath
-from ..format.paths import MAX_DEPTH, check_last_part, check_path
+from ..format.paths import check_depth, check_last_part, check_path
 from ..store.files import LocalFile, below, local_from_stat
 from .statcache import KEY, UNUSABLE, Group, GroupDigest, StatCache
 
@@ -326,8 +326,7 @@ class _Walk:
     def _folder(self, abspath: str, rel: str) -> bool:
         """Walk one folder; True once past ``upto`` (the walk stops). The loop over its
         files is what a walk costs: it is kept to local names and C calls."""
-        if rel.count("/") >= MAX_DEPTH:  # (the walk recurses by folder)
-            raise UnsafePath(rel[:64] + "...", f"path deeper than {MAX_DEPTH} components")
+        check_depth(rel)  # (the walk recurses by folder)
         try:  # (lstat relative to the folder's descriptor: shorter lookups than by path)
             fd = os.open(abspath, os.O_RDONLY | _DIRECTORY)
         except OSError:  # gone or unreadable since its parent was listed
