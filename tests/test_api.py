@@ -431,7 +431,7 @@ def test_open_and_read_one_file_is_three_store_reads(
 ) -> None:
     """The version record (it holds the tree root), one tree page, one pack range: no store
     config, no index, no listing, however many pages the tree has."""
-    monkeypatch.setattr("datavc.format.tree.PAGE_MAX_ENTRIES", 10)
+    monkeypatch.setattr("datavc.format.treecut.PAGE_MAX_ENTRIES", 10)
     sc = make_workspace(tmp_path, monkeypatch, url)
     files = {f"d{i % 3}/f{i:02d}.bin": rand(300 + i, 64 * KiB) for i in range(40)}
     rec = commit(sc.ws, "data/imgs", files, "v1")

@@ -47,18 +47,15 @@ from datavc.format.tree import (
     MODE_FILE,
     PAGE_LIMIT_ENTRIES,
     PAGE_MAGIC,
-    PAGE_MAX_BYTES,
-    PAGE_MAX_ENTRIES,
     FileEntry,
     PageRef,
     TreeRoot,
-    cut_here,
     decode_page,
     encode_page,
     find_in_page,
     page_packs,
-    split_pages,
 )
+from datavc.format.treecut import PAGE_MAX_BYTES, PAGE_MAX_ENTRIES, cut_here, split_pages
 from datavc.format.treeroot import decode_root, encode_root, snapshot_id
 from datavc.store.build import _blocks
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import write
 
-from datavc.format import tree
+from datavc.format import treecut
 from datavc.format.hashing import ChunkId, FileHash, ObjectId
 from datavc.format.packfile import (
     INDEX_MAGIC,
@@ -62,7 +62,7 @@ def test_fsck_holds_nothing_per_chunk(tmp_path: Path, monkeypatch: pytest.Monkey
     limit and the blocks read: with all of them small, the peak grows only with the number of
     pages (their references, ~2 KB a page), not with the chunks."""
     monkeypatch.setattr(packwriter, "MAX_PACK_CHUNKS", 1024)
-    monkeypatch.setattr(tree, "CUT_MASK", 255)  # pages of about 256 files
+    monkeypatch.setattr(treecut, "CUT_MASK", 255)  # pages of about 256 files
     monkeypatch.setattr(rowfiles, "DOWNLOAD_BLOCK", 64 << 10)
     monkeypatch.setattr(fscktables, "ROWS_PER_READ", 1024)
     monkeypatch.setattr(check, "INDEX_IN_MEMORY", 64)

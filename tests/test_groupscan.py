@@ -14,7 +14,7 @@ import pytest
 from helpers import from_nothing, rand, write
 
 from datavc.errors import BadInput, UnsafePath
-from datavc.format.tree import cut_here
+from datavc.format.treecut import cut_here
 from datavc.store.files import iter_scan
 from datavc.workspace import groupscan, statcache
 from datavc.workspace.core import Workspace

@@ -435,7 +435,7 @@ def test_a_checkout_reads_the_next_pages_while_it_writes_one(
     next few read while it uses one (at most PAGES_AHEAD + 1 at once), in order."""
     from datavc.store.trees import PAGES_AHEAD
 
-    monkeypatch.setattr("datavc.format.tree.PAGE_MAX_ENTRIES", 3)
+    monkeypatch.setattr("datavc.format.treecut.PAGE_MAX_ENTRIES", 3)
     ws = workspace
     files = files_of(72, 24, 2 * KiB)
     add_commit(ws, files, "v1")

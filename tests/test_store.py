@@ -39,9 +39,9 @@ from datavc.format.tree import (
     Hints,
     PageRef,
     TreeRoot,
-    cut_here,
     decode_page,
 )
+from datavc.format.treecut import cut_here
 from datavc.format.treeroot import snapshot_id
 from datavc.store import versions
 from datavc.store.backend import Backend, BackendStats, Created
@@ -626,7 +626,7 @@ def test_diff_trees_matches_a_diff_of_the_whole_lists(
 ) -> None:
     """The streaming, page-skipping diff agrees with comparing the two full file lists;
     pages equal in both trees are not read."""
-    monkeypatch.setattr("datavc.format.tree.PAGE_MAX_ENTRIES", 7)
+    monkeypatch.setattr("datavc.format.treecut.PAGE_MAX_ENTRIES", 7)
     rng = random.Random(seed)
     writer = store.new_writer()
     blobs = [randbytes(f"d{seed}/{i}", 100 + i) for i in range(6)]

@@ -445,12 +445,12 @@ def test_an_add_writes_its_pages_from_the_places_it_stored_not_from_lookups(
     looks up no chunk of its own to write its pages' hints: the places come from the
     writer, in order. The pages are byte for byte those written from lookups. Files with
     the same content as an earlier one (stored once) are looked up, and only those."""
-    from datavc.format import tree
+    from datavc.format import treecut
     from datavc.workspace.core import Workspace
     from datavc.workspace.initialize import init_workspace
 
     monkeypatch.setattr(newrows, "SPILL_ROWS", 1000)
-    monkeypatch.setattr(tree, "PAGE_MAX_ENTRIES", 400)
+    monkeypatch.setattr(treecut, "PAGE_MAX_ENTRIES", 400)
     looked: list[ChunkId] = []
     real = ChunkStore.locate_stored
 

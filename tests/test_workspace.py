@@ -26,7 +26,8 @@ from datavc.errors import CorruptObject, IntegrityError, UnsafePath, UsageError
 from datavc.format.packfile import read_pack_footer
 from datavc.format.pointer import decode_pointer
 from datavc.format.record import VersionRecord
-from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, cut_here, encode_page
+from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page
+from datavc.format.treecut import cut_here
 from datavc.store import versions
 from datavc.store.files import TMP_PREFIX
 from datavc.workspace import statcache
@@ -187,7 +188,7 @@ def test_symlinked_dataset_path_is_refused(ws: Workspace, tmp_path: Path) -> Non
 def test_many_small_files_share_packs_and_span_tree_pages(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("datavc.format.tree.PAGE_MAX_ENTRIES", 1000)  # pages of 1,000 files
+    monkeypatch.setattr("datavc.format.treecut.PAGE_MAX_ENTRIES", 1000)  # pages of 1,000 files
     data = Path(ws.root) / "many"
     rng = random.Random("many")
     for i in range(2500):

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import itertools
 import struct
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -58,11 +57,8 @@ PAGE_MAGIC = b"DVCTPG\x00\x02"
 TREE_FORMAT = 2
 MODE_FILE = 0o100644
 MODE_EXEC = 0o100755
-PAGE_MAX_ENTRIES = 65536  # a writer cuts a page at this many entries
-PAGE_MAX_BYTES = 4 << 20  # or at about this many bytes
 PAGE_LIMIT_ENTRIES = 1 << 20  # what a reader accepts in one page
 PAGE_LIMIT_BODY = 128 << 20  # and the largest decoded page body (one file's recipe can be long)
-CUT_MASK = (1 << 11) - 1  # a page ends after a path whose CRC-32 has these bits 0 (1 in 2048)
 CUT_RULE = 1  # the root's "cut": pages end where cut_here says (0: an older writer's rule)
 
 _HEAD = struct.Struct("<BI")
@@ -71,6 +67,7 @@ _CHUNK = struct.Struct("<32sI")
 # a chunk's hint: its pack's number in the page's table, offset, stored length, codec (public:
 # the tree writer packs the rows itself)
 HINT_ROW = struct.Struct("<IQIB")
+ITEM_BYTES = _CHUNK.size + HINT_ROW.size  # a recipe item in a page: content and hint (53)
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -105,7 +102,7 @@ class TreeRoot:
     files: int
     bytes: int
     pages: tuple[PageRef, ...]
-    cut: int = 0  # CUT_RULE if the pages were cut by :class:`Cutter` (a writer may reuse them)
+    cut: int = 0  # CUT_RULE if the pages were cut by treecut.Cutter (a writer may reuse them)
 
     def pages_for(self, path: str) -> list[PageRef]:
         """The pages whose path range could hold ``path`` (at most one, by construction)."""
@@ -423,74 +420,6 @@ def _check_entry(path: str, mode: int, size: int, chunks: tuple[tuple[ChunkId, i
         raise _BadEntry(f"{path!r} says {size} bytes, its chunks {total}")
     if longest > MAX_CHUNK:
         raise _BadEntry(f"{path!r} names a chunk longer than {MAX_CHUNK} bytes")
-
-
-def cut_here(raw_path: bytes) -> bool:
-    """Whether a page ends after the entry of this path (UTF-8): a property of the path
-    alone, so a change to one file moves the cuts of its own page only, and a writer can
-    keep the other pages of the snapshot it started from as they are."""
-    return zlib.crc32(raw_path) & CUT_MASK == 0
-
-
-class Cutter:
-    """Cuts sorted entries into pages: after an entry whose path :func:`cut_here` picks,
-    or once a page holds ``PAGE_MAX_ENTRIES`` entries or weighs ``PAGE_MAX_BYTES``. The
-    cuts depend only on the entries, so equal trees get equal pages and ids."""
-
-    __slots__ = ("_page", "_weight")
-
-    def __init__(self) -> None:
-        self._page: list[FileEntry] = []
-        self._weight = 0
-
-    @property
-    def empty(self) -> bool:
-        """True at a cut: a page ended here (or nothing was pushed)."""
-        return not self._page
-
-    def push(self, e: FileEntry) -> list[FileEntry] | None:
-        """Add the next entry; the page it ends, if it ends one."""
-        raw = e.path.encode()
-        self._page.append(e)
-        self._weight += len(raw) + 50 + (_CHUNK.size + HINT_ROW.size) * len(e.chunks)
-        if cut_here(raw) or len(self._page) >= PAGE_MAX_ENTRIES or self._weight >= PAGE_MAX_BYTES:
-            return self.flush()
-        return None
-
-    def push_many(
-        self, entries: Sequence[FileEntry], start: int
-    ) -> tuple[int, list[FileEntry] | None]:
-        """:meth:`push` of ``entries[start:]`` until one ends a page: where it stopped
-        (the index after the last entry taken) and the page ended, if one did."""
-        page, weight, per_chunk = self._page, self._weight, _CHUNK.size + HINT_ROW.size
-        crc, mask, most_entries, most_bytes = zlib.crc32, CUT_MASK, PAGE_MAX_ENTRIES, PAGE_MAX_BYTES
-        for i in range(start, len(entries)):
-            e = entries[i]
-            raw = e.path.encode()
-            page.append(e)
-            weight += len(raw) + 50 + per_chunk * len(e.chunks)
-            if crc(raw) & mask == 0 or len(page) >= most_entries or weight >= most_bytes:
-                self._weight = weight
-                return i + 1, self.flush()
-        self._weight = weight
-        return len(entries), None
-
-    def flush(self) -> list[FileEntry] | None:
-        """The last page (the entries pushed since the last cut), if any."""
-        page, self._page, self._weight = self._page, [], 0
-        return page or None
-
-
-def split_pages(entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
-    """Cut sorted entries into pages (see :class:`Cutter`)."""
-    cutter = Cutter()
-    for e in entries:
-        page = cutter.push(e)
-        if page is not None:
-            yield page
-    last = cutter.flush()
-    if last is not None:
-        yield last
 
 
 def check_page(entries: list[FileEntry], ref: PageRef, obj: str) -> None:

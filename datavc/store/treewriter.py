@@ -18,7 +18,6 @@ from ..format.packfile import Location
 from ..format.tree import (
     CUT_RULE,
     HINT_ROW,
-    Cutter,
     FileEntry,
     Hints,
     PageRef,
@@ -26,6 +25,7 @@ from ..format.tree import (
     encode_content,
     encode_page_hinted,
 )
+from ..format.treecut import Cutter
 from .chunkstore import ChunkStore
 
 
