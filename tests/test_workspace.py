@@ -7,6 +7,7 @@ compression cannot hide anything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -23,7 +24,8 @@ from helpers import forged_record, rand, tree_state, write
 
 import datavc
 from datavc.errors import CorruptObject, IntegrityError, UnsafePath, UsageError
-from datavc.format.packfile import read_pack_footer
+from datavc.format.hashing import ChunkId
+from datavc.format.packfile import CODEC_RAW, CODEC_ZSTD, Location, read_pack_footer
 from datavc.format.pointer import decode_pointer
 from datavc.format.record import VersionRecord
 from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page
@@ -458,6 +460,76 @@ def test_a_tree_with_a_path_twice_is_refused_by_open_and_checkout(
     assert tree_state(data) == before
     assert datavc.open("data@v1").materialize(str(dest)) == 2
 
+
+
+def test_a_wrong_location_hint_is_read_where_the_index_says(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: None
+) -> None:
+    """A crafted page whose entries are v1's but whose hints put a.bin's chunk at b.bin's
+    bytes, and each chunk of two streamed files (one raw, one compressed) a byte past its
+    place: its snapshot id is v1's
+    (hints are outside it). Readers find the mismatch and read those chunks where the index
+    puts them (before, exit 6); a writer that keeps the entries carries the hints on, and
+    that version reads right as well. fsck still names the hint."""
+    from datavc.format.tree import decode_page
+    from datavc.store.check import fsck
+
+    data = Path(ws.root) / "data"
+    write(data / "a.bin", rand("a", 30_000))
+    write(data / "b.bin", rand("b", 30_000))
+    write(data / "big.bin", rand("big", 3 * MiB))  # streamed (fetch's STREAM_MIN is 1 MiB)
+    text = b"".join(b"line %d of a file that compresses\n" % i for i in range(80_000))
+    write(data / "text.bin", text)  # streamed, its chunks compressed
+    want = tree_state(data)
+    v1 = commit(ws, data, "v1")
+    good = {e.path: e for e in ws.tree_entries(v1.root)}
+    big = [c for c, _ in good["big.bin"].chunks + good["text.bin"].chunks]
+    assert len(big) >= 6
+    store = ws.store
+    store.load_index()
+    assert {store.locate_stored(c).codec for c in big} == {CODEC_RAW, CODEC_ZSTD}
+    a, b = good["a.bin"].chunks[0][0], good["b.bin"].chunks[0][0]
+    entries = sorted(good.values(), key=lambda e: e.path)
+
+    def hint(cid: ChunkId) -> Location:  # b's chunk for a's; big's chunks a byte further on
+        if cid == a:
+            return store.locate_stored(b)
+        loc = store.locate_stored(cid)
+        return loc._replace(offset=loc.offset + 1) if cid in big else loc
+
+    page_bytes, content = encode_page(entries, hint)
+    size = v1.root.bytes
+    page = PageRef(store.write_object("trees", page_bytes), "a.bin", "text.bin", 4, size, content)
+    root = dataclasses.replace(v1.root, pages=(page,))
+    v2 = versions.publish_version(store, forged_record("data", root))
+    assert v2.version == 2 and v2.tree == v1.tree
+    report = fsck(fresh(ws).store)
+    assert [p.message for p in report.problems.values()] == [
+        f"a location hint names a place in packs/{store.locate_stored(big[0]).pack[:16]}… "
+        "that does not hold its chunk"
+    ]
+
+    monkeypatch.chdir(ws.root)
+    out = tmp_path / "v2"
+    assert datavc.open("data@v2").materialize(str(out)) == 4
+    assert tree_state(out) == want
+    for path in ("a.bin", "big.bin", "text.bin"):  # a new filesystem each: no index loaded before
+        assert datavc.open("data@v2").cat(path) == (data / path).read_bytes()
+        with datavc.open("data@v2").open(path) as f:
+            assert f.read(100) == (data / path).read_bytes()[:100]
+
+    # A writer whose workspace is at v2 keeps v2's files (their stat cache rows
+    # trusted), and their page's hints.
+    assert fresh(ws).checkout(["data@v2"], force=True)[0].version == 2
+    write(data / "c.bin", rand("c", 1000))
+    want = tree_state(data)
+    v3 = commit(fresh(ws), data, "v3")
+    (ref,) = v3.root.pages
+    _, hints3 = decode_page(fresh(ws).store.read_object("trees", ref.id), "v3")
+    assert hints3[good["a.bin"].chunks[0][0]] == store.locate_stored(good["b.bin"].chunks[0][0])
+    shutil.rmtree(data)
+    assert fresh(ws).checkout(["data@v3"], force=True)[0].version == 3
+    assert tree_state(data) == want
 
 
 def test_datavc_open_refuses_a_crafted_tree_deeper_than_the_path_rules(

@@ -84,41 +84,41 @@ def _fetch_small(store: ChunkStore, todo: Iterator[Fetch], progress: Progress) -
                 group.append((path, [next(chunks) for _ in e.chunks], e))
                 group_bytes += e.size
                 if len(group) >= GROUP_FILES or group_bytes >= GROUP_BYTES:
-                    writes.append(pool.submit(_write_files, group, progress))
+                    writes.append(pool.submit(_write_files, store, group, progress))
                     group, group_bytes = [], 0
                     while len(writes) > 2 * WRITERS:
                         writes.popleft().result()
-            writes.append(pool.submit(_write_files, group, progress))
+            writes.append(pool.submit(_write_files, store, group, progress))
             while writes:
                 writes.popleft().result()
-        except _Damaged as damaged:  # name the damaged pack: read the file's chunks checked
-            for _ in store.read_chunks(c for c, _ in damaged.entry.chunks):
-                pass
-            raise damaged.error from None
         finally:
             for future in writes:
                 future.cancel()
 
 
-class _Damaged(Exception):
-    def __init__(self, entry: FileEntry, error: IntegrityError) -> None:
-        self.entry, self.error = entry, error
-
-
 def _write_files(
-    group: list[tuple[str, list[bytes | memoryview], FileEntry]], progress: Progress
+    store: ChunkStore,
+    group: list[tuple[str, list[bytes | memoryview], FileEntry]],
+    progress: Progress,
 ) -> None:
-    """Check each file's content against its hash, then write it."""
+    """Check each file's content against its hash, then write it. A file that fails is
+    read again chunk by chunk, checked: a chunk that is not where its page's hint says is
+    then read where the index puts it, and a damaged one is an error naming its pack."""
     for path, parts, e in group:
-        hasher = file_hasher()
-        for part in parts:
-            hasher.update(part)
-        got = hasher.digest()
-        if got != e.hash:
-            error = IntegrityError(f"file {e.path}", e.hash.hex(), got.hex(), what="file content")
-            raise _Damaged(e, error)
+        if _digest(parts) != e.hash:
+            parts = list(store.read_chunks(c for c, _ in e.chunks))
+            got = _digest(parts)
+            if got != e.hash:
+                raise IntegrityError(f"file {e.path}", e.hash.hex(), got.hex(), what="file content")
         _write_file(path, parts, e)
         progress.advance(e.size)
+
+
+def _digest(parts: Sequence[bytes | memoryview]) -> bytes:
+    hasher = file_hasher()
+    for part in parts:
+        hasher.update(part)
+    return hasher.digest()
 
 
 def _write_file(path: str, parts: list[bytes | memoryview], e: FileEntry) -> None:
@@ -146,30 +146,14 @@ def fetch_file(
     its page's places for its chunks, else the store's).
 
     A large file is streamed a run of chunks at a time (read ahead, hashed and written
-    as it comes) and checked by its whole-file hash; if that hash is wrong, the file is
-    fetched again chunk by chunk, which names the damaged pack."""
-    if e.size >= STREAM_MIN:
-        hasher = file_hasher()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(1, thread_name_prefix="datavc-write") as writer:
-
-                def use(parts: list[memoryview]) -> None:
-                    # one hand-off per run: a run of compressed chunks comes a chunk a part
-                    written = writer.submit(_write_parts, fd, parts)
-                    for part in parts:
-                        hasher.update(part)  # while the run is written
-                    written.result()
-
-                store.stream_plain((c for c, _ in e.chunks), use, hints)
-        finally:
-            os.close(fd)
-        if hasher.digest() == e.hash:
-            os.chmod(tmp, file_mode(e))
-            progress.advance(e.size)
-            return
+    as it comes) and checked by its whole-file hash; if that hash is wrong, or a chunk
+    does not decompress, the file is fetched again chunk by chunk, checked: a chunk that
+    is not where its page's hint says is then read where the index puts it, and a damaged
+    one is an error naming its pack."""
+    if e.size >= STREAM_MIN and _stream_file(store, e, tmp, hints):
+        os.chmod(tmp, file_mode(e))
+        progress.advance(e.size)
+        return
     hasher = file_hasher()
     with open(tmp, "wb") as out:
         for data in store.read_chunks((c for c, _ in e.chunks), True, hints):
@@ -180,6 +164,32 @@ def fetch_file(
     if got != e.hash:
         raise IntegrityError(f"file {e.path}", e.hash.hex(), got.hex(), what="file content")
     os.chmod(tmp, file_mode(e))
+
+
+def _stream_file(
+    store: ChunkStore, e: FileEntry, tmp: str, hints: Mapping[ChunkId, Location] | None
+) -> bool:
+    """Stream the file's chunks into ``tmp``, unchecked: True if its hash is right."""
+    hasher = file_hasher()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="datavc-write") as writer:
+
+            def use(parts: list[memoryview]) -> None:
+                # one hand-off per run: a run of compressed chunks comes a chunk a part
+                written = writer.submit(_write_parts, fd, parts)
+                for part in parts:
+                    hasher.update(part)  # while the run is written
+                written.result()
+
+            store.stream_plain((c for c, _ in e.chunks), use, hints)
+    except IntegrityError:
+        return False  # a chunk that does not decompress, a short run: read checked
+    finally:
+        os.close(fd)
+    return hasher.digest() == e.hash
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

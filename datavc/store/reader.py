@@ -409,12 +409,30 @@ class ChunkReader:
             moved.append((cid, elsewhere[0]))
         return moved
 
+    def _indexed(self, run: Run) -> Run:
+        """After a run's bytes did not check out: where the index puts its chunks, a chunk
+        kept where it was if the index lists it there (or nowhere). The run came from a
+        tree page's hints, which a crafted page can make wrong and a writer carries on."""
+        self.store.load_index()
+        moved = []
+        for cid, loc in run:
+            places = self.store.locations(cid)
+            moved.append((cid, loc if not places or loc in places else places[0]))
+        return moved
+
     def _read_run(self, run: Run, joined: bool = False) -> list[bytes]:
-        """A run's chunks, checked; ``joined``: see :func:`decode_run`."""
+        """A run's chunks, checked; ``joined``: see :func:`decode_run`. A chunk that is not
+        where the run says (its pack gone or short, or other bytes there) is read where
+        the index puts it; if the index says the same place, that is an error."""
         try:
             return self._read_run_at(run, joined)
         except ObjectNotFound:
             pass
+        except IntegrityError:
+            moved = self._indexed(run)
+            if moved == run:
+                raise
+            return [plain for part in group(moved) for plain in self._read_run(part, joined)]
         out: list[bytes] = []  # the pack is gone: wherever else the index puts them
         gone: set[ObjectId] = {run[0][1].pack}
         todo = deque(group(self._relocated(run, gone)))
