@@ -480,6 +480,8 @@ def test_a_wrong_location_hint_is_read_where_the_index_says(
     write(data / "big.bin", rand("big", 3 * MiB))  # streamed (fetch's STREAM_MIN is 1 MiB)
     text = b"".join(b"line %d of a file that compresses\n" % i for i in range(80_000))
     write(data / "text.bin", text)  # streamed, its chunks compressed
+    for i in range(20):
+        write(data / "s" / f"{i:02d}", rand(f"s{i}", 3000))
     want = tree_state(data)
     v1 = commit(ws, data, "v1")
     good = {e.path: e for e in ws.tree_entries(v1.root)}
@@ -489,17 +491,20 @@ def test_a_wrong_location_hint_is_read_where_the_index_says(
     store.load_index()
     assert {store.locate_stored(c).codec for c in big} == {CODEC_RAW, CODEC_ZSTD}
     a, b = good["a.bin"].chunks[0][0], good["b.bin"].chunks[0][0]
+    small = [good[f"s/{i:02d}"].chunks[0][0] for i in range(20)]
+    swapped = dict(zip(small, reversed(small), strict=True))  # runs of one chunk each
+    swapped[a] = b
     entries = sorted(good.values(), key=lambda e: e.path)
 
     def hint(cid: ChunkId) -> Location:  # b's chunk for a's; big's chunks a byte further on
-        if cid == a:
-            return store.locate_stored(b)
+        if cid in swapped:
+            return store.locate_stored(swapped[cid])
         loc = store.locate_stored(cid)
         return loc._replace(offset=loc.offset + 1) if cid in big else loc
 
     page_bytes, content = encode_page(entries, hint)
     size = v1.root.bytes
-    page = PageRef(store.write_object("trees", page_bytes), "a.bin", "text.bin", 4, size, content)
+    page = PageRef(store.write_object("trees", page_bytes), "a.bin", "text.bin", 24, size, content)
     root = dataclasses.replace(v1.root, pages=(page,))
     v2 = versions.publish_version(store, forged_record("data", root))
     assert v2.version == 2 and v2.tree == v1.tree
@@ -511,8 +516,10 @@ def test_a_wrong_location_hint_is_read_where_the_index_says(
 
     monkeypatch.chdir(ws.root)
     out = tmp_path / "v2"
-    assert datavc.open("data@v2").materialize(str(out)) == 4
+    fs = datavc.open("data@v2")
+    assert fs.materialize(str(out)) == 24
     assert tree_state(out) == want
+    assert fs.chunks.backend.stats.lists == 1  # the index, once for all the wrong hints
     for path in ("a.bin", "big.bin", "text.bin"):  # a new filesystem each: no index loaded before
         assert datavc.open("data@v2").cat(path) == (data / path).read_bytes()
         with datavc.open("data@v2").open(path) as f:

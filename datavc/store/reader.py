@@ -396,14 +396,23 @@ class ChunkReader:
             loc = hints.get(cid) if hints else None
             yield cid, loc if loc is not None else locate(cid)
 
+    def _places(self, cid: ChunkId, usable: Callable[[Location], bool]) -> list[Location]:
+        """The places the index gives a chunk that ``usable`` accepts. The store's index is
+        listed again only when the indexes loaded give none: a page of wrong hints costs
+        one listing, not one a chunk."""
+        places = [p for p in self.store.locations(cid) if usable(p)]
+        if not places:
+            self.store.load_index()
+            places = [p for p in self.store.locations(cid) if usable(p)]
+        return places
+
     def _relocated(self, run: Run, gone: set[ObjectId]) -> Run:
         """After a pack was not found: where else the index puts the run's chunks (a
         chunk can be in several packs). Raises ObjectNotFound if it knows no place that is
         not ``gone``."""
-        self.store.load_index()
         moved = []
         for cid, loc in run:
-            elsewhere = [p for p in self.store.locations(cid) if p.pack not in gone]
+            elsewhere = self._places(cid, lambda p: p.pack not in gone)
             if not elsewhere:
                 raise ObjectNotFound(f"packs/{loc.pack}")
             moved.append((cid, elsewhere[0]))
@@ -413,10 +422,9 @@ class ChunkReader:
         """After a run's bytes did not check out: where the index puts its chunks, a chunk
         kept where it was if the index lists it there (or nowhere). The run came from a
         tree page's hints, which a crafted page can make wrong and a writer carries on."""
-        self.store.load_index()
         moved = []
         for cid, loc in run:
-            places = self.store.locations(cid)
+            places = self._places(cid, lambda p: True)
             moved.append((cid, loc if not places or loc in places else places[0]))
         return moved
 
