@@ -1193,6 +1193,29 @@ def _raw_at(pack: str, offset: int, n: int) -> Location:
     return Location(ObjectId(pack * 32), offset, n, n, CODEC_RAW)
 
 
+def test_a_page_that_names_a_chunk_with_two_lengths_is_not_carried_on(tmp_path: Path) -> None:
+    """A crafted page names one chunk twice, at 10 and at 11 bytes, each with a hint that
+    fits its length: it decodes (each row is plausible), but looking its hints up by chunk
+    id is an error naming it, so a writer that keeps both entries stops there, not writing
+    a page whose hint for one of them no reader takes (it took the first row for both)."""
+    from datavc.format.tree import encode_page
+
+    store = ChunkStore.create(Backend(str(tmp_path / "store")), StoreConfig(PARAMS))
+    cid = ChunkId(bytes(range(32)))
+    lengths = iter([10, 11])
+    a = FileEntry("a", MODE_FILE, 10, FileHash(bytes(32)), ((cid, 10),))
+    b = FileEntry("b", MODE_FILE, 11, FileHash(bytes(32)), ((cid, 11),))
+    data, _ = encode_page([a, b], lambda c: _raw_at("bb", 8, next(lengths)))
+    entries, hints = decode_page(data, "trees/crafted")
+    assert [e.chunks for e in entries] == [a.chunks, b.chunks]
+    assert [row[3:5] for row in hints.rows] == [(10, 10), (11, 11)]
+    with pytest.raises(CorruptObject, match=r"trees/crafted: .*twice, with two lengths"):
+        hints.index()
+    with TreeWriter(store) as tw, pytest.raises(CorruptObject, match="trees/crafted"):
+        tw.add_kept(entries, 0, hints)
+        tw.end()
+
+
 @pytest.mark.parametrize(("olds", "places"), [(1, False), (1, True), (2, True)])
 def test_a_written_page_hints_each_chunk_where_the_writer_was_told(
     tmp_path: Path, olds: int, places: bool

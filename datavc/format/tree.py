@@ -121,22 +121,30 @@ class Hints(Mapping[ChunkId, Location]):
     (``LocationTable.put_hints``: no object per chunk); looking one up by chunk id builds a
     :class:`Location` (the first row of a chunk named twice)."""
 
-    __slots__ = ("_by_id", "packs", "rows")
+    __slots__ = ("_by_id", "obj", "packs", "rows")
 
-    def __init__(self, packs: tuple[ObjectId, ...], rows: tuple[HintRow, ...]) -> None:
+    def __init__(
+        self, packs: tuple[ObjectId, ...], rows: tuple[HintRow, ...], obj: str = "tree page"
+    ) -> None:
         self.packs = packs
         self.rows = rows
+        self.obj = obj
         self._by_id: dict[ChunkId, HintRow] | None = None
 
     def index(self) -> dict[ChunkId, HintRow]:
-        """The rows by chunk id (the first row of a chunk named twice)."""
+        """The rows by chunk id (the first row of a chunk named twice). A page that names a
+        chunk with two plain lengths is corrupt (its id fixes its bytes): a writer that kept
+        one entry's hint for the other's would write a page no reader takes."""
         return self._index()
 
     def _index(self) -> dict[ChunkId, HintRow]:
         if self._by_id is None:
             by_id: dict[ChunkId, HintRow] = {}
+            put = by_id.setdefault
             for row in self.rows:
-                by_id.setdefault(row[0], row)
+                if put(row[0], row)[4] != row[4]:
+                    twice = f"names chunk {row[0].hex()[:16]}… twice, with two lengths"
+                    raise CorruptObject(self.obj, twice)
             self._by_id = by_id
         return self._by_id
 
@@ -341,7 +349,7 @@ def _decode_hints(
                 raise CorruptObject(obj, "a location hint names a pack the page does not list")
             raise CorruptObject(obj, "a location hint is impossible for its chunk")
         add((cid, number, offset, stored, length, codec))
-    return Hints(packs, tuple(rows))
+    return Hints(packs, tuple(rows), obj)
 
 
 def _iter_page_body(body: bytes, obj: str, files: int | None) -> Iterator[FileEntry]:
