@@ -539,6 +539,29 @@ def test_a_wrong_location_hint_is_read_where_the_index_says(
     assert tree_state(data) == want
 
 
+def test_a_page_decoded_for_one_version_is_checked_again_for_another(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v3's root is v1's (v1's snapshot id) with v2's page id in it: page ids are outside
+    the snapshot id. A process that had read v2's file got v2's bytes for v3's file from
+    its cache of decoded pages, which was keyed by page id alone (found by a probe)."""
+    data = Path(ws.root) / "data"
+    write(data / "f.txt", b"v1 content\n" * 10)
+    v1 = commit(ws, data, "v1")
+    write(data / "f.txt", b"v2 content\n" * 10)
+    v2 = commit(fresh(ws), data, "v2")
+    page = dataclasses.replace(v1.root.pages[0], id=v2.root.pages[0].id)
+    root = dataclasses.replace(v1.root, pages=(page,))
+    v3 = versions.publish_version(ws.store, forged_record("data", root))
+    assert v3.version == 3 and v3.tree == v1.tree
+    monkeypatch.chdir(ws.root)
+    assert datavc.open("data@v2").cat("f.txt") == b"v2 content\n" * 10
+    for read in (lambda fs: fs.cat("f.txt"), lambda fs: fs.open("f.txt").read()):
+        with pytest.raises(CorruptObject, match="page content does not match"):
+            read(datavc.open("data@v3"))
+    assert datavc.open("data@v1").cat("f.txt") == b"v1 content\n" * 10
+
+
 def test_datavc_open_refuses_a_crafted_tree_deeper_than_the_path_rules(
     ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

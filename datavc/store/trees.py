@@ -134,8 +134,10 @@ class EntryCursor:
 
 Parsed = tuple[dict[str, FileEntry], Hints]
 PARSED: Cache[Parsed] = Cache(PARSED_PAGES, lambda _: 1)
-"""Pages decoded and checked (each path's entry, and the page's location hints) by page
-id, the last used kept for the process: a reader opening many files of one page (a
+"""Pages decoded and checked (each path's entry, and the page's location hints) by their
+reference in a root (page id, content id, paths and counts: what the page was checked
+against, not its id alone, which a crafted root can name beside another page's content
+id), the last used kept for the process: a reader opening many files of one page (a
 DataLoader worker) decodes it once, not once per file."""
 
 
@@ -143,11 +145,11 @@ def lookup(store: ChunkStore, root: TreeRoot, path: str, hinted: set[str]) -> Fi
     """One file's entry through :data:`PARSED`; the hints of each page go to ``store`` the
     first time (``hinted``: the pages whose hints it has)."""
     for page in root.pages_for(path):
-        parsed = PARSED.get(page.id)
+        parsed = PARSED.get(page)
         if parsed is None:
             entries, page_hints = _decoded(store, page, True, PAGES)
             parsed = ({e.path: e for e in entries}, page_hints)
-            PARSED.put(page.id, parsed)
+            PARSED.put(page, parsed)
         table, hints = parsed
         if page.id not in hinted:
             store.add_hints(hints)
