@@ -26,6 +26,7 @@ from datavc.format.packfile import (
     CODEC_RAW,
     CODEC_ZSTD,
     MAX_CHUNK,
+    MAX_OFFSET,
     PACK_END,
     PACK_MAGIC,
     Location,
@@ -173,7 +174,7 @@ def locations(draw: st.DrawFn, packs: st.SearchStrategy[ObjectId]) -> Location:
     plain = draw(st.integers(0, MAX_CHUNK))
     codec = CODEC_ZSTD if plain and draw(st.booleans()) else CODEC_RAW
     stored = draw(st.integers(1, plain)) if codec == CODEC_ZSTD else plain
-    return Location(draw(packs), draw(u64), stored, plain, codec)
+    return Location(draw(packs), draw(st.integers(0, MAX_OFFSET - 1)), stored, plain, codec)
 
 
 @FAST
@@ -205,6 +206,23 @@ def test_index_rejects_every_truncation() -> None:
     for n in range(len(data)):
         with pytest.raises(CorruptObject, match="index/i"):
             decode_index(data[:n], "index/i")
+
+
+def test_an_offset_a_pack_cannot_have_is_refused_in_an_index_and_a_page() -> None:
+    """Offsets are u64 on disk; one of 2^63 or more was an OverflowError traceback from
+    pread (checkout, every datavc.open reader) and from SQLite (fsck), found by a probe."""
+    pack = ObjectId("11" * 32)
+    for offset in (MAX_OFFSET, 2**63, 2**64 - 1):
+        data = encode_index({ChunkId(bytes(32)): Location(pack, offset, 10, 10, CODEC_RAW)})
+        with pytest.raises(CorruptObject, match=r"index/i: .*impossible"):
+            decode_index(data, "index/i")
+        page = _crafted_page(MODE_FILE, 5, [5], (5, CODEC_RAW), offset)
+        with pytest.raises(CorruptObject, match=r"trees/t: .*impossible for its chunk"):
+            decode_page(page, "trees/t")
+    last = Location(pack, MAX_OFFSET - 1, 10, 10, CODEC_RAW)
+    assert decode_index(encode_index({ChunkId(bytes(32)): last}), "index/i")
+    _, hints = decode_page(_crafted_page(MODE_FILE, 5, [5], (5, CODEC_RAW), MAX_OFFSET - 1), "t")
+    assert hints.rows[0][2] == MAX_OFFSET - 1
 
 
 def test_index_rejects_pack_number_out_of_range() -> None:
@@ -417,14 +435,16 @@ def test_page_hint_naming_a_pack_not_in_its_table_is_corrupt() -> None:
         find_in_page(with_hint(1), "trees/t", None, "a")
 
 
-def _crafted_page(mode: int, size: int, lengths: list[int], hint: tuple[int, int]) -> bytes:
+def _crafted_page(
+    mode: int, size: int, lengths: list[int], hint: tuple[int, int], offset: int = 0
+) -> bytes:
     """A raw page of one entry "a": its mode, size and chunks' plain lengths as given,
-    each chunk's hint in pack 0 with (stored length, codec) ``hint``."""
+    each chunk's hint in pack 0 at ``offset`` with (stored length, codec) ``hint``."""
     cids = [bytes([i]) * 32 for i in range(len(lengths))]
     content = struct.pack("<IH", 1, 1) + b"a"
     content += struct.pack("<IQ32sI", mode, size, bytes(32), len(lengths))
     content += b"".join(struct.pack("<32sI", c, n) for c, n in zip(cids, lengths, strict=True))
-    hints = b"".join(struct.pack("<IQIB", 0, 0, *hint) for _ in lengths)
+    hints = b"".join(struct.pack("<IQIB", 0, offset, *hint) for _ in lengths)
     body = struct.pack("<I", len(content)) + content + struct.pack("<I", 1) + bytes(32) + hints
     return PAGE_MAGIC + struct.pack("<BI", CODEC_RAW, len(body)) + body
 

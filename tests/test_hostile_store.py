@@ -258,6 +258,27 @@ def test_a_page_is_held_to_its_roots_count_before_its_entries_are_built(repo: Pa
 
 
 
+def test_a_hint_at_an_offset_no_pack_can_have_is_one_error_line(repo: Path) -> None:
+    """A hint at offset 2^63 was an OverflowError traceback (exit 1) from pread in checkout
+    and every datavc.open reader, and from SQLite in fsck (found by a probe)."""
+    real = next(iter(Workspace(str(repo)).tree_entries(store_version(repo, 1))))
+    store = Workspace(str(repo)).store
+    store.load_index()
+    data, content = encode_page(
+        [real], lambda cid: store.locate_stored(cid)._replace(offset=2**63)
+    )
+    ref = PageRef(store.write_object("trees", data), real.path, real.path, 1, real.size, content)
+    v = publish(repo, TreeRoot(1, real.size, (ref,)))
+    before = tree_state(repo / "data")
+    expect_corrupt(repo, ["checkout", "--force", f"data@v{v}"], "trees/")
+    assert tree_state(repo / "data") == before
+    fsck = subprocess.run(
+        [sys.executable, "-m", "datavc", "fsck"], cwd=repo, capture_output=True, text=True
+    )
+    assert fsck.returncode == 6 and "impossible for its chunk" in fsck.stdout, fsck
+    assert "Traceback" not in fsck.stderr
+
+
 @pytest.mark.parametrize("bad", ["../evil", ".git/hooks/x", "d/" * 200 + "f", "n" * 256])
 def test_fsck_reports_a_version_whose_paths_checkout_would_refuse(repo: Path, bad: str) -> None:
     """fsck said nothing of a version that no checkout can write (its chunks are sound):

@@ -84,7 +84,7 @@ class _SortedRows:
 
     def _place(self, raw: bytes) -> bytes:
         _, p, off, sl, pl, codec = INDEX_ROW.unpack(raw)
-        if p >= len(self.numbers) or not plausible(sl, pl, codec):
+        if p >= len(self.numbers) or not plausible(off, sl, pl, codec):
             raise CorruptObject(self.obj, f"index entry of chunk {raw[:8].hex()} is impossible")
         return PLACE_ROW.pack(self.numbers[p], off, sl, pl, codec)
 

@@ -36,6 +36,7 @@ INDEX_MAGIC = b"DVCIDX\x00\x01"
 CODEC_RAW = 0
 CODEC_ZSTD = 1
 MAX_CHUNK = 16 << 20  # the largest plain length of a chunk (the chunker's own limit)
+MAX_OFFSET = 1 << 40  # a chunk's offset in its pack is below this (a pack is at most ~1 GiB)
 
 _PACK_ENTRY = struct.Struct("<32sQIIB")
 _INDEX_ENTRY = struct.Struct("<32sIQIIB")
@@ -131,11 +132,12 @@ def decode_chunk(
     return out
 
 
-def plausible(stored_length: int, plain_length: int, codec: int) -> bool:
-    """Whether a chunk's stored form can be as a location says: a known codec, a plain
-    length of at most ``MAX_CHUNK`` bytes, stored raw at that length or compressed to at
-    most it (so nothing read or decoded for one chunk exceeds ``MAX_CHUNK``)."""
-    if not 0 <= plain_length <= MAX_CHUNK:
+def plausible(offset: int, stored_length: int, plain_length: int, codec: int) -> bool:
+    """Whether a chunk's stored form can be as a location says: an offset below
+    ``MAX_OFFSET``, a known codec, a plain length of at most ``MAX_CHUNK`` bytes, stored raw
+    at that length or compressed to at most it (so nothing read or decoded for one chunk
+    exceeds ``MAX_CHUNK``)."""
+    if offset >= MAX_OFFSET or not 0 <= plain_length <= MAX_CHUNK:
         return False
     if codec == CODEC_RAW:
         return stored_length == plain_length
@@ -213,7 +215,8 @@ def parse_footer(footer: bytes, pack_size: int, obj: str) -> list[PackEntry]:
     ]
     expected = len(PACK_MAGIC)
     for e in entries:
-        if e.offset != expected or not plausible(e.stored_length, e.plain_length, e.codec):
+        loc = (e.offset, e.stored_length, e.plain_length, e.codec)
+        if e.offset != expected or not plausible(*loc):
             raise CorruptObject(obj, f"pack footer entry at offset {e.offset} does not fit")
         expected += e.stored_length
     if expected != start:
@@ -424,7 +427,7 @@ class LocationTable:
         try:
             rows, put = self._rows, self._put_row
             for c, p, off, sl, pl, codec in _INDEX_ENTRY.iter_unpack(body):
-                if not plausible(sl, pl, codec):
+                if not plausible(off, sl, pl, codec):
                     raise CorruptObject(obj, f"index entry of chunk {c.hex()[:16]} is impossible")
                 row = _ROW.pack(numbers[p], off, sl, pl, codec)
                 if rows.setdefault(ChunkId(c), row) != row:

@@ -47,6 +47,7 @@ from .packfile import (
     CODEC_RAW,
     CODEC_ZSTD,
     MAX_CHUNK,
+    MAX_OFFSET,
     HintRow,
     Location,
     decode_chunk,
@@ -340,9 +341,9 @@ def _decode_hints(
     for (cid, length), (number, offset, stored, codec) in zip(
         recipe, HINT_ROW.iter_unpack(table), strict=True
     ):
-        # plausible(stored, length, codec), inline: a page has thousands of hints (the
-        # entries' check refused a length over MAX_CHUNK already)
-        if number >= npacks or not (
+        # plausible(offset, stored, length, codec), inline: a page has thousands of hints
+        # (the entries' check refused a length over MAX_CHUNK already)
+        if number >= npacks or offset >= MAX_OFFSET or not (
             stored == length if codec == raw else codec == zstd and 0 < stored <= length
         ):
             if number >= npacks:

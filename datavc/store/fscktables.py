@@ -158,7 +158,7 @@ class Tables:
                 raise CorruptObject(key, "index is truncated")
             rows = []
             for c, p, off, stored, plain, codec in INDEX_ROW.iter_unpack(block):
-                if not plausible(stored, plain, codec):
+                if not plausible(off, stored, plain, codec):
                     raise CorruptObject(key, f"index entry of chunk {c.hex()[:16]} is impossible")
                 used.add(p)
                 rows.append((c, numbers[p], off, stored, plain, codec, obj))
