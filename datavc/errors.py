@@ -62,6 +62,11 @@ class ObjectNotFound(NotFoundError):
         self.key = key
 
 
+class RangeNotFound(ObjectNotFound):
+    """A ranged read past the end of an object that is there (a place that a wrong location
+    hint names): the object is not missing, the place is."""
+
+
 class PathNotFound(NotFoundError):
     def __init__(self, path: str) -> None:
         super().__init__(f"no such file or folder: {path}")

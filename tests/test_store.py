@@ -24,6 +24,7 @@ from datavc.errors import (
     IntegrityError,
     NotFoundError,
     ObjectNotFound,
+    RangeNotFound,
     VersionNotFound,
 )
 from datavc.format.chunker import ChunkerParams
@@ -205,6 +206,21 @@ def test_backend_read_write_range_list_exists(backend: Backend) -> None:
     assert backend.stats.range_reads == 2
     assert backend.stats.reads == 4
     assert backend.stats.read_keys[-2:] == ["things/a", "things/a"]
+
+
+def test_a_range_past_an_objects_end_is_a_short_read_not_a_missing_object(
+    backend: Backend,
+) -> None:
+    """A place a wrong hint names can lie past its pack's end. That is RangeNotFound (the
+    reader then asks the index), not the object missing (the reader skipped every place
+    in that pack) nor, on S3, the 416 taken for an unreachable store (exit 5)."""
+    backend.write("packs/p", b"hello world")
+    for start, end in [(20, 30), (11, 12), (6, 20)]:
+        with pytest.raises(RangeNotFound, match=r"packs/p \(range \d+-\d+ past its end\)"):
+            backend.read_range("packs/p", start, end)
+    with pytest.raises(ObjectNotFound) as missing:
+        backend.read_range("packs/absent", 0, 4)
+    assert not isinstance(missing.value, RangeNotFound)
 
 
 def test_backend_write_again_and_replace(backend: Backend) -> None:

@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import signal
+import struct
 import time
 import types
 from collections.abc import Iterator
@@ -466,10 +467,12 @@ def test_a_wrong_location_hint_is_read_where_the_index_says(
     ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: None
 ) -> None:
     """A crafted page whose entries are v1's but whose hints put a.bin's chunk at b.bin's
-    bytes, and each chunk of two streamed files (one raw, one compressed) a byte past its
-    place: its snapshot id is v1's
-    (hints are outside it). Readers find the mismatch and read those chunks where the index
-    puts them (before, exit 6); a writer that keeps the entries carries the hints on, and
+    bytes (and 20 small files' each at another's), each chunk of two streamed files (one
+    raw, one compressed) a byte past its place, p.bin's past the end of its pack and
+    q.bin's across it: its snapshot id is v1's (hints are outside it). Readers find the
+    mismatch, or the short range, and read those chunks where the index puts them (before,
+    exit 6, and exit 3 for a short range, taken for a pack gone); a cached pack is kept (it
+    was dropped as damaged); a writer that keeps the entries carries the hints on, and
     that version reads right as well. fsck still names the hint."""
     from datavc.format.tree import decode_page
     from datavc.store.check import fsck
@@ -482,6 +485,8 @@ def test_a_wrong_location_hint_is_read_where_the_index_says(
     write(data / "text.bin", text)  # streamed, its chunks compressed
     for i in range(20):
         write(data / "s" / f"{i:02d}", rand(f"s{i}", 3000))
+    write(data / "p.bin", rand("p", 5000))
+    write(data / "q.bin", rand("q", 5000))
     want = tree_state(data)
     v1 = commit(ws, data, "v1")
     good = {e.path: e for e in ws.tree_entries(v1.root)}
@@ -496,15 +501,20 @@ def test_a_wrong_location_hint_is_read_where_the_index_says(
     swapped[a] = b
     entries = sorted(good.values(), key=lambda e: e.path)
 
+    p, q = good["p.bin"].chunks[0][0], good["q.bin"].chunks[0][0]
+    pack_size = store.backend.size(f"packs/{store.locate_stored(p).pack}")
+
     def hint(cid: ChunkId) -> Location:  # b's chunk for a's; big's chunks a byte further on
         if cid in swapped:
             return store.locate_stored(swapped[cid])
         loc = store.locate_stored(cid)
+        if cid in (p, q):  # past the end of the pack; across it
+            return loc._replace(offset=pack_size + 100 if cid == p else pack_size - 2500)
         return loc._replace(offset=loc.offset + 1) if cid in big else loc
 
     page_bytes, content = encode_page(entries, hint)
     size = v1.root.bytes
-    page = PageRef(store.write_object("trees", page_bytes), "a.bin", "text.bin", 24, size, content)
+    page = PageRef(store.write_object("trees", page_bytes), "a.bin", "text.bin", 26, size, content)
     root = dataclasses.replace(v1.root, pages=(page,))
     v2 = versions.publish_version(store, forged_record("data", root))
     assert v2.version == 2 and v2.tree == v1.tree
@@ -514,16 +524,22 @@ def test_a_wrong_location_hint_is_read_where_the_index_says(
         "that does not hold its chunk"
     ]
 
+    cache = fresh(ws).store.cache
+    cached = set(cache.list("packs")) if cache is not None else set()
     monkeypatch.chdir(ws.root)
     out = tmp_path / "v2"
     fs = datavc.open("data@v2")
-    assert fs.materialize(str(out)) == 24
+    assert fs.materialize(str(out)) == 26
     assert tree_state(out) == want
     assert fs.chunks.backend.stats.lists == 1  # the index, once for all the wrong hints
-    for path in ("a.bin", "big.bin", "text.bin"):  # a new filesystem each: no index loaded before
+    for path in ("a.bin", "big.bin", "text.bin", "p.bin", "q.bin"):  # no index loaded before
         assert datavc.open("data@v2").cat(path) == (data / path).read_bytes()
         with datavc.open("data@v2").open(path) as f:
             assert f.read(100) == (data / path).read_bytes()[:100]
+    shutil.rmtree(data)
+    assert fresh(ws).checkout(["data@v2"], force=True)[0].written == 26
+    if cache is not None:
+        assert cached and set(cache.list("packs")) >= cached
 
     # A writer whose workspace is at v2 keeps v2's files (their stat cache rows
     # trusted), and their page's hints.
@@ -536,6 +552,58 @@ def test_a_wrong_location_hint_is_read_where_the_index_says(
     assert hints3[good["a.bin"].chunks[0][0]] == store.locate_stored(good["b.bin"].chunks[0][0])
     shutil.rmtree(data)
     assert fresh(ws).checkout(["data@v3"], force=True)[0].version == 3
+    assert tree_state(data) == want
+
+
+def test_a_crafted_index_that_lists_chunks_elsewhere_first_is_passed_over(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index object whose name sorts first (so its places are each chunk's first) lists
+    every chunk a byte past its place, and v2's hints do the same: a reader tries each
+    place the index gives until the bytes check out (before, only the first: an integrity
+    error blaming a good pack, found by a probe)."""
+    from datavc.format.hashing import object_id
+    from datavc.format.packfile import INDEX_MAGIC, INDEX_ROW
+
+    data = Path(ws.root) / "data"
+    write(data / "a.bin", rand("a", 30_000))
+    write(data / "big.bin", rand("big", 3 * MiB))
+    want = tree_state(data)
+    v1 = commit(ws, data, "v1")
+    store = ws.store
+    store.load_index()
+    cids = sorted({c for e in ws.tree_entries(v1.root) for c, _ in e.chunks})
+    (pack,) = {store.locate_stored(c).pack for c in cids}
+    body = INDEX_MAGIC + struct.pack("<I", 1) + bytes.fromhex(pack) + struct.pack("<I", len(cids))
+    for c in cids:
+        loc = store.locate_stored(c)
+        body += INDEX_ROW.pack(c, 0, loc.offset + 1, loc.stored_length, loc.plain_length, 0)
+    real = min(store.backend.list("index"))
+    pad = 0
+    while object_id(body + pad.to_bytes(4, "little")) > real:
+        pad += 1  # trailing bytes are ignored: a name that sorts first
+    store.write_object("index", body + pad.to_bytes(4, "little"))
+
+    def hint(cid: ChunkId) -> Location:
+        loc = store.locate_stored(cid)
+        return loc._replace(offset=loc.offset + 1)
+
+    page_bytes, content = encode_page(ws.tree_entries(v1.root), hint)
+    ref = dataclasses.replace(v1.root.pages[0], id=store.write_object("trees", page_bytes))
+    assert ref.content == content
+    root = dataclasses.replace(v1.root, pages=(ref,))
+    assert versions.publish_version(store, forged_record("data", root)).version == 2
+    probe = fresh(ws).store
+    probe.load_index()
+    assert probe.locate(cids[0]) == hint(cids[0])  # premise: the crafted place comes first
+    monkeypatch.chdir(ws.root)
+    for path in ("a.bin", "big.bin"):
+        assert datavc.open("data@v2").cat(path) == (data / path).read_bytes()
+    out = tmp_path / "v2"
+    assert datavc.open("data@v2").materialize(str(out)) == 2
+    assert tree_state(out) == want
+    shutil.rmtree(data)
+    assert fresh(ws).checkout(["data@v2"], force=True)[0].written == 2
     assert tree_state(data) == want
 
 

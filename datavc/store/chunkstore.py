@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING
 
 from ..errors import CorruptObject, DatavcError, IntegrityError, NotARepository, ObjectNotFound
@@ -51,6 +51,9 @@ class ChunkStore:
         self._index = IndexTable()  # the loaded index objects, searched in place
         self._hints = LocationTable()
         self._indexes_loaded: set[str] = set()
+        self.indexes_loaded: Set[str] = self._indexes_loaded
+        """The index objects loaded (a view, filled as they load): once there is one, the
+        index alone locates chunks and a caller's page hints are not used."""
         self._lock = threading.Lock()
         self._loading = threading.Lock()  # one thread lists and reads index objects at a time
         self._chunk_reader: ChunkReader | None = None

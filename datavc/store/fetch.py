@@ -57,9 +57,9 @@ def _fetch_small(store: ChunkStore, todo: Iterator[Fetch], progress: Progress) -
     def placed() -> Iterator[tuple[str, FileEntry, tuple[Location, ...]]]:
         # each file with its chunks' places, not its page's hints: what waits below holds
         # a file each, not a page each (the files of one run can span many pages)
-        locate = store.locate
+        locate, loaded = store.locate, store.indexes_loaded  # hints until an index is loaded
         for path, e, hints in todo:
-            places = (hints.get(cid) if hints else None for cid, _ in e.chunks)
+            places = (hints.get(cid) if hints and not loaded else None for cid, _ in e.chunks)
             yield path, e, tuple(p or locate(c) for p, (c, _) in zip(places, e.chunks, strict=True))
 
     # two readers of one stream: the chunks' places (read ahead) and the files they fill;
@@ -101,17 +101,33 @@ def _write_files(
     group: list[tuple[str, list[bytes | memoryview], FileEntry]],
     progress: Progress,
 ) -> None:
-    """Check each file's content against its hash, then write it. A file that fails is
-    read again chunk by chunk, checked: a chunk that is not where its page's hint says is
-    then read where the index puts it, and a damaged one is an error naming its pack."""
+    """Check each file's content against its hash, then write it. The files that fail are
+    read again, checked (see :func:`_read_again`)."""
+    bad = [k for k, (_, parts, e) in enumerate(group) if _digest(parts) != e.hash]
+    if bad:
+        again = _read_again(store, [group[k][2] for k in bad])
+        for k, parts in zip(bad, again, strict=True):
+            group[k] = (group[k][0], parts, group[k][2])
     for path, parts, e in group:
-        if _digest(parts) != e.hash:
-            parts = list(store.read_chunks(c for c, _ in e.chunks))
+        _write_file(path, parts, e)
+        progress.advance(e.size)
+
+
+def _read_again(store: ChunkStore, entries: list[FileEntry]) -> list[list[bytes | memoryview]]:
+    """The entries' chunks read again with the chunk checks, together (neighbours in one
+    ranged read: a run read through wrong hints fails each of its files): a chunk that is
+    not where its page's hint said is read where the index puts it, a damaged one is an
+    error naming its pack, and a file whose hash is still wrong an error naming it."""
+    out = []
+    ids = (cid for e in entries for cid, _ in e.chunks)
+    with contextlib.closing(store.read_chunks(ids)) as chunks:
+        for e in entries:
+            parts = [next(chunks) for _ in e.chunks]
             got = _digest(parts)
             if got != e.hash:
                 raise IntegrityError(f"file {e.path}", e.hash.hex(), got.hex(), what="file content")
-        _write_file(path, parts, e)
-        progress.advance(e.size)
+            out.append(parts)
+    return out
 
 
 def _digest(parts: Sequence[bytes | memoryview]) -> bytes:

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import CorruptObject, DatavcError, IntegrityError, ObjectNotFound
+from ..errors import CorruptObject, DatavcError, IntegrityError, ObjectNotFound, RangeNotFound
 from ..format.hashing import ChunkId, ObjectId, chunk_id
 from ..format.packfile import CODEC_RAW, Location, decode_chunk
 from .lru import BytesCache
@@ -390,75 +390,30 @@ class ChunkReader:
     def _located(
         self, ids: Iterable[ChunkId], hints: Mapping[ChunkId, Location] | None
     ) -> Iterator[tuple[ChunkId, Location]]:
-        """Each chunk with its place, found as it is needed: in ``hints``, else the store's."""
-        locate = self.store.locate
+        """Each chunk with its place, found as it is needed: in ``hints`` until the store has
+        loaded an index, else the store's."""
+        locate, loaded = self.store.locate, self.store.indexes_loaded
         for cid in ids:
-            loc = hints.get(cid) if hints else None
+            loc = hints.get(cid) if hints and not loaded else None
             yield cid, loc if loc is not None else locate(cid)
 
-    def _places(self, cid: ChunkId, usable: Callable[[Location], bool]) -> list[Location]:
-        """The places the index gives a chunk that ``usable`` accepts. The store's index is
-        listed again only when the indexes loaded give none: a page of wrong hints costs
-        one listing, not one a chunk."""
-        places = [p for p in self.store.locations(cid) if usable(p)]
-        if not places:
-            self.store.load_index()
-            places = [p for p in self.store.locations(cid) if usable(p)]
-        return places
-
-    def _relocated(self, run: Run, gone: set[ObjectId]) -> Run:
-        """After a pack was not found: where else the index puts the run's chunks (a
-        chunk can be in several packs). Raises ObjectNotFound if it knows no place that is
-        not ``gone``."""
-        moved = []
-        for cid, loc in run:
-            elsewhere = self._places(cid, lambda p: p.pack not in gone)
-            if not elsewhere:
-                raise ObjectNotFound(f"packs/{loc.pack}")
-            moved.append((cid, elsewhere[0]))
-        return moved
-
-    def _indexed(self, run: Run) -> Run:
-        """After a run's bytes did not check out: where the index puts its chunks, a chunk
-        kept where it was if the index lists it there (or nowhere). The run came from a
-        tree page's hints, which a crafted page can make wrong and a writer carries on."""
-        moved = []
-        for cid, loc in run:
-            places = self._places(cid, lambda p: True)
-            moved.append((cid, loc if not places or loc in places else places[0]))
-        return moved
-
     def _read_run(self, run: Run, joined: bool = False) -> list[bytes]:
-        """A run's chunks, checked; ``joined``: see :func:`decode_run`. A chunk that is not
-        where the run says (its pack gone or short, or other bytes there) is read where
-        the index puts it; if the index says the same place, that is an error."""
+        """A run's chunks, checked; ``joined``: see :func:`decode_run`. If the run is not
+        where it says (its pack not found, a range past the pack's end, bytes that do not
+        check out: a stale or wrong hint, or damage), see :class:`_Elsewhere`."""
         try:
             return self._read_run_at(run, joined)
-        except ObjectNotFound:
-            pass
-        except IntegrityError:
-            moved = self._indexed(run)
-            if moved == run:
-                raise
-            return [plain for part in group(moved) for plain in self._read_run(part, joined)]
-        out: list[bytes] = []  # the pack is gone: wherever else the index puts them
-        gone: set[ObjectId] = {run[0][1].pack}
-        todo = deque(group(self._relocated(run, gone)))
-        while todo:
-            part = todo.popleft()
-            try:
-                out.extend(self._read_run_at(part, joined))
-            except ObjectNotFound:
-                gone.add(part[0][1].pack)
-                todo.extendleft(reversed(list(group(self._relocated(part, gone)))))
-        return out
+        except (ObjectNotFound, IntegrityError) as err:
+            return _Elsewhere(self).read(run, joined, err)
 
     def _read_run_at(self, run: Run, joined: bool = False) -> list[bytes]:
         """Fetch one contiguous run of chunks: from the cache if it has the pack and its
-        bytes check out, else from the store (a damaged cached pack is dropped)."""
+        bytes check out, else from the store. A cached pack is dropped if its bytes do not
+        check out and the store's do (else the place is wrong, not the cache)."""
         first, last = run[0][1], run[-1][1]
         key = f"packs/{first.pack}"
         end = last.offset + last.stored_length
+        cache_damaged = False
         if self.store.cache is not None:
             try:
                 blob = self.store.cache.read_range(key, first.offset, end)
@@ -468,6 +423,77 @@ class ChunkReader:
                 try:
                     return decode_run(run, blob, joined)
                 except IntegrityError:
-                    with contextlib.suppress(DatavcError):
-                        self.store.cache.delete(key)
-        return decode_run(run, self.store.backend.read_range(key, first.offset, end), joined)
+                    cache_damaged = True
+        plains = decode_run(run, self.store.backend.read_range(key, first.offset, end), joined)
+        if cache_damaged:
+            with contextlib.suppress(DatavcError):
+                self.store.cache.delete(key)  # type: ignore[union-attr]
+        return plains
+
+
+class _Elsewhere:
+    """Reading a run that was not where it said: each chunk is read at the places the index
+    gives it, each place at most once, skipping packs found missing, until it checks out.
+
+    A part of several chunks that fails again is moved chunk by chunk: a chunk whose place
+    the index does not list (a hint) goes to the index's first; a chunk listed there stays,
+    since the fault may be another's; if none moves, the part is read a chunk at a time. A
+    single chunk that fails goes to its next place. With none left, the last error stands
+    (a missing pack: the chunk is missing). The index is listed again only when the indexes
+    loaded give a chunk no place at all: a page of wrong hints costs one listing."""
+
+    def __init__(self, reader: ChunkReader) -> None:
+        self.reader = reader
+        self.store = reader.store
+        self.places: dict[ChunkId, list[Location]] = {}  # the index's, looked up once
+        self.tried: dict[ChunkId, set[Location]] = {}
+        self.gone: set[ObjectId] = set()
+
+    def read(self, run: Run, joined: bool, error: Exception) -> list[bytes]:
+        out: list[bytes] = []
+        todo: deque[tuple[Run, Exception | None]] = deque([(run, error)])
+        while todo:
+            part, err = todo.popleft()
+            if err is None:
+                try:
+                    out.extend(self.reader._read_run_at(part, joined))
+                    continue
+                except (ObjectNotFound, IntegrityError) as failed:
+                    err = failed
+            todo.extendleft((p, None) for p in reversed(self._next(part, err)))
+        return out
+
+    def _indexed(self, cid: ChunkId) -> list[Location]:
+        places = self.places.get(cid)
+        if places is None:
+            places = self.store.locations(cid)
+            if not places:
+                self.store.load_index()
+                places = self.store.locations(cid)
+            self.places[cid] = places
+        return places
+
+    def _next(self, part: Run, err: Exception) -> list[Run]:
+        """Where to read a failed part's chunks next; raises ``err`` if a chunk has no
+        place left."""
+        if isinstance(err, ObjectNotFound) and not isinstance(err, RangeNotFound):
+            self.gone.add(part[0][1].pack)
+        moved: Run = []
+        changed = False
+        for cid, loc in part:
+            places = self._indexed(cid)
+            if len(part) > 1 and loc.pack not in self.gone and loc in places:
+                moved.append((cid, loc))
+                continue
+            tried = self.tried.setdefault(cid, set())
+            tried.add(loc)
+            place = next((p for p in places if p not in tried and p.pack not in self.gone), None)
+            if place is None:
+                if loc.pack in self.gone:
+                    raise ObjectNotFound(f"packs/{loc.pack}") from None
+                raise err
+            moved.append((cid, place))
+            changed = True
+        if not changed:
+            return [[item] for item in part]
+        return list(group(moved))
