@@ -404,7 +404,7 @@ class ChunkReader:
         try:
             return self._read_run_at(run, joined)
         except (ObjectNotFound, IntegrityError) as err:
-            return _Elsewhere(self).read(run, joined, err)
+            return _Elsewhere(self.store, self._read_run_at).read(run, joined, err)
 
     def _read_run_at(self, run: Run, joined: bool = False) -> list[bytes]:
         """Fetch one contiguous run of chunks: from the cache if it has the pack and its
@@ -442,9 +442,9 @@ class _Elsewhere:
     (a missing pack: the chunk is missing). The index is listed again only when the indexes
     loaded give a chunk no place at all: a page of wrong hints costs one listing."""
 
-    def __init__(self, reader: ChunkReader) -> None:
-        self.reader = reader
-        self.store = reader.store
+    def __init__(self, store: ChunkStore, read_at: Callable[[Run, bool], list[bytes]]) -> None:
+        self.store = store
+        self.read_at = read_at  # a run's chunks, checked, from where it says
         self.places: dict[ChunkId, list[Location]] = {}  # the index's, looked up once
         self.tried: dict[ChunkId, set[Location]] = {}
         self.gone: set[ObjectId] = set()
@@ -456,7 +456,7 @@ class _Elsewhere:
             part, err = todo.popleft()
             if err is None:
                 try:
-                    out.extend(self.reader._read_run_at(part, joined))
+                    out.extend(self.read_at(part, joined))
                     continue
                 except (ObjectNotFound, IntegrityError) as failed:
                     err = failed
