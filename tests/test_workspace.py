@@ -16,7 +16,7 @@ import signal
 import struct
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import fsspec
@@ -25,13 +25,14 @@ from helpers import forged_record, rand, tree_state, write
 
 import datavc
 from datavc.errors import CorruptObject, IntegrityError, UnsafePath, UsageError
-from datavc.format.hashing import ChunkId
+from datavc.format.hashing import ChunkId, ObjectId
 from datavc.format.packfile import CODEC_RAW, CODEC_ZSTD, Location, read_pack_footer
 from datavc.format.pointer import decode_pointer
 from datavc.format.record import VersionRecord
 from datavc.format.tree import MODE_FILE, FileEntry, PageRef, TreeRoot, encode_page
 from datavc.format.treecut import cut_here
 from datavc.store import versions
+from datavc.store.chunkstore import ChunkStore
 from datavc.store.files import TMP_PREFIX
 from datavc.workspace import statcache
 from datavc.workspace.core import Workspace
@@ -555,47 +556,68 @@ def test_a_wrong_location_hint_is_read_where_the_index_says(
     assert tree_state(data) == want
 
 
-def test_a_crafted_index_that_lists_chunks_elsewhere_first_is_passed_over(
-    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An index object whose name sorts first (so its places are each chunk's first) lists
-    every chunk a byte past its place, and v2's hints do the same: a reader tries each
-    place the index gives until the bytes check out (before, only the first: an integrity
-    error blaming a good pack, found by a probe)."""
+def crafted_index(store: ChunkStore, rows: dict[ChunkId, Location], before: str) -> str:
+    """Write an index object listing ``rows`` as given, whose name sorts before ``before``
+    (trailing bytes are ignored: padding finds such a name)."""
     from datavc.format.hashing import object_id
     from datavc.format.packfile import INDEX_MAGIC, INDEX_ROW
 
+    packs = sorted({loc.pack for loc in rows.values()})
+    body = INDEX_MAGIC + struct.pack("<I", len(packs))
+    body += b"".join(bytes.fromhex(p) for p in packs) + struct.pack("<I", len(rows))
+    for c in sorted(rows):
+        loc = rows[c]
+        n = packs.index(loc.pack)
+        body += INDEX_ROW.pack(c, n, loc.offset, loc.stored_length, loc.plain_length, loc.codec)
+    pad = 0
+    while object_id(body + pad.to_bytes(4, "little")) > before:
+        pad += 1
+    return store.write_object("index", body + pad.to_bytes(4, "little"))
+
+
+def forge_hints(
+    ws: Workspace, rec: VersionRecord, hint: Callable[[ChunkId], Location]
+) -> VersionRecord:
+    """Publish ``rec``'s snapshot again with its page's hints as ``hint`` gives them."""
+    page_bytes, content = encode_page(ws.tree_entries(rec.root), hint)
+    (page,) = rec.root.pages
+    ref = dataclasses.replace(page, id=ws.store.write_object("trees", page_bytes))
+    assert ref.content == content
+    root = dataclasses.replace(rec.root, pages=(ref,))
+    return versions.publish_version(ws.store, forged_record(rec.name, root))
+
+
+def test_crafted_indexes_that_list_chunks_elsewhere_first_are_passed_over(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Index objects whose names sort first (so their places come first) list every chunk
+    1, 2, ... bytes past its place, and v2's hints put it a byte past: a reader tries each
+    place the index gives until the bytes check out (before, only the first: an integrity
+    error blaming a good pack, found by a probe); past MAX_PLACES crafted places it stops
+    with an integrity error (a crafted store cost N x K reads before)."""
+    from datavc.store.reader import MAX_PLACES
+
     data = Path(ws.root) / "data"
-    write(data / "a.bin", rand("a", 30_000))
-    write(data / "big.bin", rand("big", 3 * MiB))
+    write(data / "a.bin", rand("crafted-a", 30_000))
+    write(data / "big.bin", rand("crafted-big", 3 * MiB))
     want = tree_state(data)
     v1 = commit(ws, data, "v1")
     store = ws.store
     store.load_index()
     cids = sorted({c for e in ws.tree_entries(v1.root) for c, _ in e.chunks})
-    (pack,) = {store.locate_stored(c).pack for c in cids}
-    body = INDEX_MAGIC + struct.pack("<I", 1) + bytes.fromhex(pack) + struct.pack("<I", len(cids))
-    for c in cids:
-        loc = store.locate_stored(c)
-        body += INDEX_ROW.pack(c, 0, loc.offset + 1, loc.stored_length, loc.plain_length, 0)
-    real = min(store.backend.list("index"))
-    pad = 0
-    while object_id(body + pad.to_bytes(4, "little")) > real:
-        pad += 1  # trailing bytes are ignored: a name that sorts first
-    store.write_object("index", body + pad.to_bytes(4, "little"))
+    real = {c: store.locate_stored(c) for c in cids}
 
-    def hint(cid: ChunkId) -> Location:
-        loc = store.locate_stored(cid)
-        return loc._replace(offset=loc.offset + 1)
+    def off(k: int) -> dict[ChunkId, Location]:
+        return {c: loc._replace(offset=loc.offset + k) for c, loc in real.items()}
 
-    page_bytes, content = encode_page(ws.tree_entries(v1.root), hint)
-    ref = dataclasses.replace(v1.root.pages[0], id=store.write_object("trees", page_bytes))
-    assert ref.content == content
-    root = dataclasses.replace(v1.root, pages=(ref,))
-    assert versions.publish_version(store, forged_record("data", root)).version == 2
+    first = min(store.backend.list("index"))
+    for k in range(1, MAX_PLACES - 1):  # with v2's hint: MAX_PLACES - 1 wrong places
+        crafted_index(store, off(k), first)
+    assert forge_hints(ws, v1, lambda c: off(1)[c]).version == 2
     probe = fresh(ws).store
     probe.load_index()
-    assert probe.locate(cids[0]) == hint(cids[0])  # premise: the crafted place comes first
+    assert probe.locations(cids[0])[-1] == real[cids[0]]  # premise: the real place last
+    assert len(probe.locations(cids[0])) == MAX_PLACES - 1
     monkeypatch.chdir(ws.root)
     for path in ("a.bin", "big.bin"):
         assert datavc.open("data@v2").cat(path) == (data / path).read_bytes()
@@ -605,6 +627,46 @@ def test_a_crafted_index_that_lists_chunks_elsewhere_first_is_passed_over(
     shutil.rmtree(data)
     assert fresh(ws).checkout(["data@v2"], force=True)[0].written == 2
     assert tree_state(data) == want
+
+    for k in (MAX_PLACES - 1, MAX_PLACES):  # the real place is now past the first MAX_PLACES
+        crafted_index(store, off(k), first)
+    with pytest.raises(IntegrityError, match="integrity check failed in packs/"):
+        datavc.open("data@v2").cat("a.bin")
+
+
+def test_damage_is_blamed_on_the_chunks_own_pack_not_on_a_place_a_crafted_index_adds(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a.bin's pack is damaged where the index (and the hint) put its chunk; crafted indexes
+    list the chunk in another real pack and in a pack that does not exist: the error is an
+    integrity error, and a reader that read through the hint names the damaged pack
+    (before: the last place tried, or 'missing', exit 3)."""
+    data = Path(ws.root) / "data"
+    write(data / "a.bin", rand("blame-a", 30_000))  # (no chunk another test read: the
+    v1 = commit(ws, data, "v1")  # process's chunk cache would serve it, checked)
+    write(data / "b.bin", rand("blame-b", 40_000))
+    v2 = commit(fresh(ws), data, "v2")
+    store = fresh(ws).store
+    store.load_index()
+    a = ws.tree_entries(v1.root)[0].chunks[0][0]
+    b = next(e for e in ws.tree_entries(v2.root) if e.path == "b.bin").chunks[0][0]
+    own, other = store.locate_stored(a), store.locate_stored(b)
+    assert own.pack != other.pack
+    first = min(store.backend.list("index"))
+    crafted_index(store, {a: own._replace(pack=other.pack, offset=other.offset)}, first)
+    crafted_index(store, {a: own._replace(pack=ObjectId("ab" * 32))}, first)
+    key = f"packs/{own.pack}"
+    blob = bytearray(store.backend.read(key))
+    blob[own.offset + 100] ^= 0xFF
+    store.backend.replace(key, bytes(blob))
+    if store.cache is not None:
+        store.cache.delete(key)
+    monkeypatch.chdir(ws.root)
+    with pytest.raises(IntegrityError, match=f"packs/{own.pack}: chunk at offset {own.offset}"):
+        datavc.open("data@v1").cat("a.bin")
+    shutil.rmtree(data)
+    with pytest.raises(IntegrityError):  # (it reads the index's first place first: B's)
+        fresh(ws).checkout(["data@v1"], force=True)
 
 
 def test_a_page_decoded_for_one_version_is_checked_again_for_another(

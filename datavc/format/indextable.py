@@ -162,11 +162,16 @@ class IndexTable(LocationTable):
                 found += self._more.get(cid, ())
         if new is not None and new not in found:
             found.append(new)
+        seen = set(found)  # (a crafted store can list a chunk in thousands of indexes)
         for table in self._tables[self._dropped.get(cid, 0) :]:
-            row = table.find(cid)
-            if row is not None and row not in found:
+            try:
+                row = table.find(cid)
+            except CorruptObject:
+                continue  # an impossible row of a crafted index: not a place (fsck names it)
+            if row is not None and row not in seen:
                 found.append(row)
-        found += (r for r in self._more.get(cid, ()) if r not in found)
+                seen.add(row)
+        found += (r for r in self._more.get(cid, ()) if r not in seen)
         return found
 
     def prefer(self, cid: ChunkId, loc: Location) -> None:

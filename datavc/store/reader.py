@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 RUN_BYTES = 8 << 20
 RUN_CHUNKS = 8192  # a run of tiny chunks is cut here: its list, not its bytes, is the cost
 CHUNK_CACHE_BYTES = 64 << 20
+MAX_PLACES = 16  # index places tried for a chunk not where it was read (honest stores: 1-2)
 _T = TypeVar("_T")
 _A = TypeVar("_A")
 Run = list[tuple[ChunkId, Location]]
@@ -255,6 +256,7 @@ class ChunkReader:
 
     def __init__(self, store: ChunkStore) -> None:
         self.store = store
+        self._gone: set[ObjectId] = set()  # packs found missing (see _Elsewhere)
 
     def read_chunks(
         self,
@@ -404,7 +406,7 @@ class ChunkReader:
         try:
             return self._read_run_at(run, joined)
         except (ObjectNotFound, IntegrityError) as err:
-            return _Elsewhere(self.store, self._read_run_at).read(run, joined, err)
+            return _Elsewhere(self.store, self._read_run_at, self._gone).read(run, joined, err)
 
     def _read_run_at(self, run: Run, joined: bool = False) -> list[bytes]:
         """Fetch one contiguous run of chunks: from the cache if it has the pack and its
@@ -413,19 +415,24 @@ class ChunkReader:
         first, last = run[0][1], run[-1][1]
         key = f"packs/{first.pack}"
         end = last.offset + last.stored_length
-        cache_damaged = False
+        cached: Exception | None = None  # why the cache's copy did not serve, if it has one
         if self.store.cache is not None:
             try:
-                blob = self.store.cache.read_range(key, first.offset, end)
+                return decode_run(run, self.store.cache.read_range(key, first.offset, end), joined)
+            except RangeNotFound as err:
+                cached = err
             except ObjectNotFound:
-                blob = None
-            if blob is not None:
-                try:
-                    return decode_run(run, blob, joined)
-                except IntegrityError:
-                    cache_damaged = True
-        plains = decode_run(run, self.store.backend.read_range(key, first.offset, end), joined)
-        if cache_damaged:
+                pass
+            except IntegrityError as err:
+                cached = err
+        try:
+            blob = self.store.backend.read_range(key, first.offset, end)
+        except ObjectNotFound as err:
+            if cached is None or isinstance(err, RangeNotFound):
+                raise
+            raise cached from None  # the cache has the pack: the place is wrong, not gone
+        plains = decode_run(run, blob, joined)
+        if isinstance(cached, IntegrityError):
             with contextlib.suppress(DatavcError):
                 self.store.cache.delete(key)  # type: ignore[union-attr]
         return plains
@@ -433,21 +440,31 @@ class ChunkReader:
 
 class _Elsewhere:
     """Reading a run that was not where it said: each chunk is read at the places the index
-    gives it, each place at most once, skipping packs found missing, until it checks out.
+    gives it (the first :data:`MAX_PLACES`), each place at most once, skipping packs found
+    missing, until it checks out.
 
     A part of several chunks that fails again is moved chunk by chunk: a chunk whose place
     the index does not list (a hint) goes to the index's first; a chunk listed there stays,
     since the fault may be another's; if none moves, the part is read a chunk at a time. A
-    single chunk that fails goes to its next place. With none left, the last error stands
-    (a missing pack: the chunk is missing). The index is listed again only when the indexes
-    loaded give a chunk no place at all: a page of wrong hints costs one listing."""
+    single chunk that fails goes to its next place. A chunk with no place left has the index
+    listed again once (another thread may have been loading it), then its error stands: the
+    first integrity error at a place the index lists (its own pack's damage, not a place a
+    crafted index added), else the last error (a missing pack: the chunk is missing). The
+    index is listed otherwise only when the indexes loaded give a chunk no place at all: a
+    page of wrong hints costs one listing. ``gone``: the packs found missing, the reader's
+    (each is looked for once, not once a run)."""
 
-    def __init__(self, store: ChunkStore, read_at: Callable[[Run, bool], list[bytes]]) -> None:
+    def __init__(
+        self, store: ChunkStore, read_at: Callable[[Run, bool], list[bytes]], gone: set[ObjectId]
+    ) -> None:
         self.store = store
         self.read_at = read_at  # a run's chunks, checked, from where it says
-        self.places: dict[ChunkId, list[Location]] = {}  # the index's, looked up once
+        self.gone = gone
+        self.places: dict[ChunkId, list[Location]] = {}  # the index's
+        self.next: dict[ChunkId, int] = {}  # the first of them not yet passed over
         self.tried: dict[ChunkId, set[Location]] = {}
-        self.gone: set[ObjectId] = set()
+        self.blame: dict[ChunkId, IntegrityError] = {}
+        self.relisted = False
 
     def read(self, run: Run, joined: bool, error: Exception) -> list[bytes]:
         out: list[bytes] = []
@@ -470,12 +487,11 @@ class _Elsewhere:
             if not places:
                 self.store.load_index()
                 places = self.store.locations(cid)
-            self.places[cid] = places
+            places = self.places[cid] = places[:MAX_PLACES]
         return places
 
     def _next(self, part: Run, err: Exception) -> list[Run]:
-        """Where to read a failed part's chunks next; raises ``err`` if a chunk has no
-        place left."""
+        """Where to read a failed part's chunks next; raises if a chunk has no place left."""
         if isinstance(err, ObjectNotFound) and not isinstance(err, RangeNotFound):
             self.gone.add(part[0][1].pack)
         moved: Run = []
@@ -486,14 +502,42 @@ class _Elsewhere:
                 moved.append((cid, loc))
                 continue
             tried = self.tried.setdefault(cid, set())
+            if len(part) == 1 and isinstance(err, IntegrityError) and loc in places:
+                self.blame.setdefault(cid, err)
             tried.add(loc)
-            place = next((p for p in places if p not in tried and p.pack not in self.gone), None)
+            place = self._untried(cid, tried)
             if place is None:
-                if loc.pack in self.gone:
-                    raise ObjectNotFound(f"packs/{loc.pack}") from None
-                raise err
+                raise self._error(cid, loc, err)
             moved.append((cid, place))
             changed = True
         if not changed:
             return [[item] for item in part]
         return list(group(moved))
+
+    def _untried(self, cid: ChunkId, tried: set[Location]) -> Location | None:
+        """The chunk's next place: not tried, not in a pack found missing."""
+        for again in (False, True):
+            if again:
+                if self.relisted:
+                    return None
+                self.relisted = True
+                self.store.load_index()  # waits for a load in progress, lists once more
+                self.places, self.next = {}, {}
+            places = self._indexed(cid)
+            at = self.next.get(cid, 0)
+            while at < len(places):
+                place = places[at]
+                at += 1
+                if place not in tried and place.pack not in self.gone:
+                    self.next[cid] = at
+                    return place
+            self.next[cid] = at
+        return None
+
+    def _error(self, cid: ChunkId, loc: Location, err: Exception) -> Exception:
+        blamed = self.blame.get(cid)
+        if blamed is not None:
+            return blamed
+        if loc.pack in self.gone and not isinstance(err, IntegrityError):
+            return ObjectNotFound(f"packs/{loc.pack}")
+        return err
