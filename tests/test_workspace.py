@@ -595,7 +595,7 @@ def test_crafted_indexes_that_list_chunks_elsewhere_first_are_passed_over(
     place the index gives until the bytes check out (before, only the first: an integrity
     error blaming a good pack, found by a probe); past MAX_PLACES crafted places it stops
     with an integrity error (a crafted store cost N x K reads before)."""
-    from datavc.store.reader import MAX_PLACES
+    from datavc.store.relocate import MAX_PLACES
 
     data = Path(ws.root) / "data"
     write(data / "a.bin", rand("crafted-a", 30_000))
