@@ -42,7 +42,6 @@ class Elsewhere:
         self.read_at = read_at  # a run's chunks, checked, from where it says
         self.gone = gone
         self.places: dict[ChunkId, list[Location]] = {}  # the index's
-        self.next: dict[ChunkId, int] = {}  # the first of them not yet passed over
         self.tried: dict[ChunkId, set[Location]] = {}
         self.blame: dict[ChunkId, IntegrityError] = {}
         self.relisted = False
@@ -97,23 +96,17 @@ class Elsewhere:
 
     def _untried(self, cid: ChunkId, tried: set[Location]) -> Location | None:
         """The chunk's next place: not tried, not in a pack found missing."""
-        for again in (False, True):
-            if again:
-                if self.relisted:
-                    return None
-                self.relisted = True
-                self.store.load_index()  # waits for a load in progress, lists once more
-                self.places, self.next = {}, {}
-            places = self._indexed(cid)
-            at = self.next.get(cid, 0)
-            while at < len(places):
-                place = places[at]
-                at += 1
-                if place not in tried and place.pack not in self.gone:
-                    self.next[cid] = at
-                    return place
-            self.next[cid] = at
-        return None
+        place = self._first_untried(cid, tried)
+        if place is None and not self.relisted:
+            self.relisted = True
+            self.store.load_index()  # waits for a load in progress, lists once more
+            self.places = {}
+            place = self._first_untried(cid, tried)
+        return place
+
+    def _first_untried(self, cid: ChunkId, tried: set[Location]) -> Location | None:
+        places = self._indexed(cid)  # at most MAX_PLACES: a scan each time is cheap
+        return next((p for p in places if p not in tried and p.pack not in self.gone), None)
 
     def _error(self, cid: ChunkId, loc: Location, err: Exception) -> Exception:
         blamed = self.blame.get(cid)
